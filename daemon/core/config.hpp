@@ -1,0 +1,124 @@
+#pragma once
+
+#include <yaml-cpp/yaml.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "daemon/core/duration.hpp"
+#include "daemon/core/environment.hpp"
+
+namespace orgd {
+
+struct TlsConfig {
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
+  bool enabled() const { return !ca_file.empty() || !cert_file.empty(); }
+};
+
+struct NatsConfig {
+  // Start a nats-server child (JetStream) listening on the first URL's host:port.
+  bool embedded = false;
+  std::vector<std::string> urls{"nats://127.0.0.1:4222"};
+  // JetStream store of the embedded server, and orgd's own files.
+  std::string data_dir = ".orgd";
+  std::string server_binary = "nats-server";
+  std::string creds_file;
+  std::string nkey_file;  // a file holding a user nkey seed (SU...)
+  std::string token;      // a literal token (dev only; prefer token_env)
+  std::string token_env;  // the environment variable holding the token
+  std::string user;
+  std::string password_env;
+  std::string jwt_env;        // the environment variable holding a user JWT (NATS_JWT)
+  std::string nkey_seed_env;  // ... and its seed (NATS_NKEY_SEED)
+  TlsConfig tls;
+  // Subject prefix P; default "org.<org>".
+  std::string subject_prefix;
+  // Replicas of orgd's streams and buckets (1 on a single server, 3 on a cluster).
+  int replicas = 1;
+  Duration connect_timeout{std::chrono::seconds{5}};
+  Duration reconnect_wait{std::chrono::seconds{1}};
+  // Largest payload orgd accepts on any subject; larger inputs are rejected.
+  std::int64_t max_payload = 256 * 1024;
+};
+
+struct HttpConfig {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 8080;  // 0 picks a free port
+  bool enabled = true;
+  std::int64_t body_limit = 1024 * 1024;
+  Duration read_timeout{std::chrono::seconds{10}};
+};
+
+struct LogConfig {
+  std::string level = "info";   // trace, debug, info, warn, error, critical, off
+  std::string format = "text";  // text | json
+};
+
+// A provider instance: providers.<name>. Settings are validated by the provider's own factory;
+// only the type is checked here.
+struct ProviderConfig {
+  std::string name;
+  std::string type;  // github|cloudflare|synadia|exec|local|remote
+  YAML::Node settings;
+  int line = 0;
+};
+
+// repos.<name>.deploy.<env>
+struct DeployTargetConfig {
+  std::string env;
+  std::string provider;
+  YAML::Node settings;  // the provider's per-target settings (everything but `provider`)
+  int line = 0;
+};
+
+struct RepoHealthConfig {
+  // Services the repo's health is derived from; reported services are added to these.
+  std::vector<std::string> services;
+  // Default ttl of this repo's reports when a report carries none.
+  Duration ttl{std::chrono::seconds{30}};
+};
+
+struct RepoConfig {
+  std::string name;
+  std::vector<std::string> depends_on;
+  std::map<std::string, DeployTargetConfig> deploy;  // by env
+  std::vector<std::string> secrets;
+  RepoHealthConfig health;
+  int line = 0;
+};
+
+struct SecretsConfig {
+  std::string master_key_file;
+  std::string master_key_env;
+};
+
+struct Config {
+  std::string org = "demo";
+  NatsConfig nats;
+  HttpConfig http;
+  LogConfig log;
+  std::map<std::string, ProviderConfig> providers;
+  std::map<std::string, RepoConfig> repos;
+  SecretsConfig secrets;
+  std::string source;  // file name, or "<embedded>"
+
+  std::string prefix() const {
+    return nats.subject_prefix.empty() ? "org." + org : nats.subject_prefix;
+  }
+};
+
+// Loads and validates a config. Every problem is collected and raised together as a ConfigError
+// whose lines read "<file>:<line>: <key>: <problem>". Environment overrides (DESIGN.md §7) are
+// applied after parsing.
+Config load_config_file(const std::string& path, const Environment& env);
+Config load_config_string(const std::string& text, const std::string& source_name,
+                          const Environment& env);
+
+// The embedded default (config/orgd.dev.yaml, compiled in).
+const std::string& embedded_default_config();
+
+}  // namespace orgd

@@ -1,0 +1,60 @@
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+namespace orgd {
+
+struct HttpRequest {
+  std::string method;  // "GET", "POST", ...
+  std::string target;  // path and query, as sent
+  std::map<std::string, std::string> headers;  // names lower-cased
+  std::string body;
+  std::string remote;  // "ip:port"
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "text/plain; charset=utf-8";
+  std::string body;
+  std::map<std::string, std::string> headers;
+};
+
+struct HttpServerSettings {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 0;  // 0: any free port (see HttpServer::port())
+  std::size_t body_limit = 1024 * 1024;
+  std::chrono::milliseconds read_timeout{10'000};
+  std::size_t max_connections = 256;
+};
+
+// A small HTTP/1.1 server (Boost.Beast) on the daemon's io_context. Every read has a body limit
+// and a timeout; connections beyond max_connections are closed at once. The handler runs on an
+// io_context thread and must not block.
+class HttpServer {
+ public:
+  using Handler = std::function<HttpResponse(const HttpRequest&)>;
+
+  HttpServer(boost::asio::io_context& io, HttpServerSettings settings, Handler handler);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Binds and starts accepting. Throws std::runtime_error naming the address on failure.
+  void start();
+  // Stops accepting and closes open connections.
+  void stop();
+  std::uint16_t port() const;
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace orgd
