@@ -1,0 +1,580 @@
+#include "daemon/app/daemon.hpp"
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <fmt/format.h>
+#include <nats/nats.h>
+#include <nlohmann/json.hpp>
+#include <sodium.h>
+
+#include <csignal>
+#include <filesystem>
+
+#include "daemon/bus/embedded_server.hpp"
+#include "daemon/bus/nkeys.hpp"
+#include "daemon/bus/streams.hpp"
+#include "daemon/core/build_info.hpp"
+#include "daemon/core/logging.hpp"
+#include "daemon/core/timestamps.hpp"
+#include "orgd/v1/health.pb.h"
+#include "orgd/v1/status.pb.h"
+
+namespace orgd {
+namespace {
+
+namespace asio = boost::asio;
+
+std::vector<RepoHealthSpec> health_specs(const Config& config) {
+  std::vector<RepoHealthSpec> out;
+  for (const auto& [name, repo] : config.repos) {
+    RepoHealthSpec spec;
+    spec.name = name;
+    spec.depends_on = repo.depends_on;
+    for (const auto& [env, target] : repo.deploy) spec.envs.push_back(env);
+    spec.services = repo.health.services;
+    spec.ttl = repo.health.ttl;
+    out.push_back(std::move(spec));
+  }
+  return out;
+}
+
+// "nats://127.0.0.1:4222" -> host, port (for the embedded server's listen address).
+std::pair<std::string, std::uint16_t> host_port_of(const std::string& url) {
+  std::string rest = url;
+  if (auto p = rest.find("://"); p != std::string::npos) rest = rest.substr(p + 3);
+  if (auto at = rest.rfind('@'); at != std::string::npos) rest = rest.substr(at + 1);
+  if (auto slash = rest.find('/'); slash != std::string::npos) rest = rest.substr(0, slash);
+  auto colon = rest.rfind(':');
+  if (colon == std::string::npos) return {rest, 4222};
+  std::string host = rest.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  int port = std::stoi(rest.substr(colon + 1));
+  if (port < 0 || port > 65535) throw std::runtime_error("invalid port in " + url);
+  return {host, static_cast<std::uint16_t>(port)};
+}
+
+std::string read_env_secret(const Environment& env, const std::string& name,
+                            const char* what) {
+  if (name.empty()) return {};
+  auto value = env.get(name);
+  if (!value || value->empty()) {
+    throw std::runtime_error(fmt::format("{}: environment variable {} is not set", what, name));
+  }
+  return *value;
+}
+
+}  // namespace
+
+const Clock& Daemon::default_clock() {
+  static const SystemClock clock;
+  return clock;
+}
+
+Daemon::Daemon(Config config, DaemonOptions options, Environment env, const Clock& clock)
+    : config_(std::move(config)),
+      options_(std::move(options)),
+      env_(std::move(env)),
+      clock_(clock),
+      prefix_(config_.prefix()),
+      org_(config_.org),
+      health_(clock) {
+  health_.configure(health_specs(config_));
+  metrics_
+      .gauge("orgd_build_info", "Build of the running orgd",
+             {{"version", build::kVersion}, {"revision", build::kRevision}})
+      .set(1);
+  health_in_ = &metrics_.counter("orgd_messages_in_total", "Inputs received, by kind",
+                                 {{"kind", "health"}});
+  connected_gauge_ =
+      &metrics_.gauge("orgd_nats_connected", "1 while connected to NATS, else 0");
+  streams_gauge_ = &metrics_.gauge("orgd_jetstream_ready", "1 once orgd's streams exist, else 0");
+  inflight_gauge_ = &metrics_.gauge("orgd_api_inflight_requests", "API requests being handled");
+  services_gauge_ = &metrics_.gauge("orgd_health_services", "Services known to the health view");
+  reconnects_ = &metrics_.counter("orgd_nats_reconnects_total", "Reconnections to NATS");
+  disconnects_ = &metrics_.counter("orgd_nats_disconnects_total", "Disconnections from NATS");
+  metrics_.counter("orgd_config_reloads_total", "Config reloads (SIGHUP), by result",
+                   {{"result", "ok"}});
+  metrics_.counter("orgd_config_reloads_total", "Config reloads (SIGHUP), by result",
+                   {{"result", "error"}});
+}
+
+Daemon::~Daemon() { stop(); }
+
+NatsConnectionSettings Daemon::connection_settings() const {
+  const NatsConfig& n = config_.nats;
+  NatsConnectionSettings s;
+  s.urls = n.urls;
+  s.name = "orgd";
+  s.creds_file = n.creds_file;
+  if (!n.nkey_file.empty()) s.nkey_seed = nkeys::read_seed_file(n.nkey_file);
+  s.token = n.token;
+  if (!n.token_env.empty()) s.token = read_env_secret(env_, n.token_env, "nats.token_env");
+  s.user = n.user;
+  s.password = read_env_secret(env_, n.password_env, "nats.password_env");
+  if (!n.jwt_env.empty() || !n.nkey_seed_env.empty()) {
+    s.jwt = read_env_secret(env_, n.jwt_env, "nats.jwt_env");
+    s.jwt_seed = read_env_secret(env_, n.nkey_seed_env, "nats.nkey_seed_env");
+  }
+  s.tls = {n.tls.ca_file, n.tls.cert_file, n.tls.key_file};
+  for (const auto& u : n.urls) {
+    if (u.rfind("tls://", 0) == 0) s.tls_required = true;
+  }
+  s.connect_timeout = n.connect_timeout;
+  s.reconnect_wait = n.reconnect_wait;
+  s.retry_on_failed_connect = true;
+  return s;
+}
+
+void Daemon::start() {
+  if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialize");
+  auto log = logging::get("orgd");
+  log->info("orgd {} ({}) starting: org {}, prefix {}, {} repos", build::kVersion,
+            build::kRevision, org_, prefix_, config_.repos.size());
+
+  if (config_.nats.embedded) {
+    auto [host, port] = host_port_of(config_.nats.urls.at(0));
+    EmbeddedServerSettings es;
+    es.binary = config_.nats.server_binary;
+    es.host = host;
+    es.port = port;
+    es.store_dir = (std::filesystem::path(config_.nats.data_dir) / "jetstream").string();
+    embedded_ = std::make_unique<EmbeddedNatsServer>(es);
+    embedded_->start();
+    log->info("embedded nats-server (pid {}) accepting clients on {}", embedded_->pid(),
+              embedded_->url());
+  }
+
+  // Secrets and credential files are read before anything listens, so a bad one stops start-up.
+  NatsConnectionSettings settings = connection_settings();
+
+  work_.emplace(io_.get_executor());
+  for (int i = 0; i < std::max(1, options_.io_threads); ++i) {
+    threads_.emplace_back([this] { io_.run(); });
+  }
+
+  if (config_.http.enabled) {
+    HttpServerSettings hs;
+    hs.host = config_.http.host;
+    hs.port = config_.http.port;
+    hs.body_limit = static_cast<std::size_t>(config_.http.body_limit);
+    hs.read_timeout = config_.http.read_timeout;
+    http_ = std::make_unique<HttpServer>(io_, hs,
+                                         [this](const HttpRequest& r) { return on_http(r); });
+    http_->start();
+    log->info("http listening on {}:{}", hs.host, http_->port());
+  }
+
+  nats_ = std::make_unique<NatsConnection>(
+      std::move(settings), [this](ConnectionState s) { on_connection_state(s); });
+  rejections_ = std::make_unique<Rejections>(prefix_, *nats_, metrics_);
+  router_ = std::make_unique<ApiRouter>(prefix_, static_cast<std::size_t>(config_.nats.max_payload),
+                                        *nats_, *rejections_, metrics_);
+  register_api();
+  ServiceIdentity identity;
+  identity.name = "orgd";
+  identity.version = build::kVersion;
+  identity.description = "orgd organization controller for " + org_;
+  identity.metadata = {{"org", org_}, {"prefix", prefix_}, {"revision", build::kRevision}};
+  discovery_ = std::make_unique<ServiceDiscovery>(
+      identity,
+      [this] {
+        std::vector<ServiceEndpoint> out;
+        for (const auto& st : router_->stats()) {
+          out.push_back({st.name, st.subject, "orgd", st.num_requests, st.num_errors,
+                         st.last_error, st.processing_time_ns});
+        }
+        return out;
+      },
+      clock_.now());
+
+  log->info("connecting to NATS at {}", fmt::join(config_.nats.urls, ","));
+  nats_->connect();
+  if (nats_->connected()) on_connection_state(ConnectionState::connected);
+  schedule_sweep();
+}
+
+void Daemon::on_connection_state(ConnectionState state) {
+  // Runs on a nats.c thread: record, log, and post the work.
+  auto log = logging::get("bus");
+  bool was = connected_.exchange(state == ConnectionState::connected);
+  connected_gauge_->set(state == ConnectionState::connected ? 1 : 0);
+  if (state == ConnectionState::connected && !was) {
+    log->info("connected to NATS {}", nats_ ? nats_->connected_url() : std::string());
+    if (!was && nats_ && nats_->reconnects() > 0) reconnects_->inc();
+    if (!stopping_) asio::post(io_, [this] { on_connected(); });
+  } else if (state == ConnectionState::disconnected) {
+    disconnects_->inc();
+    log->warn("disconnected from NATS; reconnecting");
+  } else if (state == ConnectionState::closed) {
+    log->info("NATS connection closed");
+  }
+}
+
+void Daemon::on_connected() {
+  if (stopping_) return;
+  // Streams are (re)ensured on every connect: a server that lost its store gets them back.
+  ensure_streams();
+  if (!streams_ready_) {
+    // Retry while connected; JetStream may still be electing a leader.
+    auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::seconds(1));
+    timer->async_wait([this, timer](const boost::system::error_code& ec) {
+      if (!ec && connected_ && !stopping_) on_connected();
+    });
+    return;
+  }
+  if (!subscribed_.exchange(true)) {
+    rebuild_health();
+    subscribe_all();
+    logging::get("orgd")->info("ready: serving {}.api.*, health on {}.health.>", prefix_,
+                               prefix_);
+  }
+}
+
+void Daemon::ensure_streams() {
+  auto log = logging::get("bus");
+  bool all_ok = true;
+  for (const auto& spec : orgd_streams(prefix_, config_.nats.replicas)) {
+    auto r = ensure_stream(nats_->jetstream(), spec);
+    if (!r.ok()) {
+      all_ok = false;
+      log->error("{}", r.error().message);
+    }
+  }
+  streams_ready_ = all_ok;
+  streams_gauge_->set(all_ok ? 1 : 0);
+  if (all_ok) log->info("streams ready ({}, {}, {}, {})", kCmdStream, kEventsStream,
+                        kHealthStream, kDlqStream);
+}
+
+void Daemon::rebuild_health() {
+  // The last state of every service, from the last-value stream ORGD_HEALTH.
+  auto log = logging::get("health");
+  jsCtx* js = nats_->jetstream();
+  jsStreamInfo* info = nullptr;
+  jsErrCode jerr = static_cast<jsErrCode>(0);
+  if (js_GetStreamInfo(&info, js, kHealthStream, nullptr, &jerr) != NATS_OK) {
+    log->warn("cannot read {}: health starts empty", kHealthStream);
+    return;
+  }
+  std::uint64_t count = info->State.Msgs;
+  jsStreamInfo_Destroy(info);
+  if (count == 0) return;
+
+  std::string filter = prefix_ + ".state.health.>";
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = kHealthStream;
+  so.Ordered = true;
+  so.Config.DeliverPolicy = js_DeliverLastPerSubject;
+  natsSubscription* sub = nullptr;
+  if (js_SubscribeSync(&sub, js, filter.c_str(), nullptr, &so, &jerr) != NATS_OK) {
+    log->warn("cannot read {}: health starts empty", kHealthStream);
+    return;
+  }
+  std::size_t restored = 0;
+  std::size_t bad = 0;
+  for (std::uint64_t i = 0; i < count; ++i) {
+    natsMsg* msg = nullptr;
+    if (natsSubscription_NextMsg(&msg, sub, 2000) != NATS_OK) break;
+    v1::ServiceHealth state;
+    std::string_view data(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+    if (decode(data, Encoding::json, state, 1 << 20).ok()) {
+      health_.restore(state);
+      ++restored;
+    } else {
+      ++bad;
+    }
+    jsMsgMetaData* meta = nullptr;
+    bool last = false;
+    if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
+      last = meta->NumPending == 0;
+      jsMsgMetaData_Destroy(meta);
+    }
+    natsMsg_Destroy(msg);
+    if (last) break;
+  }
+  natsSubscription_Unsubscribe(sub);
+  natsSubscription_Destroy(sub);
+  log->info("health rebuilt from {}: {} services{}", kHealthStream, restored,
+            bad ? fmt::format(" ({} unreadable states skipped)", bad) : std::string());
+}
+
+void Daemon::subscribe_all() {
+  std::lock_guard lock(subs_mutex_);
+  // Health reports are handled on their subscription's own thread, in arrival order: ordering
+  // per service matters (an old "down" must not overtake a newer "ok"), and the work is a decode
+  // and an in-memory update, which never blocks.
+  subs_.push_back(nats_->subscribe(prefix_ + ".health.>", "",
+                                   [this](BusMessage m) { on_health_report(std::move(m)); }));
+  for (std::size_t i = 0; i < router_->endpoint_count(); ++i) {
+    subs_.push_back(nats_->subscribe(router_->endpoint_subject(i), "orgd",
+                                     [this, i](BusMessage m) { on_api_request(i, std::move(m)); }));
+  }
+  for (const auto& subject : discovery_->subjects()) {
+    subs_.push_back(nats_->subscribe(subject, "", [this](BusMessage m) {
+      if (m.reply.empty()) return;
+      BusMessage reply;
+      reply.subject = m.reply;
+      reply.data = discovery_->respond(m.subject);
+      (void)nats_->publish(reply);
+    }));
+  }
+  nats_->flush(std::chrono::seconds(2));
+}
+
+void Daemon::on_health_report(BusMessage message) {
+  health_in_->inc();
+  Encoding encoding =
+      encoding_from_content_type(message.header(kContentTypeHeader).value_or(std::string()));
+  // P.health.<repo>.<service>
+  std::string_view rest = message.subject;
+  rest.remove_prefix(std::min(rest.size(), prefix_.size() + sizeof(".health.") - 1));
+  auto dot = rest.find('.');
+  if (dot == std::string_view::npos || rest.find('.', dot + 1) != std::string_view::npos) {
+    rejections_->reject(message,
+                        invalid_argument("health subject must be " + prefix_ +
+                                         ".health.<repo>.<service>"),
+                        "health", encoding);
+    return;
+  }
+  std::string_view repo = rest.substr(0, dot);
+  std::string_view service = rest.substr(dot + 1);
+  v1::HealthReport report;
+  if (auto d = decode(message.data, encoding, report,
+                      static_cast<std::size_t>(config_.nats.max_payload));
+      !d.ok()) {
+    rejections_->reject(message, d.error(), "health", encoding);
+    return;
+  }
+  auto result = health_.report(repo, service, report);
+  if (!result.ok()) {
+    rejections_->reject(message, result.error(), "health", encoding);
+    return;
+  }
+  publish_health_update(result.value());
+  health_processed_.fetch_add(1, std::memory_order_relaxed);
+  if (!message.reply.empty()) {
+    BusMessage ack;
+    ack.subject = message.reply;
+    ack.data = encoding == Encoding::json ? "{}" : "";
+    ack.headers.emplace_back(std::string(kContentTypeHeader), std::string(content_type(encoding)));
+    (void)nats_->publish(ack);
+  }
+}
+
+void Daemon::publish_health_update(const HealthRegistry::Update& update) {
+  if (update.service) {
+    BusMessage state;
+    state.subject = fmt::format("{}.state.health.{}.{}", prefix_, update.service->repo(),
+                                update.service->service());
+    state.data = encode(*update.service, Encoding::json);
+    (void)nats_->publish(state);
+  }
+  if (update.repo_change) {
+    BusMessage event;
+    event.subject = fmt::format("{}.events.health.{}.changed", prefix_, update.repo_change->repo());
+    event.data = encode(*update.repo_change, Encoding::json);
+    (void)nats_->publish(event);
+    logging::get("health")->info(
+        "repo {} is {} (was {}, by {})", update.repo_change->repo(),
+        v1::Health::Status_Name(update.repo_change->health()),
+        v1::Health::Status_Name(update.repo_change->previous()), update.repo_change->service());
+  }
+}
+
+void Daemon::on_api_request(std::size_t endpoint, BusMessage message) {
+  if (stopping_ || inflight_.load() >= options_.max_inflight_requests) {
+    if (!message.reply.empty()) {
+      Encoding enc =
+          encoding_from_content_type(message.header(kContentTypeHeader).value_or(std::string()));
+      (void)nats_->publish(make_error_reply(
+          message.reply, unavailable(stopping_ ? "orgd is shutting down" : "orgd is overloaded"),
+          enc));
+    }
+    return;
+  }
+  inflight_.fetch_add(1);
+  inflight_gauge_->inc();
+  asio::post(io_, [this, endpoint, m = std::move(message)] {
+    router_->dispatch(endpoint, m);
+    inflight_gauge_->dec();
+    if (inflight_.fetch_sub(1) == 1) {
+      std::lock_guard lock(inflight_mutex_);
+      inflight_cv_.notify_all();
+    }
+  });
+}
+
+void Daemon::register_api() {
+  router_->add<v1::StatusRequest, v1::OrgStatus>(
+      "status", [this](const v1::StatusRequest&) -> Result<v1::OrgStatus> {
+        return health_.org_status(org_);
+      });
+  router_->add<v1::RepoStatusRequest, v1::RepoStatus>(
+      "status.repo", [this](const v1::RepoStatusRequest& r) -> Result<v1::RepoStatus> {
+        if (r.repo().empty()) return invalid_argument("repo is required");
+        return health_.repo_status(r.repo());
+      });
+  router_->add<v1::ReposRequest, v1::RepoList>(
+      "repos", [this](const v1::ReposRequest&) -> Result<v1::RepoList> {
+        return health_.repo_list();
+      });
+}
+
+void Daemon::schedule_sweep() {
+  if (!sweep_timer_) sweep_timer_ = std::make_unique<asio::steady_timer>(io_);
+  sweep_timer_->expires_after(options_.health_sweep_interval);
+  sweep_timer_->async_wait([this](const boost::system::error_code& ec) {
+    if (ec || stopping_) return;
+    for (const auto& update : health_.sweep()) {
+      if (nats_ && subscribed_) publish_health_update(update);
+    }
+    schedule_sweep();
+  });
+}
+
+void Daemon::refresh_gauges() {
+  services_gauge_->set(static_cast<double>(health_.service_count()));
+  connected_gauge_->set(connected_ ? 1 : 0);
+}
+
+HttpResponse Daemon::on_http(const HttpRequest& request) {
+  std::string path = request.target.substr(0, request.target.find('?'));
+  if (request.method != "GET" && request.method != "HEAD") {
+    return {405, "text/plain; charset=utf-8", "method not allowed\n", {{"Allow", "GET, HEAD"}}};
+  }
+  if (path == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n", {}};
+  if (path == "/readyz") {
+    nlohmann::json j = {{"ready", ready()},
+                        {"nats", connected_ ? "connected" : "disconnected"},
+                        {"streams", streams_ready_ ? "ready" : "not ready"}};
+    return {ready() ? 200 : 503, "application/json", j.dump() + "\n", {}};
+  }
+  if (path == "/metrics") {
+    refresh_gauges();
+    return {200, "text/plain; version=0.0.4; charset=utf-8", metrics_.render(), {}};
+  }
+  if (path == "/status") {
+    return {200, "application/json", encode(health_.org_status(org_), Encoding::json) + "\n", {}};
+  }
+  return {404, "text/plain; charset=utf-8", "not found\n", {}};
+}
+
+std::uint16_t Daemon::http_port() const { return http_ ? http_->port() : 0; }
+
+std::string Daemon::nats_url() const {
+  return embedded_ ? embedded_->url() : fmt::format("{}", fmt::join(config_.nats.urls, ","));
+}
+
+void Daemon::apply_reload(const Config& next) {
+  auto log = logging::get("orgd");
+  logging::setup(next.log);
+  health_.configure(health_specs(next));
+  std::lock_guard lock(config_mutex_);
+  if (next.prefix() != prefix_ || next.org != org_) {
+    log->warn("org/subject prefix changes take effect after a restart");
+  }
+  if (next.http.host != config_.http.host || next.http.port != config_.http.port ||
+      next.nats.urls != config_.nats.urls || next.nats.embedded != config_.nats.embedded) {
+    log->warn("nats and http changes take effect after a restart");
+  }
+  // Keep what cannot change live; take the rest.
+  Config applied = next;
+  applied.org = config_.org;
+  applied.nats = config_.nats;
+  applied.http = config_.http;
+  config_ = std::move(applied);
+  metrics_.counter("orgd_config_reloads_total", "Config reloads (SIGHUP), by result",
+                   {{"result", "ok"}})
+      .inc();
+  log->info("config reloaded: {} repos", config_.repos.size());
+}
+
+bool Daemon::reload_from_disk() {
+  auto log = logging::get("orgd");
+  try {
+    Config next = options_.config_path.empty()
+                      ? load_config_string(embedded_default_config(), "<embedded>", env_)
+                      : load_config_file(options_.config_path, env_);
+    apply_reload(next);
+    return true;
+  } catch (const ConfigError& e) {
+    metrics_.counter("orgd_config_reloads_total", "Config reloads (SIGHUP), by result",
+                     {{"result", "error"}})
+        .inc();
+    log->error("config reload rejected; the running config stays:\n{}", e.what());
+  } catch (const std::exception& e) {
+    metrics_.counter("orgd_config_reloads_total", "Config reloads (SIGHUP), by result",
+                     {{"result", "error"}})
+        .inc();
+    log->error("config reload failed; the running config stays: {}", e.what());
+  }
+  return false;
+}
+
+void Daemon::stop() {
+  if (stopped_.exchange(true)) return;
+  auto log = logging::get("orgd");
+  auto deadline = std::chrono::steady_clock::now() + options_.shutdown_budget;
+  stopping_ = true;
+  log->info("stopping: draining subscriptions and in-flight requests");
+
+  // 1. Stop taking work: drain every subscription (already-received messages still run).
+  {
+    std::lock_guard lock(subs_mutex_);
+    for (auto& sub : subs_) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      sub->drain(std::max(left / 2, std::chrono::milliseconds(100)));
+    }
+  }
+  // 2. Finish in-flight handlers.
+  {
+    std::unique_lock lock(inflight_mutex_);
+    inflight_cv_.wait_until(lock, deadline, [&] { return inflight_.load() == 0; });
+  }
+  if (sweep_timer_) asio::post(io_, [this] { sweep_timer_->cancel(); });
+  if (http_) http_->stop();
+  // 3. Flush what handlers published, then close.
+  if (nats_) nats_->close(std::chrono::milliseconds(500));
+  {
+    std::lock_guard lock(subs_mutex_);
+    subs_.clear();
+  }
+  work_.reset();
+  io_.stop();
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  threads_.clear();
+  if (embedded_) embedded_->stop();
+  log->info("stopped");
+}
+
+int Daemon::run() {
+  // Signals are waited for on a dedicated io_context in this (the main) thread.
+  asio::io_context signals_io;
+  asio::signal_set signals(signals_io, SIGTERM, SIGINT, SIGHUP);
+  start();
+  bool done = false;
+  std::function<void(const boost::system::error_code&, int)> on_signal =
+      [&](const boost::system::error_code& ec, int signo) {
+        if (ec) return;
+        if (signo == SIGHUP) {
+          logging::get("orgd")->info("SIGHUP: reloading config");
+          reload_from_disk();
+          signals.async_wait(on_signal);
+          return;
+        }
+        logging::get("orgd")->info("{}: shutting down", signo == SIGTERM ? "SIGTERM" : "SIGINT");
+        done = true;
+      };
+  signals.async_wait(on_signal);
+  while (!done) signals_io.run_one();
+  stop();
+  return 0;
+}
+
+}  // namespace orgd

@@ -1,0 +1,135 @@
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "daemon/bus/nats_connection.hpp"
+#include "daemon/bus/service_discovery.hpp"
+#include "daemon/core/clock.hpp"
+#include "daemon/core/config.hpp"
+#include "daemon/core/environment.hpp"
+#include "daemon/events/api_router.hpp"
+#include "daemon/events/rejections.hpp"
+#include "daemon/health/health_registry.hpp"
+#include "daemon/http/http_server.hpp"
+#include "daemon/http/metrics.hpp"
+
+namespace orgd {
+
+class EmbeddedNatsServer;
+
+struct DaemonOptions {
+  // Re-read on SIGHUP; empty means the embedded default.
+  std::string config_path;
+  int io_threads = 2;
+  // Bound of API requests waiting for or in a handler; beyond it requests get 503 at once.
+  std::size_t max_inflight_requests = 4096;
+  std::chrono::milliseconds health_sweep_interval{1000};
+  std::chrono::milliseconds shutdown_budget{4000};
+};
+
+// The running daemon: wires the subsystems (embedded NATS, connection, streams, health, API,
+// service discovery, HTTP) and owns their lifecycle. main() only parses flags and calls run();
+// tests and benchmarks drive start()/stop() in-process.
+class Daemon {
+ public:
+  Daemon(Config config, DaemonOptions options, Environment env,
+         const Clock& clock = default_clock());
+  ~Daemon();
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  // Starts everything. NATS being unreachable is not fatal (orgd keeps trying and /readyz says
+  // so); a bad credential file, a taken HTTP port or a failed embedded server is (throws).
+  void start();
+  // Graceful stop: no new work, drain subscriptions, finish in-flight handlers, close NATS, stop
+  // the embedded server. Bounded by options.shutdown_budget. Idempotent.
+  void stop();
+  // start(), then serve until SIGTERM/SIGINT; SIGHUP reloads. Returns the exit code.
+  int run();
+
+  // Applies a new config: repos, health settings and log level at once; NATS, HTTP and org
+  // changes are logged as needing a restart. Counted in orgd_config_reloads_total.
+  void apply_reload(const Config& next);
+  // Reloads from options.config_path; an invalid file keeps the running config.
+  bool reload_from_disk();
+
+  bool ready() const { return connected_.load() && streams_ready_.load(); }
+  std::uint16_t http_port() const;
+  std::string nats_url() const;
+  const std::string& prefix() const { return prefix_; }
+  HealthRegistry& health() { return health_; }
+  MetricsRegistry& metrics() { return metrics_; }
+  const ServiceDiscovery& discovery() const { return *discovery_; }
+  std::uint64_t health_reports_processed() const { return health_processed_.load(); }
+
+  static const Clock& default_clock();
+
+ private:
+  NatsConnectionSettings connection_settings() const;
+  void on_connection_state(ConnectionState state);
+  void on_connected();
+  void ensure_streams();
+  void rebuild_health();
+  void subscribe_all();
+  void on_health_report(BusMessage message);
+  void on_api_request(std::size_t endpoint, BusMessage message);
+  void publish_health_update(const HealthRegistry::Update& update);
+  void schedule_sweep();
+  HttpResponse on_http(const HttpRequest& request);
+  void register_api();
+  void refresh_gauges();
+
+  Config config_;
+  std::mutex config_mutex_;  // guards config_ after start (reloads)
+  DaemonOptions options_;
+  Environment env_;
+  const Clock& clock_;
+  std::string prefix_;
+  std::string org_;
+
+  MetricsRegistry metrics_;
+  HealthRegistry health_;
+  boost::asio::io_context io_;
+  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
+  std::vector<std::thread> threads_;
+  std::unique_ptr<boost::asio::steady_timer> sweep_timer_;
+
+  std::unique_ptr<EmbeddedNatsServer> embedded_;
+  std::unique_ptr<NatsConnection> nats_;
+  std::unique_ptr<Rejections> rejections_;
+  std::unique_ptr<ApiRouter> router_;
+  std::unique_ptr<ServiceDiscovery> discovery_;
+  std::unique_ptr<HttpServer> http_;
+  std::mutex subs_mutex_;  // guards subs_
+  std::vector<std::unique_ptr<NatsConnection::Subscription>> subs_;
+
+  std::atomic<bool> connected_{false};
+  std::atomic<bool> streams_ready_{false};
+  std::atomic<bool> subscribed_{false};
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> stopped_{false};
+  std::atomic<std::size_t> inflight_{0};
+  std::mutex inflight_mutex_;
+  std::condition_variable inflight_cv_;
+  std::atomic<std::uint64_t> health_processed_{0};
+
+  Counter* health_in_ = nullptr;
+  Gauge* connected_gauge_ = nullptr;
+  Gauge* streams_gauge_ = nullptr;
+  Gauge* inflight_gauge_ = nullptr;
+  Gauge* services_gauge_ = nullptr;
+  Counter* reconnects_ = nullptr;
+  Counter* disconnects_ = nullptr;
+};
+
+}  // namespace orgd

@@ -1,0 +1,337 @@
+#include "daemon/bus/nats_connection.hpp"
+
+#include <fmt/format.h>
+#include <nats/nats.h>
+#include <sodium.h>
+
+#include <condition_variable>
+#include <cstring>
+#include <stdexcept>
+#include <thread>
+
+#include "daemon/bus/nkeys.hpp"
+#include "daemon/core/logging.hpp"
+
+namespace orgd {
+namespace {
+
+std::string status_text(natsStatus s) { return natsStatus_GetText(s); }
+
+void check(natsStatus s, const char* what) {
+  if (s != NATS_OK) throw std::runtime_error(fmt::format("nats: {}: {}", what, status_text(s)));
+}
+
+// Builds a nats.c message from ours. The caller destroys it.
+natsMsg* to_nats(const BusMessage& m) {
+  natsMsg* msg = nullptr;
+  natsStatus s = natsMsg_Create(&msg, m.subject.c_str(), m.reply.empty() ? nullptr : m.reply.c_str(),
+                                m.data.data(), static_cast<int>(m.data.size()));
+  if (s != NATS_OK) return nullptr;
+  for (const auto& [k, v] : m.headers) natsMsgHeader_Add(msg, k.c_str(), v.c_str());
+  return msg;
+}
+
+void wipe(std::string& s) {
+  if (!s.empty()) sodium_memzero(s.data(), s.size());
+  s.clear();
+}
+
+}  // namespace
+
+const char* to_string(ConnectionState state) {
+  switch (state) {
+    case ConnectionState::connecting: return "connecting";
+    case ConnectionState::connected: return "connected";
+    case ConnectionState::disconnected: return "disconnected";
+    case ConnectionState::closed: return "closed";
+  }
+  return "unknown";
+}
+
+// Secrets used by nats.c's signature/JWT callbacks; they live as long as the connection.
+struct NatsConnection::Credentials {
+  std::string seed;
+  std::string jwt;
+  ~Credentials() {
+    wipe(seed);
+    wipe(jwt);
+  }
+
+  static natsStatus sign(char** err_text, unsigned char** signature, int* length,
+                         const char* nonce, void* closure) {
+    auto* self = static_cast<Credentials*>(closure);
+    natsStatus s = nats_Sign(self->seed.c_str(), nonce, signature, length);
+    if (s != NATS_OK && err_text != nullptr) *err_text = strdup("signing the server nonce failed");
+    return s;
+  }
+
+  static natsStatus user_jwt(char** jwt, char** err_text, void* closure) {
+    auto* self = static_cast<Credentials*>(closure);
+    *jwt = strdup(self->jwt.c_str());
+    return *jwt != nullptr ? NATS_OK : NATS_NO_MEMORY;
+  }
+};
+
+NatsConnection::NatsConnection(NatsConnectionSettings settings, StateListener on_state)
+    : settings_(std::move(settings)), on_state_(std::move(on_state)) {}
+
+NatsConnection::~NatsConnection() {
+  close(std::chrono::milliseconds{500});
+  if (js_ != nullptr) jsCtx_Destroy(js_);
+  if (conn_ != nullptr) natsConnection_Destroy(conn_);
+  wipe(settings_.token);
+  wipe(settings_.password);
+  wipe(settings_.nkey_seed);
+  wipe(settings_.jwt);
+  wipe(settings_.jwt_seed);
+}
+
+void NatsConnection::set_state(ConnectionState s) {
+  state_.store(s);
+  if (on_state_) on_state_(s);
+}
+
+void NatsConnection::on_disconnected(natsConnection*, void* self) {
+  static_cast<NatsConnection*>(self)->set_state(ConnectionState::disconnected);
+}
+
+void NatsConnection::on_reconnected(natsConnection*, void* self) {
+  auto* me = static_cast<NatsConnection*>(self);
+  me->reconnects_.fetch_add(1);
+  me->set_state(ConnectionState::connected);
+}
+
+void NatsConnection::on_closed(natsConnection*, void* self) {
+  static_cast<NatsConnection*>(self)->set_state(ConnectionState::closed);
+}
+
+void NatsConnection::connect() {
+  if (settings_.urls.empty()) throw std::runtime_error("nats: no server URL configured");
+  natsOptions* opts = nullptr;
+  check(natsOptions_Create(&opts), "options");
+  std::unique_ptr<natsOptions, decltype(&natsOptions_Destroy)> guard(opts, natsOptions_Destroy);
+
+  std::vector<const char*> urls;
+  for (const auto& u : settings_.urls) urls.push_back(u.c_str());
+  check(natsOptions_SetServers(opts, urls.data(), static_cast<int>(urls.size())), "servers");
+  check(natsOptions_SetName(opts, settings_.name.c_str()), "name");
+  check(natsOptions_SetTimeout(opts, settings_.connect_timeout.count()), "timeout");
+  check(natsOptions_SetMaxReconnect(opts, settings_.max_reconnect), "max reconnect");
+  check(natsOptions_SetReconnectWait(opts, settings_.reconnect_wait.count()), "reconnect wait");
+  check(natsOptions_SetReconnectJitter(opts, 100, 1000), "reconnect jitter");
+  check(natsOptions_SetSendAsap(opts, true), "send asap");
+  check(natsOptions_SetDisconnectedCB(opts, &NatsConnection::on_disconnected, this), "cb");
+  check(natsOptions_SetReconnectedCB(opts, &NatsConnection::on_reconnected, this), "cb");
+  check(natsOptions_SetClosedCB(opts, &NatsConnection::on_closed, this), "cb");
+  check(natsOptions_SetErrorHandler(
+            opts,
+            [](natsConnection*, natsSubscription* sub, natsStatus err, void*) {
+              const char* subj = sub != nullptr ? natsSubscription_GetSubject(sub) : nullptr;
+              logging::get("bus")->warn("nats async error on {}: {}", subj ? subj : "connection",
+                                        natsStatus_GetText(err));
+            },
+            nullptr),
+        "error handler");
+
+  if (settings_.tls_required || !settings_.tls.ca_file.empty() ||
+      !settings_.tls.cert_file.empty()) {
+    check(natsOptions_SetSecure(opts, true), "tls");
+    if (!settings_.tls.ca_file.empty()) {
+      check(natsOptions_LoadCATrustedCertificates(opts, settings_.tls.ca_file.c_str()),
+            "tls ca_file");
+    }
+    if (!settings_.tls.cert_file.empty()) {
+      check(natsOptions_LoadCertificatesChain(opts, settings_.tls.cert_file.c_str(),
+                                              settings_.tls.key_file.c_str()),
+            "tls cert_file/key_file");
+    }
+  }
+
+  if (!settings_.creds_file.empty()) {
+    check(natsOptions_SetUserCredentialsFromFiles(opts, settings_.creds_file.c_str(), nullptr),
+          "creds_file");
+  } else if (!settings_.jwt.empty()) {
+    credentials_ = std::make_unique<Credentials>();
+    credentials_->jwt = settings_.jwt;
+    credentials_->seed = settings_.jwt_seed;
+    check(natsOptions_SetUserCredentialsCallbacks(opts, &Credentials::user_jwt, credentials_.get(),
+                                                  &Credentials::sign, credentials_.get()),
+          "jwt");
+  } else if (!settings_.nkey_seed.empty()) {
+    credentials_ = std::make_unique<Credentials>();
+    credentials_->seed = settings_.nkey_seed;
+    std::string public_key;
+    try {
+      public_key = nkeys::public_key_from_seed(credentials_->seed);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(fmt::format("nats: nkey seed: {}", e.what()));
+    }
+    check(natsOptions_SetNKey(opts, public_key.c_str(), &Credentials::sign, credentials_.get()),
+          "nkey");
+  }
+  if (!settings_.token.empty()) check(natsOptions_SetToken(opts, settings_.token.c_str()), "token");
+  if (!settings_.user.empty()) {
+    check(natsOptions_SetUserInfo(opts, settings_.user.c_str(), settings_.password.c_str()),
+          "user");
+  }
+
+  if (settings_.retry_on_failed_connect) {
+    check(natsOptions_SetRetryOnFailedConnect(
+              opts, true,
+              [](natsConnection*, void* self) {
+                static_cast<NatsConnection*>(self)->set_state(ConnectionState::connected);
+              },
+              this),
+          "retry on failed connect");
+  }
+
+  natsStatus s = natsConnection_Connect(&conn_, opts);
+  if (s == NATS_NOT_YET_CONNECTED) {
+    state_.store(ConnectionState::connecting);
+  } else if (s != NATS_OK) {
+    conn_ = nullptr;
+    throw std::runtime_error(fmt::format("nats: cannot connect to {}: {}",
+                                         fmt::join(settings_.urls, ","), status_text(s)));
+  } else {
+    set_state(ConnectionState::connected);
+  }
+  jsOptions jso;
+  jsOptions_Init(&jso);
+  jso.Wait = 5000;
+  check(natsConnection_JetStream(&js_, conn_, &jso), "jetstream context");
+}
+
+std::string NatsConnection::connected_url() const {
+  char buf[256] = {0};
+  if (conn_ == nullptr || natsConnection_GetConnectedUrl(conn_, buf, sizeof buf) != NATS_OK) {
+    return {};
+  }
+  return buf;
+}
+
+Result<Ok> NatsConnection::publish(const BusMessage& message) {
+  if (conn_ == nullptr) return unavailable("not connected to NATS");
+  natsMsg* msg = to_nats(message);
+  if (msg == nullptr) return internal_error("cannot build a NATS message");
+  natsStatus s = natsConnection_PublishMsg(conn_, msg);
+  natsMsg_Destroy(msg);
+  if (s != NATS_OK) return unavailable(fmt::format("publish: {}", status_text(s)));
+  return Ok{};
+}
+
+Result<BusMessage> NatsConnection::request(const BusMessage& message,
+                                           std::chrono::milliseconds timeout) {
+  if (conn_ == nullptr) return unavailable("not connected to NATS");
+  natsMsg* msg = to_nats(message);
+  if (msg == nullptr) return internal_error("cannot build a NATS message");
+  natsMsg* reply = nullptr;
+  natsStatus s = natsConnection_RequestMsg(&reply, conn_, msg, timeout.count());
+  natsMsg_Destroy(msg);
+  if (s == NATS_NO_RESPONDERS) {
+    return unavailable(fmt::format("no responders on {}", message.subject));
+  }
+  if (s == NATS_TIMEOUT) {
+    return unavailable(fmt::format("no reply on {} within {} ms", message.subject, timeout.count()));
+  }
+  if (s != NATS_OK) return unavailable(fmt::format("request: {}", status_text(s)));
+  BusMessage out = BusMessage::copy_from(reply);
+  natsMsg_Destroy(reply);
+  return out;
+}
+
+void NatsConnection::flush(std::chrono::milliseconds timeout) {
+  if (conn_ != nullptr) natsConnection_FlushTimeout(conn_, timeout.count());
+}
+
+struct NatsConnection::Subscription::Closure {
+  MessageHandler handler;
+  std::mutex mutex;
+  std::condition_variable cv;
+  bool complete = false;
+
+  static void on_message(natsConnection*, natsSubscription* sub, natsMsg* msg, void* closure) {
+    auto* self = static_cast<Closure*>(closure);
+    BusMessage copy = BusMessage::copy_from(msg);
+    natsMsg_Destroy(msg);
+    // No exception may cross into nats.c.
+    try {
+      self->handler(std::move(copy));
+    } catch (const std::exception& e) {
+      logging::get("bus")->error("message handler failed on {}: {}",
+                                 natsSubscription_GetSubject(sub), e.what());
+    } catch (...) {
+      logging::get("bus")->error("message handler failed on {}", natsSubscription_GetSubject(sub));
+    }
+  }
+
+  static void on_complete(void* closure) {
+    auto* self = static_cast<Closure*>(closure);
+    std::lock_guard lock(self->mutex);
+    self->complete = true;
+    self->cv.notify_all();
+  }
+};
+
+std::unique_ptr<NatsConnection::Subscription> NatsConnection::subscribe(
+    const std::string& subject, const std::string& queue_group, MessageHandler handler) {
+  if (conn_ == nullptr) throw std::runtime_error("nats: subscribe before connect");
+  std::unique_ptr<Subscription> sub(new Subscription());
+  sub->closure_ = std::make_shared<Subscription::Closure>();
+  sub->closure_->handler = std::move(handler);
+  sub->subject_ = subject;
+  natsStatus s =
+      queue_group.empty()
+          ? natsConnection_Subscribe(&sub->sub_, conn_, subject.c_str(),
+                                     &Subscription::Closure::on_message, sub->closure_.get())
+          : natsConnection_QueueSubscribe(&sub->sub_, conn_, subject.c_str(), queue_group.c_str(),
+                                          &Subscription::Closure::on_message,
+                                          sub->closure_.get());
+  check(s, "subscribe");
+  natsSubscription_SetOnCompleteCB(sub->sub_, &Subscription::Closure::on_complete,
+                                   sub->closure_.get());
+  // Room for bursts; beyond this nats.c drops and reports a slow consumer (counted).
+  natsSubscription_SetPendingLimits(sub->sub_, 262'144, 256 * 1024 * 1024);
+  return sub;
+}
+
+void NatsConnection::Subscription::drain(std::chrono::milliseconds timeout) {
+  if (sub_ == nullptr) return;
+  if (natsSubscription_DrainTimeout(sub_, timeout.count()) == NATS_OK) {
+    natsSubscription_WaitForDrainCompletion(sub_, timeout.count());
+  }
+}
+
+void NatsConnection::Subscription::unsubscribe() {
+  if (sub_ != nullptr && natsSubscription_IsValid(sub_)) natsSubscription_Unsubscribe(sub_);
+}
+
+int64_t NatsConnection::Subscription::dropped() const {
+  int64_t n = 0;
+  if (sub_ != nullptr) natsSubscription_GetDropped(sub_, &n);
+  return n;
+}
+
+NatsConnection::Subscription::~Subscription() {
+  if (sub_ == nullptr) return;
+  unsubscribe();
+  // The closure must outlive the last callback: wait for nats.c's completion signal.
+  bool complete;
+  {
+    std::unique_lock lock(closure_->mutex);
+    complete =
+        closure_->cv.wait_for(lock, std::chrono::seconds(2), [&] { return closure_->complete; });
+  }
+  if (!complete) {
+    // A callback may still run: keep its closure alive for the rest of the process.
+    new std::shared_ptr<Closure>(closure_);  // NOLINT: deliberate leak
+  }
+  natsSubscription_Destroy(sub_);
+}
+
+void NatsConnection::close(std::chrono::milliseconds timeout) {
+  if (conn_ == nullptr || natsConnection_IsClosed(conn_)) return;
+  natsConnection_FlushTimeout(conn_, timeout.count());
+  natsConnection_Close(conn_);
+}
+
+}  // namespace orgd

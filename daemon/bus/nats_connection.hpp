@@ -1,0 +1,128 @@
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "daemon/bus/message.hpp"
+#include "daemon/bus/publisher.hpp"
+#include "daemon/core/errors.hpp"
+
+struct __natsConnection;
+struct __natsSubscription;
+struct __jsCtx;
+
+namespace orgd {
+
+struct NatsTlsSettings {
+  std::string ca_file;
+  std::string cert_file;
+  std::string key_file;
+};
+
+// Plain connection settings: built from the validated config by whoever owns it; this class
+// never reads config or the environment. Secret values (token, password, JWT, seed) are held
+// only here, in memory.
+struct NatsConnectionSettings {
+  std::vector<std::string> urls;
+  std::string name = "orgd";
+  std::string creds_file;
+  std::string nkey_seed;  // user seed (from the nkey file)
+  std::string token;
+  std::string user;
+  std::string password;
+  std::string jwt;        // with jwt_seed: user JWT + seed given directly
+  std::string jwt_seed;
+  NatsTlsSettings tls;
+  bool tls_required = false;  // tls:// URLs or a CA file
+  std::chrono::milliseconds connect_timeout{5000};
+  std::chrono::milliseconds reconnect_wait{1000};
+  // Keep trying forever (nats.c stops after 60 tries by default).
+  int max_reconnect = -1;
+  // When false, connect() fails at once if no server answers (CLI); when true it keeps trying
+  // in the background (daemon).
+  bool retry_on_failed_connect = true;
+};
+
+enum class ConnectionState { connecting, connected, disconnected, closed };
+const char* to_string(ConnectionState state);
+
+// A nats.c connection with orgd's defaults: infinite reconnect with backoff, replies sent at
+// once (SendAsap), state changes reported through a callback that runs on a nats.c thread (it
+// must only copy and post).
+class NatsConnection final : public Publisher {
+ public:
+  using StateListener = std::function<void(ConnectionState)>;
+  using MessageHandler = std::function<void(BusMessage)>;
+
+  NatsConnection(NatsConnectionSettings settings, StateListener on_state = {});
+  ~NatsConnection();
+  NatsConnection(const NatsConnection&) = delete;
+  NatsConnection& operator=(const NatsConnection&) = delete;
+
+  // Throws std::runtime_error on invalid settings, or (without retry_on_failed_connect) when no
+  // server can be reached.
+  void connect();
+
+  ConnectionState state() const { return state_.load(); }
+  bool connected() const { return state() == ConnectionState::connected; }
+  std::string connected_url() const;
+
+  __natsConnection* raw() const { return conn_; }
+  __jsCtx* jetstream() const { return js_; }
+
+  Result<Ok> publish(const BusMessage& message) override;
+  // Request-reply with a timeout; 503-style errors on no responders and timeouts.
+  Result<BusMessage> request(const BusMessage& message, std::chrono::milliseconds timeout);
+  void flush(std::chrono::milliseconds timeout);
+
+  // A subscription whose handler runs on the subscription's nats.c delivery thread with an owned
+  // copy of each message. Messages of one subscription arrive in order.
+  class Subscription {
+   public:
+    ~Subscription();
+    // Stops interest and lets already-received messages finish; waits up to `timeout`.
+    void drain(std::chrono::milliseconds timeout);
+    void unsubscribe();
+    const std::string& subject() const { return subject_; }
+    int64_t dropped() const;
+
+   private:
+    friend class NatsConnection;
+    struct Closure;
+    Subscription() = default;
+    __natsSubscription* sub_ = nullptr;
+    std::shared_ptr<Closure> closure_;
+    std::string subject_;
+  };
+
+  // queue_group empty: every orgd instance gets each message.
+  std::unique_ptr<Subscription> subscribe(const std::string& subject,
+                                          const std::string& queue_group, MessageHandler handler);
+
+  // Closes the connection (pending publishes are flushed first, bounded by `timeout`).
+  void close(std::chrono::milliseconds timeout = std::chrono::milliseconds{2000});
+
+  std::uint64_t reconnects() const { return reconnects_.load(); }
+
+ private:
+  static void on_disconnected(__natsConnection*, void* self);
+  static void on_reconnected(__natsConnection*, void* self);
+  static void on_closed(__natsConnection*, void* self);
+  void set_state(ConnectionState s);
+
+  struct Credentials;
+  NatsConnectionSettings settings_;
+  StateListener on_state_;
+  std::unique_ptr<Credentials> credentials_;
+  __natsConnection* conn_ = nullptr;
+  __jsCtx* js_ = nullptr;
+  std::atomic<ConnectionState> state_{ConnectionState::connecting};
+  std::atomic<std::uint64_t> reconnects_{0};
+};
+
+}  // namespace orgd

@@ -1,0 +1,89 @@
+#include "daemon/events/api_router.hpp"
+
+#include "daemon/core/logging.hpp"
+
+namespace orgd {
+
+ApiRouter::ApiRouter(std::string prefix, std::size_t max_payload, Publisher& publisher,
+                     Rejections& rejections, MetricsRegistry& metrics)
+    : prefix_(std::move(prefix)),
+      max_payload_(max_payload),
+      publisher_(publisher),
+      rejections_(rejections),
+      metrics_(metrics) {}
+
+void ApiRouter::add_endpoint(const std::string& op, Invoke invoke) {
+  auto e = std::make_unique<Endpoint>();
+  // ADR-32 names allow A-Z a-z 0-9 - _ only.
+  e->name = op;
+  for (auto& c : e->name) {
+    if (c == '.') c = '_';
+  }
+  e->subject = prefix_ + ".api." + op;
+  e->invoke = std::move(invoke);
+  e->latency = &metrics_.histogram("orgd_api_request_duration_seconds",
+                                   "Time to handle a P.api request, by endpoint",
+                                   MetricsRegistry::latency_bounds(), {{"endpoint", op}});
+  e->stats.name = e->name;
+  e->stats.subject = e->subject;
+  endpoints_.push_back(std::move(e));
+}
+
+void ApiRouter::dispatch(std::size_t i, const BusMessage& request) {
+  Endpoint& e = *endpoints_.at(i);
+  auto started = std::chrono::steady_clock::now();
+  metrics_.counter("orgd_messages_in_total", "Inputs received, by kind", {{"kind", "api"}}).inc();
+  Encoding encoding =
+      encoding_from_content_type(request.header(kContentTypeHeader).value_or(std::string()));
+
+  Result<std::string> result = Error{};
+  try {
+    result = e.invoke(request.data, encoding, max_payload_);
+  } catch (const std::exception& ex) {
+    logging::get("api")->error("handler of {} failed: {}", e.subject, ex.what());
+    result = internal_error("internal error");
+  }
+
+  if (result.ok()) {
+    if (!request.reply.empty()) {
+      BusMessage reply;
+      reply.subject = request.reply;
+      reply.data = std::move(result.value());
+      reply.headers.emplace_back(std::string(kContentTypeHeader),
+                                 std::string(content_type(encoding)));
+      (void)publisher_.publish(reply);
+    }
+  } else {
+    const Error& error = result.error();
+    bool bad_input =
+        error.code == ErrorCode::invalid_argument || error.code == ErrorCode::not_found;
+    if (bad_input) {
+      rejections_.reject(request, error, "api", encoding);
+    } else if (!request.reply.empty()) {
+      (void)publisher_.publish(make_error_reply(request.reply, error, encoding));
+    }
+  }
+
+  auto elapsed = std::chrono::steady_clock::now() - started;
+  e.latency->observe(std::chrono::duration<double>(elapsed).count());
+  std::lock_guard lock(e.mutex);
+  e.stats.num_requests++;
+  e.stats.processing_time_ns +=
+      std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count();
+  if (!result.ok()) {
+    e.stats.num_errors++;
+    e.stats.last_error = std::to_string(http_status(result.error().code)) + ":" +
+                         result.error().message.substr(0, 256);
+  }
+}
+
+std::vector<ApiRouter::EndpointStats> ApiRouter::stats() const {
+  std::vector<EndpointStats> out;
+  for (const auto& e : endpoints_) {
+    std::lock_guard lock(e->mutex);
+    out.push_back(e->stats);
+  }
+  return out;
+}
+
+}  // namespace orgd

@@ -1,0 +1,150 @@
+#include "daemon/events/codec.hpp"
+
+#include <fmt/format.h>
+#include <google/protobuf/util/json_util.h>
+
+#include "orgd/v1/error.pb.h"
+
+namespace orgd {
+namespace {
+
+namespace pbutil = google::protobuf::util;
+
+// protobuf's status messages can quote the input; keep error texts short and printable.
+std::string short_reason(std::string_view text) {
+  std::string out;
+  for (char c : text.substr(0, 200)) {
+    out.push_back(static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e
+                      ? '?'
+                      : c);
+  }
+  return out;
+}
+
+}  // namespace
+
+Encoding encoding_from_content_type(std::string_view content_type) {
+  // Parameters (";charset=...") and case do not matter.
+  auto semi = content_type.find(';');
+  auto base = content_type.substr(0, semi);
+  while (!base.empty() && base.back() == ' ') base.remove_suffix(1);
+  while (!base.empty() && base.front() == ' ') base.remove_prefix(1);
+  std::string lower(base);
+  for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (lower == kProtobufContentType || lower == "application/x-protobuf") {
+    return Encoding::protobuf;
+  }
+  return Encoding::json;
+}
+
+std::string_view content_type(Encoding encoding) {
+  return encoding == Encoding::protobuf ? kProtobufContentType : kJsonContentType;
+}
+
+bool valid_utf8(std::string_view text) {
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  const auto* end = p + text.size();
+  while (p < end) {
+    unsigned char c = *p;
+    if (c == 0) return false;
+    if (c < 0x80) {
+      ++p;
+      continue;
+    }
+    int extra;
+    std::uint32_t cp;
+    if ((c & 0xe0) == 0xc0) {
+      extra = 1;
+      cp = c & 0x1f;
+    } else if ((c & 0xf0) == 0xe0) {
+      extra = 2;
+      cp = c & 0x0f;
+    } else if ((c & 0xf8) == 0xf0) {
+      extra = 3;
+      cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (end - p <= extra) return false;
+    for (int i = 1; i <= extra; ++i) {
+      if ((p[i] & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (p[i] & 0x3f);
+    }
+    // Overlong forms, surrogates and values past U+10FFFF are not UTF-8.
+    if ((extra == 1 && cp < 0x80) || (extra == 2 && cp < 0x800) || (extra == 3 && cp < 0x10000) ||
+        (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff) {
+      return false;
+    }
+    p += extra + 1;
+  }
+  return true;
+}
+
+bool valid_subject_token(std::string_view token) {
+  if (token.empty() || token.size() > 128) return false;
+  for (char c : token) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+Result<Ok> decode(std::string_view data, Encoding encoding, google::protobuf::Message& out,
+                  std::size_t max_bytes) {
+  out.Clear();
+  if (data.size() > max_bytes) {
+    return invalid_argument(
+        fmt::format("payload of {} bytes exceeds the limit of {} bytes", data.size(), max_bytes));
+  }
+  if (data.empty()) return Ok{};
+  if (encoding == Encoding::protobuf) {
+    if (!out.ParseFromArray(data.data(), static_cast<int>(data.size()))) {
+      return invalid_argument(
+          fmt::format("payload is not a valid binary {} message", out.GetDescriptor()->name()));
+    }
+    return Ok{};
+  }
+  if (!valid_utf8(data)) {
+    return invalid_argument("payload is not UTF-8 JSON (binary data? set Content-Type: " +
+                            std::string(kProtobufContentType) + " for protobuf)");
+  }
+  pbutil::JsonParseOptions options;
+  options.ignore_unknown_fields = false;
+  auto status = pbutil::JsonStringToMessage(data, &out, options);
+  if (!status.ok()) {
+    out.Clear();
+    return invalid_argument(fmt::format("invalid {} JSON: {}", out.GetDescriptor()->name(),
+                                        short_reason(status.message())));
+  }
+  return Ok{};
+}
+
+std::string encode(const google::protobuf::Message& message, Encoding encoding) {
+  std::string out;
+  if (encoding == Encoding::protobuf) {
+    message.SerializeToString(&out);
+    return out;
+  }
+  pbutil::JsonPrintOptions options;
+  options.always_print_primitive_fields = true;
+  options.preserve_proto_field_names = false;
+  auto status = pbutil::MessageToJsonString(message, &out, options);
+  if (!status.ok()) {
+    // Only invalid UTF-8 in a string field can get here; inputs are validated before they are
+    // stored, so this is a programming error. Keep the reply well-formed regardless.
+    return R"({"error":{"code":"internal","message":"reply could not be encoded"}})";
+  }
+  return out;
+}
+
+std::string encode_error(const Error& error, Encoding encoding) {
+  orgd::v1::ErrorReply reply;
+  reply.mutable_error()->set_code(std::string(code_name(error.code)));
+  // A message built from bad input may carry invalid UTF-8; proto3 strings must be UTF-8.
+  reply.mutable_error()->set_message(valid_utf8(error.message) ? error.message
+                                                               : short_reason(error.message));
+  return encode(reply, encoding);
+}
+
+}  // namespace orgd

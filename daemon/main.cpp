@@ -1,0 +1,66 @@
+// orgd: the organization controller daemon. This file only parses flags and wires.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <iostream>
+
+#include "daemon/app/daemon.hpp"
+#include "daemon/core/build_info.hpp"
+#include "daemon/core/config.hpp"
+#include "daemon/core/errors.hpp"
+#include "daemon/core/logging.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{"orgd: the organization controller daemon on NATS"};
+  std::string config_path;
+  bool check_config = false;
+  bool version = false;
+  std::string log_level;
+  std::string log_format;
+  app.add_option("-c,--config", config_path,
+                 "Config file (YAML); without it orgd runs the embedded default "
+                 "(config/orgd.dev.yaml)");
+  app.add_flag("--check-config", check_config,
+               "Validate the config and exit: 0 when valid, 2 with the errors when not");
+  app.add_flag("--version", version, "Print the version and exit");
+  app.add_option("--log-level", log_level, "Override log.level")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  app.add_option("--log-format", log_format, "Override log.format")
+      ->check(CLI::IsMember({"text", "json"}));
+  CLI11_PARSE(app, argc, argv);
+
+  if (version) {
+    std::printf("orgd %s (%s)\n", orgd::build::kVersion, orgd::build::kRevision);
+    return 0;
+  }
+
+  auto env = orgd::Environment::current();
+  orgd::Config config;
+  try {
+    config = config_path.empty()
+                 ? orgd::load_config_string(orgd::embedded_default_config(), "<embedded>", env)
+                 : orgd::load_config_file(config_path, env);
+  } catch (const orgd::ConfigError& e) {
+    std::cerr << "orgd: invalid config:\n" << e.what() << "\n";
+    return 2;
+  }
+  if (check_config) {
+    std::cout << "config " << (config_path.empty() ? "<embedded>" : config_path) << " is valid ("
+              << config.repos.size() << " repos, " << config.providers.size()
+              << " providers)\n";
+    return 0;
+  }
+  if (!log_level.empty()) config.log.level = log_level;
+  if (!log_format.empty()) config.log.format = log_format;
+  orgd::logging::setup(config.log);
+
+  try {
+    orgd::DaemonOptions options;
+    options.config_path = config_path;
+    orgd::Daemon daemon(std::move(config), options, std::move(env));
+    return daemon.run();
+  } catch (const std::exception& e) {
+    orgd::logging::get("orgd")->critical("start-up failed: {}", e.what());
+    return 1;
+  }
+}
