@@ -1,0 +1,130 @@
+#include "cli/client.hpp"
+
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <iostream>
+
+#include "daemon/bus/nkeys.hpp"
+#include "daemon/events/codec.hpp"
+
+namespace orgd::cli {
+namespace {
+
+std::string env_or(const char* name, const std::string& fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? std::string(v) : fallback;
+}
+
+std::vector<std::string> split_urls(const std::string& text) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    auto comma = text.find(',', start);
+    auto part = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    while (!part.empty() && part.front() == ' ') part.erase(0, 1);
+    while (!part.empty() && part.back() == ' ') part.pop_back();
+    if (!part.empty()) out.push_back(part);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+void ClientOptions::add_flags(CLI::App& app) {
+  app.add_option("-s,--server", server,
+                 "NATS server URL(s), comma-separated (default: $NATS_URL, $NATS_URLS, "
+                 "nats://127.0.0.1:4222)");
+  app.add_option("--creds", creds, "NATS credentials file (default: $NATS_CREDS_FILE)");
+  app.add_option("--nkey", nkey, "File with an nkey user seed (default: $NATS_NKEY_FILE)");
+  app.add_option("--tls-ca", tls_ca, "CA file (default: $NATS_TLS_CA_FILE)");
+  app.add_option("--tls-cert", tls_cert, "Client certificate (default: $NATS_TLS_CERT_FILE)");
+  app.add_option("--tls-key", tls_key, "Client key (default: $NATS_TLS_KEY_FILE)");
+  app.add_option("--org", org, "Org name; the subject prefix is org.<org> (default: $ORGD_ORG, demo)");
+  app.add_option("--prefix", prefix, "Subject prefix, when orgd's nats.subject_prefix is set "
+                                     "(default: $ORGD_PREFIX)");
+  app.add_option("--timeout", timeout_seconds, "Seconds to wait for NATS and for orgd")
+      ->check(CLI::Range(0.1, 600.0));
+}
+
+Client::Client(ClientOptions options) : options_(std::move(options)) {
+  org_ = options_.org.empty() ? env_or("ORGD_ORG", "demo") : options_.org;
+  prefix_ = options_.prefix.empty() ? env_or("ORGD_PREFIX", "org." + org_) : options_.prefix;
+}
+
+ExitCode Client::connect() {
+  NatsConnectionSettings s;
+  std::string servers = options_.server;
+  if (servers.empty()) servers = env_or("NATS_URLS", env_or("NATS_URL", "nats://127.0.0.1:4222"));
+  s.urls = split_urls(servers);
+  s.name = "orgctl";
+  s.creds_file = options_.creds.empty() ? env_or("NATS_CREDS_FILE", "") : options_.creds;
+  std::string nkey_file = options_.nkey.empty() ? env_or("NATS_NKEY_FILE", "") : options_.nkey;
+  s.tls.ca_file = options_.tls_ca.empty() ? env_or("NATS_TLS_CA_FILE", "") : options_.tls_ca;
+  s.tls.cert_file =
+      options_.tls_cert.empty() ? env_or("NATS_TLS_CERT_FILE", "") : options_.tls_cert;
+  s.tls.key_file = options_.tls_key.empty() ? env_or("NATS_TLS_KEY_FILE", "") : options_.tls_key;
+  if (s.creds_file.empty()) {
+    s.jwt = env_or("NATS_JWT", "");
+    s.jwt_seed = env_or("NATS_NKEY_SEED", "");
+  }
+  auto timeout = std::chrono::milliseconds(static_cast<int64_t>(options_.timeout_seconds * 1000));
+  s.connect_timeout = std::min(timeout, std::chrono::milliseconds(5000));
+  s.retry_on_failed_connect = false;
+  s.max_reconnect = 0;
+  try {
+    if (!nkey_file.empty()) s.nkey_seed = nkeys::read_seed_file(nkey_file);
+    nats_ = std::make_unique<NatsConnection>(std::move(s));
+    nats_->connect();
+  } catch (const std::exception& e) {
+    std::cerr << "orgctl: " << e.what() << "\n";
+    return ExitCode::unreachable;
+  }
+  return ExitCode::ok;
+}
+
+ExitCode Client::request(const std::string& subject, const std::string& body,
+                         std::string& reply_body, const std::string& what) {
+  BusMessage msg;
+  msg.subject = subject;
+  msg.data = body;
+  msg.headers.emplace_back("Content-Type", "application/json");
+  auto timeout = std::chrono::milliseconds(static_cast<int64_t>(options_.timeout_seconds * 1000));
+  auto reply = nats_->request(msg, timeout);
+  if (!reply.ok()) {
+    std::cerr << fmt::format("orgctl: orgd did not answer {} ({}); is orgd running for org '{}'?\n",
+                             what, reply.error().message, org_);
+    return ExitCode::unreachable;
+  }
+  if (auto code = reply.value().header("Nats-Service-Error-Code")) {
+    std::cerr << fmt::format("orgctl: {} failed: {} ({})\n", what,
+                             reply.value().header("Nats-Service-Error").value_or("error"), *code);
+    return ExitCode::failed;
+  }
+  reply_body = std::move(reply.value().data);
+  return ExitCode::ok;
+}
+
+ExitCode Client::call(const std::string& op, const google::protobuf::Message& request_message,
+                      google::protobuf::Message& reply, bool print_json) {
+  std::string body;
+  auto code = request(prefix_ + ".api." + op, encode(request_message, Encoding::json), body, op);
+  if (code != ExitCode::ok) return code;
+  if (auto decoded = decode(body, Encoding::json, reply, 64 * 1024 * 1024); !decoded.ok()) {
+    std::cerr << "orgctl: unexpected reply to " << op << ": " << decoded.error().message << "\n";
+    return ExitCode::failed;
+  }
+  if (print_json) std::cout << body << "\n";
+  return ExitCode::ok;
+}
+
+ExitCode Client::report_health(const std::string& repo, const std::string& service,
+                               const v1::HealthReport& report) {
+  std::string body;
+  return request(fmt::format("{}.health.{}.{}", prefix_, repo, service),
+                 encode(report, Encoding::json), body, "health report");
+}
+
+}  // namespace orgd::cli

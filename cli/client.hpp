@@ -1,0 +1,63 @@
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <google/protobuf/message.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "daemon/bus/nats_connection.hpp"
+#include "orgd/v1/health.pb.h"
+
+namespace orgd::cli {
+
+// orgctl's exit codes.
+enum class ExitCode : int {
+  ok = 0,
+  failed = 1,       // orgd answered with an error
+  usage = 2,        // bad flags (CLI11 also uses 2... and above)
+  unreachable = 3,  // NATS or orgd cannot be reached
+};
+
+// Connection flags shared by every orgctl command; NATS_* environment variables are the
+// defaults, as for the rest of the org's tooling.
+struct ClientOptions {
+  std::string server;
+  std::string creds;
+  std::string nkey;
+  std::string tls_ca;
+  std::string tls_cert;
+  std::string tls_key;
+  std::string org;
+  std::string prefix;
+  double timeout_seconds = 5;
+
+  void add_flags(CLI::App& app);
+};
+
+class Client {
+ public:
+  explicit Client(ClientOptions options);
+  ExitCode connect();
+  const std::string& org() const { return org_; }
+
+  // Calls P.api.<op>; on success decodes the reply into `reply` and, with print_json, prints the
+  // reply body as received. Errors are printed to stderr.
+  ExitCode call(const std::string& op, const google::protobuf::Message& request,
+                google::protobuf::Message& reply, bool print_json);
+
+  ExitCode report_health(const std::string& repo, const std::string& service,
+                         const v1::HealthReport& report);
+
+ private:
+  ExitCode request(const std::string& subject, const std::string& body, std::string& reply_body,
+                   const std::string& what);
+
+  ClientOptions options_;
+  std::string org_;
+  std::string prefix_;
+  std::unique_ptr<NatsConnection> nats_;
+};
+
+}  // namespace orgd::cli

@@ -1,0 +1,154 @@
+// orgctl: the operator CLI. Talks to orgd over NATS only (request-reply on P.api.*).
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nats/nats.h>
+
+#include <cstdio>
+#include <iostream>
+#include <optional>
+
+#include "cli/client.hpp"
+#include "daemon/core/build_info.hpp"
+#include "daemon/core/timestamps.hpp"
+#include "orgd/v1/health.pb.h"
+#include "orgd/v1/status.pb.h"
+
+namespace {
+
+using orgd::cli::Client;
+using orgd::cli::ClientOptions;
+using orgd::cli::ExitCode;
+
+std::string health_name(orgd::v1::Health::Status s) { return orgd::v1::Health::Status_Name(s); }
+
+std::string age(const google::protobuf::Timestamp& ts) {
+  if (ts.seconds() == 0 && ts.nanos() == 0) return "-";
+  auto d = std::chrono::system_clock::now() - orgd::from_timestamp(ts);
+  auto s = std::chrono::duration_cast<std::chrono::seconds>(d).count();
+  if (s < 0) s = 0;
+  if (s < 120) return fmt::format("{}s ago", s);
+  if (s < 7200) return fmt::format("{}m ago", s / 60);
+  return fmt::format("{}h ago", s / 3600);
+}
+
+void print_status_table(const orgd::v1::OrgStatus& status) {
+  std::printf("org %s  (%zu repos)\n\n", status.org().c_str(),
+              static_cast<std::size_t>(status.repos_size()));
+  std::printf("%-24s %-9s %s\n", "REPO", "HEALTH", "SERVICES");
+  for (const auto& repo : status.repos()) {
+    std::string services;
+    for (const auto& s : repo.services()) {
+      if (!services.empty()) services += "  ";
+      services += fmt::format("{}={}{}{}", s.name(), health_name(s.status()),
+                              s.stale() ? "(stale)" : "",
+                              s.version().empty() ? "" : " v" + s.version());
+      services += fmt::format(" [{}]", age(s.last_report_at()));
+    }
+    std::string deploys;
+    for (const auto& [env, d] : repo.deploys()) {
+      deploys += fmt::format("  {}:{}", env, orgd::v1::DeployRecord::State_Name(d.state()));
+    }
+    std::printf("%-24s %-9s %s%s\n", repo.name().c_str(), health_name(repo.health()).c_str(),
+                services.empty() ? "-" : services.c_str(), deploys.c_str());
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"orgctl: operate orgd over NATS"};
+  app.require_subcommand(1);
+  ClientOptions options;
+  options.add_flags(app);
+  std::string output = "table";
+  app.add_option("-o,--output", output, "Output format")
+      ->check(CLI::IsMember({"table", "json"}));
+  app.set_version_flag("--version", fmt::format("orgctl {} ({})", orgd::build::kVersion,
+                                                orgd::build::kRevision));
+
+  auto* status_cmd = app.add_subcommand("status", "Org status: every repo's health (and deploys)");
+  std::string status_repo;
+  status_cmd->add_option("repo", status_repo, "Only this repo");
+
+  auto* repos_cmd = app.add_subcommand("repos", "The configured repos");
+
+  auto* health_cmd = app.add_subcommand("health", "Health reports");
+  health_cmd->require_subcommand(1);
+  auto* report_cmd = health_cmd->add_subcommand("report", "Publish a health report for a service");
+  std::string repo, service, status_text, version, detail;
+  int ttl = 0;
+  report_cmd->add_option("repo", repo, "Repo")->required();
+  report_cmd->add_option("service", service, "Service")->required();
+  report_cmd->add_option("--status", status_text, "ok, degraded or down")
+      ->required()
+      ->check(CLI::IsMember({"ok", "degraded", "down"}));
+  report_cmd->add_option("--ttl", ttl, "Seconds the report stays valid (default: the repo's)")
+      ->check(CLI::Range(0, 7 * 24 * 3600));
+  report_cmd->add_option("--version", version, "Service version");
+  report_cmd->add_option("--detail", detail, "Free text");
+
+  CLI11_PARSE(app, argc, argv);
+
+  Client client(options);
+  if (auto code = client.connect(); code != ExitCode::ok) return static_cast<int>(code);
+  bool json = output == "json";
+
+  if (status_cmd->parsed()) {
+    if (!status_repo.empty()) {
+      orgd::v1::RepoStatusRequest req;
+      req.set_repo(status_repo);
+      orgd::v1::RepoStatus reply;
+      auto code = client.call("status.repo", req, reply, json);
+      if (code != ExitCode::ok) return static_cast<int>(code);
+      if (!json) {
+        orgd::v1::OrgStatus one;
+        one.set_org(client.org());
+        *one.add_repos() = reply;
+        print_status_table(one);
+      }
+      return 0;
+    }
+    orgd::v1::StatusRequest req;
+    orgd::v1::OrgStatus reply;
+    auto code = client.call("status", req, reply, json);
+    if (code != ExitCode::ok) return static_cast<int>(code);
+    if (!json) print_status_table(reply);
+    return 0;
+  }
+
+  if (repos_cmd->parsed()) {
+    orgd::v1::ReposRequest req;
+    orgd::v1::RepoList reply;
+    auto code = client.call("repos", req, reply, json);
+    if (code != ExitCode::ok) return static_cast<int>(code);
+    if (!json) {
+      std::printf("%-24s %-24s %-16s %s\n", "REPO", "DEPENDS ON", "ENVS", "SERVICES");
+      for (const auto& r : reply.repos()) {
+        auto join = [](const auto& list) {
+          std::string out;
+          for (const auto& s : list) out += (out.empty() ? "" : ",") + s;
+          return out.empty() ? std::string("-") : out;
+        };
+        std::printf("%-24s %-24s %-16s %s\n", r.name().c_str(), join(r.depends_on()).c_str(),
+                    join(r.envs()).c_str(), join(r.services()).c_str());
+      }
+    }
+    return 0;
+  }
+
+  if (report_cmd->parsed()) {
+    orgd::v1::HealthReport report;
+    orgd::v1::Health::Status st{};
+    orgd::v1::Health::Status_Parse(status_text, &st);
+    report.set_status(st);
+    report.set_ttl_seconds(ttl);
+    report.set_version(version);
+    report.set_detail(detail);
+    auto code = client.report_health(repo, service, report);
+    if (code == ExitCode::ok && !json) {
+      std::printf("reported %s/%s %s\n", repo.c_str(), service.c_str(), status_text.c_str());
+    }
+    return static_cast<int>(code);
+  }
+  return 0;
+}

@@ -1,0 +1,146 @@
+#include "daemon/events/api_router.hpp"
+
+#include <gtest/gtest.h>
+
+#include "orgd/v1/status.pb.h"
+
+namespace orgd {
+namespace {
+
+class CapturingPublisher final : public Publisher {
+ public:
+  Result<Ok> publish(const BusMessage& m) override {
+    sent.push_back(m);
+    return Ok{};
+  }
+  std::vector<BusMessage> sent;
+};
+
+class ApiRouterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    router.add<v1::RepoStatusRequest, v1::RepoStatus>(
+        "status.repo", [](const v1::RepoStatusRequest& r) -> Result<v1::RepoStatus> {
+          if (r.repo().empty()) return invalid_argument("repo is required");
+          if (r.repo() != "api") return not_found("unknown repo '" + r.repo() + "'");
+          v1::RepoStatus s;
+          s.set_name("api");
+          return s;
+        });
+    router.add<v1::StatusRequest, v1::OrgStatus>(
+        "status", [](const v1::StatusRequest&) -> Result<v1::OrgStatus> {
+          return unavailable("not ready");
+        });
+  }
+  BusMessage request(std::string data, std::string content_type = "") {
+    BusMessage m;
+    m.subject = "org.demo.api.status.repo";
+    m.reply = "_INBOX.1";
+    m.data = std::move(data);
+    if (!content_type.empty()) m.headers.emplace_back("Content-Type", content_type);
+    return m;
+  }
+  const BusMessage* find(const std::string& subject) {
+    for (const auto& m : publisher.sent) {
+      if (m.subject == subject) return &m;
+    }
+    return nullptr;
+  }
+
+  CapturingPublisher publisher;
+  MetricsRegistry metrics;
+  Rejections rejections{"org.demo", publisher, metrics};
+  ApiRouter router{"org.demo", 1024, publisher, rejections, metrics};
+};
+
+TEST_F(ApiRouterTest, EndpointsAreNamedForAdr32) {
+  ASSERT_EQ(router.endpoint_count(), 2u);
+  EXPECT_EQ(router.endpoint_subject(0), "org.demo.api.status.repo");
+  EXPECT_EQ(router.endpoint_name(0), "status_repo");
+}
+
+TEST_F(ApiRouterTest, RepliesInJsonByDefault) {
+  router.dispatch(0, request(R"({"repo":"api"})"));
+  ASSERT_EQ(publisher.sent.size(), 1u);
+  EXPECT_EQ(publisher.sent[0].subject, "_INBOX.1");
+  EXPECT_NE(publisher.sent[0].data.find(R"("name":"api")"), std::string::npos);
+  EXPECT_EQ(publisher.sent[0].header("Content-Type"), "application/json");
+  EXPECT_FALSE(publisher.sent[0].header("Nats-Service-Error-Code").has_value());
+}
+
+TEST_F(ApiRouterTest, RepliesInTheRequestsEncoding) {
+  v1::RepoStatusRequest req;
+  req.set_repo("api");
+  router.dispatch(0, request(encode(req, Encoding::protobuf), "application/protobuf"));
+  ASSERT_EQ(publisher.sent.size(), 1u);
+  v1::RepoStatus reply;
+  ASSERT_TRUE(decode(publisher.sent[0].data, Encoding::protobuf, reply, 1024).ok());
+  EXPECT_EQ(reply.name(), "api");
+  EXPECT_EQ(publisher.sent[0].header("Content-Type"), "application/protobuf");
+}
+
+TEST_F(ApiRouterTest, MalformedInputGetsErrorReplyDeadLetterAndCount) {
+  router.dispatch(0, request("{not json"));
+  const BusMessage* reply = find("_INBOX.1");
+  ASSERT_NE(reply, nullptr);
+  EXPECT_EQ(reply->header("Nats-Service-Error-Code"), "400");
+  EXPECT_NE(reply->data.find(R"("code":"invalid_argument")"), std::string::npos);
+  const BusMessage* dead = find("org.demo.dlq.api.status.repo");
+  ASSERT_NE(dead, nullptr);
+  EXPECT_EQ(dead->data, "{not json");
+  EXPECT_EQ(dead->header("Orgd-Dlq-Subject"), "org.demo.api.status.repo");
+  EXPECT_NE(dead->header("Orgd-Dlq-Reason").value_or("").find("invalid"), std::string::npos);
+  EXPECT_EQ(metrics
+                .counter("orgd_messages_rejected_total", "",
+                         {{"kind", "api"}, {"code", "invalid_argument"}})
+                .value(),
+            1);
+  auto stats = router.stats();
+  EXPECT_EQ(stats[0].num_requests, 1u);
+  EXPECT_EQ(stats[0].num_errors, 1u);
+  EXPECT_EQ(stats[0].last_error.substr(0, 4), "400:");
+}
+
+TEST_F(ApiRouterTest, UnknownRepoIsNotFoundAndDeadLettered) {
+  router.dispatch(0, request(R"({"repo":"nope"})"));
+  const BusMessage* reply = find("_INBOX.1");
+  ASSERT_NE(reply, nullptr);
+  EXPECT_EQ(reply->header("Nats-Service-Error-Code"), "404");
+  EXPECT_EQ(reply->header("Nats-Service-Error"), "unknown repo 'nope'");
+  EXPECT_NE(find("org.demo.dlq.api.status.repo"), nullptr);
+}
+
+TEST_F(ApiRouterTest, OversizedPayloadIsRejected) {
+  router.dispatch(0, request(R"({"repo":")" + std::string(2000, 'a') + R"("})"));
+  const BusMessage* reply = find("_INBOX.1");
+  ASSERT_NE(reply, nullptr);
+  EXPECT_EQ(reply->header("Nats-Service-Error-Code"), "400");
+  EXPECT_NE(reply->data.find("exceeds the limit"), std::string::npos);
+}
+
+TEST_F(ApiRouterTest, ServerSideErrorsAreNotDeadLettered) {
+  BusMessage m = request("");
+  m.subject = "org.demo.api.status";
+  router.dispatch(1, m);
+  ASSERT_EQ(publisher.sent.size(), 1u);
+  EXPECT_EQ(publisher.sent[0].header("Nats-Service-Error-Code"), "503");
+}
+
+TEST_F(ApiRouterTest, DeadLetterHeadersCannotBeForgedByInput) {
+  BusMessage m = request("{bad");
+  m.headers.emplace_back("Orgd-Dlq-Reason", "forged");
+  router.dispatch(0, m);
+  const BusMessage* dead = find("org.demo.dlq.api.status.repo");
+  ASSERT_NE(dead, nullptr);
+  int reasons = 0;
+  for (const auto& [k, v] : dead->headers) {
+    if (k == "Orgd-Dlq-Reason") {
+      ++reasons;
+      EXPECT_NE(v, "forged");
+    }
+  }
+  EXPECT_EQ(reasons, 1);
+}
+
+}  // namespace
+}  // namespace orgd
