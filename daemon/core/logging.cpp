@@ -50,15 +50,15 @@ State& state() {
 }
 
 std::unique_ptr<spdlog::formatter> make_formatter(bool json) {
-  auto f = std::make_unique<spdlog::pattern_formatter>();
   if (json) {
-    f->add_flag<JsonEscapedMessage>('*').set_pattern(
-        R"({"ts":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l","logger":"%n","msg":"%*"})", 
-        spdlog::pattern_time_type::utc);
-  } else {
-    f->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %^%-5l%$ [%n] %v", spdlog::pattern_time_type::utc);
+    const std::string pattern =
+        R"({"ts":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l","logger":"%n","msg":"%*"})";
+    auto f = std::make_unique<spdlog::pattern_formatter>(pattern, spdlog::pattern_time_type::utc);
+    f->add_flag<JsonEscapedMessage>('*').set_pattern(pattern);
+    return f;
   }
-  return f;
+  return std::make_unique<spdlog::pattern_formatter>("%Y-%m-%dT%H:%M:%S.%eZ %^%-5l%$ [%n] %v",
+                                                     spdlog::pattern_time_type::utc);
 }
 
 }  // namespace

@@ -115,7 +115,7 @@ Result<Ok> decode(std::string_view data, Encoding encoding, google::protobuf::Me
   if (!status.ok()) {
     out.Clear();
     return invalid_argument(fmt::format("invalid {} JSON: {}", out.GetDescriptor()->name(),
-                                        short_reason(status.message())));
+                                        short_reason(std::string(status.message()))));
   }
   return Ok{};
 }
