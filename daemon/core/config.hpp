@@ -51,6 +51,13 @@ struct HttpConfig {
   bool enabled = true;
   std::int64_t body_limit = 1024 * 1024;
   Duration read_timeout{std::chrono::seconds{10}};
+
+  // "host:port" as written in the config; IPv6 hosts get brackets ("[::1]:8080").
+  std::string listen() const {
+    const std::string port_text = std::to_string(port);
+    if (host.find(':') != std::string::npos) return "[" + host + "]:" + port_text;
+    return host + ":" + port_text;
+  }
 };
 
 struct LogConfig {
