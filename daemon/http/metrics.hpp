@@ -47,10 +47,11 @@ class Histogram {
   Snapshot snapshot() const;
 
  private:
-  std::vector<double> bounds_;
-  std::unique_ptr<std::atomic<std::uint64_t>[]> buckets_;  // per bucket, not cumulative
+  std::vector<double> bounds_;  // sorted, unique, finite; +Inf is implicit
+  // Per bucket, not cumulative; the last one is +Inf. The count is their total, so a snapshot
+  // taken during observations still has count == the +Inf bucket, as Prometheus requires.
+  std::unique_ptr<std::atomic<std::uint64_t>[]> buckets_;
   std::atomic<double> sum_{0.0};
-  std::atomic<std::uint64_t> count_{0};
 };
 
 // The process's metrics, rendered in the Prometheus text exposition format (version 0.0.4).
@@ -77,6 +78,7 @@ class MetricsRegistry {
     std::map<Labels, std::unique_ptr<Histogram>> histograms;
   };
   Family& family(const std::string& name, const std::string& help, Kind kind);
+  static const char* kind_name(Kind kind);
 
   mutable std::mutex mutex_;  // guards families_ (the metric objects themselves are atomic)
   std::map<std::string, Family> families_;

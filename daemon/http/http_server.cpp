@@ -1,0 +1,501 @@
+#include "daemon/http/http_server.hpp"
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <cctype>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string_view>
+#include <vector>
+
+#include "daemon/core/logging.hpp"
+
+namespace orgd {
+namespace {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace net = boost::asio;
+using tcp = net::ip::tcp;
+
+// Request line plus headers; webhook deliveries carry a dozen short headers.
+constexpr std::uint32_t kHeaderLimit = 16 * 1024;
+// After an error response the peer may still be sending (say, an oversized body). Reading and
+// discarding for a bounded time before closing keeps the kernel from answering with a reset that
+// would destroy the response in flight.
+constexpr std::size_t kLingerBufferSize = 4096;
+// Back-off after an accept failure such as EMFILE, so the accept loop does not spin.
+constexpr std::chrono::milliseconds kAcceptRetryDelay{100};
+
+std::string format_endpoint(const std::string& host, std::uint16_t port) {
+  const bool v6 = host.find(':') != std::string::npos;
+  return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+}
+
+std::string format_endpoint(const tcp::endpoint& ep) {
+  return format_endpoint(ep.address().to_string(), ep.port());
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+bool iequals(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+bool has_line_break(std::string_view s) { return s.find_first_of("\r\n") != s.npos; }
+
+// Statuses whose responses never carry a body (RFC 9110 §6.4.1).
+bool bodyless_status(int status) { return status == 204 || status == 304; }
+
+// Header fields the server computes itself; a handler cannot override them.
+bool reserved_header(std::string_view name) {
+  return iequals(name, "content-length") || iequals(name, "transfer-encoding") ||
+         iequals(name, "connection") || iequals(name, "server");
+}
+
+bool is_http_error(const beast::error_code& ec) {
+  return ec.category() == http::make_error_code(http::error::end_of_stream).category();
+}
+
+std::vector<tcp::endpoint> resolve(net::io_context& io, const std::string& host,
+                                   std::uint16_t port) {
+  std::string name = host;
+  if (name.size() > 2 && name.front() == '[' && name.back() == ']') {
+    name = name.substr(1, name.size() - 2);
+  }
+  // "localhost" may resolve to ::1 first; the daemon means the IPv4 loopback everyone expects.
+  if (name == "localhost") return {tcp::endpoint(net::ip::address_v4::loopback(), port)};
+  beast::error_code ec;
+  const auto address = net::ip::make_address(name, ec);
+  if (!ec) return {tcp::endpoint(address, port)};
+  tcp::resolver resolver(io);
+  const auto results = resolver.resolve(name, std::to_string(port), ec);
+  if (ec || results.empty()) {
+    throw std::runtime_error("http: cannot resolve " + format_endpoint(host, port) + ": " +
+                             (ec ? ec.message() : std::string("no address")));
+  }
+  std::vector<tcp::endpoint> out;
+  for (const auto& entry : results) out.push_back(entry.endpoint());
+  return out;
+}
+
+class Session;
+
+// The server proper: acceptor, live sessions, handler. HttpServer::Impl, private to HttpServer,
+// only derives from it, so that the sessions here can name it.
+class ServerCore : public std::enable_shared_from_this<ServerCore> {
+ public:
+  using Handler = HttpServer::Handler;
+
+  ServerCore(net::io_context& io_context, HttpServerSettings s, Handler h)
+      : io(io_context),
+        settings(std::move(s)),
+        log(logging::get("http")),
+        handler_(std::move(h)),
+        acceptor_(io_context),
+        retry_timer_(io_context) {}
+
+  void start();
+  void stop();
+  void stop_and_wait_for_handlers();
+  std::optional<HttpResponse> invoke(const HttpRequest& request);
+  void forget(Session* session);
+
+  net::io_context& io;
+  const HttpServerSettings settings;
+  const std::shared_ptr<spdlog::logger> log;
+  std::atomic<std::uint16_t> bound_port{0};
+
+ private:
+  void accept_locked();
+  void on_accept(beast::error_code ec, tcp::socket socket);
+
+  // Guards everything below. The acceptor and timer are only touched under it, which is what
+  // lets stop() run on any thread while an accept is pending on an io_context thread.
+  std::mutex mutex_;
+  Handler handler_;  // called without the mutex, but only between ++in_flight_ and --in_flight_
+  tcp::acceptor acceptor_;
+  net::steady_timer retry_timer_;
+  std::string address_;
+  bool started_ = false;
+  bool stopped_ = false;
+  bool reported_full_ = false;
+  std::map<Session*, std::weak_ptr<Session>> sessions_;
+  int in_flight_ = 0;
+  std::condition_variable handlers_idle_;
+};
+
+// The server whose handler the current thread is running, so a handler that destroys its own
+// server does not wait for itself.
+thread_local const ServerCore* current_server = nullptr;
+
+// One connection. Everything runs on the socket's strand; the only other entry point is close(),
+// which stop() posts to that strand.
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(std::shared_ptr<ServerCore> server, tcp::socket socket, std::string remote)
+      : server_(std::move(server)), stream_(std::move(socket)), remote_(std::move(remote)) {}
+
+  ~Session() { server_->forget(this); }
+
+  void start() {
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read_header(); });
+  }
+
+  void close() {
+    if (closed_) return;
+    closed_ = true;
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.close();
+  }
+
+  net::any_io_executor executor() { return stream_.get_executor(); }
+
+ private:
+  const HttpServerSettings& settings() const { return server_->settings; }
+
+  void read_header() {
+    if (closed_) return;
+    parser_.emplace();
+    parser_->body_limit(settings().body_limit);
+    parser_->header_limit(kHeaderLimit);
+    stream_.expires_after(settings().read_timeout);
+    http::async_read_header(stream_, buffer_, *parser_,
+                            beast::bind_front_handler(&Session::on_header, shared_from_this()));
+  }
+
+  void on_header(beast::error_code ec, std::size_t) {
+    if (ec) return on_read_error(ec);
+    const auto& req = parser_->get();
+    // Clients such as curl wait (a second, by default) for "100 Continue" before sending a
+    // larger body; the limits were checked with the header, so the body is welcome.
+    if (!parser_->is_done() && req.version() >= 11 &&
+        iequals(req[http::field::expect], "100-continue")) {
+      continue_.emplace(http::status::continue_, 11);
+      stream_.expires_after(settings().read_timeout);
+      http::async_write(stream_, *continue_,
+                        [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                          self->continue_.reset();
+                          if (ec) return self->on_read_error(ec);
+                          self->read_body();
+                        });
+      return;
+    }
+    read_body();
+  }
+
+  void read_body() {
+    stream_.expires_after(settings().read_timeout);
+    http::async_read(stream_, buffer_, *parser_,
+                     beast::bind_front_handler(&Session::on_read, shared_from_this()));
+  }
+
+  void on_read_error(beast::error_code ec) {
+    if (ec == http::error::end_of_stream) return close();  // the peer is done; so are we
+    if (ec == net::error::operation_aborted) return;       // stop() closed us
+    if (ec == beast::error::timeout) {
+      server_->log->debug("{}: read timed out, closing", remote_);
+      return close();
+    }
+    if (ec == http::error::body_limit) {
+      return send_error(413, "payload too large\n");
+    }
+    if (ec == http::error::header_limit) {
+      return send_error(431, "request header fields too large\n");
+    }
+    if (is_http_error(ec) && ec != http::error::partial_message) {
+      server_->log->debug("{}: malformed request: {}", remote_, ec.message());
+      return send_error(400, "bad request\n");
+    }
+    server_->log->debug("{}: read failed: {}", remote_, ec.message());
+    close();
+  }
+
+  void send_error(int status, std::string body) {
+    HttpResponse response;
+    response.status = status;
+    response.body = std::move(body);
+    write(std::move(response), 11, /*keep_alive=*/false, /*head=*/false, /*linger=*/true);
+  }
+
+  void on_read(beast::error_code ec, std::size_t) {
+    if (ec) return on_read_error(ec);
+    auto& req = parser_->get();
+
+    HttpRequest request;
+    request.method = std::string(req.method_string());
+    request.target = std::string(req.target());
+    for (const auto& field : req) {
+      auto [it, inserted] =
+          request.headers.emplace(lower(field.name_string()), std::string(field.value()));
+      // Repeated fields combine into one comma-separated list (RFC 9110 §5.3).
+      if (!inserted) it->second.append(", ").append(field.value());
+    }
+    request.body = std::move(req.body());
+    request.remote = remote_;
+
+    std::optional<HttpResponse> response = server_->invoke(request);
+    if (!response) return close();  // the server is stopping
+    write(std::move(*response), req.version(), req.keep_alive(), req.method() == http::verb::head,
+          /*linger=*/false);
+  }
+
+  void write(HttpResponse out, unsigned version, bool keep_alive, bool head, bool linger) {
+    if (out.status < 200 || out.status > 599) {
+      server_->log->error("handler returned invalid status {} for a request from {}", out.status,
+                          remote_);
+      out = HttpResponse{500, "text/plain; charset=utf-8", "internal server error\n", {}};
+    }
+    auto& res = response_.emplace();
+    res.version(version);
+    res.result(static_cast<unsigned>(out.status));
+    res.set(http::field::server, "orgd");
+    const bool bodyless = bodyless_status(out.status);
+    if (!bodyless) res.set(http::field::content_type, out.content_type);
+    for (const auto& [name, value] : out.headers) {
+      if (reserved_header(name)) continue;
+      if (name.empty() || has_line_break(name) || has_line_break(value)) {
+        server_->log->warn("dropping response header '{}' with a line break", lower(name));
+        continue;
+      }
+      res.set(name, value);
+    }
+    res.keep_alive(keep_alive);
+    if (bodyless) {
+      // No body and no Content-Length for these.
+    } else if (head) {
+      res.content_length(out.body.size());  // what a GET would send, without sending it
+    } else {
+      res.body() = std::move(out.body);
+      res.prepare_payload();
+    }
+
+    stream_.expires_after(settings().read_timeout);
+    http::async_write(
+        stream_, res,
+        [self = shared_from_this(), keep_alive, linger](beast::error_code ec, std::size_t) {
+          self->response_.reset();
+          if (ec) {
+            if (ec != net::error::operation_aborted) {
+              self->server_->log->debug("{}: write failed: {}", self->remote_, ec.message());
+            }
+            return self->close();
+          }
+          if (linger) return self->linger();
+          if (!keep_alive) return self->close();
+          self->read_header();
+        });
+  }
+
+  // Half-close, then discard what the peer still sends until it closes or the read timeout
+  // (counted once, for the whole drain) runs out.
+  void linger() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    if (ec) return close();
+    stream_.expires_after(settings().read_timeout);
+    drain();
+  }
+
+  void drain() {
+    stream_.async_read_some(net::buffer(drain_buffer_),
+                            [self = shared_from_this()](beast::error_code ec, std::size_t) {
+                              if (ec) return self->close();
+                              self->drain();
+                            });
+  }
+
+  const std::shared_ptr<ServerCore> server_;
+  beast::tcp_stream stream_;
+  const std::string remote_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<http::response<http::empty_body>> continue_;
+  std::optional<http::response<http::string_body>> response_;
+  std::array<char, kLingerBufferSize> drain_buffer_{};
+  bool closed_ = false;
+};
+
+void ServerCore::start() {
+  std::lock_guard lock(mutex_);
+  if (started_ || stopped_) {
+    throw std::logic_error("HttpServer::start called on a started or stopped server");
+  }
+  address_ = format_endpoint(settings.host, settings.port);
+  std::string failure = "no address";
+  for (const auto& endpoint : resolve(io, settings.host, settings.port)) {
+    beast::error_code ec;
+    acceptor_.open(endpoint.protocol(), ec);
+    if (!ec) acceptor_.set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor_.bind(endpoint, ec);
+    if (!ec) acceptor_.listen(net::socket_base::max_listen_connections, ec);
+    if (!ec) {
+      failure.clear();
+      break;
+    }
+    failure = ec.message();
+    beast::error_code ignored;
+    acceptor_.close(ignored);
+  }
+  if (!failure.empty()) {
+    throw std::runtime_error("http: cannot listen on " + address_ + ": " + failure);
+  }
+  beast::error_code ec;
+  const tcp::endpoint local = acceptor_.local_endpoint(ec);
+  bound_port = local.port();
+  address_ = format_endpoint(local);
+  started_ = true;
+  log->info("listening on {}", address_);
+  accept_locked();
+}
+
+void ServerCore::accept_locked() {
+  if (stopped_) return;
+  // Each connection gets its own strand, so its handlers never run concurrently even though
+  // the io_context is run by several threads.
+  acceptor_.async_accept(net::make_strand(io),
+                         beast::bind_front_handler(&ServerCore::on_accept, shared_from_this()));
+}
+
+void ServerCore::on_accept(beast::error_code ec, tcp::socket socket) {
+  std::shared_ptr<Session> session;
+  {
+    std::lock_guard lock(mutex_);
+    if (stopped_) return;
+    if (ec) {
+      if (ec == net::error::operation_aborted) return;
+      log->warn("accept on {} failed: {}; retrying", address_, ec.message());
+      retry_timer_.expires_after(kAcceptRetryDelay);
+      retry_timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+        if (ec) return;
+        std::lock_guard lock(self->mutex_);
+        self->accept_locked();
+      });
+      return;
+    }
+    beast::error_code ignored;
+    const tcp::endpoint remote = socket.remote_endpoint(ignored);
+    if (sessions_.size() >= settings.max_connections) {
+      // Log the first refusal of a burst only: a flood must not become a flood of log lines.
+      if (!reported_full_) {
+        log->warn("{} connections open (the limit); refusing new ones", sessions_.size());
+        reported_full_ = true;
+      }
+      socket.close(ignored);
+    } else {
+      reported_full_ = false;
+      session =
+          std::make_shared<Session>(shared_from_this(), std::move(socket), format_endpoint(remote));
+      sessions_.emplace(session.get(), session);
+    }
+    accept_locked();
+  }
+  if (session) session->start();
+}
+
+std::optional<HttpResponse> ServerCore::invoke(const HttpRequest& request) {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopped_) return std::nullopt;
+    ++in_flight_;
+  }
+  struct Done {
+    ServerCore& server;
+    const ServerCore* previous = current_server;
+    explicit Done(ServerCore& s) : server(s) { current_server = &s; }
+    ~Done() {
+      current_server = previous;
+      std::lock_guard lock(server.mutex_);
+      if (--server.in_flight_ == 0) server.handlers_idle_.notify_all();
+    }
+  } done(*this);
+
+  // The path without the query: a query string may carry tokens, and logs must not.
+  const std::string_view path =
+      std::string_view(request.target)
+          .substr(0, std::min(request.target.find('?'), request.target.size()));
+  try {
+    return handler_(request);
+  } catch (const std::exception& e) {
+    log->error("handler failed for {} {}: {}", request.method, path, e.what());
+  } catch (...) {
+    log->error("handler failed for {} {}: unknown exception", request.method, path);
+  }
+  // Never the exception text: it is for the operator's log, not for whoever sent the request.
+  return HttpResponse{500, "text/plain; charset=utf-8", "internal server error\n", {}};
+}
+
+void ServerCore::forget(Session* session) {
+  std::lock_guard lock(mutex_);
+  sessions_.erase(session);
+}
+
+void ServerCore::stop() {
+  std::vector<std::shared_ptr<Session>> live;
+  {
+    std::lock_guard lock(mutex_);
+    if (stopped_) return;
+    stopped_ = true;
+    beast::error_code ignored;
+    acceptor_.close(ignored);
+    retry_timer_.cancel();
+    for (const auto& [raw, weak] : sessions_) {
+      if (auto session = weak.lock()) live.push_back(std::move(session));
+    }
+    if (started_) log->info("stopped listening on {}", address_);
+  }
+  // Sockets are closed on their own strands; a session's last reference may be dropped here,
+  // and its destructor takes the mutex, hence outside the lock.
+  for (auto& session : live) {
+    net::post(session->executor(), [session] { session->close(); });
+  }
+}
+
+void ServerCore::stop_and_wait_for_handlers() {
+  stop();
+  Handler released;
+  {
+    std::unique_lock lock(mutex_);
+    // The handler's captures may die with the server's owner: wait for handlers still running.
+    if (current_server != this) handlers_idle_.wait(lock, [&] { return in_flight_ == 0; });
+    if (in_flight_ == 0) released.swap(handler_);
+  }
+}
+
+}  // namespace
+
+struct HttpServer::Impl : ServerCore {
+  using ServerCore::ServerCore;
+};
+
+HttpServer::HttpServer(boost::asio::io_context& io, HttpServerSettings settings, Handler handler)
+    : impl_(std::make_shared<Impl>(io, std::move(settings), std::move(handler))) {}
+
+HttpServer::~HttpServer() { impl_->stop_and_wait_for_handlers(); }
+
+void HttpServer::start() { impl_->start(); }
+
+void HttpServer::stop() { impl_->stop(); }
+
+std::uint16_t HttpServer::port() const { return impl_->bound_port.load(); }
+
+}  // namespace orgd
