@@ -224,9 +224,10 @@ void Daemon::on_connected() {
     });
     return;
   }
-  if (!subscribed_.exchange(true)) {
+  if (!subscribing_.exchange(true)) {
     rebuild_health();
     subscribe_all();
+    subscribed_ = true;
     logging::get("orgd")->info("ready: serving {}.api.*, health on {}.health.>", prefix_,
                                prefix_);
   }
@@ -249,54 +250,47 @@ void Daemon::ensure_streams() {
 }
 
 void Daemon::rebuild_health() {
-  // The last state of every service, from the last-value stream ORGD_HEALTH.
+  // The last state of every service, from the last-value stream ORGD_HEALTH: list its subjects,
+  // then read the last message of each.
   auto log = logging::get("health");
   jsCtx* js = nats_->jetstream();
+  std::string filter = prefix_ + ".state.health.>";
+  jsOptions opts;
+  jsOptions_Init(&opts);
+  opts.Stream.Info.SubjectsFilter = filter.c_str();
   jsStreamInfo* info = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);
-  if (js_GetStreamInfo(&info, js, kHealthStream, nullptr, &jerr) != NATS_OK) {
+  if (js_GetStreamInfo(&info, js, kHealthStream, &opts, &jerr) != NATS_OK) {
     log->warn("cannot read {}: health starts empty", kHealthStream);
     return;
   }
-  std::uint64_t count = info->State.Msgs;
+  std::vector<std::string> subjects;
+  if (info->State.Subjects != nullptr) {
+    for (int i = 0; i < info->State.Subjects->Count; ++i) {
+      subjects.emplace_back(info->State.Subjects->List[i].Subject);
+    }
+  }
   jsStreamInfo_Destroy(info);
-  if (count == 0) return;
 
-  std::string filter = prefix_ + ".state.health.>";
-  jsSubOptions so;
-  jsSubOptions_Init(&so);
-  so.Stream = kHealthStream;
-  so.Ordered = true;
-  so.Config.DeliverPolicy = js_DeliverLastPerSubject;
-  natsSubscription* sub = nullptr;
-  if (js_SubscribeSync(&sub, js, filter.c_str(), nullptr, &so, &jerr) != NATS_OK) {
-    log->warn("cannot read {}: health starts empty", kHealthStream);
-    return;
-  }
   std::size_t restored = 0;
   std::size_t bad = 0;
-  for (std::uint64_t i = 0; i < count; ++i) {
+  for (const auto& subject : subjects) {
     natsMsg* msg = nullptr;
-    if (natsSubscription_NextMsg(&msg, sub, 2000) != NATS_OK) break;
+    if (js_GetLastMsg(&msg, js, kHealthStream, subject.c_str(), nullptr, &jerr) != NATS_OK) {
+      ++bad;
+      continue;
+    }
     v1::ServiceHealth state;
-    std::string_view data(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
+    std::string_view data(natsMsg_GetData(msg),
+                          static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
     if (decode(data, Encoding::json, state, 1 << 20).ok()) {
       health_.restore(state);
       ++restored;
     } else {
       ++bad;
     }
-    jsMsgMetaData* meta = nullptr;
-    bool last = false;
-    if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
-      last = meta->NumPending == 0;
-      jsMsgMetaData_Destroy(meta);
-    }
     natsMsg_Destroy(msg);
-    if (last) break;
   }
-  natsSubscription_Unsubscribe(sub);
-  natsSubscription_Destroy(sub);
   log->info("health rebuilt from {}: {} services{}", kHealthStream, restored,
             bad ? fmt::format(" ({} unreadable states skipped)", bad) : std::string());
 }
@@ -449,7 +443,8 @@ HttpResponse Daemon::on_http(const HttpRequest& request) {
   if (path == "/readyz") {
     nlohmann::json j = {{"ready", ready()},
                         {"nats", connected_ ? "connected" : "disconnected"},
-                        {"streams", streams_ready_ ? "ready" : "not ready"}};
+                        {"streams", streams_ready_ ? "ready" : "not ready"},
+                        {"subscriptions", subscribed_ ? "active" : "not yet"}};
     return {ready() ? 200 : 503, "application/json", j.dump() + "\n", {}};
   }
   if (path == "/metrics") {

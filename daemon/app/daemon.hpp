@@ -63,7 +63,9 @@ class Daemon {
   // Reloads from options.config_path; an invalid file keeps the running config.
   bool reload_from_disk();
 
-  bool ready() const { return connected_.load() && streams_ready_.load(); }
+  bool ready() const {
+    return connected_.load() && streams_ready_.load() && subscribed_.load();
+  }
   std::uint16_t http_port() const;
   std::string nats_url() const;
   const std::string& prefix() const { return prefix_; }
@@ -115,6 +117,7 @@ class Daemon {
 
   std::atomic<bool> connected_{false};
   std::atomic<bool> streams_ready_{false};
+  std::atomic<bool> subscribing_{false};
   std::atomic<bool> subscribed_{false};
   std::atomic<bool> stopping_{false};
   std::atomic<bool> stopped_{false};

@@ -116,7 +116,8 @@ class DaemonTest : public ::testing::Test {
   }
 
   Health::Status repo_health(const std::string& name) {
-    for (const auto& r : status().repos()) {
+    auto current = status();
+    for (const auto& r : current.repos()) {
       if (r.name() == name) return r.health();
     }
     return static_cast<Health::Status>(-1);
@@ -290,8 +291,7 @@ TEST_F(DaemonTest, ServiceDiscoveryListsOrgdWithLiveStats) {
   auto d = start_daemon(config_yaml(server.url()));
   ASSERT_TRUE(request(client.get(), "org.acme.api.status", "").has_value());
   const std::string id = d->discovery().identity().id;
-  for (const std::string subject :
-       {"$SRV.PING", "$SRV.PING.orgd", "$SRV.PING.orgd." + id, "$SRV.INFO", "$SRV.INFO.orgd",
+  for (const std::string& subject : std::vector<std::string>{"$SRV.PING", "$SRV.PING.orgd", "$SRV.PING.orgd." + id, "$SRV.INFO", "$SRV.INFO.orgd",
         "$SRV.INFO.orgd." + id, "$SRV.STATS", "$SRV.STATS.orgd", "$SRV.STATS.orgd." + id}) {
     auto r = request(client.get(), subject, "");
     ASSERT_TRUE(r.has_value()) << subject;
