@@ -103,6 +103,9 @@ Result<Ok> decode(std::string_view data, Encoding encoding, google::protobuf::Me
       return invalid_argument(
           fmt::format("payload is not a valid binary {} message", out.GetDescriptor()->name()));
     }
+    // Fields from newer schemas are accepted (forward compatibility) but not carried along:
+    // nothing orgd stores or re-publishes holds bytes it does not understand.
+    out.DiscardUnknownFields();
     return Ok{};
   }
   if (!valid_utf8(data)) {
