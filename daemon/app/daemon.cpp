@@ -201,7 +201,7 @@ void Daemon::on_connection_state(ConnectionState state) {
   bool was = connected_.exchange(state == ConnectionState::connected);
   connected_gauge_->set(state == ConnectionState::connected ? 1 : 0);
   if (state == ConnectionState::connected && !was) {
-    log->info("connected to NATS {}", nats_ ? nats_->connected_url() : std::string());
+    log->info("connected to NATS");
     if (!was && nats_ && nats_->reconnects() > 0) reconnects_->inc();
     if (!stopping_) asio::post(io_, [this] { on_connected(); });
   } else if (state == ConnectionState::disconnected) {
@@ -215,7 +215,11 @@ void Daemon::on_connection_state(ConnectionState state) {
 void Daemon::on_connected() {
   if (stopping_) return;
   // Streams are (re)ensured on every connect: a server that lost its store gets them back.
-  ensure_streams();
+  if (nats_->jetstream() == nullptr) {
+    streams_ready_ = false;
+  } else {
+    ensure_streams();
+  }
   if (!streams_ready_) {
     // Retry while connected; JetStream may still be electing a leader.
     auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::seconds(1));
@@ -224,6 +228,7 @@ void Daemon::on_connected() {
     });
     return;
   }
+  logging::get("bus")->info("NATS connection ready at {}", nats_->connected_url());
   if (!subscribing_.exchange(true)) {
     rebuild_health();
     subscribe_all();

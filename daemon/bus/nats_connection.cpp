@@ -77,7 +77,7 @@ NatsConnection::NatsConnection(NatsConnectionSettings settings, StateListener on
 
 NatsConnection::~NatsConnection() {
   close(std::chrono::milliseconds{500});
-  if (js_ != nullptr) jsCtx_Destroy(js_);
+  if (js_.load() != nullptr) jsCtx_Destroy(js_.load());
   if (conn_ != nullptr) natsConnection_Destroy(conn_);
   wipe(settings_.token);
   wipe(settings_.password);
@@ -118,7 +118,19 @@ void NatsConnection::connect() {
   check(natsOptions_SetTimeout(opts, settings_.connect_timeout.count()), "timeout");
   check(natsOptions_SetMaxReconnect(opts, settings_.max_reconnect), "max reconnect");
   check(natsOptions_SetReconnectWait(opts, settings_.reconnect_wait.count()), "reconnect wait");
-  check(natsOptions_SetReconnectJitter(opts, 100, 1000), "reconnect jitter");
+  // Exponential backoff from reconnect_wait up to 30 s, with up to 25% jitter, once every
+  // server of the list has been tried.
+  check(natsOptions_SetCustomReconnectDelay(
+            opts,
+            [](natsConnection*, int attempts, void* self) -> int64_t {
+              auto base = static_cast<NatsConnection*>(self)->settings_.reconnect_wait.count();
+              int64_t delay = std::max<int64_t>(base, 1);
+              for (int i = 1; i < attempts && delay < 30'000; ++i) delay *= 2;
+              delay = std::min<int64_t>(delay, 30'000);
+              return delay + randombytes_uniform(static_cast<uint32_t>(delay / 4 + 1));
+            },
+            this),
+        "reconnect delay");
   check(natsOptions_SetSendAsap(opts, true), "send asap");
   check(natsOptions_SetDisconnectedCB(opts, &NatsConnection::on_disconnected, this), "cb");
   check(natsOptions_SetReconnectedCB(opts, &NatsConnection::on_reconnected, this), "cb");
@@ -185,20 +197,21 @@ void NatsConnection::connect() {
           "retry on failed connect");
   }
 
-  natsStatus s = natsConnection_Connect(&conn_, opts);
-  if (s == NATS_NOT_YET_CONNECTED) {
-    state_.store(ConnectionState::connecting);
-  } else if (s != NATS_OK) {
-    conn_ = nullptr;
+  natsConnection* conn = nullptr;
+  natsStatus s = natsConnection_Connect(&conn, opts);
+  // NATS_NOT_YET_CONNECTED: nats.c keeps trying; the connected callback reports success.
+  if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
     throw std::runtime_error(fmt::format("nats: cannot connect to {}: {}",
                                          fmt::join(settings_.urls, ","), status_text(s)));
-  } else {
-    set_state(ConnectionState::connected);
   }
   jsOptions jso;
   jsOptions_Init(&jso);
   jso.Wait = 5000;
-  check(natsConnection_JetStream(&js_, conn_, &jso), "jetstream context");
+  conn_.store(conn);
+  jsCtx* js = nullptr;
+  check(natsConnection_JetStream(&js, conn, &jso), "jetstream context");
+  js_.store(js);
+  if (s == NATS_OK) set_state(ConnectionState::connected);
 }
 
 std::string NatsConnection::connected_url() const {

@@ -73,7 +73,8 @@ class NatsConnection final : public Publisher {
   std::string connected_url() const;
 
   __natsConnection* raw() const { return conn_; }
-  __jsCtx* jetstream() const { return js_; }
+  // Null until connect() has created it.
+  __jsCtx* jetstream() const { return js_.load(); }
 
   Result<Ok> publish(const BusMessage& message) override;
   // Request-reply with a timeout; 503-style errors on no responders and timeouts.
@@ -119,8 +120,9 @@ class NatsConnection final : public Publisher {
   NatsConnectionSettings settings_;
   StateListener on_state_;
   std::unique_ptr<Credentials> credentials_;
-  __natsConnection* conn_ = nullptr;
-  __jsCtx* js_ = nullptr;
+  // Set once connect() returns; callbacks that run earlier must not rely on it.
+  std::atomic<__natsConnection*> conn_{nullptr};
+  std::atomic<__jsCtx*> js_{nullptr};
   std::atomic<ConnectionState> state_{ConnectionState::connecting};
   std::atomic<std::uint64_t> reconnects_{0};
 };
