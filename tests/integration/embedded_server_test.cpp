@@ -1,0 +1,287 @@
+#include "daemon/bus/embedded_server.hpp"
+
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <climits>
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "tests/support/nats_server.hpp"
+#include "tests/support/subprocess.hpp"
+#include "tests/support/temp_dir.hpp"
+#include "tests/support/wait.hpp"
+
+namespace orgd {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using testing::TempDir;
+
+// A listening loopback socket on a free port: "someone else's server".
+class Squatter {
+ public:
+  Squatter() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::listen(fd_, 1) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      throw std::runtime_error("cannot open a listening socket");
+    }
+    port_ = ntohs(addr.sin_port);
+  }
+  ~Squatter() { ::close(fd_); }
+  std::uint16_t port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  std::uint16_t port_ = 0;
+};
+
+bool port_bindable(std::uint16_t port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  const int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = htons(port);
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// Gone: reaped, or never our child and no longer in /proc (or a zombie waiting for a reaper
+// that is not us).
+bool process_gone(pid_t pid) {
+  int status = 0;
+  const pid_t r = ::waitpid(pid, &status, WNOHANG);
+  if (r == pid) return true;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  if (!stat) return true;
+  std::string line;
+  std::getline(stat, line);
+  const auto close_paren = line.rfind(')');
+  return close_paren != std::string::npos && close_paren + 2 < line.size() &&
+         (line[close_paren + 2] == 'Z' || line[close_paren + 2] == 'X');
+}
+
+EmbeddedServerSettings settings_in(const TempDir& dir) {
+  EmbeddedServerSettings settings;
+  settings.binary = testing::nats_server_binary();
+  settings.port = 0;
+  settings.store_dir = (dir / "nats").string();
+  return settings;
+}
+
+std::string start_error(EmbeddedNatsServer& server) {
+  try {
+    server.start();
+  } catch (const std::runtime_error& e) {
+    return e.what();
+  }
+  return "(started)";
+}
+
+TEST(EmbeddedNatsServerTest, AcceptsClientsWithJetStream) {
+  TempDir dir;
+  EmbeddedNatsServer server(settings_in(dir));
+  server.start();
+  EXPECT_GT(server.pid(), 0);
+  EXPECT_GT(server.port(), 0);
+  EXPECT_EQ(server.url(), "nats://127.0.0.1:" + std::to_string(server.port()));
+  EXPECT_TRUE(server.running());
+  EXPECT_TRUE(testing::jetstream_answers(server.url()));
+  EXPECT_TRUE(fs::is_directory(dir / "nats" / "jetstream"));
+
+  const std::string config = testing::read_file(server.config_path());
+  EXPECT_NE(config.find("server_name: \"orgd-embedded\""), std::string::npos) << config;
+  EXPECT_NE(config.find("store_dir"), std::string::npos) << config;
+  EXPECT_EQ(config.find("http"), std::string::npos) << "no monitoring port:\n" << config;
+  EXPECT_NE(testing::read_file(server.log_path()).find("Server is ready"), std::string::npos);
+  EXPECT_THROW(server.start(), std::logic_error);
+}
+
+TEST(EmbeddedNatsServerTest, StopEndsTheProcessAndFreesThePort) {
+  TempDir dir;
+  EmbeddedNatsServer server(settings_in(dir));
+  server.start();
+  const pid_t pid = server.pid();
+  const auto port = server.port();
+  { auto conn = testing::connect_client(server.url()); }
+
+  server.stop();
+  EXPECT_EQ(server.pid(), 0);
+  EXPECT_FALSE(server.running());
+  EXPECT_NE(::kill(pid, 0), 0) << "nats-server pid " << pid << " still exists";
+  EXPECT_TRUE(port_bindable(port));
+  server.stop();  // idempotent
+  server.kill();
+}
+
+TEST(EmbeddedNatsServerTest, StartsAgainOnItsStore) {
+  TempDir dir;
+  auto settings = settings_in(dir);
+  {
+    EmbeddedNatsServer first(settings);
+    first.start();
+    settings.port = first.port();
+  }  // the destructor stops it
+  EmbeddedNatsServer second(settings);
+  second.start();
+  EXPECT_EQ(second.port(), settings.port);
+  EXPECT_TRUE(fs::exists(fs::path(second.log_path()) += ".1")) << "the previous log is kept";
+}
+
+TEST(EmbeddedNatsServerTest, TakenPortIsAClearError) {
+  Squatter squatter;
+  TempDir dir;
+  auto settings = settings_in(dir);
+  settings.port = squatter.port();
+  EmbeddedNatsServer server(settings);
+  const std::string error = start_error(server);
+  EXPECT_NE(error.find("already in use"), std::string::npos) << error;
+  EXPECT_NE(error.find(std::to_string(squatter.port())), std::string::npos) << error;
+  EXPECT_EQ(server.pid(), 0);
+}
+
+TEST(EmbeddedNatsServerTest, MissingBinaryIsAClearError) {
+  TempDir dir;
+  auto settings = settings_in(dir);
+  settings.binary = "orgd-no-such-nats-server";
+  EmbeddedNatsServer on_path(settings);
+  std::string error = start_error(on_path);
+  EXPECT_NE(error.find("not found on PATH"), std::string::npos) << error;
+  EXPECT_NE(error.find("orgd-no-such-nats-server"), std::string::npos) << error;
+
+  settings.binary = (dir / "missing" / "nats-server").string();
+  EmbeddedNatsServer by_path(settings);
+  error = start_error(by_path);
+  EXPECT_NE(error.find("not found"), std::string::npos) << error;
+  EXPECT_NE(error.find(settings.binary), std::string::npos) << error;
+}
+
+TEST(EmbeddedNatsServerTest, EarlyExitShowsTheLogTail) {
+  TempDir dir;
+  auto settings = settings_in(dir);
+  settings.extra_config = "jetstream_this_is_not { valid";
+  EmbeddedNatsServer server(settings);
+  const std::string error = start_error(server);
+  EXPECT_NE(error.find("exited during start-up"), std::string::npos) << error;
+  EXPECT_NE(error.find("nats-server.log"), std::string::npos) << error;
+  EXPECT_NE(error.find("nats-server.conf"), std::string::npos) << error;
+  EXPECT_NE(error.find("Parse error"), std::string::npos) << "the server's own words:\n" << error;
+  EXPECT_EQ(server.pid(), 0);
+}
+
+// A stand-in "server" that never accepts clients.
+std::string silent_binary(const TempDir& dir) {
+  const auto path = dir / "silent-server";
+  testing::write_file(path, "#!/bin/sh\nexec sleep 60\n");
+  fs::permissions(path, fs::perms::owner_all);
+  return path.string();
+}
+
+TEST(EmbeddedNatsServerTest, NotReadyInTimeIsAClearErrorAndLeavesNothing) {
+  TempDir dir;
+  auto settings = settings_in(dir);
+  settings.binary = silent_binary(dir);
+  settings.ready_timeout = 300ms;
+  EmbeddedNatsServer server(settings);
+  const auto start = std::chrono::steady_clock::now();
+  const std::string error = start_error(server);
+  EXPECT_NE(error.find("did not accept clients"), std::string::npos) << error;
+  EXPECT_NE(error.find("300 ms"), std::string::npos) << error;
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+  EXPECT_EQ(server.pid(), 0);
+}
+
+TEST(EmbeddedNatsServerTest, StopCancelsAStartInProgress) {
+  TempDir dir;
+  auto settings = settings_in(dir);
+  settings.binary = silent_binary(dir);
+  settings.ready_timeout = 60s;
+  EmbeddedNatsServer server(settings);
+  std::string error;
+  std::thread starter([&] { error = start_error(server); });
+  EXPECT_TRUE(testing::wait_until([&] { return server.pid() > 0; }, 10s));
+  const pid_t pid = server.pid();
+  const auto start = std::chrono::steady_clock::now();
+  server.stop();
+  starter.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
+  EXPECT_NE(error.find("cancelled"), std::string::npos) << error;
+  EXPECT_EQ(server.pid(), 0);
+  EXPECT_NE(::kill(pid, 0), 0);
+}
+
+TEST(EmbeddedNatsServerTest, NoticesAServerThatDied) {
+  TempDir dir;
+  EmbeddedNatsServer server(settings_in(dir));
+  server.start();
+  ::kill(server.pid(), SIGKILL);
+  EXPECT_TRUE(testing::wait_until([&] { return !server.running(); }, 10s));
+  EXPECT_EQ(server.pid(), 0);
+  server.start();  // and can start it again
+  EXPECT_TRUE(server.running());
+}
+
+// Run by OrphanCheck in a child process of its own: starts an embedded server, reports its pid,
+// then blocks until killed. Skipped in a normal run.
+constexpr const char* kHelperEnv = "ORGD_TEST_EMBEDDED_HELPER_DIR";
+
+TEST(EmbeddedNatsServerHelper, StartAndBlock) {
+  const char* dir = std::getenv(kHelperEnv);
+  if (dir == nullptr) GTEST_SKIP() << "helper of EmbeddedNatsServerTest.NeverOutlivesItsParent";
+  EmbeddedServerSettings settings;
+  settings.binary = testing::nats_server_binary();
+  settings.port = 0;
+  settings.store_dir = (fs::path(dir) / "nats").string();
+  EmbeddedNatsServer server(settings);
+  server.start();
+  testing::write_file(fs::path(dir) / "pid.tmp", std::to_string(server.pid()));
+  fs::rename(fs::path(dir) / "pid.tmp", fs::path(dir) / "pid");
+  for (;;) ::pause();
+}
+
+TEST(EmbeddedNatsServerTest, NeverOutlivesItsParent) {
+  // Orphans are re-parented to the nearest subreaper: make that this test process, so the
+  // server is reaped here and its disappearance observed exactly.
+  ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  struct ResetSubreaper {
+    ~ResetSubreaper() { ::prctl(PR_SET_CHILD_SUBREAPER, 0); }
+  } reset;
+
+  TempDir dir;
+  char self[PATH_MAX] = {};
+  ASSERT_GT(::readlink("/proc/self/exe", self, sizeof self - 1), 0);
+  testing::Subprocess helper({self, "--gtest_filter=EmbeddedNatsServerHelper.StartAndBlock"},
+                             {{kHelperEnv, dir.str()}});
+  ASSERT_TRUE(
+      testing::wait_until([&] { return fs::exists(dir / "pid") || !helper.running(); }, 20s))
+      << helper.describe();
+  ASSERT_TRUE(fs::exists(dir / "pid")) << helper.describe();
+  const pid_t server_pid = std::stoi(testing::read_file(dir / "pid"));
+  ASSERT_GT(server_pid, 0);
+  ASSERT_FALSE(process_gone(server_pid));
+
+  helper.signal(SIGKILL);  // no destructor, no stop(): only the kernel can clean up
+  ASSERT_EQ(helper.wait_for_exit(10s), -SIGKILL);
+  EXPECT_TRUE(testing::wait_until([&] { return process_gone(server_pid); }, 10s))
+      << "nats-server pid " << server_pid << " outlived its parent";
+}
+
+}  // namespace
+}  // namespace orgd
