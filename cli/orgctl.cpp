@@ -58,6 +58,8 @@ void print_status_table(const orgd::v1::OrgStatus& status) {
 int main(int argc, char** argv) {
   CLI::App app{"orgctl: operate orgd over NATS"};
   app.require_subcommand(1);
+  // Global flags (--server, -o, ...) may come after the subcommand too.
+  app.fallthrough();
   ClientOptions options;
   options.add_flags(app);
   std::string output = "table";
@@ -87,7 +89,13 @@ int main(int argc, char** argv) {
   report_cmd->add_option("--version", version, "Service version");
   report_cmd->add_option("--detail", detail, "Free text");
 
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version are "errors" with exit code 0; everything else is a usage error.
+    int code = app.exit(e);
+    return code == 0 ? 0 : static_cast<int>(ExitCode::usage);
+  }
 
   Client client(options);
   if (auto code = client.connect(); code != ExitCode::ok) return static_cast<int>(code);
