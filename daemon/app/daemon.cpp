@@ -139,7 +139,7 @@ void Daemon::start() {
     es.binary = config_.nats.server_binary;
     es.host = host;
     es.port = port;
-    es.store_dir = (std::filesystem::path(config_.nats.data_dir) / "jetstream").string();
+    es.store_dir = (std::filesystem::path(config_.nats.data_dir) / "nats").string();
     embedded_ = std::make_unique<EmbeddedNatsServer>(es);
     embedded_->start();
     log->info("embedded nats-server (pid {}) accepting clients on {}", embedded_->pid(),
