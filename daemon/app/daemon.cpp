@@ -255,36 +255,41 @@ void Daemon::ensure_streams() {
 }
 
 void Daemon::rebuild_health() {
-  // The last state of every service, from the last-value stream ORGD_HEALTH: list its subjects,
-  // then read the last message of each.
+  // The last state of every service, from the last-value stream ORGD_HEALTH, read through an
+  // ephemeral push consumer that delivers the last message of each subject (one pass, however
+  // many services the org has).
   auto log = logging::get("health");
+  auto started = std::chrono::steady_clock::now();
   jsCtx* js = nats_->jetstream();
-  std::string filter = prefix_ + ".state.health.>";
-  jsOptions opts;
-  jsOptions_Init(&opts);
-  opts.Stream.Info.SubjectsFilter = filter.c_str();
   jsStreamInfo* info = nullptr;
   jsErrCode jerr = static_cast<jsErrCode>(0);
-  if (js_GetStreamInfo(&info, js, kHealthStream, &opts, &jerr) != NATS_OK) {
+  if (js_GetStreamInfo(&info, js, kHealthStream, nullptr, &jerr) != NATS_OK) {
     log->warn("cannot read {}: health starts empty", kHealthStream);
     return;
   }
-  std::vector<std::string> subjects;
-  if (info->State.Subjects != nullptr) {
-    for (int i = 0; i < info->State.Subjects->Count; ++i) {
-      subjects.emplace_back(info->State.Subjects->List[i].Subject);
-    }
-  }
+  std::uint64_t expected = info->State.Msgs;
   jsStreamInfo_Destroy(info);
+  if (expected == 0) return;
 
+  std::string filter = prefix_ + ".state.health.>";
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = kHealthStream;
+  so.Config.DeliverPolicy = js_DeliverLastPerSubject;
+  so.Config.AckPolicy = js_AckNone;
+  so.Config.MaxAckPending = -1;
+  natsSubscription* sub = nullptr;
+  if (js_SubscribeSync(&sub, js, filter.c_str(), nullptr, &so, &jerr) != NATS_OK) {
+    log->warn("cannot read {} (error {}): health starts empty", kHealthStream,
+              static_cast<int>(jerr));
+    return;
+  }
+  natsSubscription_SetPendingLimits(sub, -1, -1);
   std::size_t restored = 0;
   std::size_t bad = 0;
-  for (const auto& subject : subjects) {
+  for (std::uint64_t i = 0; i < expected; ++i) {
     natsMsg* msg = nullptr;
-    if (js_GetLastMsg(&msg, js, kHealthStream, subject.c_str(), nullptr, &jerr) != NATS_OK) {
-      ++bad;
-      continue;
-    }
+    if (natsSubscription_NextMsg(&msg, sub, 2000) != NATS_OK) break;
     v1::ServiceHealth state;
     std::string_view data(natsMsg_GetData(msg),
                           static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
@@ -294,10 +299,22 @@ void Daemon::rebuild_health() {
     } else {
       ++bad;
     }
+    jsMsgMetaData* meta = nullptr;
+    bool last = false;
+    if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
+      last = meta->NumPending == 0;
+      jsMsgMetaData_Destroy(meta);
+    }
     natsMsg_Destroy(msg);
+    if (last) break;
   }
-  log->info("health rebuilt from {}: {} services{}", kHealthStream, restored,
-            bad ? fmt::format(" ({} unreadable states skipped)", bad) : std::string());
+  natsSubscription_Unsubscribe(sub);
+  natsSubscription_Destroy(sub);
+  log->info("health rebuilt from {} in {} ms: {} services{}", kHealthStream,
+            std::chrono::duration_cast<std::chrono::milliseconds>(
+                std::chrono::steady_clock::now() - started)
+                .count(),
+            restored, bad ? fmt::format(" ({} unreadable states skipped)", bad) : std::string());
 }
 
 void Daemon::subscribe_all() {
