@@ -204,7 +204,7 @@ void Daemon::on_connection_state(ConnectionState state) {
     log->info("connected to NATS");
     if (!was && nats_ && nats_->reconnects() > 0) reconnects_->inc();
     if (!stopping_) asio::post(io_, [this] { on_connected(); });
-  } else if (state == ConnectionState::disconnected) {
+  } else if (state == ConnectionState::disconnected && !stopping_) {
     disconnects_->inc();
     log->warn("disconnected from NATS; reconnecting");
   } else if (state == ConnectionState::closed) {
