@@ -102,7 +102,12 @@ void NatsConnection::on_reconnected(natsConnection*, void* self) {
 }
 
 void NatsConnection::on_closed(natsConnection*, void* self) {
-  static_cast<NatsConnection*>(self)->set_state(ConnectionState::closed);
+  auto* me = static_cast<NatsConnection*>(self);
+  me->set_state(ConnectionState::closed);
+  // Notified under the lock: close() may destroy this object as soon as it sees the flag.
+  std::lock_guard lock(me->closed_mutex_);
+  me->closed_delivered_ = true;
+  me->closed_cv_.notify_all();
 }
 
 void NatsConnection::connect() {
@@ -342,9 +347,17 @@ NatsConnection::Subscription::~Subscription() {
 }
 
 void NatsConnection::close(std::chrono::milliseconds timeout) {
-  if (conn_ == nullptr || natsConnection_IsClosed(conn_)) return;
-  natsConnection_FlushTimeout(conn_, timeout.count());
-  natsConnection_Close(conn_);
+  if (conn_ == nullptr) return;
+  if (!natsConnection_IsClosed(conn_)) {
+    natsConnection_FlushTimeout(conn_, timeout.count());
+    natsConnection_Close(conn_);
+  }
+  // nats.c reports the close on its own thread after Close() returns; the callbacks point at
+  // this object, so wait for the last one before anyone may destroy it.
+  std::unique_lock lock(closed_mutex_);
+  if (!closed_cv_.wait_for(lock, std::chrono::seconds(5), [&] { return closed_delivered_; })) {
+    logging::get("bus")->warn("NATS close was not confirmed within 5 s");
+  }
 }
 
 }  // namespace orgd

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -125,6 +126,9 @@ class NatsConnection final : public Publisher {
   std::atomic<__jsCtx*> js_{nullptr};
   std::atomic<ConnectionState> state_{ConnectionState::connecting};
   std::atomic<std::uint64_t> reconnects_{0};
+  std::mutex closed_mutex_;  // guards closed_delivered_
+  std::condition_variable closed_cv_;
+  bool closed_delivered_ = false;
 };
 
 }  // namespace orgd
