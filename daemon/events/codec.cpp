@@ -3,7 +3,10 @@
 #include <fmt/format.h>
 #include <google/protobuf/util/json_util.h>
 
+#include "daemon/events/fast_json.hpp"
 #include "orgd/v1/error.pb.h"
+#include "orgd/v1/health.pb.h"
+#include "orgd/v1/status.pb.h"
 
 namespace orgd {
 namespace {
@@ -108,6 +111,13 @@ Result<Ok> decode(std::string_view data, Encoding encoding, google::protobuf::Me
     out.DiscardUnknownFields();
     return Ok{};
   }
+  if (out.GetDescriptor() == v1::HealthReport::descriptor()) {
+    // Health reports are the high-volume input; their usual form skips protobuf's JSON parser.
+    if (auto fast = fast_decode_health_report(data)) {
+      static_cast<v1::HealthReport&>(out) = std::move(*fast);
+      return Ok{};
+    }
+  }
   if (!valid_utf8(data)) {
     return invalid_argument("payload is not UTF-8 JSON (binary data? set Content-Type: " +
                             std::string(kProtobufContentType) + " for protobuf)");
@@ -123,12 +133,8 @@ Result<Ok> decode(std::string_view data, Encoding encoding, google::protobuf::Me
   return Ok{};
 }
 
-std::string encode(const google::protobuf::Message& message, Encoding encoding) {
+std::string encode_generic_json(const google::protobuf::Message& message) {
   std::string out;
-  if (encoding == Encoding::protobuf) {
-    message.SerializeToString(&out);
-    return out;
-  }
   pbutil::JsonPrintOptions options;
   options.always_print_primitive_fields = true;
   options.preserve_proto_field_names = false;
@@ -139,6 +145,22 @@ std::string encode(const google::protobuf::Message& message, Encoding encoding) 
     return R"({"error":{"code":"internal","message":"reply could not be encoded"}})";
   }
   return out;
+}
+
+std::string encode(const google::protobuf::Message& message, Encoding encoding) {
+  if (encoding == Encoding::protobuf) {
+    std::string out;
+    message.SerializeToString(&out);
+    return out;
+  }
+  const auto* descriptor = message.GetDescriptor();
+  if (descriptor == v1::OrgStatus::descriptor()) {
+    return fast_encode_org_status(static_cast<const v1::OrgStatus&>(message));
+  }
+  if (descriptor == v1::RepoStatus::descriptor()) {
+    return fast_encode_repo_status(static_cast<const v1::RepoStatus&>(message));
+  }
+  return encode_generic_json(message);
 }
 
 std::string encode_error(const Error& error, Encoding encoding) {

@@ -24,13 +24,19 @@ std::string_view content_type(Encoding encoding);
 // Decodes `data` into `out` (which is cleared first). An empty payload decodes to the message's
 // defaults. Fails with invalid_argument, naming the problem, on: more than `max_bytes`, invalid
 // UTF-8 or NUL bytes in JSON, malformed JSON, unknown fields, wrong types, unknown enum names,
-// malformed binary protobuf. Never throws.
+// malformed binary protobuf. Never throws. The common flat HealthReport JSON takes a direct
+// parser that yields what protobuf's parser would; anything else takes protobuf's.
 Result<Ok> decode(std::string_view data, Encoding encoding, google::protobuf::Message& out,
                   std::size_t max_bytes);
 
 // Encodes `message`. JSON uses lowerCamelCase names and prints fields at their default values,
-// so "health":"unknown" and "stale":false are always present.
+// so "health":"unknown" and "stale":false are always present. The hot replies (OrgStatus,
+// RepoStatus) go through direct writers that produce the same bytes.
 std::string encode(const google::protobuf::Message& message, Encoding encoding);
+
+// protobuf's own JSON printer with the options above, without orgd's fast paths: the reference
+// the fast writers (events/fast_json.hpp) must match, and their fallback.
+std::string encode_generic_json(const google::protobuf::Message& message);
 
 // The body of an error reply: {"error":{"code":"invalid_argument","message":"…"}} in JSON, or
 // the ErrorReply message in binary.

@@ -460,14 +460,14 @@ std::string fast_encode_org_status(const v1::OrgStatus& status) {
   for (const auto& repo : status.repos()) hint += size_hint(repo);
   std::string out;
   out.reserve(hint);
-  if (!append_org(out, status)) return encode(status, Encoding::json);
+  if (!append_org(out, status)) return encode_generic_json(status);
   return out;
 }
 
 std::string fast_encode_repo_status(const v1::RepoStatus& status) {
   std::string out;
   out.reserve(size_hint(status));
-  if (!append_repo(out, status)) return encode(status, Encoding::json);
+  if (!append_repo(out, status)) return encode_generic_json(status);
   return out;
 }
 

@@ -596,6 +596,38 @@ TEST_F(OrgdAgainstNats, ReadyzMeansTheApiAnswers) {
       << kStates << " stored states, and subscribe_all()), not as soon as the streams are.";
 }
 
+// SIGHUP re-reads the config file: a new repo appears at once; a broken file is refused, counted,
+// and the running config stays.
+TEST_F(OrgdAgainstNats, SighupReloadsTheConfigAndKeepsItWhenTheNewOneIsBroken) {
+  OrgdConfig config{external_nats(server.url())};
+  OrgdProcess orgd(config);
+  ASSERT_TRUE(orgd.wait_ready(server.url())) << orgd.describe();
+  auto repos_listed = [&] {
+    auto r = orgctl(server.url(), {"repos", "-o", "json"});
+    return r.status == 0 ? r.out : std::string();
+  };
+  ASSERT_FALSE(contains(repos_listed(), "\"billing\""));
+
+  std::string yaml = testing::read_file(orgd.config_path());
+  testing::write_file(orgd.config_path(), yaml + "  billing:\n    depends_on: [api]\n");
+  ASSERT_TRUE(orgd.process().signal(SIGHUP));
+  EXPECT_TRUE(wait_until([&] { return contains(repos_listed(), "\"billing\""); }, 5s))
+      << orgd.describe();
+
+  testing::write_file(orgd.config_path(), "org: acme\nrepos: [not, a, map]\n");
+  ASSERT_TRUE(orgd.process().signal(SIGHUP));
+  EXPECT_TRUE(wait_until(
+      [&] {
+        auto m = http_get(orgd.http_port(), "/metrics");
+        return m && contains(m->body, "orgd_config_reloads_total{result=\"error\"} 1");
+      },
+      5s))
+      << orgd.describe();
+  EXPECT_TRUE(orgd.process().running());
+  EXPECT_TRUE(contains(repos_listed(), "\"billing\"")) << "the running config must stay";
+  EXPECT_TRUE(contains(orgd.output(), "config reload rejected")) << orgd.output();
+}
+
 // ---------------------------------------------------------------------------------------------
 // (4) --check-config
 
