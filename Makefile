@@ -46,7 +46,7 @@ fuzz: fuzz-build
 
 bench: deps
 	@cmake --preset release >/dev/null
-	@cmake --build build/release -j $(JOBS)
+	@cmake --build build/release -j $(JOBS) --target benchmarks
 	@./scripts/run-bench.sh build/release
 
 asan:

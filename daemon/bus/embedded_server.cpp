@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "daemon/core/logging.hpp"
+#include "daemon/core/unique_fd.hpp"
 
 extern char** environ;
 
@@ -41,34 +42,6 @@ constexpr const char* kLogName = "nats-server.log";
 constexpr const char* kPortsDirName = "ports";
 
 std::string errno_text(int err) { return std::error_code(err, std::system_category()).message(); }
-
-// A file descriptor closed on scope exit.
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  ~Fd() { reset(); }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  void reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_;
-};
-
-// Moves a descriptor to 3 or above (close-on-exec), so the child's dup2() onto 0..2 never
-// clobbers it even when the parent runs with one of its standard descriptors closed.
-int above_stdio(int fd) {
-  if (fd < 0 || fd > 2) return fd;
-  const int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
-  const int err = errno;
-  ::close(fd);
-  errno = err;
-  return moved;
-}
 
 std::string find_binary(const std::string& binary) {
   if (binary.empty()) throw std::runtime_error("nats-server binary: empty name");
@@ -113,7 +86,7 @@ void check_port_free(const std::string& host, std::uint16_t port) {
                              "': " + ::gai_strerror(rc));
   }
   std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> guard(found, &::freeaddrinfo);
-  Fd sock(::socket(found->ai_family, found->ai_socktype | SOCK_CLOEXEC, found->ai_protocol));
+  UniqueFd sock(::socket(found->ai_family, found->ai_socktype | SOCK_CLOEXEC, found->ai_protocol));
   if (sock.get() < 0) return;  // let the server report it
   const int one = 1;
   ::setsockopt(sock.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -313,8 +286,8 @@ std::string render_config(const EmbeddedServerSettings& settings, const fs::path
 // Forks and executes `plan` with its output appended to `log`; returns the child's pid once
 // execve() succeeded, throws otherwise (nothing left running).
 pid_t spawn(const ChildPlan& plan, const fs::path& log) {
-  Fd null_fd(above_stdio(::open("/dev/null", O_RDONLY | O_CLOEXEC)));
-  Fd log_fd(above_stdio(::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640)));
+  UniqueFd null_fd(above_stdio(::open("/dev/null", O_RDONLY | O_CLOEXEC)));
+  UniqueFd log_fd(above_stdio(::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640)));
   if (null_fd.get() < 0 || log_fd.get() < 0) {
     throw std::runtime_error("embedded nats-server: cannot open " + log.string() + ": " +
                              errno_text(errno));
@@ -323,8 +296,8 @@ pid_t spawn(const ChildPlan& plan, const fs::path& log) {
   if (::pipe2(pipe_fds, O_CLOEXEC) != 0) {
     throw std::runtime_error("embedded nats-server: pipe: " + errno_text(errno));
   }
-  Fd report_read(above_stdio(pipe_fds[0]));
-  Fd report_write(above_stdio(pipe_fds[1]));
+  UniqueFd report_read(above_stdio(pipe_fds[0]));
+  UniqueFd report_write(above_stdio(pipe_fds[1]));
 
   // Signals stay blocked in the forking thread until the child has reset its dispositions, so
   // no handler of orgd's ever runs in the child.

@@ -4,6 +4,7 @@
 #include <google/protobuf/util/json_util.h>
 
 #include "daemon/events/fast_json.hpp"
+#include "daemon/events/utf8.hpp"
 #include "orgd/v1/error.pb.h"
 #include "orgd/v1/health.pb.h"
 #include "orgd/v1/status.pb.h"
@@ -54,31 +55,10 @@ bool valid_utf8(std::string_view text) {
       ++p;
       continue;
     }
-    int extra;
     std::uint32_t cp;
-    if ((c & 0xe0) == 0xc0) {
-      extra = 1;
-      cp = c & 0x1f;
-    } else if ((c & 0xf0) == 0xe0) {
-      extra = 2;
-      cp = c & 0x0f;
-    } else if ((c & 0xf8) == 0xf0) {
-      extra = 3;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (end - p <= extra) return false;
-    for (int i = 1; i <= extra; ++i) {
-      if ((p[i] & 0xc0) != 0x80) return false;
-      cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    // Overlong forms, surrogates and values past U+10FFFF are not UTF-8.
-    if ((extra == 1 && cp < 0x80) || (extra == 2 && cp < 0x800) || (extra == 3 && cp < 0x10000) ||
-        (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff) {
-      return false;
-    }
-    p += extra + 1;
+    int length = decode_utf8_sequence(p, end, cp);
+    if (length == 0) return false;
+    p += length;
   }
   return true;
 }

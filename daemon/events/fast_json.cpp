@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "daemon/events/codec.hpp"
+#include "daemon/events/utf8.hpp"
 
 namespace orgd {
 namespace {
@@ -221,35 +222,15 @@ bool append_string(std::string& out, std::string_view text) {
       ++p;
       continue;
     }
-    int extra;
     std::uint32_t cp;
-    if ((c & 0xe0) == 0xc0) {
-      extra = 1;
-      cp = c & 0x1f;
-    } else if ((c & 0xf0) == 0xe0) {
-      extra = 2;
-      cp = c & 0x0f;
-    } else if ((c & 0xf8) == 0xf0) {
-      extra = 3;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (end - p <= extra) return false;
-    for (int i = 1; i <= extra; ++i) {
-      if ((p[i] & 0xc0) != 0x80) return false;
-      cp = (cp << 6) | (p[i] & 0x3f);
-    }
-    if ((extra == 1 && cp < 0x80) || (extra == 2 && cp < 0x800) || (extra == 3 && cp < 0x10000) ||
-        (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff) {
-      return false;
-    }
+    int length = decode_utf8_sequence(p, end, cp);
+    if (length == 0) return false;
     if (escaped_code_point(cp)) {
       flush();
       append_escaped_code_point(out, cp);
-      run = p + extra + 1;
+      run = p + length;
     }
-    p += extra + 1;
+    p += length;
   }
   flush();
   out.push_back('"');

@@ -111,7 +111,9 @@ class DaemonTest : public ::testing::Test {
     auto r = request(client.get(), "org.acme.api.status", "");
     EXPECT_TRUE(r.has_value());
     v1::OrgStatus s;
-    if (r) EXPECT_TRUE(decode(r->data, Encoding::json, s, 1 << 24).ok()) << r->data;
+    if (r) {
+      EXPECT_TRUE(decode(r->data, Encoding::json, s, 1 << 24).ok()) << r->data;
+    }
     return s;
   }
 
@@ -135,7 +137,9 @@ TEST_F(DaemonTest, CreatesItsStreams) {
     jsStreamInfo* si = nullptr;
     ASSERT_EQ(js_GetStreamInfo(&si, js, name, nullptr, nullptr), NATS_OK) << name;
     EXPECT_EQ(si->Config->Replicas, 1);
-    if (std::string(name) == kHealthStream) EXPECT_EQ(si->Config->MaxMsgsPerSubject, 1);
+    if (std::string(name) == kHealthStream) {
+      EXPECT_EQ(si->Config->MaxMsgsPerSubject, 1);
+    }
     jsStreamInfo_Destroy(si);
   }
   jsCtx_Destroy(js);

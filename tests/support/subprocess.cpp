@@ -13,6 +13,8 @@
 #include <system_error>
 #include <thread>
 
+#include "daemon/core/unique_fd.hpp"
+
 extern char** environ;
 
 namespace orgd::testing {
@@ -26,15 +28,6 @@ int to_status(int wait_status) {
   if (WIFEXITED(wait_status)) return WEXITSTATUS(wait_status);
   if (WIFSIGNALED(wait_status)) return -WTERMSIG(wait_status);
   return -128;
-}
-
-// Moves a descriptor to 3 or above (close-on-exec) so the child's dup2() onto 0..2 cannot
-// clobber it.
-int above_stdio(int fd) {
-  if (fd < 0 || fd > 2) return fd;
-  const int moved = ::fcntl(fd, F_DUPFD_CLOEXEC, 3);
-  ::close(fd);
-  return moved;
 }
 
 int open_output(const fs::path& path, bool append) {
@@ -62,23 +55,6 @@ std::string resolve(const std::string& name, const std::string& path_env) {
   }
   throw std::runtime_error("Subprocess: '" + name + "' not found on PATH");
 }
-
-// Closes a descriptor on scope exit (also on the error paths of the constructor).
-class ScopedFd {
- public:
-  explicit ScopedFd(int fd) : fd_(fd) {}
-  ~ScopedFd() { reset(); }
-  ScopedFd(const ScopedFd&) = delete;
-  ScopedFd& operator=(const ScopedFd&) = delete;
-  int get() const { return fd_; }
-  void reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_;
-};
 
 [[noreturn]] void child_fail(int report_fd, int err) {
   ssize_t ignored = ::write(report_fd, &err, sizeof err);
@@ -147,18 +123,18 @@ Subprocess::Subprocess(SubprocessOptions options) : dir_("orgd-subprocess") {
   argvp.push_back(nullptr);
   const std::string cwd = options.cwd.string();
 
-  ScopedFd null_fd(above_stdio(::open("/dev/null", O_RDONLY | O_CLOEXEC)));
+  UniqueFd null_fd(above_stdio(::open("/dev/null", O_RDONLY | O_CLOEXEC)));
   if (null_fd.get() < 0) throw std::runtime_error("Subprocess: /dev/null: " + errno_text(errno));
-  ScopedFd out_fd(open_output(stdout_path_, options.append_output));
-  ScopedFd separate_err_fd(
+  UniqueFd out_fd(open_output(stdout_path_, options.append_output));
+  UniqueFd separate_err_fd(
       stderr_path_ == stdout_path_ ? -1 : open_output(stderr_path_, options.append_output));
   const int err_fd = separate_err_fd.get() >= 0 ? separate_err_fd.get() : out_fd.get();
   int pipe_fds[2];
   if (::pipe2(pipe_fds, O_CLOEXEC) != 0) {
     throw std::runtime_error("Subprocess: pipe: " + errno_text(errno));
   }
-  ScopedFd report_read(above_stdio(pipe_fds[0]));
-  ScopedFd report_write(above_stdio(pipe_fds[1]));
+  UniqueFd report_read(above_stdio(pipe_fds[0]));
+  UniqueFd report_write(above_stdio(pipe_fds[1]));
   const bool die_with_parent = options.die_with_parent;
 
   // Signals stay blocked in this thread until the child has reset its dispositions, so no
