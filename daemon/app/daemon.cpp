@@ -497,12 +497,12 @@ void Daemon::apply_reload(const Config& next) {
       next.nats.urls != config_.nats.urls || next.nats.embedded != config_.nats.embedded) {
     log->warn("nats and http changes take effect after a restart");
   }
-  // Keep what cannot change live; take the rest.
-  Config applied = next;
-  applied.org = config_.org;
-  applied.nats = config_.nats;
-  applied.http = config_.http;
-  config_ = std::move(applied);
+  // Only what applies live is taken: org, nats and http stay as they started, and are read
+  // without the lock on NATS and io threads.
+  config_.log = next.log;
+  config_.providers = next.providers;
+  config_.repos = next.repos;
+  config_.secrets = next.secrets;
   metrics_.counter("orgd_config_reloads_total", "Config reloads (SIGHUP), by result",
                    {{"result", "ok"}})
       .inc();

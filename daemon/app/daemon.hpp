@@ -92,7 +92,9 @@ class Daemon {
   void refresh_gauges();
 
   Config config_;
-  std::mutex config_mutex_;  // guards config_ after start (reloads)
+  // Guards config_'s log, providers, repos and secrets, which reloads replace; org, nats and
+  // http never change after construction.
+  std::mutex config_mutex_;
   DaemonOptions options_;
   Environment env_;
   const Clock& clock_;

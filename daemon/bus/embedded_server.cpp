@@ -177,8 +177,9 @@ std::uint16_t read_ports_file(const fs::path& dir, pid_t pid) {
 
 enum class Probe { down, up, ready };
 
-// A real client connect (what orgd will do next). Refused for lack of credentials still means
-// the server accepts clients; JetStream can only be checked when the connect succeeds.
+// A real client connect (what orgd will do next). Refused for lack of credentials or of TLS
+// still means the server accepts clients; JetStream can only be checked when the connect
+// succeeds.
 Probe probe(const std::string& url, bool check_jetstream) {
   natsOptions* opts = nullptr;
   if (natsOptions_Create(&opts) != NATS_OK) return Probe::down;
@@ -189,7 +190,10 @@ Probe probe(const std::string& url, bool check_jetstream) {
   natsConnection* conn = nullptr;
   const natsStatus s = natsConnection_Connect(&conn, opts);
   natsOptions_Destroy(opts);
-  if (s == NATS_CONNECTION_AUTH_FAILED || s == NATS_NOT_PERMITTED) return Probe::ready;
+  if (s == NATS_CONNECTION_AUTH_FAILED || s == NATS_NOT_PERMITTED ||
+      s == NATS_SECURE_CONNECTION_REQUIRED || s == NATS_SSL_ERROR) {
+    return Probe::ready;
+  }
   if (s != NATS_OK) return Probe::down;
   Probe result = Probe::ready;
   if (check_jetstream) {

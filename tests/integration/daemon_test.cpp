@@ -402,3 +402,41 @@ TEST_F(DaemonTest, SurvivesNatsServerRestart) {
 
 }  // namespace
 }  // namespace orgd
+
+namespace orgd {
+namespace {
+
+// On a 3-node JetStream cluster with nats.replicas 3, orgd's streams are replicated three times,
+// and health still flows.
+TEST(DaemonOnCluster, StreamsCarryTheConfiguredReplicas) {
+  testing::NatsCluster cluster;
+  std::string urls;
+  for (const auto& u : cluster.url_list()) urls += (urls.empty() ? "" : ", ") + u;
+  auto config = load_config_string("org: acme\nnats:\n  urls: [" + urls +
+                                       "]\n  replicas: 3\nhttp:\n  enabled: false\n"
+                                       "log:\n  level: warn\nrepos:\n  api: {}\n",
+                                   "cluster.yaml", Environment());
+  Daemon d(config, DaemonOptions{}, Environment());
+  d.start();
+  ASSERT_TRUE(wait_until([&] { return d.ready(); }, 30s));
+  auto client = connect_client(cluster.urls());
+  jsCtx* js = nullptr;
+  ASSERT_EQ(natsConnection_JetStream(&js, client.get(), nullptr), NATS_OK);
+  for (const char* name : {kCmdStream, kEventsStream, kHealthStream, kDlqStream}) {
+    jsStreamInfo* si = nullptr;
+    ASSERT_EQ(js_GetStreamInfo(&si, js, name, nullptr, nullptr), NATS_OK) << name;
+    EXPECT_EQ(si->Config->Replicas, 3) << name;
+    jsStreamInfo_Destroy(si);
+  }
+  jsCtx_Destroy(js);
+  publish(client.get(), "org.acme.health.api.http", R"({"status":"ok"})");
+  EXPECT_TRUE(wait_until(
+      [&] {
+        auto r = request(client.get(), "org.acme.api.status.repo", R"({"repo":"api"})");
+        return r && r->data.find(R"("health":"ok")") != std::string::npos;
+      },
+      10s));
+}
+
+}  // namespace
+}  // namespace orgd
