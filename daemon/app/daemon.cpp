@@ -189,7 +189,7 @@ void Daemon::start() {
       },
       clock_.now());
 
-  log->info("connecting to NATS at {}", fmt::join(config_.nats.urls, ","));
+  log->info("connecting to NATS at {}", redact_urls(config_.nats.urls));
   nats_->connect();
   if (nats_->connected()) on_connection_state(ConnectionState::connected);
   schedule_sweep();
@@ -482,7 +482,7 @@ HttpResponse Daemon::on_http(const HttpRequest& request) {
 std::uint16_t Daemon::http_port() const { return http_ ? http_->port() : 0; }
 
 std::string Daemon::nats_url() const {
-  return embedded_ ? embedded_->url() : fmt::format("{}", fmt::join(config_.nats.urls, ","));
+  return embedded_ ? embedded_->url() : redact_urls(config_.nats.urls);
 }
 
 void Daemon::apply_reload(const Config& next) {

@@ -38,6 +38,23 @@ void wipe(std::string& s) {
 
 }  // namespace
 
+std::string redact_urls(const std::vector<std::string>& urls) {
+  std::string out;
+  for (const auto& url : urls) {
+    if (!out.empty()) out += ',';
+    auto scheme = url.find("://");
+    auto host_start = scheme == std::string::npos ? 0 : scheme + 3;
+    auto at = url.find('@', host_start);
+    auto slash = url.find('/', host_start);
+    if (at != std::string::npos && (slash == std::string::npos || at < slash)) {
+      out += url.substr(0, host_start) + "***" + url.substr(at);
+    } else {
+      out += url;
+    }
+  }
+  return out;
+}
+
 const char* to_string(ConnectionState state) {
   switch (state) {
     case ConnectionState::connecting: return "connecting";
@@ -207,7 +224,7 @@ void NatsConnection::connect() {
   // NATS_NOT_YET_CONNECTED: nats.c keeps trying; the connected callback reports success.
   if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
     throw std::runtime_error(fmt::format("nats: cannot connect to {}: {}",
-                                         fmt::join(settings_.urls, ","), status_text(s)));
+                                         redact_urls(settings_.urls), status_text(s)));
   }
   jsOptions jso;
   jsOptions_Init(&jso);

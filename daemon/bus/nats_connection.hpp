@@ -49,6 +49,9 @@ struct NatsConnectionSettings {
   bool retry_on_failed_connect = true;
 };
 
+// URLs as they may be logged: user information ("user:password@") is replaced by "***@".
+std::string redact_urls(const std::vector<std::string>& urls);
+
 enum class ConnectionState { connecting, connected, disconnected, closed };
 const char* to_string(ConnectionState state);
 
