@@ -80,6 +80,7 @@ Daemon::Daemon(Config config, DaemonOptions options, Environment env, const Cloc
       prefix_(config_.prefix()),
       org_(config_.org),
       health_(clock) {
+  preload_descriptors();
   health_.configure(health_specs(config_));
   metrics_
       .gauge("orgd_build_info", "Build of the running orgd",
@@ -202,7 +203,7 @@ void Daemon::on_connection_state(ConnectionState state) {
   connected_gauge_->set(state == ConnectionState::connected ? 1 : 0);
   if (state == ConnectionState::connected && !was) {
     log->info("connected to NATS");
-    if (!was && nats_ && nats_->reconnects() > 0) reconnects_->inc();
+    if (nats_ && nats_->reconnects() > 0) reconnects_->inc();
     if (!stopping_) asio::post(io_, [this] { on_connected(); });
   } else if (state == ConnectionState::disconnected && !stopping_) {
     disconnects_->inc();

@@ -5,7 +5,9 @@
 
 #include "daemon/events/fast_json.hpp"
 #include "daemon/events/utf8.hpp"
+#include "orgd/v1/deploy.pb.h"
 #include "orgd/v1/error.pb.h"
+#include "orgd/v1/secrets.pb.h"
 #include "orgd/v1/health.pb.h"
 #include "orgd/v1/status.pb.h"
 
@@ -61,6 +63,17 @@ bool valid_utf8(std::string_view text) {
     p += length;
   }
   return true;
+}
+
+void preload_descriptors() {
+  // One message per .proto file (descriptors are assigned per file), and the well-known types.
+  (void)v1::HealthReport::descriptor();
+  (void)v1::OrgStatus::descriptor();
+  (void)v1::DeployRecord::descriptor();
+  (void)v1::SecretSyncRequest::descriptor();
+  (void)v1::ErrorReply::descriptor();
+  (void)google::protobuf::Timestamp::descriptor();
+  (void)google::protobuf::ListValue::descriptor();
 }
 
 bool valid_subject_token(std::string_view token) {

@@ -42,6 +42,11 @@ std::string encode_generic_json(const google::protobuf::Message& message);
 // the ErrorReply message in binary.
 std::string encode_error(const Error& error, Encoding encoding);
 
+// Builds the descriptors of every orgd message up front. protobuf builds them lazily on first use
+// behind a std::call_once inside libprotobuf, which ThreadSanitizer cannot see into; doing it once
+// before any thread starts keeps that first use off the hot paths and the sanitizer quiet.
+void preload_descriptors();
+
 // NATS subject token rules for names that become subject tokens (repos, services, orgs):
 // [A-Za-z0-9_-], 1..128 characters.
 bool valid_subject_token(std::string_view token);
