@@ -179,15 +179,7 @@ void Daemon::start() {
   identity.description = "orgd organization controller for " + org_;
   identity.metadata = {{"org", org_}, {"prefix", prefix_}, {"revision", build::kRevision}};
   discovery_ = std::make_unique<ServiceDiscovery>(
-      identity,
-      [this] {
-        std::vector<ServiceEndpoint> out;
-        for (const auto& st : router_->stats()) {
-          out.push_back({st.name, st.subject, "orgd", st.num_requests, st.num_errors,
-                         st.last_error, st.processing_time_ns});
-        }
-        return out;
-      },
+      identity, [this] { return router_->stats(); },
       clock_.now());
 
   log->info("connecting to NATS at {}", redact_urls(config_.nats.urls));
@@ -326,7 +318,7 @@ void Daemon::subscribe_all() {
   subs_.push_back(nats_->subscribe(prefix_ + ".health.>", "",
                                    [this](BusMessage m) { on_health_report(std::move(m)); }));
   for (std::size_t i = 0; i < router_->endpoint_count(); ++i) {
-    subs_.push_back(nats_->subscribe(router_->endpoint_subject(i), "orgd",
+    subs_.push_back(nats_->subscribe(router_->endpoint_subject(i), kApiQueueGroup,
                                      [this, i](BusMessage m) { on_api_request(i, std::move(m)); }));
   }
   for (const auto& subject : discovery_->subjects()) {

@@ -26,6 +26,7 @@ void ApiRouter::add_endpoint(const std::string& op, Invoke invoke) {
                                    MetricsRegistry::latency_bounds(), {{"endpoint", op}});
   e->stats.name = e->name;
   e->stats.subject = e->subject;
+  e->stats.queue_group = kApiQueueGroup;
   endpoints_.push_back(std::move(e));
 }
 
@@ -77,8 +78,8 @@ void ApiRouter::dispatch(std::size_t i, const BusMessage& request) {
   }
 }
 
-std::vector<ApiRouter::EndpointStats> ApiRouter::stats() const {
-  std::vector<EndpointStats> out;
+std::vector<ServiceEndpoint> ApiRouter::stats() const {
+  std::vector<ServiceEndpoint> out;
   for (const auto& e : endpoints_) {
     std::lock_guard lock(e->mutex);
     out.push_back(e->stats);

@@ -12,6 +12,7 @@
 
 #include "daemon/bus/message.hpp"
 #include "daemon/bus/publisher.hpp"
+#include "daemon/bus/service_discovery.hpp"
 #include "daemon/core/errors.hpp"
 #include "daemon/events/codec.hpp"
 #include "daemon/events/rejections.hpp"
@@ -19,20 +20,14 @@
 
 namespace orgd {
 
+// Every orgd instance subscribes to P.api.* in this queue group, so each request is handled once.
+inline constexpr const char* kApiQueueGroup = "orgd";
+
 // The synchronous API on P.api.<op> (DESIGN.md §4-5): decodes a request in the encoding its
 // Content-Type names, calls the handler, and replies in the same encoding. Bad input goes
 // through Rejections (error reply, dead letter, counter). Keeps ADR-32 endpoint stats.
 class ApiRouter {
  public:
-  struct EndpointStats {
-    std::string name;
-    std::string subject;
-    std::uint64_t num_requests = 0;
-    std::uint64_t num_errors = 0;
-    std::string last_error;
-    std::int64_t processing_time_ns = 0;
-  };
-
   ApiRouter(std::string prefix, std::size_t max_payload, Publisher& publisher,
             Rejections& rejections, MetricsRegistry& metrics);
 
@@ -59,7 +54,8 @@ class ApiRouter {
   // Handles one request to endpoint `i` and publishes the reply. Thread-safe.
   void dispatch(std::size_t i, const BusMessage& request);
 
-  std::vector<EndpointStats> stats() const;
+  // Each endpoint with its live stats, as service discovery reports them.
+  std::vector<ServiceEndpoint> stats() const;
 
  private:
   using Invoke =
@@ -70,7 +66,7 @@ class ApiRouter {
     Invoke invoke;
     Histogram* latency = nullptr;
     mutable std::mutex mutex;  // guards stats
-    EndpointStats stats;
+    ServiceEndpoint stats;
   };
   void add_endpoint(const std::string& op, Invoke invoke);
 

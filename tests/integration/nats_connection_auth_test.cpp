@@ -7,6 +7,7 @@
 
 #include "daemon/bus/nats_connection.hpp"
 #include "daemon/bus/nkeys.hpp"
+#include "tests/support/nats_auth.hpp"
 #include "tests/support/nats_server.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -15,63 +16,28 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::NatsServer;
-using testing::NatsServerOptions;
 
-NatsConnectionSettings settings_for(const std::string& url) {
-  NatsConnectionSettings s;
-  s.urls = {url};
-  s.name = "orgd-auth-test";
-  s.connect_timeout = 2000ms;
-  s.retry_on_failed_connect = false;
-  s.max_reconnect = 0;
-  return s;
-}
-
-NatsServerOptions with_config(std::string extra) {
-  NatsServerOptions o;
-  o.jetstream = false;
-  o.wait_for_jetstream = false;
-  o.extra_config = std::move(extra);
-  return o;
-}
-
-// Connects, and proves the connection works with a request to a subscription of its own.
-bool connects(NatsConnectionSettings s) {
-  NatsConnection conn(std::move(s));
-  conn.connect();
-  if (!conn.connected()) return false;
-  auto sub = conn.subscribe("auth.echo", "", [&](BusMessage m) {
-    BusMessage reply;
-    reply.subject = m.reply;
-    reply.data = m.data;
-    (void)conn.publish(reply);
-  });
-  BusMessage req;
-  req.subject = "auth.echo";
-  req.data = "ping";
-  auto r = conn.request(req, 2000ms);
-  sub.reset();
-  conn.close();
-  return r.ok() && r.value().data == "ping";
-}
+using testing::auth_settings;
+using testing::connects;
+using testing::server_with_config;
 
 TEST(NatsConnectionAuth, Token) {
-  NatsServer server(with_config("authorization { token: \"tok-9f3a\" }\n"));
-  auto good = settings_for(server.url());
+  NatsServer server(server_with_config("authorization { token: \"tok-9f3a\" }\n"));
+  auto good = auth_settings(server.url());
   good.token = "tok-9f3a";
   EXPECT_TRUE(connects(good));
-  auto bad = settings_for(server.url());
+  auto bad = auth_settings(server.url());
   bad.token = "wrong";
   EXPECT_THROW(connects(bad), std::runtime_error);
 }
 
 TEST(NatsConnectionAuth, UserAndPassword) {
-  NatsServer server(with_config("authorization { user: orgd, password: \"pw-77c1\" }\n"));
-  auto good = settings_for(server.url());
+  NatsServer server(server_with_config("authorization { user: orgd, password: \"pw-77c1\" }\n"));
+  auto good = auth_settings(server.url());
   good.user = "orgd";
   good.password = "pw-77c1";
   EXPECT_TRUE(connects(good));
-  auto bad = settings_for(server.url());
+  auto bad = auth_settings(server.url());
   bad.user = "orgd";
   bad.password = "nope";
   try {
@@ -87,15 +53,15 @@ TEST(NatsConnectionAuth, UserAndPassword) {
 TEST(NatsConnectionAuth, NkeySeed) {
   const std::string seed = nkeys::create_user_seed();
   const std::string other = nkeys::create_user_seed();
-  NatsServer server(with_config("authorization { users = [ { nkey: " +
+  NatsServer server(server_with_config("authorization { users = [ { nkey: " +
                                 nkeys::public_key_from_seed(seed) + " } ] }\n"));
-  auto good = settings_for(server.url());
+  auto good = auth_settings(server.url());
   good.nkey_seed = seed;
   EXPECT_TRUE(connects(good));
-  auto bad = settings_for(server.url());
+  auto bad = auth_settings(server.url());
   bad.nkey_seed = other;
   EXPECT_THROW(connects(bad), std::runtime_error);
-  auto garbage = settings_for(server.url());
+  auto garbage = auth_settings(server.url());
   garbage.nkey_seed = "SUNOTASEED";
   EXPECT_THROW(connects(garbage), std::runtime_error);
 }
@@ -128,22 +94,22 @@ struct Pki {
 TEST(NatsConnectionAuth, TlsWithClientCertificate) {
   Pki pki;
   ASSERT_TRUE(pki.make()) << "openssl could not make the test certificates";
-  NatsServer server(with_config("tls {\n  cert_file: \"" + pki.path("server.pem") +
+  NatsServer server(server_with_config("tls {\n  cert_file: \"" + pki.path("server.pem") +
                                 "\"\n  key_file: \"" + pki.path("server-key.pem") +
                                 "\"\n  ca_file: \"" + pki.path("ca.pem") +
                                 "\"\n  verify: true\n}\n"));
-  auto good = settings_for(server.url());
+  auto good = auth_settings(server.url());
   good.tls = {pki.path("ca.pem"), pki.path("client.pem"), pki.path("client-key.pem")};
   EXPECT_TRUE(connects(good));
 
-  auto no_client_cert = settings_for(server.url());
+  auto no_client_cert = auth_settings(server.url());
   no_client_cert.tls = {pki.path("ca.pem"), "", ""};
   EXPECT_THROW(connects(no_client_cert), std::runtime_error);
 
-  auto plain = settings_for(server.url());
+  auto plain = auth_settings(server.url());
   EXPECT_THROW(connects(plain), std::runtime_error);
 
-  auto missing_ca = settings_for(server.url());
+  auto missing_ca = auth_settings(server.url());
   missing_ca.tls = {pki.path("absent.pem"), "", ""};
   EXPECT_THROW(connects(missing_ca), std::runtime_error);
 }

@@ -13,6 +13,7 @@
 
 #include "daemon/bus/nats_connection.hpp"
 #include "daemon/bus/nkeys.hpp"
+#include "tests/support/nats_auth.hpp"
 #include "tests/support/nats_server.hpp"
 #include "tests/support/temp_dir.hpp"
 
@@ -22,45 +23,10 @@ namespace {
 using namespace std::chrono_literals;
 using nkeys::KeyType;
 using testing::NatsServer;
-using testing::NatsServerOptions;
 
-NatsConnectionSettings settings_for(const std::string& url) {
-  NatsConnectionSettings s;
-  s.urls = {url};
-  s.name = "orgd-jwt-auth-test";
-  s.connect_timeout = 2000ms;
-  s.retry_on_failed_connect = false;
-  s.max_reconnect = 0;
-  return s;
-}
-
-NatsServerOptions with_config(std::string extra) {
-  NatsServerOptions o;
-  o.jetstream = false;
-  o.wait_for_jetstream = false;
-  o.extra_config = std::move(extra);
-  return o;
-}
-
-// Connects, and proves the connection works with a request to a subscription of its own.
-bool connects(NatsConnectionSettings s) {
-  NatsConnection conn(std::move(s));
-  conn.connect();
-  if (!conn.connected()) return false;
-  auto sub = conn.subscribe("auth.echo", "", [&](BusMessage m) {
-    BusMessage reply;
-    reply.subject = m.reply;
-    reply.data = m.data;
-    (void)conn.publish(reply);
-  });
-  BusMessage req;
-  req.subject = "auth.echo";
-  req.data = "ping";
-  auto r = conn.request(req, 2000ms);
-  sub.reset();
-  conn.close();
-  return r.ok() && r.value().data == "ping";
-}
+using testing::auth_settings;
+using testing::connects;
+using testing::server_with_config;
 
 // A fresh random nkey seed of the given type.
 std::string new_seed(KeyType type) {
@@ -156,18 +122,18 @@ struct Trust {
 // The server logs every refused connect of this test's client as an authentication error
 // (written before the client is told), so a refusal for any other reason shows up.
 bool server_refused_auth(const NatsServer& server) {
-  return server.log_text().find(":orgd-jwt-auth-test\" - authentication error") !=
+  return server.log_text().find(":orgd-auth-test\" - authentication error") !=
          std::string::npos;
 }
 
 TEST(NatsJwtAuth, CredsFile) {
   Trust trust;
-  NatsServer server(with_config(trust.server_config()));
+  NatsServer server(server_with_config(trust.server_config()));
   testing::TempDir dir{"orgd-jwt"};
   const auto creds = dir / "user.creds";
   testing::write_file(creds, creds_text(trust.user, trust.user_seed));
 
-  auto good = settings_for(server.url());
+  auto good = auth_settings(server.url());
   good.creds_file = creds.string();
   bool ok = false;
   try {
@@ -180,8 +146,8 @@ TEST(NatsJwtAuth, CredsFile) {
 
 TEST(NatsJwtAuth, JwtAndSeed) {
   Trust trust;
-  NatsServer server(with_config(trust.server_config()));
-  auto good = settings_for(server.url());
+  NatsServer server(server_with_config(trust.server_config()));
+  auto good = auth_settings(server.url());
   good.jwt = trust.user;
   good.jwt_seed = trust.user_seed;
   bool ok = false;
@@ -195,11 +161,11 @@ TEST(NatsJwtAuth, JwtAndSeed) {
 
 TEST(NatsJwtAuth, UserOfUnknownAccountIsRefused) {
   Trust trust;
-  NatsServer server(with_config(trust.server_config()));
+  NatsServer server(server_with_config(trust.server_config()));
   // Same operator, but an account the server was never given.
   const std::string stranger_account = new_seed(KeyType::account);
   const std::string user_seed = new_seed(KeyType::user);
-  auto bad = settings_for(server.url());
+  auto bad = auth_settings(server.url());
   bad.jwt = user_jwt(stranger_account, user_seed);
   bad.jwt_seed = user_seed;
   EXPECT_THROW(connects(bad), std::runtime_error) << server.log_text();
@@ -209,15 +175,15 @@ TEST(NatsJwtAuth, UserOfUnknownAccountIsRefused) {
   testing::TempDir dir{"orgd-jwt"};
   const auto creds = dir / "stranger.creds";
   testing::write_file(creds, creds_text(bad.jwt, user_seed));
-  auto bad_file = settings_for(server.url());
+  auto bad_file = auth_settings(server.url());
   bad_file.creds_file = creds.string();
   EXPECT_THROW(connects(bad_file), std::runtime_error) << server.log_text();
 }
 
 TEST(NatsJwtAuth, RightJwtWithWrongSeedIsRefused) {
   Trust trust;
-  NatsServer server(with_config(trust.server_config()));
-  auto bad = settings_for(server.url());
+  NatsServer server(server_with_config(trust.server_config()));
+  auto bad = auth_settings(server.url());
   bad.jwt = trust.user;
   bad.jwt_seed = new_seed(KeyType::user);
   EXPECT_THROW(connects(bad), std::runtime_error) << server.log_text();
