@@ -19,6 +19,7 @@
 #include <utility>
 
 #include "daemon/core/errors.hpp"
+#include "daemon/deploy/planner.hpp"
 
 namespace orgd {
 namespace {
@@ -933,6 +934,30 @@ class Loader {
         report(d.line, d.path, fmt::format("unknown repo {}", quoted(d.dependency)));
       }
     }
+    report_cycle(config);
+  }
+
+  // Over the repos that loaded, in file order so the cycle starts at the repo written first.
+  // Self-dependencies are reported above and unknown ones are ignored by find_cycle.
+  void report_cycle(const Config& config) {
+    std::vector<const RepoConfig*> repos;
+    for (const auto& [name, repo] : config.repos) repos.push_back(&repo);
+    std::stable_sort(repos.begin(), repos.end(),
+                     [](const RepoConfig* a, const RepoConfig* b) { return a->line < b->line; });
+    std::vector<RepoNode> nodes;
+    nodes.reserve(repos.size());
+    for (const RepoConfig* repo : repos) {
+      RepoNode node{repo->name, {}};
+      for (const auto& dependency : repo->depends_on) {
+        if (dependency != repo->name) node.depends_on.push_back(dependency);
+      }
+      nodes.push_back(std::move(node));
+    }
+    const auto cycle = find_cycle(nodes);
+    if (!cycle) return;
+    const RepoConfig& first = config.repos.at(cycle->front());
+    report(first.line, fmt::format("repos.{}.depends_on", first.name),
+           "dependency cycle: " + describe_cycle(*cycle));
   }
 
   void load_deploy(const Entry& section, std::map<std::string, DeployTargetConfig>& targets) {
