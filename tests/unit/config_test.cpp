@@ -423,11 +423,6 @@ TEST(Config, SelfDependency) {
             "test.yaml:4: repos.api.depends_on: a repo cannot depend on itself");
 }
 
-TEST(Config, CyclesAreLeftToThePlanner) {
-  const Config c = load("repos:\n  a: {depends_on: [b]}\n  b: {depends_on: [a]}\n");
-  EXPECT_THAT(c.repos.at("a").depends_on, ElementsAre("b"));
-}
-
 // --- Collecting problems --------------------------------------------------------------------
 
 TEST(Config, CollectsEveryProblem) {
