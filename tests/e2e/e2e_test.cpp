@@ -21,6 +21,7 @@
 
 #include "tests/support/http_client.hpp"
 #include "tests/support/nats_server.hpp"
+#include "tests/support/ports.hpp"
 #include "tests/support/subprocess.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/wait.hpp"
@@ -42,6 +43,7 @@ using testing::NatsServer;
 using testing::Subprocess;
 using testing::SubprocessOptions;
 using testing::TempDir;
+using testing::free_port;
 using testing::wait_until;
 using SteadyClock = std::chrono::steady_clock;
 
@@ -52,24 +54,6 @@ const std::vector<std::string> kOutsideEnv = {
     "NATS_URL",          "NATS_URLS",        "NATS_CREDS_FILE",  "NATS_NKEY_FILE",
     "NATS_JWT",          "NATS_NKEY_SEED",   "NATS_TLS_CA_FILE", "NATS_TLS_CERT_FILE",
     "NATS_TLS_KEY_FILE", "ORGD_HTTP_LISTEN", "ORGD_ORG",         "ORGD_PREFIX"};
-
-// A loopback port nobody listens on right now (bound, read, closed). Used where the port must be
-// written into a config before the process starts.
-std::uint16_t free_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) throw std::runtime_error("socket failed");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    ::close(fd);
-    throw std::runtime_error("cannot bind a loopback port");
-  }
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 std::string loopback_url(std::uint16_t port) { return "nats://127.0.0.1:" + std::to_string(port); }
 

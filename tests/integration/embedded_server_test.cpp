@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "tests/support/nats_server.hpp"
+#include "tests/support/ports.hpp"
 #include "tests/support/subprocess.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/wait.hpp"
@@ -24,6 +25,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
+using testing::port_bindable;
 using testing::TempDir;
 
 // A listening loopback socket on a free port: "someone else's server".
@@ -49,19 +51,6 @@ class Squatter {
   int fd_ = -1;
   std::uint16_t port_ = 0;
 };
-
-bool port_bindable(std::uint16_t port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  const int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(port);
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  ::close(fd);
-  return ok;
-}
 
 // Gone: reaped, or never our child and no longer in /proc (or a zombie waiting for a reaper
 // that is not us).

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "tests/support/nats_server.hpp"
+#include "tests/support/ports.hpp"
 #include "tests/support/subprocess.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/wait.hpp"
@@ -46,19 +47,6 @@ std::uint64_t stream_messages(natsConnection* conn, const std::string& name) {
   const auto info = request_json(conn, "$JS.API.STREAM.INFO." + name);
   if (info.contains("error")) return 0;
   return info["state"]["messages"].get<std::uint64_t>();
-}
-
-bool port_bindable(std::uint16_t port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  const int one = 1;
-  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(port);
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  ::close(fd);
-  return ok;
 }
 
 bool process_exists(pid_t pid) { return ::kill(pid, 0) == 0; }
