@@ -11,7 +11,7 @@ packages=(
   libprotobuf-dev protobuf-compiler
   libyaml-cpp-dev libcli11-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  curl
+  curl openssl
 )
 
 missing=()
