@@ -1,0 +1,148 @@
+#pragma once
+
+#include <yaml-cpp/yaml.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "daemon/core/config.hpp"
+#include "daemon/core/duration.hpp"
+#include "daemon/core/errors.hpp"
+
+// The provider SPI (DESIGN.md §8). Providers take validated settings and never read raw config
+// after construction; the orchestrator calls targets synchronously from its own worker threads.
+namespace orgd {
+
+struct DeployContext {
+  std::string repo, env, ref, deploy_id;
+  int attempt = 1;
+};
+
+enum class DeployStatus { running, succeeded, failed };
+
+struct DeployProgress {
+  DeployStatus status = DeployStatus::running;
+  std::string handle;  // the provider's id of the started deploy, for poll/rollback/resume
+  std::string error;   // set when failed
+};
+
+using LogSink = std::function<void(std::string_view line)>;
+
+// One per repo+env target, built from validated settings.
+class DeployTarget {
+ public:
+  virtual ~DeployTarget() = default;
+  virtual Result<DeployProgress> start(const DeployContext& context, const LogSink& log) = 0;
+  virtual Result<DeployProgress> poll(const DeployContext& context, const std::string& handle) = 0;
+  virtual Result<DeployProgress> rollback(const DeployContext& context, const LogSink& log) = 0;
+  virtual bool can_rollback() const = 0;
+};
+
+class Provider {
+ public:
+  virtual ~Provider() = default;
+  virtual const std::string& name() const = 0;
+  virtual const std::string& type() const = 0;
+  // Validates the per-target settings; throws ConfigError naming file, line and key.
+  virtual std::unique_ptr<DeployTarget> make_deploy_target(const DeployTargetConfig& target,
+                                                           const std::string& source_file) = 0;
+};
+
+// Reads a settings map key by key, collecting every problem as "file:line: path.key: message";
+// finish() rejects the keys nobody asked for and throws all problems at once.
+class SettingsReader {
+ public:
+  SettingsReader(const YAML::Node& settings, std::string source_file, int line, std::string path)
+      : settings_(settings), source_(std::move(source_file)), line_(line), path_(std::move(path)) {
+    if (settings_ && !settings_.IsNull() && !settings_.IsMap()) {
+      report(line_, "", "expected a map of settings");
+    }
+  }
+
+  std::optional<std::string> string(const std::string& key) {
+    const YAML::Node value = take(key);
+    if (!value) return std::nullopt;
+    if (!value.IsScalar() || value.Scalar().empty()) {
+      report(line_of(value), key, "expected a non-empty string");
+      return std::nullopt;
+    }
+    return value.Scalar();
+  }
+
+  std::string required_string(const std::string& key) {
+    const YAML::Node& map = settings_;  // const: a mutable operator[] would insert the key
+    const bool present = settings_.IsMap() && map[key];
+    auto value = string(key);
+    if (!present) report(line_, key, "required key missing");
+    return value.value_or("");
+  }
+
+  Duration duration(const std::string& key, Duration fallback) {
+    const YAML::Node value = take(key);
+    if (!value) return fallback;
+    const auto parsed = value.IsScalar() ? parse_duration(value.Scalar()) : std::nullopt;
+    if (!parsed) {
+      report(line_of(value), key, "expected a duration such as 500ms, 30s or 5m");
+      return fallback;
+    }
+    return *parsed;
+  }
+
+  bool boolean(const std::string& key, bool fallback) {
+    const YAML::Node value = take(key);
+    if (!value) return fallback;
+    bool parsed = false;
+    if (!value.IsScalar() || !YAML::convert<bool>::decode(value, parsed)) {
+      report(line_of(value), key, "expected true or false");
+      return fallback;
+    }
+    return parsed;
+  }
+
+  void finish() {
+    if (settings_.IsMap()) {
+      for (const auto& entry : settings_) {
+        const auto key = entry.first.IsScalar() ? entry.first.Scalar() : std::string{"?"};
+        if (known_.count(key) == 0) report(line_of(entry.first), key, "unknown key");
+      }
+    }
+    if (!problems_.empty()) throw ConfigError(std::move(problems_));
+  }
+
+ private:
+  YAML::Node take(const std::string& key) {
+    known_.insert(key);
+    if (!settings_.IsMap()) return YAML::Node{YAML::NodeType::Undefined};
+    // A const lookup: a mutable operator[] would insert the key.
+    const YAML::Node& map = settings_;
+    return map[key];
+  }
+
+  int line_of(const YAML::Node& node) const {
+    return node.Mark().is_null() ? line_ : node.Mark().line + 1;
+  }
+
+  void report(int line, const std::string& key, std::string_view message) {
+    std::string text = source_;
+    if (line > 0) text += ":" + std::to_string(line);
+    text += ": " + path_;
+    if (!key.empty()) text += "." + key;
+    text += ": ";
+    text += message;
+    problems_.push_back(std::move(text));
+  }
+
+  YAML::Node settings_;
+  std::string source_;
+  int line_;
+  std::string path_;
+  std::set<std::string> known_;
+  std::vector<std::string> problems_;
+};
+
+}  // namespace orgd

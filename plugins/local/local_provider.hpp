@@ -1,0 +1,62 @@
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "daemon/core/clock.hpp"
+#include "daemon/core/duration.hpp"
+#include "daemon/plugin/provider.hpp"
+#include "daemon/plugin/registry.hpp"
+
+namespace orgd {
+
+// Deploys that only write release records under <data_dir>/local/<repo>/<env>/: for the embedded
+// default config, demos and tests. A deploy "runs" for `duration` and then succeeds, or fails
+// when `fail: true`.
+class LocalDeployTarget final : public DeployTarget {
+ public:
+  struct Settings {
+    Duration duration = std::chrono::seconds{1};
+    bool fail = false;
+  };
+
+  LocalDeployTarget(Settings settings, std::string data_dir, std::shared_ptr<const Clock> clock);
+
+  Result<DeployProgress> start(const DeployContext& context, const LogSink& log) override;
+  Result<DeployProgress> poll(const DeployContext& context, const std::string& handle) override;
+  Result<DeployProgress> rollback(const DeployContext& context, const LogSink& log) override;
+  bool can_rollback() const override { return true; }
+
+  // How many deploys start() has begun.
+  int executions() const { return executions_.load(); }
+
+ private:
+  Settings settings_;
+  std::string data_dir_;
+  std::shared_ptr<const Clock> clock_;
+  std::atomic<int> executions_{0};
+};
+
+class LocalProvider final : public Provider {
+ public:
+  LocalProvider(std::string name, std::string data_dir, std::shared_ptr<const Clock> clock);
+
+  const std::string& name() const override { return name_; }
+  const std::string& type() const override { return type_; }
+  std::unique_ptr<DeployTarget> make_deploy_target(const DeployTargetConfig& target,
+                                                   const std::string& source_file) override;
+
+ private:
+  std::string name_;
+  std::string type_ = "local";
+  std::string data_dir_;
+  std::shared_ptr<const Clock> clock_;
+};
+
+// Validates the provider-level settings (there are none) and builds the provider.
+std::unique_ptr<Provider> make_local_provider(const ProviderConfig& config,
+                                              const ProviderEnvironment& env,
+                                              const std::string& source_file);
+
+}  // namespace orgd
