@@ -46,11 +46,19 @@ class DeployTarget {
 class Provider {
  public:
   virtual ~Provider() = default;
-  virtual const std::string& name() const = 0;
-  virtual const std::string& type() const = 0;
+  // The instance's name (providers.<name>) and its type (local, exec, ...).
+  const std::string& name() const { return name_; }
+  const std::string& type() const { return type_; }
   // Validates the per-target settings; throws ConfigError naming file, line and key.
   virtual std::unique_ptr<DeployTarget> make_deploy_target(const DeployTargetConfig& target,
                                                            const std::string& source_file) = 0;
+
+ protected:
+  Provider(std::string name, std::string type) : name_(std::move(name)), type_(std::move(type)) {}
+
+ private:
+  std::string name_;
+  std::string type_;
 };
 
 // Reads a settings map key by key, collecting every problem as "file:line: path.key: message";

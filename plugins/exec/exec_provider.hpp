@@ -45,16 +45,10 @@ class ExecDeployTarget final : public DeployTarget {
 
 class ExecProvider final : public Provider {
  public:
-  explicit ExecProvider(std::string name) : name_(std::move(name)) {}
+  explicit ExecProvider(std::string name) : Provider(std::move(name), "exec") {}
 
-  const std::string& name() const override { return name_; }
-  const std::string& type() const override { return type_; }
   std::unique_ptr<DeployTarget> make_deploy_target(const DeployTargetConfig& target,
                                                    const std::string& source_file) override;
-
- private:
-  std::string name_;
-  std::string type_ = "exec";
 };
 
 std::unique_ptr<Provider> make_exec_provider(const ProviderConfig& config,

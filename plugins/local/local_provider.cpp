@@ -115,7 +115,7 @@ Result<DeployProgress> LocalDeployTarget::rollback(const DeployContext& context,
 
 LocalProvider::LocalProvider(std::string name, std::string data_dir,
                              std::shared_ptr<const Clock> clock)
-    : name_(std::move(name)), data_dir_(std::move(data_dir)), clock_(std::move(clock)) {}
+    : Provider(std::move(name), "local"), data_dir_(std::move(data_dir)), clock_(std::move(clock)) {}
 
 std::unique_ptr<DeployTarget> LocalProvider::make_deploy_target(const DeployTargetConfig& target,
                                                                 const std::string& source_file) {

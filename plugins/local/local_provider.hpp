@@ -42,14 +42,10 @@ class LocalProvider final : public Provider {
  public:
   LocalProvider(std::string name, std::string data_dir, std::shared_ptr<const Clock> clock);
 
-  const std::string& name() const override { return name_; }
-  const std::string& type() const override { return type_; }
   std::unique_ptr<DeployTarget> make_deploy_target(const DeployTargetConfig& target,
                                                    const std::string& source_file) override;
 
  private:
-  std::string name_;
-  std::string type_ = "local";
   std::string data_dir_;
   std::shared_ptr<const Clock> clock_;
 };
