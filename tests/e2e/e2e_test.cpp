@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "tests/support/http_client.hpp"
+#include "tests/support/collector.hpp"
 #include "tests/support/nats_server.hpp"
 #include "tests/support/ports.hpp"
 #include "tests/support/subprocess.hpp"
@@ -43,6 +44,7 @@ using testing::NatsServer;
 using testing::Subprocess;
 using testing::SubprocessOptions;
 using testing::TempDir;
+using testing::Collector;
 using testing::free_port;
 using testing::wait_until;
 using SteadyClock = std::chrono::steady_clock;
@@ -239,63 +241,7 @@ class OrgdProcess {
 };
 
 // ---------------------------------------------------------------------------------------------
-// A raw nats.c subscriber that keeps what it receives (subject, headers, data)
-
-struct Received {
-  std::string subject;
-  std::string data;
-  std::map<std::string, std::string> headers;
-};
-
-class Collector {
- public:
-  Collector(natsConnection* conn, const std::string& subject) {
-    EXPECT_EQ(natsConnection_Subscribe(&sub_, conn, subject.c_str(), &Collector::on_msg, this),
-              NATS_OK);
-    EXPECT_EQ(natsConnection_Flush(conn), NATS_OK);
-  }
-  ~Collector() {
-    natsSubscription_Unsubscribe(sub_);
-    natsSubscription_Destroy(sub_);
-  }
-  Collector(const Collector&) = delete;
-  Collector& operator=(const Collector&) = delete;
-
-  std::vector<Received> messages() {
-    std::lock_guard lock(mutex_);
-    return messages_;
-  }
-  std::size_t size() {
-    std::lock_guard lock(mutex_);
-    return messages_.size();
-  }
-
- private:
-  static void on_msg(natsConnection*, natsSubscription*, natsMsg* msg, void* self) {
-    Received r;
-    r.subject = natsMsg_GetSubject(msg);
-    r.data.assign(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
-    const char** keys = nullptr;
-    int count = 0;
-    if (natsMsgHeader_Keys(msg, &keys, &count) == NATS_OK) {
-      for (int i = 0; i < count; ++i) {
-        const char* value = nullptr;
-        if (natsMsgHeader_Get(msg, keys[i], &value) == NATS_OK && value != nullptr) {
-          r.headers[keys[i]] = value;
-        }
-      }
-      free(keys);
-    }
-    natsMsg_Destroy(msg);
-    auto* c = static_cast<Collector*>(self);
-    std::lock_guard lock(c->mutex_);
-    c->messages_.push_back(std::move(r));
-  }
-
-  natsSubscription* sub_ = nullptr;
-  std::mutex mutex_;  // guards messages_ (filled on a nats.c thread)
-  std::vector<Received> messages_;
-};
+// A raw nats.c publisher
 
 void publish(natsConnection* conn, const std::string& subject, const std::string& data) {
   ASSERT_EQ(
@@ -413,18 +359,18 @@ TEST_F(OrgdAgainstNats, BadInputIsDeadLetteredAndOrgdKeepsAnswering) {
       << "dead letters seen: " << dlq.size() << "\n"
       << orgd.describe();
 
-  std::map<std::string, Received> by_subject;
+  std::map<std::string, BusMessage> by_subject;
   for (const auto& m : dlq.messages()) by_subject[m.subject] = m;
   ASSERT_EQ(by_subject.count("org.acme.dlq.health.api.http"), 1U);
   ASSERT_EQ(by_subject.count("org.acme.dlq.health.nope.http"), 1U);
   auto malformed = by_subject["org.acme.dlq.health.api.http"];
   EXPECT_EQ(malformed.data, "{nope") << "the dead letter carries the input as received";
-  EXPECT_FALSE(malformed.headers["Orgd-Dlq-Reason"].empty());
-  EXPECT_EQ(malformed.headers["Orgd-Dlq-Code"], "400");
-  EXPECT_EQ(malformed.headers["Orgd-Dlq-Subject"], "org.acme.health.api.http");
+  EXPECT_FALSE(malformed.header("Orgd-Dlq-Reason").value_or("").empty());
+  EXPECT_EQ(malformed.header("Orgd-Dlq-Code").value_or(""), "400");
+  EXPECT_EQ(malformed.header("Orgd-Dlq-Subject").value_or(""), "org.acme.health.api.http");
   auto unknown = by_subject["org.acme.dlq.health.nope.http"];
-  EXPECT_TRUE(contains(unknown.headers["Orgd-Dlq-Reason"], "nope"))
-      << unknown.headers["Orgd-Dlq-Reason"];
+  EXPECT_TRUE(contains(unknown.header("Orgd-Dlq-Reason").value_or(""), "nope"))
+      << unknown.header("Orgd-Dlq-Reason").value_or("");
 
   // orgd still answers, and counted what it rejected.
   auto status = orgctl(server.url(), {"-o", "json", "status"});

@@ -11,6 +11,7 @@
 #include "daemon/events/codec.hpp"
 #include "orgd/v1/health.pb.h"
 #include "orgd/v1/status.pb.h"
+#include "tests/support/collector.hpp"
 #include "tests/support/http_client.hpp"
 #include "tests/support/nats_server.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -20,6 +21,7 @@ namespace orgd {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::Collector;
 using testing::connect_client;
 using testing::NatsServer;
 using testing::wait_until;
@@ -37,38 +39,6 @@ std::string config_yaml(const std::string& url, const std::string& extra_repos =
          "  web:\n    depends_on: [api]\n    health: {services: [http]}\n"
          "  worker:\n    depends_on: [api]\n" + extra_repos;
 }
-
-// Collects the messages of one subject (wildcards allowed) from a raw nats.c subscription.
-class Collector {
- public:
-  Collector(natsConnection* conn, const std::string& subject) {
-    natsConnection_Subscribe(&sub_, conn, subject.c_str(), &Collector::on_msg, this);
-    natsConnection_Flush(conn);
-  }
-  ~Collector() {
-    natsSubscription_Unsubscribe(sub_);
-    natsSubscription_Destroy(sub_);
-  }
-  std::vector<BusMessage> messages() {
-    std::lock_guard lock(mutex_);
-    return messages_;
-  }
-  std::size_t size() {
-    std::lock_guard lock(mutex_);
-    return messages_.size();
-  }
-
- private:
-  static void on_msg(natsConnection*, natsSubscription*, natsMsg* msg, void* self) {
-    auto* c = static_cast<Collector*>(self);
-    std::lock_guard lock(c->mutex_);
-    c->messages_.push_back(BusMessage::copy_from(msg));
-    natsMsg_Destroy(msg);
-  }
-  natsSubscription* sub_ = nullptr;
-  std::mutex mutex_;
-  std::vector<BusMessage> messages_;
-};
 
 struct Reply {
   std::string data;

@@ -126,6 +126,17 @@ bool server_refused_auth(const NatsServer& server) {
          std::string::npos;
 }
 
+// Connects with `settings`; on failure shows why, with the server's log.
+void expect_connects(const NatsConnectionSettings& settings, const NatsServer& server) {
+  bool ok = false;
+  try {
+    ok = connects(settings);
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << e.what() << "\nnats-server log:\n" << server.log_text();
+  }
+  EXPECT_TRUE(ok) << server.log_text();
+}
+
 TEST(NatsJwtAuth, CredsFile) {
   Trust trust;
   NatsServer server(server_with_config(trust.server_config()));
@@ -135,13 +146,7 @@ TEST(NatsJwtAuth, CredsFile) {
 
   auto good = auth_settings(server.url());
   good.creds_file = creds.string();
-  bool ok = false;
-  try {
-    ok = connects(good);
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << e.what() << "\nnats-server log:\n" << server.log_text();
-  }
-  EXPECT_TRUE(ok) << server.log_text();
+  expect_connects(good, server);
 }
 
 TEST(NatsJwtAuth, JwtAndSeed) {
@@ -150,13 +155,7 @@ TEST(NatsJwtAuth, JwtAndSeed) {
   auto good = auth_settings(server.url());
   good.jwt = trust.user;
   good.jwt_seed = trust.user_seed;
-  bool ok = false;
-  try {
-    ok = connects(good);
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << e.what() << "\nnats-server log:\n" << server.log_text();
-  }
-  EXPECT_TRUE(ok) << server.log_text();
+  expect_connects(good, server);
 }
 
 TEST(NatsJwtAuth, UserOfUnknownAccountIsRefused) {
