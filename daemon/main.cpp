@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "daemon/app/daemon.hpp"
+#include "daemon/deploy/inventory.hpp"
 #include "daemon/core/build_info.hpp"
 #include "daemon/core/config.hpp"
 #include "daemon/core/errors.hpp"
@@ -40,6 +41,15 @@ int main(int argc, char** argv) {
     config = config_path.empty()
                  ? orgd::load_config_string(orgd::embedded_default_config(), "<embedded>", env)
                  : orgd::load_config_file(config_path, env);
+  } catch (const orgd::ConfigError& e) {
+    std::cerr << "orgd: invalid config:\n" << e.what() << "\n";
+    return 2;
+  }
+  try {
+    // Provider and deploy target settings are the providers' to check.
+    orgd::ProviderEnvironment providers;
+    providers.data_dir = config.nats.data_dir;
+    (void)orgd::deploy::Inventory::build(config, orgd::ProviderRegistry{}, providers);
   } catch (const orgd::ConfigError& e) {
     std::cerr << "orgd: invalid config:\n" << e.what() << "\n";
     return 2;

@@ -67,6 +67,38 @@ std::string read_env_secret(const Environment& env, const std::string& name,
 
 }  // namespace
 
+// The health gate's view of the health registry: every service of the repo (configured or
+// reported) says ok, is not stale, and reported after the step's deploy ended.
+class Daemon::HealthGate final : public deploy::HealthGateSource {
+ public:
+  explicit HealthGate(const HealthRegistry& health) : health_(health) {}
+
+  deploy::GateCheck check(const std::string& repo, Clock::time_point since) const override {
+    deploy::GateCheck check;
+    auto status = health_.repo_status(repo);
+    if (!status || status.value().services().empty()) {
+      check.no_services = true;
+      return check;
+    }
+    std::string waiting;
+    for (const auto& service : status.value().services()) {
+      const bool fresh = service.has_last_report_at() &&
+                         from_timestamp(service.last_report_at()) > since;
+      if (service.status() == v1::Health::ok && !service.stale() && fresh) continue;
+      if (!waiting.empty()) waiting += ", ";
+      waiting += service.name() + " " +
+                 (fresh ? v1::Health::Status_Name(service.status()) : "no report since deploy");
+      if (service.stale()) waiting += " (stale)";
+    }
+    check.healthy = waiting.empty();
+    check.detail = waiting;
+    return check;
+  }
+
+ private:
+  const HealthRegistry& health_;
+};
+
 const Clock& Daemon::default_clock() {
   static const SystemClock clock;
   return clock;
@@ -81,6 +113,8 @@ Daemon::Daemon(Config config, DaemonOptions options, Environment env, const Cloc
       org_(config_.org),
       health_(clock) {
   preload_descriptors();
+  // Provider and target settings are checked here, so a bad one stops start-up.
+  inventory_ = build_inventory(config_);
   health_.configure(health_specs(config_));
   metrics_
       .gauge("orgd_build_info", "Build of the running orgd",
@@ -102,6 +136,12 @@ Daemon::Daemon(Config config, DaemonOptions options, Environment env, const Cloc
 }
 
 Daemon::~Daemon() { stop(); }
+
+std::shared_ptr<const deploy::Inventory> Daemon::build_inventory(const Config& config) const {
+  ProviderEnvironment environment;
+  environment.data_dir = config.nats.data_dir;
+  return deploy::Inventory::build(config, providers_, environment);
+}
 
 NatsConnectionSettings Daemon::connection_settings() const {
   const NatsConfig& n = config_.nats;
@@ -181,6 +221,23 @@ void Daemon::start() {
   discovery_ = std::make_unique<ServiceDiscovery>(
       identity, [this] { return router_->stats(); },
       clock_.now());
+  health_gate_ = std::make_unique<HealthGate>(health_);
+  deploy::OrchestratorOptions deploy_options;
+  deploy_options.instance_id = discovery_->identity().id;
+  deploy_options.prefix = prefix_;
+  deploy_options.replicas = config_.nats.replicas;
+  deploy_options.poll_interval = options_.deploy_poll_interval;
+  orchestrator_ = std::make_unique<deploy::Orchestrator>(deploy_options, inventory_, *nats_,
+                                                         *health_gate_, metrics_, clock_);
+  CommandIntakeSettings intake;
+  intake.prefix = prefix_;
+  intake.op = "deploy";
+  deploy_commands_ = std::make_unique<CommandIntake>(
+      intake,
+      [this](const BusMessage& command, const std::string& dedup_id) {
+        return on_deploy_command(command, dedup_id);
+      },
+      *nats_, *rejections_, metrics_);
 
   log->info("connecting to NATS at {}", redact_urls(config_.nats.urls));
   nats_->connect();
@@ -212,6 +269,13 @@ void Daemon::on_connected() {
     streams_ready_ = false;
   } else {
     ensure_streams();
+    if (streams_ready_) {
+      if (auto attached = orchestrator_->attach(nats_->jetstream()); !attached) {
+        logging::get("deploy")->error("deploy KV buckets: {}", attached.error().message);
+        streams_ready_ = false;
+        streams_gauge_->set(0);
+      }
+    }
   }
   if (!streams_ready_) {
     // Retry while connected; JetStream may still be electing a leader.
@@ -321,6 +385,12 @@ void Daemon::subscribe_all() {
     subs_.push_back(nats_->subscribe(router_->endpoint_subject(i), kApiQueueGroup,
                                      [this, i](BusMessage m) { on_api_request(i, std::move(m)); }));
   }
+  subs_.push_back(nats_->subscribe(prefix_ + ".events.deploy.*.*", "",
+                                   [this](BusMessage m) { on_deploy_event(m); }));
+  if (auto started = deploy_commands_->start(nats_->raw(), nats_->jetstream()); !started) {
+    logging::get("cmd")->error("{}: commands stay in {} until it works", started.error().message,
+                               kCmdStream);
+  }
   for (const auto& subject : discovery_->subjects()) {
     subs_.push_back(nats_->subscribe(subject, "", [this](BusMessage m) {
       if (m.reply.empty()) return;
@@ -419,17 +489,54 @@ void Daemon::on_api_request(std::size_t endpoint, BusMessage message) {
 void Daemon::register_api() {
   router_->add<v1::StatusRequest, v1::OrgStatus>(
       "status", [this](const v1::StatusRequest&) -> Result<v1::OrgStatus> {
-        return health_.org_status(org_);
+        auto status = health_.org_status(org_);
+        orchestrator_->fill_status(status);
+        return status;
       });
   router_->add<v1::RepoStatusRequest, v1::RepoStatus>(
       "status.repo", [this](const v1::RepoStatusRequest& r) -> Result<v1::RepoStatus> {
         if (r.repo().empty()) return invalid_argument("repo is required");
-        return health_.repo_status(r.repo());
+        auto status = health_.repo_status(r.repo());
+        if (status) orchestrator_->fill_status(status.value());
+        return status;
       });
+  router_->add<v1::DeployRequest, v1::DeployAccepted>(
+      "deploy", [this](const v1::DeployRequest& r) { return orchestrator_->deploy(r); });
+  router_->add<v1::DeployGetRequest, v1::DeployRecord>(
+      "deploy.get", [this](const v1::DeployGetRequest& r) { return orchestrator_->get(r); });
+  router_->add<v1::DeployListRequest, v1::DeployList>(
+      "deploy.list", [this](const v1::DeployListRequest& r) { return orchestrator_->list(r); });
+  router_->add<v1::DeployCancelRequest, v1::DeployRecord>(
+      "deploy.cancel",
+      [this](const v1::DeployCancelRequest& r) { return orchestrator_->cancel(r); });
   router_->add<v1::ReposRequest, v1::RepoList>(
       "repos", [this](const v1::ReposRequest&) -> Result<v1::RepoList> {
         return health_.repo_list();
       });
+}
+
+Result<Ok> Daemon::on_deploy_command(const BusMessage& command, const std::string& dedup_id) {
+  const Encoding encoding =
+      encoding_from_content_type(command.header(kContentTypeHeader).value_or(std::string()));
+  v1::DeployRequest request;
+  if (auto decoded = decode(command.data, encoding, request,
+                            static_cast<std::size_t>(config_.nats.max_payload));
+      !decoded) {
+    return decoded.error();
+  }
+  auto accepted = orchestrator_->deploy(request, dedup_id);
+  if (!accepted) return accepted.error();
+  return Ok{};
+}
+
+void Daemon::on_deploy_event(const BusMessage& message) {
+  // Log lines are the bulk of deploy events and change no summary.
+  if (message.subject.size() >= 4 &&
+      message.subject.compare(message.subject.size() - 4, 4, ".log") == 0) {
+    return;
+  }
+  v1::DeployEvent event;
+  if (decode(message.data, Encoding::json, event, 1 << 20)) orchestrator_->observe(event);
 }
 
 void Daemon::schedule_sweep() {
@@ -467,7 +574,9 @@ HttpResponse Daemon::on_http(const HttpRequest& request) {
     return {200, "text/plain; version=0.0.4; charset=utf-8", metrics_.render(), {}};
   }
   if (path == "/status") {
-    return {200, "application/json", encode(health_.org_status(org_), Encoding::json) + "\n", {}};
+    auto status = health_.org_status(org_);
+    if (orchestrator_) orchestrator_->fill_status(status);
+    return {200, "application/json", encode(status, Encoding::json) + "\n", {}};
   }
   return {404, "text/plain; charset=utf-8", "not found\n", {}};
 }
@@ -480,6 +589,8 @@ std::string Daemon::nats_url() const {
 
 void Daemon::apply_reload(const Config& next) {
   auto log = logging::get("orgd");
+  // First, as it may throw ConfigError (bad provider settings): then nothing changes.
+  auto inventory = build_inventory(next);
   logging::setup(next.log);
   health_.configure(health_specs(next));
   std::lock_guard lock(config_mutex_);
@@ -496,6 +607,9 @@ void Daemon::apply_reload(const Config& next) {
   config_.providers = next.providers;
   config_.repos = next.repos;
   config_.secrets = next.secrets;
+  config_.deploy = next.deploy;
+  inventory_ = inventory;
+  if (orchestrator_) orchestrator_->set_inventory(std::move(inventory));
   metrics_.counter("orgd_config_reloads_total", "Config reloads (SIGHUP), by result",
                    {{"result", "ok"}})
       .inc();
@@ -540,10 +654,18 @@ void Daemon::stop() {
       sub->drain(std::max(left / 2, std::chrono::milliseconds(100)));
     }
   }
+  if (deploy_commands_) deploy_commands_->stop();
   // 2. Finish in-flight handlers.
   {
     std::unique_lock lock(inflight_mutex_);
     inflight_cv_.wait_until(lock, deadline, [&] { return inflight_.load() == 0; });
+  }
+  // Deploys stop where they are; their leases are released so another replica resumes them.
+  if (orchestrator_) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    orchestrator_->stop(std::max(left - std::chrono::milliseconds(600),
+                                 std::chrono::milliseconds(200)));
   }
   if (sweep_timer_) asio::post(io_, [this] { sweep_timer_->cancel(); });
   if (http_) http_->stop();

@@ -17,7 +17,10 @@
 #include "daemon/core/clock.hpp"
 #include "daemon/core/config.hpp"
 #include "daemon/core/environment.hpp"
+#include "daemon/deploy/inventory.hpp"
+#include "daemon/deploy/orchestrator.hpp"
 #include "daemon/events/api_router.hpp"
+#include "daemon/events/command_intake.hpp"
 #include "daemon/events/rejections.hpp"
 #include "daemon/health/health_registry.hpp"
 #include "daemon/http/http_server.hpp"
@@ -35,6 +38,8 @@ struct DaemonOptions {
   std::size_t max_inflight_requests = 4096;
   std::chrono::milliseconds health_sweep_interval{1000};
   std::chrono::milliseconds shutdown_budget{4000};
+  // How often deploy steps are polled and health gates checked.
+  std::chrono::milliseconds deploy_poll_interval{250};
 };
 
 // The running daemon: wires the subsystems (embedded NATS, connection, streams, health, API,
@@ -72,6 +77,8 @@ class Daemon {
   HealthRegistry& health() { return health_; }
   MetricsRegistry& metrics() { return metrics_; }
   const ServiceDiscovery& discovery() const { return *discovery_; }
+  // Null before start().
+  deploy::Orchestrator* orchestrator() { return orchestrator_.get(); }
   std::uint64_t health_reports_processed() const { return health_processed_.load(); }
 
   static const Clock& default_clock();
@@ -90,6 +97,9 @@ class Daemon {
   HttpResponse on_http(const HttpRequest& request);
   void register_api();
   void refresh_gauges();
+  void on_deploy_event(const BusMessage& message);
+  Result<Ok> on_deploy_command(const BusMessage& command, const std::string& dedup_id);
+  std::shared_ptr<const deploy::Inventory> build_inventory(const Config& config) const;
 
   Config config_;
   // Guards config_'s log, providers, repos and secrets, which reloads replace; org, nats and
@@ -114,6 +124,12 @@ class Daemon {
   std::unique_ptr<ApiRouter> router_;
   std::unique_ptr<ServiceDiscovery> discovery_;
   std::unique_ptr<HttpServer> http_;
+  ProviderRegistry providers_;
+  std::shared_ptr<const deploy::Inventory> inventory_;  // the config's; replaced on reload
+  class HealthGate;
+  std::unique_ptr<HealthGate> health_gate_;
+  std::unique_ptr<deploy::Orchestrator> orchestrator_;
+  std::unique_ptr<CommandIntake> deploy_commands_;
   std::mutex subs_mutex_;  // guards subs_
   std::vector<std::unique_ptr<NatsConnection::Subscription>> subs_;
 

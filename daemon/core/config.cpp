@@ -39,7 +39,17 @@ constexpr std::size_t kMaxOrgLength = 63;
 using Keys = std::span<const std::string_view>;
 
 constexpr auto kTopKeys = std::to_array<std::string_view>(
-    {"org", "nats", "http", "log", "providers", "repos", "secrets"});
+    {"org", "nats", "http", "log", "providers", "repos", "secrets", "deploy"});
+constexpr auto kDeployKeys =
+    std::to_array<std::string_view>({"parallel", "max_active", "on_failure", "lease_ttl",
+                                     "history", "step_timeout", "retries", "retry_backoff",
+                                     "health_gate"});
+constexpr auto kHealthGateKeys = std::to_array<std::string_view>({"enabled", "timeout", "soak"});
+constexpr auto kTypeKey = std::to_array<std::string_view>({"type"});
+constexpr auto kFailurePolicies = std::to_array<std::string_view>({"stop", "rollback"});
+// Keys of a deploy target that belong to the orchestrator, not to the provider.
+constexpr auto kTargetPolicyKeys = std::to_array<std::string_view>(
+    {"provider", "step_timeout", "retries", "retry_backoff", "health_gate"});
 constexpr auto kNatsKeys = std::to_array<std::string_view>(
     {"embedded", "urls", "data_dir", "server_binary", "creds_file", "nkey_file", "token",
      "token_env", "user", "password_env", "jwt_env", "nkey_seed_env", "tls", "subject_prefix",
@@ -687,6 +697,7 @@ class Loader {
     if (const Entry* e = find("http")) load_http(*e, config.http);
     if (const Entry* e = find("log")) load_log(*e, config.log);
     if (const Entry* e = find("secrets")) load_secrets(*e, config.secrets);
+    if (const Entry* e = find("deploy")) load_deploy_settings(*e, config.deploy);
     if (const Entry* e = find("providers")) load_providers(*e, config.providers);
     if (const Entry* e = find("repos")) load_repos(*e, config);
   }
@@ -849,12 +860,79 @@ class Loader {
 
   // A map whose keys are checked by the provider itself later: everything but `skip`, sharing the
   // parsed nodes so their line numbers stay available for the provider's own messages.
-  static YAML::Node settings_without(const std::vector<Entry>& entries, std::string_view skip) {
+  static YAML::Node settings_without(const std::vector<Entry>& entries, Keys skip) {
     YAML::Node settings(YAML::NodeType::Map);
     for (const Entry& e : entries) {
-      if (e.key != skip) settings.force_insert(e.key_node, e.value);
+      if (!contains(skip, e.key)) settings.force_insert(e.key_node, e.value);
     }
     return settings;
+  }
+
+  void load_deploy_settings(const Entry& section, DeployConfig& deploy) {
+    auto entries = mapping(section.value, section.path, section.value_line, kDeployKeys);
+    if (!entries) return;
+    StepPolicyOverrides step;
+    for (const Entry& e : *entries) {
+      if (e.key == "parallel") {
+        read_int(e, 1, 64, deploy.parallel);
+      } else if (e.key == "max_active") {
+        read_int(e, 1, 256, deploy.max_active);
+      } else if (e.key == "on_failure") {
+        read_choice(e, kFailurePolicies, deploy.on_failure);
+      } else if (e.key == "lease_ttl") {
+        read_duration(e, false, deploy.lease_ttl);
+        if (deploy.lease_ttl < std::chrono::seconds{1}) {
+          report(e.value_line, e.path, "must be at least 1s");
+          deploy.lease_ttl = std::chrono::seconds{1};
+        }
+      } else if (e.key == "history") {
+        read_duration(e, false, deploy.history);
+      } else {
+        read_step_override(e, step);
+      }
+    }
+    deploy.step = step.apply(deploy.step);
+  }
+
+  // step_timeout, retries, retry_backoff and health_gate, in deploy: or in a target; other keys
+  // are left alone.
+  void read_step_override(const Entry& e, StepPolicyOverrides& out) {
+    if (e.key == "step_timeout") {
+      Duration value{};
+      read_duration(e, false, value);
+      if (value.count() > 0) out.step_timeout = value;
+    } else if (e.key == "retries") {
+      int value = -1;
+      read_int(e, 0, 10, value);
+      if (value >= 0) out.retries = value;
+    } else if (e.key == "retry_backoff") {
+      Duration value{-1};
+      read_duration(e, true, value);
+      if (value.count() >= 0) out.retry_backoff = value;
+    } else if (e.key == "health_gate") {
+      // `health_gate: false` turns the gate off; a map sets its parts.
+      if (e.value.IsScalar()) {
+        bool enabled = true;
+        read_bool(e, enabled);
+        out.health_gate_enabled = enabled;
+        return;
+      }
+      auto fields = mapping(e.value, e.path, e.value_line, kHealthGateKeys);
+      if (!fields) return;
+      for (const Entry& f : *fields) {
+        if (f.key == "enabled") {
+          bool enabled = true;
+          read_bool(f, enabled);
+          out.health_gate_enabled = enabled;
+        } else {
+          Duration value{-1};
+          read_duration(f, f.key == "soak", value);
+          if (value.count() < 0) continue;
+          if (f.key == "timeout") out.health_gate_timeout = value;
+          if (f.key == "soak") out.health_gate_soak = value;
+        }
+      }
+    }
   }
 
   void load_providers(const Entry& section, std::map<std::string, ProviderConfig>& providers) {
@@ -885,7 +963,7 @@ class Loader {
       }
       read_choice(*type, kProviderTypes, provider.type);
       if (provider.type.empty()) continue;
-      provider.settings = settings_without(*fields, "type");
+      provider.settings = settings_without(*fields, kTypeKey);
       providers.emplace(p.key, std::move(provider));
     }
   }
@@ -996,7 +1074,8 @@ class Loader {
       target.env = t.key;
       target.provider = std::move(name);
       target.line = t.line;
-      target.settings = settings_without(*fields, "provider");
+      for (const Entry& f : *fields) read_step_override(f, target.policy);
+      target.settings = settings_without(*fields, kTargetPolicyKeys);
       targets.emplace(t.key, std::move(target));
     }
   }

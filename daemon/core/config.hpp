@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -74,12 +75,64 @@ struct ProviderConfig {
   int line = 0;
 };
 
+// After a step succeeds: the repo's services must report ok, newer than the step's end, for
+// `soak`; otherwise the step fails after `timeout`.
+struct HealthGateConfig {
+  bool enabled = true;
+  Duration timeout{std::chrono::minutes{5}};
+  Duration soak{std::chrono::seconds{10}};
+};
+
+// How one step runs: deploy.* defaults, overridable per target.
+struct StepPolicy {
+  Duration step_timeout{std::chrono::minutes{30}};
+  int retries = 0;
+  Duration retry_backoff{std::chrono::seconds{5}};  // doubled after each retry
+  HealthGateConfig health_gate;
+};
+
+// Per-target overrides of StepPolicy (keys taken out before the provider sees its settings).
+struct StepPolicyOverrides {
+  std::optional<Duration> step_timeout;
+  std::optional<int> retries;
+  std::optional<Duration> retry_backoff;
+  std::optional<bool> health_gate_enabled;
+  std::optional<Duration> health_gate_timeout;
+  std::optional<Duration> health_gate_soak;
+
+  StepPolicy apply(StepPolicy policy) const {
+    if (step_timeout) policy.step_timeout = *step_timeout;
+    if (retries) policy.retries = *retries;
+    if (retry_backoff) policy.retry_backoff = *retry_backoff;
+    if (health_gate_enabled) policy.health_gate.enabled = *health_gate_enabled;
+    if (health_gate_timeout) policy.health_gate.timeout = *health_gate_timeout;
+    if (health_gate_soak) policy.health_gate.soak = *health_gate_soak;
+    return policy;
+  }
+};
+
 // repos.<name>.deploy.<env>
 struct DeployTargetConfig {
   std::string env;
   std::string provider;
-  YAML::Node settings;  // the provider's per-target settings (everything but `provider`)
+  YAML::Node settings;  // the provider's per-target settings (everything else)
+  StepPolicyOverrides policy;
   int line = 0;
+};
+
+// deploy: how deploys are orchestrated.
+struct DeployConfig {
+  // Steps running at once within a wave.
+  int parallel = 4;
+  // Deploys one orgd runs at once; more wait as pending.
+  int max_active = 16;
+  std::string on_failure = "stop";  // stop | rollback
+  // A deploy's runner renews its lease (and locks) every lease_ttl/3; when it dies, another
+  // replica resumes the deploy after lease_ttl. Also the scheduler lease.
+  Duration lease_ttl{std::chrono::seconds{15}};
+  // Deploy records kept in orgd_deploys.
+  Duration history{std::chrono::hours{24 * 30}};
+  StepPolicy step;
 };
 
 struct RepoHealthConfig {
@@ -111,6 +164,7 @@ struct Config {
   std::map<std::string, ProviderConfig> providers;
   std::map<std::string, RepoConfig> repos;
   SecretsConfig secrets;
+  DeployConfig deploy;
   std::string source;  // file name, or "<embedded>"
 
   std::string prefix() const {

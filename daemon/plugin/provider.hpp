@@ -41,6 +41,13 @@ class DeployTarget {
   virtual Result<DeployProgress> poll(const DeployContext& context, const std::string& handle) = 0;
   virtual Result<DeployProgress> rollback(const DeployContext& context, const LogSink& log) = 0;
   virtual bool can_rollback() const = 0;
+  // Re-checks a step that was in flight when its orgd died, before its start was recorded with a
+  // handle: what became of the deploy `context` names (deploy id, repo, env, attempt)? not_found
+  // means the provider knows nothing of it and the orchestrator may start it again.
+  virtual Result<DeployProgress> recover(const DeployContext& context) {
+    (void)context;
+    return not_found("provider keeps no record of started deploys");
+  }
 };
 
 class Provider {

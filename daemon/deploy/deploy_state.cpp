@@ -1,0 +1,268 @@
+#include "daemon/deploy/deploy_state.hpp"
+
+#include <algorithm>
+#include <tuple>
+
+#include "daemon/core/timestamps.hpp"
+
+namespace orgd::deploy {
+
+namespace {
+
+bool has_time(const google::protobuf::Timestamp& ts) { return ts.seconds() != 0 || ts.nanos() != 0; }
+
+void set_time(google::protobuf::Timestamp* ts, Clock::time_point when) {
+  *ts = to_timestamp(when);
+}
+
+// Deployed steps that can still be rolled back, latest deployment first.
+const Step* next_rollback(const Record& record) {
+  const Step* best = nullptr;
+  auto order = [](const Step& s) {
+    return std::make_tuple(s.deployed_at().seconds(), s.deployed_at().nanos(), s.wave(),
+                           s.repo());
+  };
+  for (const Step& step : record.steps()) {
+    if (step.state() != Step::succeeded && step.state() != Step::failed) continue;
+    if (!has_time(step.deployed_at()) || !step.rollback_error().empty()) continue;
+    if (best == nullptr || order(step) > order(*best)) best = &step;
+  }
+  return best;
+}
+
+}  // namespace
+
+std::optional<FailurePolicy> parse_failure_policy(const std::string& text) {
+  if (text == "stop") return FailurePolicy::stop;
+  if (text == "rollback") return FailurePolicy::rollback;
+  return std::nullopt;
+}
+
+const char* to_string(FailurePolicy policy) {
+  return policy == FailurePolicy::rollback ? "rollback" : "stop";
+}
+
+bool is_terminal(Record::State state) {
+  return state == Record::succeeded || state == Record::failed || state == Record::cancelled ||
+         state == Record::rolled_back;
+}
+
+bool is_terminal(Step::State state) { return state != Step::pending && state != Step::running; }
+
+Record new_record(const std::string& deploy_id, const std::vector<std::vector<std::string>>& waves,
+                  const v1::DeployRequest& request, FailurePolicy policy, Clock::time_point now) {
+  Record record;
+  record.set_deploy_id(deploy_id);
+  record.set_env(request.env());
+  record.set_state(Record::pending);
+  record.set_ref(request.ref());
+  record.set_request_id(request.request_id());
+  record.set_reason(request.reason());
+  record.set_on_failure(to_string(policy));
+  set_time(record.mutable_created_at(), now);
+  set_time(record.mutable_updated_at(), now);
+  for (std::size_t wave = 0; wave < waves.size(); ++wave) {
+    for (const auto& repo : waves[wave]) {
+      Step* step = record.add_steps();
+      step->set_repo(repo);
+      step->set_state(Step::pending);
+      step->set_wave(static_cast<int>(wave));
+    }
+  }
+  return record;
+}
+
+Step* find_step(Record& record, const std::string& repo) {
+  for (Step& step : *record.mutable_steps()) {
+    if (step.repo() == repo) return &step;
+  }
+  return nullptr;
+}
+
+const Step* find_step(const Record& record, const std::string& repo) {
+  for (const Step& step : record.steps()) {
+    if (step.repo() == repo) return &step;
+  }
+  return nullptr;
+}
+
+NextActions next_actions(const Record& record, int parallel) {
+  NextActions next;
+  if (is_terminal(record.state())) return next;
+  int running = 0;
+  bool failed = false;
+  for (const Step& step : record.steps()) {
+    if (step.state() == Step::running) ++running;
+    if (step.state() == Step::failed) failed = true;
+  }
+  const bool cancel = record.cancel_requested();
+  if (failed || cancel) {
+    // Nothing new starts; running steps finish first.
+    next.skip_as = failed ? Step::skipped : Step::cancelled;
+    for (const Step& step : record.steps()) {
+      if (step.state() == Step::pending) next.skip.push_back(step.repo());
+    }
+    if (running > 0) return next;
+    if (failed && parse_failure_policy(record.on_failure()) == FailurePolicy::rollback) {
+      if (const Step* step = next_rollback(record)) {
+        next.rollback = step->repo();
+        return next;
+      }
+      const bool all_rolled_back =
+          std::none_of(record.steps().begin(), record.steps().end(), [](const Step& s) {
+            return !s.rollback_error().empty() ||
+                   (s.state() == Step::succeeded && has_time(s.deployed_at()));
+          });
+      next.finish = all_rolled_back ? Record::rolled_back : Record::failed;
+      return next;
+    }
+    next.finish = failed ? Record::failed : Record::cancelled;
+    return next;
+  }
+  // Waves are barriers: the first wave with a step not yet succeeded is the current one.
+  int current = -1;
+  for (const Step& step : record.steps()) {
+    if (step.state() != Step::succeeded && (current < 0 || step.wave() < current)) {
+      current = step.wave();
+    }
+  }
+  if (current < 0) {
+    next.finish = Record::succeeded;
+    return next;
+  }
+  for (const Step& step : record.steps()) {
+    if (running >= parallel) break;
+    if (step.wave() == current && step.state() == Step::pending) {
+      next.start.push_back(step.repo());
+      ++running;
+    }
+  }
+  return next;
+}
+
+bool mark_started(Record& record, const std::string& repo, const std::string& provider,
+                  Clock::time_point now) {
+  Step* step = find_step(record, repo);
+  if (step == nullptr || step->state() != Step::pending) return false;
+  step->set_state(Step::running);
+  step->set_attempts(step->attempts() + 1);
+  step->set_provider(provider);
+  step->clear_error();
+  set_time(step->mutable_started_at(), now);
+  return true;
+}
+
+bool mark_handle(Record& record, const std::string& repo, const std::string& handle) {
+  Step* step = find_step(record, repo);
+  if (step == nullptr || step->state() != Step::running) return false;
+  step->set_handle(handle);
+  return true;
+}
+
+bool mark_deployed(Record& record, const std::string& repo, Clock::time_point now) {
+  Step* step = find_step(record, repo);
+  if (step == nullptr || step->state() != Step::running || has_time(step->deployed_at())) {
+    return false;
+  }
+  set_time(step->mutable_deployed_at(), now);
+  return true;
+}
+
+bool mark_healthy(Record& record, const std::string& repo, Clock::time_point now) {
+  Step* step = find_step(record, repo);
+  if (step == nullptr || step->state() != Step::running || !has_time(step->deployed_at())) {
+    return false;
+  }
+  set_time(step->mutable_healthy_at(), now);
+  return true;
+}
+
+bool mark_retrying(Record& record, const std::string& repo, const std::string& error) {
+  Step* step = find_step(record, repo);
+  if (step == nullptr || step->state() != Step::running) return false;
+  step->set_attempts(step->attempts() + 1);
+  step->set_error(error);
+  step->clear_handle();
+  step->clear_deployed_at();
+  step->clear_healthy_at();
+  return true;
+}
+
+bool mark_succeeded(Record& record, const std::string& repo, Clock::time_point now) {
+  Step* step = find_step(record, repo);
+  if (step == nullptr || step->state() != Step::running) return false;
+  step->set_state(Step::succeeded);
+  step->clear_error();
+  set_time(step->mutable_finished_at(), now);
+  return true;
+}
+
+bool mark_failed(Record& record, const std::string& repo, const std::string& error,
+                 Clock::time_point now) {
+  Step* step = find_step(record, repo);
+  if (step == nullptr || step->state() != Step::running) return false;
+  step->set_state(Step::failed);
+  step->set_error(error);
+  set_time(step->mutable_finished_at(), now);
+  if (record.error().empty()) record.set_error(repo + ": " + error);
+  return true;
+}
+
+bool mark_rolled_back(Record& record, const std::string& repo, Clock::time_point now) {
+  Step* step = find_step(record, repo);
+  if (step == nullptr || (step->state() != Step::succeeded && step->state() != Step::failed)) {
+    return false;
+  }
+  step->set_state(Step::rolled_back);
+  set_time(step->mutable_finished_at(), now);
+  return true;
+}
+
+bool mark_rollback_failed(Record& record, const std::string& repo, const std::string& error) {
+  Step* step = find_step(record, repo);
+  if (step == nullptr || !step->rollback_error().empty()) return false;
+  step->set_rollback_error(error.empty() ? "rollback failed" : error);
+  return true;
+}
+
+bool mark_skipped(Record& record, const std::string& repo, Step::State as, Clock::time_point now) {
+  Step* step = find_step(record, repo);
+  if (step == nullptr || step->state() != Step::pending) return false;
+  step->set_state(as);
+  set_time(step->mutable_finished_at(), now);
+  return true;
+}
+
+bool request_cancel(Record& record, const std::string& reason, Clock::time_point now) {
+  if (is_terminal(record.state())) return false;
+  if (!record.cancel_requested()) {
+    record.set_cancel_requested(true);
+    record.set_cancel_reason(reason.empty() ? "cancelled" : reason);
+    set_time(record.mutable_updated_at(), now);
+  }
+  return true;
+}
+
+void mark_finished(Record& record, Record::State state, Clock::time_point now) {
+  record.set_state(state);
+  set_time(record.mutable_finished_at(), now);
+  if (state == Record::cancelled && record.error().empty()) {
+    record.set_error("cancelled: " + record.cancel_reason());
+  }
+}
+
+void mark_running(Record& record, const std::string& owner, Clock::time_point now) {
+  if (is_terminal(record.state())) return;
+  record.set_state(Record::running);
+  record.set_owner(owner);
+  if (!has_time(record.started_at())) set_time(record.mutable_started_at(), now);
+}
+
+void merge_external(Record& ours, const Record& theirs) {
+  if (theirs.cancel_requested() && !ours.cancel_requested()) {
+    ours.set_cancel_requested(true);
+    ours.set_cancel_reason(theirs.cancel_reason());
+  }
+}
+
+}  // namespace orgd::deploy

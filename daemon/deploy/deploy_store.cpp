@@ -1,0 +1,236 @@
+#include "daemon/deploy/deploy_store.hpp"
+
+#include "daemon/deploy/deploy_state.hpp"
+
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+#include <sodium.h>
+
+#include <algorithm>
+
+namespace orgd::deploy {
+
+namespace {
+
+std::string record_key(const std::string& id) { return "deploy." + id; }
+std::string active_key(const std::string& id) { return "active." + id; }
+std::string lock_key(const std::string& repo, const std::string& env) { return repo + "." + env; }
+
+// Request ids are free text: their hash is the key.
+std::string request_key(const std::string& request_id) {
+  unsigned char hash[16];
+  crypto_generichash(hash, sizeof hash, reinterpret_cast<const unsigned char*>(request_id.data()),
+                     request_id.size(), nullptr, 0);
+  char hex[sizeof hash * 2 + 1];
+  sodium_bin2hex(hex, sizeof hex, hash, sizeof hash);
+  return std::string{"request."} + hex;
+}
+
+std::vector<std::string> strip_prefix(std::vector<std::string> keys, std::string_view prefix) {
+  std::vector<std::string> out;
+  out.reserve(keys.size());
+  for (auto& key : keys) {
+    if (key.rfind(prefix, 0) == 0) out.push_back(key.substr(prefix.size()));
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+std::string new_deploy_id(std::chrono::system_clock::time_point now) {
+  const auto seconds = std::chrono::time_point_cast<std::chrono::seconds>(now);
+  return fmt::format("{:%Y%m%d-%H%M%S}-{:08x}", seconds, randombytes_random());
+}
+
+DeployStore::DeployStore(std::unique_ptr<KvBucket> deploys, std::unique_ptr<KvBucket> locks,
+                         std::unique_ptr<KvBucket> leases)
+    : deploys_(std::move(deploys)), locks_(std::move(locks)), leases_(std::move(leases)) {}
+
+Result<std::optional<StoredRecord>> DeployStore::load(const std::string& deploy_id) {
+  auto entry = deploys_->get(record_key(deploy_id));
+  if (!entry) return entry.error();
+  if (!entry.value()) return std::optional<StoredRecord>{};
+  StoredRecord stored;
+  if (!stored.record.ParseFromString(entry.value()->value)) {
+    return internal_error("deploy record " + deploy_id + " in KV cannot be parsed");
+  }
+  stored.revision = entry.value()->revision;
+  return std::optional<StoredRecord>{std::move(stored)};
+}
+
+Result<std::uint64_t> DeployStore::create(const v1::DeployRecord& record) {
+  return deploys_->create(record_key(record.deploy_id()), record.SerializeAsString());
+}
+
+Result<std::uint64_t> DeployStore::update(const v1::DeployRecord& record,
+                                          std::uint64_t revision) {
+  return deploys_->update(record_key(record.deploy_id()), record.SerializeAsString(), revision);
+}
+
+Result<std::optional<std::string>> DeployStore::deploy_of_request(const std::string& request_id) {
+  auto entry = deploys_->get(request_key(request_id));
+  if (!entry) return entry.error();
+  if (!entry.value()) return std::optional<std::string>{};
+  return std::optional<std::string>{entry.value()->value};
+}
+
+Result<Ok> DeployStore::claim_request(const std::string& request_id,
+                                      const std::string& deploy_id) {
+  auto created = deploys_->create(request_key(request_id), deploy_id);
+  if (!created) return created.error();
+  return Ok{};
+}
+
+Result<Ok> DeployStore::release_request(const std::string& request_id) {
+  return deploys_->remove(request_key(request_id));
+}
+
+Result<Ok> DeployStore::mark_active(const std::string& deploy_id) {
+  auto put = deploys_->put(active_key(deploy_id), deploy_id);
+  if (!put) return put.error();
+  return Ok{};
+}
+
+Result<Ok> DeployStore::clear_active(const std::string& deploy_id) {
+  return deploys_->remove(active_key(deploy_id));
+}
+
+Result<std::vector<std::string>> DeployStore::active_ids() {
+  auto keys = deploys_->keys("active.*");
+  if (!keys) return keys.error();
+  return strip_prefix(std::move(keys.value()), "active.");
+}
+
+Result<std::vector<std::string>> DeployStore::deploy_ids() {
+  auto keys = deploys_->keys("deploy.*");
+  if (!keys) return keys.error();
+  return strip_prefix(std::move(keys.value()), "deploy.");
+}
+
+Result<Ok> DeployStore::acquire_locks(const std::vector<std::string>& repos,
+                                      const std::string& env, const std::string& deploy_id) {
+  std::vector<std::string> taken;
+  auto undo = [&] {
+    release_locks(taken, env, deploy_id);
+  };
+  for (const auto& repo : repos) {
+    const std::string key = lock_key(repo, env);
+    auto created = locks_->create(key, deploy_id);
+    if (created) {
+      taken.push_back(repo);
+      continue;
+    }
+    if (created.error().code != ErrorCode::conflict) {
+      undo();
+      return created.error();
+    }
+    auto holder = locks_->get(key);
+    if (!holder) {
+      undo();
+      return holder.error();
+    }
+    if (!holder.value()) {  // released meanwhile: try once more
+      if (auto again = locks_->create(key, deploy_id); again) {
+        taken.push_back(repo);
+        continue;
+      }
+      undo();
+      return conflict(fmt::format("{}/{} is being locked by another deploy", repo, env));
+    }
+    const std::string holder_id = holder.value()->value;
+    if (holder_id == deploy_id) {
+      taken.push_back(repo);
+      continue;
+    }
+    // A lock left behind by a deploy that has finished is stale: take it over, compare-and-set.
+    auto holder_record = load(holder_id);
+    const bool stale = holder_record && (!holder_record.value() ||
+                                         is_terminal(holder_record.value()->record.state()));
+    if (stale) {
+      if (auto over = locks_->update(key, deploy_id, holder.value()->revision); over) {
+        taken.push_back(repo);
+        continue;
+      }
+    }
+    undo();
+    return conflict(fmt::format("{}/{} is locked by deploy {}", repo, env, holder_id));
+  }
+  return Ok{};
+}
+
+Result<std::vector<std::string>> DeployStore::renew_locks(const std::vector<std::string>& repos,
+                                                          const std::string& env,
+                                                          const std::string& deploy_id) {
+  std::vector<std::string> lost;
+  for (const auto& repo : repos) {
+    const std::string key = lock_key(repo, env);
+    auto holder = locks_->get(key);
+    if (!holder) return holder.error();
+    if (!holder.value()) {
+      if (auto created = locks_->create(key, deploy_id); !created) {
+        if (created.error().code != ErrorCode::conflict) return created.error();
+        lost.push_back(repo);
+      }
+      continue;
+    }
+    if (holder.value()->value != deploy_id) {
+      lost.push_back(repo);
+      continue;
+    }
+    auto renewed = locks_->update(key, deploy_id, holder.value()->revision);
+    if (!renewed && renewed.error().code != ErrorCode::conflict) return renewed.error();
+  }
+  return lost;
+}
+
+void DeployStore::release_locks(const std::vector<std::string>& repos, const std::string& env,
+                                const std::string& deploy_id) {
+  for (const auto& repo : repos) {
+    const std::string key = lock_key(repo, env);
+    auto holder = locks_->get(key);
+    if (holder && holder.value() && holder.value()->value == deploy_id) {
+      (void)locks_->remove(key);
+    }
+  }
+}
+
+Result<std::optional<std::string>> DeployStore::lock_holder(const std::string& repo,
+                                                            const std::string& env) {
+  auto holder = locks_->get(lock_key(repo, env));
+  if (!holder) return holder.error();
+  if (!holder.value()) return std::optional<std::string>{};
+  return std::optional<std::string>{holder.value()->value};
+}
+
+Result<std::uint64_t> DeployStore::acquire_lease(const std::string& key,
+                                                 const std::string& holder) {
+  auto created = leases_->create(key, holder);
+  if (created || created.error().code != ErrorCode::conflict) return created;
+  // Ours already (a restart within the ttl, or a renewal that raced): take it on.
+  auto current = leases_->get(key);
+  if (!current) return current.error();
+  if (current.value() && current.value()->value == holder) {
+    return leases_->update(key, holder, current.value()->revision);
+  }
+  return created.error();
+}
+
+Result<std::uint64_t> DeployStore::renew_lease(const std::string& key, const std::string& holder,
+                                               std::uint64_t revision) {
+  return leases_->update(key, holder, revision);
+}
+
+void DeployStore::release_lease(const std::string& key, const std::string& holder) {
+  auto current = leases_->get(key);
+  if (current && current.value() && current.value()->value == holder) (void)leases_->remove(key);
+}
+
+Result<std::optional<std::string>> DeployStore::lease_holder(const std::string& key) {
+  auto current = leases_->get(key);
+  if (!current) return current.error();
+  if (!current.value()) return std::optional<std::string>{};
+  return std::optional<std::string>{current.value()->value};
+}
+
+}  // namespace orgd::deploy

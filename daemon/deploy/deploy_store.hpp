@@ -1,0 +1,94 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "daemon/bus/kv_bucket.hpp"
+#include "daemon/core/errors.hpp"
+#include "orgd/v1/deploy.pb.h"
+
+namespace orgd::deploy {
+
+// Bucket names (DESIGN.md §4).
+inline constexpr const char* kDeploysBucket = "orgd_deploys";
+inline constexpr const char* kLocksBucket = "orgd_locks";
+inline constexpr const char* kLeasesBucket = "orgd_leases";
+// The leases key of the scheduler (sweeps and resumes run on its holder).
+inline constexpr const char* kSchedulerLease = "scheduler";
+
+struct StoredRecord {
+  v1::DeployRecord record;
+  std::uint64_t revision = 0;
+};
+
+// Where deploys live in JetStream KV:
+//   orgd_deploys  deploy.<id>      DeployRecord (binary protobuf), updated by compare-and-set
+//                 active.<id>      present while the deploy is not finished
+//                 request.<hash>   the deploy a request id created (idempotency)
+//   orgd_locks    <repo>.<env>     the id of the deploy holding that repo+env
+//   orgd_leases   scheduler        the replica running sweeps and resumes
+//                 deploy.<id>      the replica running that deploy
+// Lock and lease entries expire (bucket ttl) unless their holder renews them.
+class DeployStore {
+ public:
+  DeployStore(std::unique_ptr<KvBucket> deploys, std::unique_ptr<KvBucket> locks,
+              std::unique_ptr<KvBucket> leases);
+
+  Result<std::optional<StoredRecord>> load(const std::string& deploy_id);
+  Result<std::uint64_t> create(const v1::DeployRecord& record);
+  // conflict when someone else wrote the record since `revision`.
+  Result<std::uint64_t> update(const v1::DeployRecord& record, std::uint64_t revision);
+
+  // Idempotency: the deploy a request id created, and claiming a request id for a deploy
+  // (conflict when another deploy claimed it first).
+  Result<std::optional<std::string>> deploy_of_request(const std::string& request_id);
+  Result<Ok> claim_request(const std::string& request_id, const std::string& deploy_id);
+  Result<Ok> release_request(const std::string& request_id);
+
+  Result<Ok> mark_active(const std::string& deploy_id);
+  Result<Ok> clear_active(const std::string& deploy_id);
+  Result<std::vector<std::string>> active_ids();
+  // Every stored deploy id, oldest first (ids sort by creation time).
+  Result<std::vector<std::string>> deploy_ids();
+
+  // Takes the lock of each repo+env for `deploy_id`, all or none. A lock held by a deploy
+  // that has finished (or no longer exists) is taken over; one held by a live deploy gives
+  // conflict naming it: "api/production is locked by deploy <id>".
+  Result<Ok> acquire_locks(const std::vector<std::string>& repos, const std::string& env,
+                           const std::string& deploy_id);
+  // Re-writes the locks `deploy_id` holds (so they do not expire), re-taking those that
+  // expired. Returns the repos whose lock another deploy holds now.
+  Result<std::vector<std::string>> renew_locks(const std::vector<std::string>& repos,
+                                               const std::string& env,
+                                               const std::string& deploy_id);
+  void release_locks(const std::vector<std::string>& repos, const std::string& env,
+                     const std::string& deploy_id);
+  Result<std::optional<std::string>> lock_holder(const std::string& repo, const std::string& env);
+
+  // Leases: conflict when another holder has it.
+  Result<std::uint64_t> acquire_lease(const std::string& key, const std::string& holder);
+  // Renews a lease held since `revision`; conflict when it was lost.
+  Result<std::uint64_t> renew_lease(const std::string& key, const std::string& holder,
+                                    std::uint64_t revision);
+  void release_lease(const std::string& key, const std::string& holder);
+  Result<std::optional<std::string>> lease_holder(const std::string& key);
+
+  static std::string deploy_lease(const std::string& deploy_id) { return "deploy." + deploy_id; }
+
+  KvBucket& deploys() { return *deploys_; }
+
+ private:
+  std::unique_ptr<KvBucket> deploys_;
+  std::unique_ptr<KvBucket> locks_;
+  std::unique_ptr<KvBucket> leases_;
+};
+
+// A deploy id: sortable by creation time, a valid subject token and KV key
+// ("20261126-091500-3f9a2c1d").
+std::string new_deploy_id(std::chrono::system_clock::time_point now);
+
+}  // namespace orgd::deploy

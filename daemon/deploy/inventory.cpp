@@ -1,0 +1,73 @@
+#include "daemon/deploy/inventory.hpp"
+
+#include <stdexcept>
+
+namespace orgd::deploy {
+
+std::shared_ptr<const Inventory> Inventory::build(const Config& config,
+                                                  const ProviderRegistry& registry,
+                                                  const ProviderEnvironment& environment) {
+  std::vector<RepoNode> nodes;
+  for (const auto& [name, repo] : config.repos) nodes.push_back({name, repo.depends_on});
+  std::shared_ptr<Inventory> inventory;
+  try {
+    inventory.reset(new Inventory(DeployPlanner{std::move(nodes)}));
+  } catch (const std::invalid_argument& e) {
+    // The config loader reports these with file and line; this covers configs built in code.
+    throw ConfigError({config.source + ": repos: " + e.what()});
+  }
+  inventory->settings_ = config.deploy;
+  std::vector<std::string> problems;
+  std::map<std::string, Provider*> by_name;
+  for (const auto& [name, provider_config] : config.providers) {
+    try {
+      inventory->providers_.push_back(registry.create(provider_config, environment, config.source));
+      by_name[name] = inventory->providers_.back().get();
+    } catch (const ConfigError& e) {
+      problems.insert(problems.end(), e.problems().begin(), e.problems().end());
+    }
+  }
+  for (const auto& [repo_name, repo] : config.repos) {
+    inventory->repos_[repo_name] = true;
+    for (const auto& [env, target_config] : repo.deploy) {
+      const auto provider = by_name.find(target_config.provider);
+      if (provider == by_name.end()) continue;  // its own problem is reported above
+      try {
+        TargetEntry entry;
+        entry.provider = target_config.provider;
+        entry.target = provider->second->make_deploy_target(target_config, config.source);
+        entry.policy = target_config.policy.apply(config.deploy.step);
+        inventory->targets_[repo_name][env] = std::move(entry);
+      } catch (const ConfigError& e) {
+        // Providers name the key from the target down ("deploy.<env>.command"); the repo
+        // belongs in front of it.
+        const std::string from = ": deploy." + env;
+        for (std::string problem : e.problems()) {
+          if (const auto at = problem.find(from); at != std::string::npos) {
+            problem.replace(at, from.size(), ": repos." + repo_name + ".deploy." + env);
+          }
+          problems.push_back(std::move(problem));
+        }
+      }
+    }
+  }
+  if (!problems.empty()) throw ConfigError(std::move(problems));
+  return inventory;
+}
+
+const TargetEntry* Inventory::target(const std::string& repo, const std::string& env) const {
+  const auto repo_it = targets_.find(repo);
+  if (repo_it == targets_.end()) return nullptr;
+  const auto env_it = repo_it->second.find(env);
+  return env_it == repo_it->second.end() ? nullptr : &env_it->second;
+}
+
+std::vector<std::string> Inventory::repos_in(const std::string& env) const {
+  std::vector<std::string> repos;
+  for (const auto& [repo, targets] : targets_) {
+    if (targets.count(env) != 0) repos.push_back(repo);
+  }
+  return repos;
+}
+
+}  // namespace orgd::deploy

@@ -1,0 +1,88 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "daemon/bus/message.hpp"
+#include "daemon/bus/publisher.hpp"
+#include "daemon/core/errors.hpp"
+#include "daemon/events/rejections.hpp"
+#include "daemon/http/metrics.hpp"
+
+struct __jsCtx;
+struct __natsConnection;
+struct __natsSubscription;
+struct __natsMsg;
+
+namespace orgd {
+
+struct CommandIntakeSettings {
+  std::string prefix;  // P
+  std::string op;      // "deploy": consumes P.cmd.deploy
+  std::string queue_group = "orgd";
+  // Deliveries before a command goes to the dead-letter queue.
+  int max_deliver = 5;
+  // Redelivery delays after a failed attempt (the last repeats).
+  std::vector<std::chrono::milliseconds> backoff{std::chrono::seconds{1}, std::chrono::seconds{3},
+                                                 std::chrono::seconds{10},
+                                                 std::chrono::seconds{30}};
+  std::chrono::milliseconds ack_wait{std::chrono::seconds{60}};
+};
+
+// Durable command intake (DESIGN.md §4): P.cmd.<op> captured by stream ORGD_CMD, consumed by a
+// durable push consumer with a deliver group (each command to one replica), explicit acks,
+// max_deliver and backoff. A command that cannot be decoded or is invalid is terminated and
+// dead-lettered at once; one that fails for a reason that may pass (a lock held, NATS trouble)
+// is redelivered after a delay; when the server gives up (max deliveries advisory), the command
+// is copied from the stream to P.dlq.cmd.<op> with the last error as the reason.
+class CommandIntake {
+ public:
+  // The handler gets the command and an id for de-duplication when the command carries none:
+  // its Nats-Msg-Id, else its stream sequence. It runs on the subscription's thread.
+  using Handler = std::function<Result<Ok>(const BusMessage& command, const std::string& dedup_id)>;
+
+  CommandIntake(CommandIntakeSettings settings, Handler handler, Publisher& publisher,
+                Rejections& rejections, MetricsRegistry& metrics);
+  ~CommandIntake();
+  CommandIntake(const CommandIntake&) = delete;
+  CommandIntake& operator=(const CommandIntake&) = delete;
+
+  // Creates (or binds to) the durable consumer and subscribes; also listens for the consumer's
+  // max-deliveries advisories.
+  Result<Ok> start(__natsConnection* connection, __jsCtx* js);
+  // Stops receiving; a command being handled finishes first.
+  void stop();
+
+  std::string durable_name() const;
+  std::string subject() const { return settings_.prefix + ".cmd." + settings_.op; }
+
+ private:
+  static void on_message(__natsConnection*, __natsSubscription*, __natsMsg* msg, void* self);
+  static void on_advisory(__natsConnection*, __natsSubscription*, __natsMsg* msg, void* self);
+  void handle(__natsMsg* msg);
+  void handle_advisory(__natsMsg* msg);
+  void remember_error(std::uint64_t sequence, const std::string& error);
+  std::string last_error(std::uint64_t sequence);
+
+  CommandIntakeSettings settings_;
+  Handler handler_;
+  Publisher& publisher_;
+  Rejections& rejections_;
+  MetricsRegistry& metrics_;
+  __jsCtx* js_ = nullptr;
+  __natsSubscription* sub_ = nullptr;
+  __natsSubscription* advisory_sub_ = nullptr;
+  std::mutex errors_mutex_;  // guards errors_
+  std::map<std::uint64_t, std::string> errors_;  // last error by stream sequence (bounded)
+  Counter* accepted_ = nullptr;
+  Counter* retried_ = nullptr;
+  Counter* dead_lettered_ = nullptr;
+};
+
+}  // namespace orgd
