@@ -93,7 +93,9 @@ NextActions next_actions(const Record& record, int parallel) {
   bool failed = false;
   for (const Step& step : record.steps()) {
     if (step.state() == Step::running) ++running;
-    if (step.state() == Step::failed) failed = true;
+    // A rolled-back step was rolled back because of a failure, even when the failed step itself
+    // has been rolled back since.
+    if (step.state() == Step::failed || step.state() == Step::rolled_back) failed = true;
   }
   const bool cancel = record.cancel_requested();
   if (failed || cancel) {

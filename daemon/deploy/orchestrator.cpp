@@ -341,15 +341,26 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
         return;
       }
       if (next.rollback && !has_thread(*next.rollback)) spawn(*next.rollback, Mode::rollback);
-      for (const auto& repo : next.start) {
-        std::string provider;
-        if (const TargetEntry* target = inventory_->target(repo, env_)) {
-          provider = target->provider;
-        }
-        if (commit([&](Record& r) { return mark_started(r, repo, provider, now); },
-                   {{"step_started", repo}})) {
-          shared_->steps_started->inc();
-          spawn(repo, Mode::fresh);
+      if (!next.start.empty()) {
+        // One write for the steps starting together; each is persisted before its provider
+        // is called, so a resume knows it may be in flight.
+        std::vector<std::pair<std::string, std::string>> events;
+        for (const auto& repo : next.start) events.emplace_back("step_started", repo);
+        const bool started = commit(
+            [&](Record& r) {
+              bool changed = false;
+              for (const auto& repo : next.start) {
+                const TargetEntry* target = inventory_->target(repo, env_);
+                changed |= mark_started(r, repo, target ? target->provider : "", now);
+              }
+              return changed;
+            },
+            events);
+        if (started) {
+          for (const auto& repo : next.start) {
+            shared_->steps_started->inc();
+            spawn(repo, Mode::fresh);
+          }
         }
       }
       // Steps in flight without a thread here: a resumed deploy's, re-checked with the provider.
@@ -718,6 +729,10 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
       }
       if (should_stop()) return;
       if (progress->status == DeployStatus::succeeded) {
+        if (!policy.health_gate.enabled) {
+          succeed(repo, false);
+          return;
+        }
         const auto now = shared_->clock.now();
         commit([&](Record& r) { return mark_deployed(r, repo, now); }, {});
         gate(repo, policy);
@@ -789,6 +804,7 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
     events.emplace_back("step_succeeded", repo);
     commit(
         [&](Record& r) {
+          mark_deployed(r, repo, now);  // no-op when the gate already recorded it
           if (gated) mark_healthy(r, repo, now);
           return mark_succeeded(r, repo, now);
         },

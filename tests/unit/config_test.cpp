@@ -260,7 +260,7 @@ TEST(Config, ListenAddresses) {
 TEST(Config, UnknownTopLevelKey) {
   EXPECT_EQ(problem("org: demo\nnatz: {}\n"),
             "test.yaml:2: natz: unknown key (expected one of: org, nats, http, log, providers, "
-            "repos, secrets)");
+            "repos, secrets, deploy)");
 }
 
 TEST(Config, UnknownNestedKeys) {
@@ -277,6 +277,77 @@ TEST(Config, UnknownNestedKeys) {
                         "depends_on, deploy, secrets, health)"));
   EXPECT_THAT(problem("repos:\n  api:\n    health:\n      service: [http]\n"),
               HasSubstr("test.yaml:4: repos.api.health.service: unknown key"));
+}
+
+// --- deploy: and per-target step settings -------------------------------------------------
+
+TEST(Config, DeploySettingsAndTargetOverrides) {
+  const Config c = load(
+      "deploy:\n"
+      "  parallel: 8\n  max_active: 3\n  on_failure: rollback\n  lease_ttl: 5s\n"
+      "  step_timeout: 10m\n  retries: 2\n  retry_backoff: 1s\n"
+      "  health_gate: {timeout: 2m, soak: 0s}\n"
+      "providers:\n  local: {type: local}\n"
+      "repos:\n  api:\n    deploy:\n"
+      "      dev: {provider: local, duration: 1s, retries: 0, health_gate: false}\n"
+      "      prod: {provider: local, step_timeout: 1h, health_gate: {soak: 30s}}\n");
+  EXPECT_EQ(c.deploy.parallel, 8);
+  EXPECT_EQ(c.deploy.max_active, 3);
+  EXPECT_EQ(c.deploy.on_failure, "rollback");
+  EXPECT_EQ(c.deploy.lease_ttl, seconds(5));
+  EXPECT_EQ(c.deploy.step.step_timeout, minutes(10));
+  EXPECT_EQ(c.deploy.step.retries, 2);
+  EXPECT_EQ(c.deploy.step.retry_backoff, seconds(1));
+  EXPECT_TRUE(c.deploy.step.health_gate.enabled);
+  EXPECT_EQ(c.deploy.step.health_gate.timeout, minutes(2));
+  EXPECT_EQ(c.deploy.step.health_gate.soak, seconds(0));
+
+  const auto& dev = c.repos.at("api").deploy.at("dev");
+  const StepPolicy dev_policy = dev.policy.apply(c.deploy.step);
+  EXPECT_EQ(dev_policy.retries, 0);
+  EXPECT_FALSE(dev_policy.health_gate.enabled);
+  EXPECT_EQ(dev_policy.step_timeout, minutes(10));
+  // The orchestrator's keys are not the provider's: only `duration` is left for it.
+  ASSERT_TRUE(dev.settings.IsMap());
+  EXPECT_EQ(dev.settings.size(), 1u);
+  EXPECT_TRUE(dev.settings["duration"]);
+
+  const StepPolicy prod =
+      c.repos.at("api").deploy.at("prod").policy.apply(c.deploy.step);
+  EXPECT_EQ(prod.step_timeout, std::chrono::hours(1));
+  EXPECT_EQ(prod.health_gate.soak, seconds(30));
+  EXPECT_EQ(prod.health_gate.timeout, minutes(2));
+  EXPECT_EQ(prod.retries, 2);
+}
+
+TEST(Config, DeployDefaults) {
+  const Config c = load("org: demo\n");
+  EXPECT_EQ(c.deploy.parallel, 4);
+  EXPECT_EQ(c.deploy.on_failure, "stop");
+  EXPECT_EQ(c.deploy.lease_ttl, seconds(15));
+  EXPECT_EQ(c.deploy.step.retries, 0);
+  EXPECT_TRUE(c.deploy.step.health_gate.enabled);
+}
+
+TEST(Config, BadDeploySettings) {
+  EXPECT_THAT(problem("deploy:\n  paralel: 2\n"),
+              HasSubstr("test.yaml:2: deploy.paralel: unknown key"));
+  EXPECT_THAT(problem("deploy:\n  parallel: 0\n"),
+              HasSubstr("test.yaml:2: deploy.parallel: must be between 1 and 64"));
+  EXPECT_THAT(problem("deploy:\n  on_failure: pray\n"),
+              HasSubstr("test.yaml:2: deploy.on_failure: invalid value"));
+  EXPECT_THAT(problem("deploy:\n  lease_ttl: 100ms\n"),
+              HasSubstr("test.yaml:2: deploy.lease_ttl: must be at least 1s"));
+  EXPECT_THAT(problem("deploy:\n  retries: 11\n"),
+              HasSubstr("test.yaml:2: deploy.retries: must be between 0 and 10"));
+  EXPECT_THAT(problem("deploy:\n  health_gate: {soke: 1s}\n"),
+              HasSubstr("test.yaml:2: deploy.health_gate.soke: unknown key"));
+  EXPECT_THAT(problem("deploy:\n  health_gate: maybe\n"),
+              HasSubstr("deploy.health_gate: expected true or false"));
+  EXPECT_THAT(problem("providers:\n  local: {type: local}\n"
+                      "repos:\n  api:\n    deploy:\n"
+                      "      dev: {provider: local, step_timeout: soon}\n"),
+              HasSubstr("test.yaml:6: repos.api.deploy.dev.step_timeout: invalid duration"));
 }
 
 TEST(Config, DuplicateKey) {
