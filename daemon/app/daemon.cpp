@@ -232,6 +232,8 @@ void Daemon::start() {
   CommandIntakeSettings intake;
   intake.prefix = prefix_;
   intake.op = "deploy";
+  intake.max_deliver = std::max(1, options_.command_max_deliver);
+  if (!options_.command_backoff.empty()) intake.backoff = options_.command_backoff;
   deploy_commands_ = std::make_unique<CommandIntake>(
       intake,
       [this](const BusMessage& command, const std::string& dedup_id) {
@@ -444,6 +446,9 @@ void Daemon::on_health_report(BusMessage message) {
 }
 
 void Daemon::publish_health_update(const HealthRegistry::Update& update) {
+  // Every replica ingests every report and keeps the same picture; the scheduler lease holder
+  // alone publishes the changes, so ORGD_HEALTH and ORGD_EVENTS get one copy, not one per replica.
+  if (orchestrator_ && orchestrator_->is_follower()) return;
   if (update.service) {
     BusMessage state;
     state.subject = fmt::format("{}.state.health.{}.{}", prefix_, update.service->repo(),

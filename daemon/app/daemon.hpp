@@ -40,6 +40,9 @@ struct DaemonOptions {
   std::chrono::milliseconds shutdown_budget{4000};
   // How often deploy steps are polled and health gates checked.
   std::chrono::milliseconds deploy_poll_interval{250};
+  // Redelivery of commands that could not be done yet (empty: CommandIntakeSettings' default).
+  std::vector<std::chrono::milliseconds> command_backoff;
+  int command_max_deliver = 5;
 };
 
 // The running daemon: wires the subsystems (embedded NATS, connection, streams, health, API,

@@ -958,7 +958,10 @@ void Orchestrator::scheduler_loop() {
       if (acquired) {
         scheduler_revision_ = acquired.value();
         scheduler_.store(true);
+        follower_.store(false);
         log->info("this orgd ({}) now runs the deploy scheduler", options_.instance_id);
+      } else {
+        follower_.store(acquired.error().code == ErrorCode::conflict);
       }
     } else {
       auto renewed =
@@ -971,6 +974,7 @@ void Orchestrator::scheduler_loop() {
           scheduler_revision_ = again.value();
         } else {
           scheduler_.store(false);
+          follower_.store(again.error().code == ErrorCode::conflict);
           log->info("the deploy scheduler lease moved to another orgd");
         }
       }

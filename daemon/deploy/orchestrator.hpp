@@ -90,6 +90,9 @@ class Orchestrator {
   // Deploys this orgd is running now.
   std::size_t running() const;
   bool is_scheduler() const { return scheduler_.load(); }
+  // True while another replica holds the scheduler lease: then that replica alone publishes
+  // what every replica would otherwise publish once each (health state changes).
+  bool is_follower() const { return follower_.load(); }
 
   struct Shared;
 
@@ -108,6 +111,7 @@ class Orchestrator {
   std::atomic<bool> attached_{false};
   std::atomic<bool> stopping_{false};
   std::atomic<bool> scheduler_{false};
+  std::atomic<bool> follower_{false};
   std::uint64_t scheduler_revision_ = 0;  // scheduler thread only
 
   mutable std::mutex runs_mutex_;  // guards runs_

@@ -4,6 +4,7 @@
 #include <nats/nats.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -81,6 +82,8 @@ class DeployTest : public ::testing::Test {
     auto loaded = load_config_string(yaml, "test.yaml", Environment());
     DaemonOptions options;
     options.deploy_poll_interval = 20ms;
+    options.command_backoff = {200ms};
+    options.command_max_deliver = 4;
     daemon = std::make_unique<Daemon>(loaded, options, Environment());
     daemon->start();
     ASSERT_TRUE(wait_until([&] { return daemon->ready(); }, 15s)) << "orgd never became ready";
@@ -411,6 +414,76 @@ TEST_F(DeployTest, CommandStreamDeploysOnceAndDeadLettersBadCommands) {
   jsCtx_Destroy(js);
 }
 
+TEST_F(DeployTest, ALockedCommandIsRetriedAndDeadLetteredWhenItNeverFrees) {
+  start(config(repo("api", "{provider: local, duration: 500ms}") +
+               repo("web", "{provider: local, duration: 4s}")));
+  Collector dlq(client.get(), "org.acme.dlq.>");
+  Collector finished(client.get(), "org.acme.events.deploy.*.finished");
+  auto api_holder = deploy(R"({"repos":["api"],"env":"dev"})");
+  auto web_holder = deploy(R"({"repos":["web"],"env":"dev"})");
+  jsCtx* js = nullptr;
+  ASSERT_EQ(natsConnection_JetStream(&js, client.get(), nullptr), NATS_OK);
+  for (const char* body : {R"({"repos":["api"],"env":"dev","requestId":"after-api"})",
+                           R"({"repos":["web"],"env":"dev","requestId":"after-web"})"}) {
+    jsPubAck* ack = nullptr;
+    ASSERT_EQ(js_Publish(&ack, js, "org.acme.cmd.deploy", body, static_cast<int>(strlen(body)),
+                         nullptr, nullptr),
+              NATS_OK);
+    jsPubAck_Destroy(ack);
+  }
+  // api frees after 500 ms, within the redeliveries: the command's deploy runs then.
+  ASSERT_TRUE(wait_until([&] { return finished.size() >= 2; }, 15s));
+  // web stays locked past 4 deliveries x 200 ms: the command is dead-lettered with the reason.
+  ASSERT_TRUE(wait_until([&] { return dlq.size() >= 1; }, 15s));
+  const auto dead = dlq.messages().front();
+  EXPECT_EQ(dead.subject, "org.acme.dlq.cmd.deploy");
+  const std::string reason = dead.header("Orgd-Dlq-Reason").value_or("");
+  EXPECT_NE(reason.find("locked by deploy " + web_holder.deploy_id()), std::string::npos)
+      << reason;
+  EXPECT_NE(dead.data.find("after-web"), std::string::npos);
+  EXPECT_EQ(wait_finished(web_holder.deploy_id()).state(), DeployRecord::succeeded);
+  EXPECT_EQ(executions("api"), 2);
+  EXPECT_EQ(executions("web"), 1);
+  (void)api_holder;
+  jsCtx_Destroy(js);
+}
+
+TEST_F(DeployTest, MaxDeliveriesAdvisoryCopiesTheCommandToTheDeadLetterQueue) {
+  // The server gives up on a command whose ack never came (its replica died each time) and
+  // says so in an advisory; orgd copies the command from the stream to the DLQ.
+  start(config(three_local()));
+  Collector dlq(client.get(), "org.acme.dlq.>");
+  jsCtx* js = nullptr;
+  ASSERT_EQ(natsConnection_JetStream(&js, client.get(), nullptr), NATS_OK);
+  const std::string body = R"({"repos":["api"],"env":"dev","requestId":"lost"})";
+  jsPubAck* ack = nullptr;
+  ASSERT_EQ(js_Publish(&ack, js, "org.acme.cmd.deploy", body.data(),
+                       static_cast<int>(body.size()), nullptr, nullptr),
+            NATS_OK);
+  const std::uint64_t sequence = ack->Sequence;
+  jsPubAck_Destroy(ack);
+  const std::string advisory =
+      R"({"type":"io.nats.jetstream.advisory.v1.max_deliver","stream":"ORGD_CMD",)"
+      R"("consumer":"orgd_cmd_deploy","stream_seq":)" + std::to_string(sequence) +
+      R"(,"deliveries":5})";
+  const char* subject = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.ORGD_CMD.orgd_cmd_deploy";
+  // Hostile or broken advisories are ignored.
+  for (const char* junk : {"{", R"({"stream_seq":"x"})", R"({"stream_seq":999999})"}) {
+    natsConnection_PublishString(client.get(), subject, junk);
+  }
+  natsConnection_Publish(client.get(), subject, advisory.data(),
+                         static_cast<int>(advisory.size()));
+  natsConnection_Flush(client.get());
+  ASSERT_TRUE(wait_until([&] { return dlq.size() >= 1; }, 10s));
+  const auto dead = dlq.messages().front();
+  EXPECT_EQ(dead.subject, "org.acme.dlq.cmd.deploy");
+  EXPECT_EQ(dead.data, body);
+  EXPECT_NE(dead.header("Orgd-Dlq-Reason").value_or("").find("max deliveries (5) reached"),
+            std::string::npos);
+  EXPECT_EQ(dlq.size(), 1u);
+  jsCtx_Destroy(js);
+}
+
 TEST_F(DeployTest, HealthGateWaitsForFreshOkReportsAndFailsWithoutThem) {
   const std::string gate = "  health_gate: {timeout: 3s, soak: 300ms}\n";
   start(config(repo("api", "{provider: local, duration: 50ms}") +
@@ -438,6 +511,48 @@ TEST_F(DeployTest, HealthGateWaitsForFreshOkReportsAndFailsWithoutThem) {
   EXPECT_NE(step(record, "web").error().find("health gate"), std::string::npos)
       << step(record, "web").error();
   EXPECT_EQ(record.state(), DeployRecord::failed);
+}
+
+TEST_F(DeployTest, OnlyTheSchedulerPublishesHealthChangesAmongReplicas) {
+  const std::string yaml = config(three_local() + "    health: {services: [http]}\n");
+  start(yaml);
+  ASSERT_TRUE(wait_until([&] { return daemon->orchestrator()->is_scheduler(); }, 10s));
+  auto loaded = load_config_string(yaml, "test.yaml", Environment());
+  Daemon second(loaded, DaemonOptions{}, Environment());
+  second.start();
+  ASSERT_TRUE(wait_until([&] { return second.ready(); }, 15s));
+  ASSERT_TRUE(wait_until([&] { return second.orchestrator()->is_follower(); }, 10s));
+  EXPECT_FALSE(second.orchestrator()->is_scheduler());
+
+  Collector changes(client.get(), "org.acme.events.health.>");
+  auto report = [&](const char* repo_name, const char* status) {
+    const std::string body = std::string(R"({"status":")") + status + R"("})";
+    const std::string subject = std::string("org.acme.health.") + repo_name + ".http";
+    natsConnection_Publish(client.get(), subject.c_str(), body.data(),
+                           static_cast<int>(body.size()));
+    natsConnection_Flush(client.get());
+  };
+  report("api", "ok");
+  report("worker", "down");
+  // Both replicas see both reports; the scheduler alone publishes the two changes.
+  ASSERT_TRUE(wait_until(
+      [&] {
+        for (const auto& m : changes.messages()) {
+          if (m.subject == "org.acme.events.health.worker.changed") return true;
+        }
+        return false;
+      },
+      10s));
+  ASSERT_TRUE(wait_until([&] { return second.health().repo_status("worker").ok(); }, 5s));
+  int api_changes = 0;
+  for (const auto& m : changes.messages()) {
+    api_changes += m.subject == "org.acme.events.health.api.changed" ? 1 : 0;
+  }
+  EXPECT_EQ(api_changes, 1);
+  // A deploy accepted by one replica is visible through either (the API is a queue group).
+  auto accepted = deploy(R"({"repos":["api"],"env":"dev"})");
+  EXPECT_EQ(wait_finished(accepted.deploy_id()).state(), DeployRecord::succeeded);
+  second.stop();
 }
 
 }  // namespace
