@@ -42,9 +42,11 @@ void ClientOptions::add_flags(CLI::App& app) {
   app.add_option("--tls-ca", tls_ca, "CA file (default: $NATS_TLS_CA_FILE)");
   app.add_option("--tls-cert", tls_cert, "Client certificate (default: $NATS_TLS_CERT_FILE)");
   app.add_option("--tls-key", tls_key, "Client key (default: $NATS_TLS_KEY_FILE)");
-  app.add_option("--org", org, "Org name; the subject prefix is org.<org> (default: $ORGD_ORG, demo)");
-  app.add_option("--prefix", prefix, "Subject prefix, when orgd's nats.subject_prefix is set "
-                                     "(default: $ORGD_PREFIX)");
+  app.add_option("--org", org,
+                 "Org name; the subject prefix is org.<org> (default: $ORGD_ORG, demo)");
+  app.add_option("--prefix", prefix,
+                 "Subject prefix, when orgd's nats.subject_prefix is set "
+                 "(default: $ORGD_PREFIX)");
   app.add_option("--timeout", timeout_seconds, "Seconds to wait for NATS and for orgd")
       ->check(CLI::Range(0.1, 600.0));
 }
@@ -85,46 +87,70 @@ ExitCode Client::connect() {
   return ExitCode::ok;
 }
 
-ExitCode Client::request(const std::string& subject, const std::string& body,
-                         std::string& reply_body, const std::string& what) {
+std::chrono::milliseconds Client::timeout() const {
+  return std::chrono::milliseconds(static_cast<int64_t>(options_.timeout_seconds * 1000));
+}
+
+CallResult Client::request(const std::string& subject, const std::string& body,
+                           const std::string& what) {
   BusMessage msg;
   msg.subject = subject;
   msg.data = body;
   msg.headers.emplace_back("Content-Type", "application/json");
-  auto timeout = std::chrono::milliseconds(static_cast<int64_t>(options_.timeout_seconds * 1000));
-  auto reply = nats_->request(msg, timeout);
+  auto reply = nats_->request(msg, timeout());
+  CallResult result;
   if (!reply.ok()) {
-    std::cerr << fmt::format("orgctl: orgd did not answer {} ({}); is orgd running for org '{}'?\n",
-                             what, reply.error().message, org_);
-    return ExitCode::unreachable;
+    result.code = ExitCode::unreachable;
+    result.error = fmt::format("orgd did not answer {} ({}); is orgd running for org '{}'?", what,
+                               reply.error().message, org_);
+    return result;
   }
   if (auto code = reply.value().header("Nats-Service-Error-Code")) {
-    std::cerr << fmt::format("orgctl: {} failed: {} ({})\n", what,
-                             reply.value().header("Nats-Service-Error").value_or("error"), *code);
-    return ExitCode::failed;
+    result.code = ExitCode::failed;
+    result.error = fmt::format("{}: {} (error {})", what,
+                               reply.value().header("Nats-Service-Error").value_or("error"), *code);
+    return result;
   }
-  reply_body = std::move(reply.value().data);
-  return ExitCode::ok;
+  result.body = std::move(reply.value().data);
+  return result;
+}
+
+CallResult Client::call_quietly(const std::string& op,
+                                const google::protobuf::Message& request_message,
+                                google::protobuf::Message& reply) {
+  auto result = request(prefix_ + ".api." + op, encode(request_message, Encoding::json), op);
+  if (result.code != ExitCode::ok) return result;
+  if (auto decoded = decode(result.body, Encoding::json, reply, 64 * 1024 * 1024); !decoded.ok()) {
+    result.code = ExitCode::failed;
+    result.error = "unexpected reply to " + op + ": " + decoded.error().message;
+  }
+  return result;
 }
 
 ExitCode Client::call(const std::string& op, const google::protobuf::Message& request_message,
                       google::protobuf::Message& reply, bool print_json) {
-  std::string body;
-  auto code = request(prefix_ + ".api." + op, encode(request_message, Encoding::json), body, op);
-  if (code != ExitCode::ok) return code;
-  if (auto decoded = decode(body, Encoding::json, reply, 64 * 1024 * 1024); !decoded.ok()) {
-    std::cerr << "orgctl: unexpected reply to " << op << ": " << decoded.error().message << "\n";
-    return ExitCode::failed;
+  auto result = call_quietly(op, request_message, reply);
+  if (result.code != ExitCode::ok) {
+    std::cerr << "orgctl: " << result.error << "\n";
+  } else if (print_json) {
+    std::cout << result.body << "\n";
   }
-  if (print_json) std::cout << body << "\n";
-  return ExitCode::ok;
+  return result.code;
 }
 
 ExitCode Client::report_health(const std::string& repo, const std::string& service,
                                const v1::HealthReport& report) {
-  std::string body;
-  return request(fmt::format("{}.health.{}.{}", prefix_, repo, service),
-                 encode(report, Encoding::json), body, "health report");
+  auto result = request(fmt::format("{}.health.{}.{}", prefix_, repo, service),
+                        encode(report, Encoding::json), "health report");
+  if (result.code != ExitCode::ok) std::cerr << "orgctl: " << result.error << "\n";
+  return result.code;
+}
+
+std::unique_ptr<NatsConnection::Subscription> Client::subscribe(
+    const std::string& suffix, NatsConnection::MessageHandler handler) {
+  auto sub = nats_->subscribe(prefix_ + "." + suffix, "", std::move(handler));
+  nats_->flush(timeout());
+  return sub;
 }
 
 }  // namespace orgd::cli

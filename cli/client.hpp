@@ -1,8 +1,8 @@
 #pragma once
 
-#include <CLI/CLI.hpp>
 #include <google/protobuf/message.h>
 
+#include <CLI/CLI.hpp>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -15,9 +15,18 @@ namespace orgd::cli {
 // orgctl's exit codes.
 enum class ExitCode : int {
   ok = 0,
-  failed = 1,       // orgd answered with an error
-  usage = 2,        // bad flags (CLI11 also uses 2... and above)
-  unreachable = 3,  // NATS or orgd cannot be reached
+  failed = 1,         // orgd answered with an error
+  usage = 2,          // bad flags (CLI11 also uses 2... and above)
+  unreachable = 3,    // NATS or orgd cannot be reached
+  interrupted = 130,  // Ctrl-C (128 + SIGINT, as shells report it)
+};
+
+// The outcome of one API call, for callers that report problems themselves (a live view that
+// owns the terminal must not have errors scribbled over it).
+struct CallResult {
+  ExitCode code = ExitCode::ok;
+  std::string error;  // what went wrong, for stderr; empty when code is ok
+  std::string body;   // the reply as received
 };
 
 // Connection flags shared by every orgctl command; NATS_* environment variables are the
@@ -46,13 +55,21 @@ class Client {
   // reply body as received. Errors are printed to stderr.
   ExitCode call(const std::string& op, const google::protobuf::Message& request,
                 google::protobuf::Message& reply, bool print_json);
+  // The same without printing anything.
+  CallResult call_quietly(const std::string& op, const google::protobuf::Message& request,
+                          google::protobuf::Message& reply);
+
+  // Subscribes to P.<suffix> (e.g. "events.deploy.d-1.>"); the handler runs on a nats.c thread.
+  // Returns once the server has the interest, so a request sent afterwards cannot race it.
+  std::unique_ptr<NatsConnection::Subscription> subscribe(const std::string& suffix,
+                                                          NatsConnection::MessageHandler handler);
 
   ExitCode report_health(const std::string& repo, const std::string& service,
                          const v1::HealthReport& report);
 
  private:
-  ExitCode request(const std::string& subject, const std::string& body, std::string& reply_body,
-                   const std::string& what);
+  CallResult request(const std::string& subject, const std::string& body, const std::string& what);
+  std::chrono::milliseconds timeout() const;
 
   ClientOptions options_;
   std::string org_;

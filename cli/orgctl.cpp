@@ -1,15 +1,18 @@
-// orgctl: the operator CLI. Talks to orgd over NATS only (request-reply on P.api.*).
-#include <CLI/CLI.hpp>
+// orgctl: the operator CLI. Talks to orgd over NATS only (request-reply on P.api.*, and the
+// deploy events on P.events.deploy.* while following a deploy).
 #include <fmt/format.h>
 #include <nats/nats.h>
 
+#include <CLI/CLI.hpp>
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <optional>
 
 #include "cli/client.hpp"
+#include "cli/deploy_commands.hpp"
+#include "cli/deploy_view.hpp"
 #include "daemon/core/build_info.hpp"
-#include "daemon/core/timestamps.hpp"
 #include "orgd/v1/health.pb.h"
 #include "orgd/v1/status.pb.h"
 
@@ -21,17 +24,8 @@ using orgd::cli::ExitCode;
 
 std::string health_name(orgd::v1::Health::Status s) { return orgd::v1::Health::Status_Name(s); }
 
-std::string age(const google::protobuf::Timestamp& ts) {
-  if (ts.seconds() == 0 && ts.nanos() == 0) return "-";
-  auto d = std::chrono::system_clock::now() - orgd::from_timestamp(ts);
-  auto s = std::chrono::duration_cast<std::chrono::seconds>(d).count();
-  if (s < 0) s = 0;
-  if (s < 120) return fmt::format("{}s ago", s);
-  if (s < 7200) return fmt::format("{}m ago", s / 60);
-  return fmt::format("{}h ago", s / 3600);
-}
-
 void print_status_table(const orgd::v1::OrgStatus& status) {
+  const auto now = std::chrono::system_clock::now();
   std::printf("org %s  (%zu repos)\n\n", status.org().c_str(),
               static_cast<std::size_t>(status.repos_size()));
   std::printf("%-24s %-9s %s\n", "REPO", "HEALTH", "SERVICES");
@@ -39,14 +33,14 @@ void print_status_table(const orgd::v1::OrgStatus& status) {
     std::string services;
     for (const auto& s : repo.services()) {
       if (!services.empty()) services += "  ";
-      services += fmt::format("{}={}{}{}", s.name(), health_name(s.status()),
-                              s.stale() ? "(stale)" : "",
-                              s.version().empty() ? "" : " v" + s.version());
-      services += fmt::format(" [{}]", age(s.last_report_at()));
+      services +=
+          fmt::format("{}={}{}{}", s.name(), health_name(s.status()), s.stale() ? "(stale)" : "",
+                      s.version().empty() ? "" : " v" + s.version());
+      services += fmt::format(" [{}]", orgd::cli::format_age(s.last_report_at(), now));
     }
     std::string deploys;
-    for (const auto& [env, d] : repo.deploys()) {
-      deploys += fmt::format("  {}:{}", env, orgd::v1::DeployRecord::State_Name(d.state()));
+    if (!repo.deploys().empty()) {
+      deploys = "  " + orgd::cli::format_deploy_summaries(repo.deploys(), now);
     }
     std::printf("%-24s %-9s %s%s\n", repo.name().c_str(), health_name(repo.health()).c_str(),
                 services.empty() ? "-" : services.c_str(), deploys.c_str());
@@ -63,12 +57,14 @@ int main(int argc, char** argv) {
   ClientOptions options;
   options.add_flags(app);
   std::string output = "table";
-  app.add_option("-o,--output", output, "Output format")
+  app.add_option("-o,--output", output,
+                 "Output format: table, or json (orgd's replies as received)")
       ->check(CLI::IsMember({"table", "json"}));
-  app.set_version_flag("--version", fmt::format("orgctl {} ({})", orgd::build::kVersion,
-                                                orgd::build::kRevision));
+  app.set_version_flag(
+      "--version", fmt::format("orgctl {} ({})", orgd::build::kVersion, orgd::build::kRevision));
 
-  auto* status_cmd = app.add_subcommand("status", "Org status: every repo's health (and deploys)");
+  auto* status_cmd = app.add_subcommand(
+      "status", "Org status: every repo's health, services and last deploy per environment");
   std::string status_repo;
   status_cmd->add_option("repo", status_repo, "Only this repo");
 
@@ -89,12 +85,21 @@ int main(int argc, char** argv) {
   report_cmd->add_option("--version", version, "Service version");
   report_cmd->add_option("--detail", detail, "Free text");
 
+  orgd::cli::DeployCommands deploy;
+  deploy.add_to(app);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     // --help and --version are "errors" with exit code 0; everything else is a usage error.
     int code = app.exit(e);
     return code == 0 ? 0 : static_cast<int>(ExitCode::usage);
+  }
+  if (deploy.parsed()) {
+    if (auto problem = deploy.usage_error(); !problem.empty()) {
+      std::cerr << "orgctl deploy: " << problem << "\nRun with --help for more information.\n";
+      return static_cast<int>(ExitCode::usage);
+    }
   }
 
   Client client(options);
@@ -143,6 +148,8 @@ int main(int argc, char** argv) {
     }
     return 0;
   }
+
+  if (deploy.parsed()) return static_cast<int>(deploy.run(client, json));
 
   if (report_cmd->parsed()) {
     orgd::v1::HealthReport report;
