@@ -52,7 +52,7 @@ void DeployCommands::add_to(CLI::App& app) {
                       "orgctl deploy --env dev -- list");
   deploy_->add_flag("--all", all_, "Deploy every repo with a target in the environment");
   deploy_->add_option("-e,--env", env_, "Environment to deploy to (required)");
-  deploy_->add_option("--ref", ref_, "Git ref to deploy (default: the repo's configured ref)");
+  deploy_->add_option("--ref", ref_, "Git ref to deploy (default: none; the provider gets an empty ORGD_REF)");
   deploy_->add_flag("--dry-run", dry_run_, "Print the plan (waves) without deploying anything");
   deploy_->add_flag("-w,--wait", wait_,
                     "Follow the deploy until it ends; exit non-zero unless it succeeded");
@@ -79,7 +79,7 @@ void DeployCommands::add_to(CLI::App& app) {
   list_->add_option("--limit", limit_, "At most this many (default 20)")->check(CLI::Range(1, 500));
 
   cancel_ = deploy_->add_subcommand(
-      "cancel", "Cancel a deploy: no new step starts; running steps finish (or are rolled back)");
+      "cancel", "Cancel a deploy: no new step starts; running steps finish");
   cancel_->fallthrough();
   cancel_->add_option("id", deploy_id_, "Deploy id")->required();
   cancel_->add_option("--reason", cancel_reason_, "Why, for the deploy record");
