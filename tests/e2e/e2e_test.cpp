@@ -95,6 +95,8 @@ struct OrgdConfig {
   std::string nats;
   std::uint16_t http_port = 0;
   std::string log_level = "info";
+  // A whole config instead of the generated one ({http_port} is replaced).
+  std::string yaml;
 };
 
 // Three repos like the dev default: api (deployed locally, service http), web (depends on api),
@@ -187,7 +189,12 @@ class OrgdProcess {
     if (config.http_port == 0) config.http_port = free_port();
     http_port_ = config.http_port;
     config_path_ = dir_ / "orgd.yaml";
-    testing::write_file(config_path_, orgd_yaml(config));
+    std::string yaml = config.yaml.empty() ? orgd_yaml(config) : config.yaml;
+    const std::string placeholder = "{http_port}";
+    for (auto at = yaml.find(placeholder); at != std::string::npos; at = yaml.find(placeholder)) {
+      yaml.replace(at, placeholder.size(), std::to_string(config.http_port));
+    }
+    testing::write_file(config_path_, yaml);
     SubprocessOptions options;
     options.argv = {ORGD_DAEMON_BINARY, "--config", config_path_.string()};
     options.argv.insert(options.argv.end(), extra_args.begin(), extra_args.end());
@@ -638,6 +645,91 @@ TEST_F(EmbeddedOrgd, SigkillOfOrgdTakesItsNatsServerDown) {
   // And the port is free again: nothing answers there.
   auto r = orgctl(url(), {"status"});
   EXPECT_EQ(r.status, 3) << r.describe();
+}
+
+// `make dev`, then `orgctl deploy --all --env dev --wait`: the embedded default config as
+// shipped, on free ports and a temp data dir.
+class DevDefaultOrgd : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string yaml = testing::read_file(fs::path(ORGD_SOURCE_DIR) / "config/orgd.dev.yaml");
+    nats_port = free_port();
+    // Every occurrence (the file's comments name them too).
+    auto replace = [&](const std::string& from, const std::string& to) {
+      ASSERT_NE(yaml.find(from), std::string::npos) << from << " not in config/orgd.dev.yaml";
+      for (auto at = yaml.find(from); at != std::string::npos; at = yaml.find(from, at + to.size())) {
+        yaml.replace(at, from.size(), to);
+      }
+    };
+    replace("127.0.0.1:4222", "127.0.0.1:" + std::to_string(nats_port));
+    replace("127.0.0.1:8080", "127.0.0.1:{http_port}");
+    replace("data_dir: .orgd", "data_dir: " + (data_dir.path() / "data").string());
+    OrgdConfig config;
+    config.yaml = yaml;
+    orgd = std::make_unique<OrgdProcess>(config);
+    ASSERT_TRUE(orgd->wait_ready("", 20s)) << orgd->describe();
+    ASSERT_TRUE(wait_until(
+        [&] {
+          auto client = testing::connect_client(url());
+          return testing::request(client.get(), "org.demo.api.repos", "{}", 500ms).has_value();
+        },
+        10s));
+  }
+
+  CommandResult orgctl_demo(std::vector<std::string> args,
+                            std::chrono::milliseconds deadline = 15s) {
+    std::vector<std::string> argv = {ORGCTL_BINARY, "--server", url(), "--org", "demo"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run_command(std::move(argv), {}, deadline);
+  }
+
+  std::string url() const { return loopback_url(nats_port); }
+
+  TempDir data_dir{"orgd-e2e-dev"};
+  std::uint16_t nats_port = 0;
+  std::unique_ptr<OrgdProcess> orgd;
+};
+
+TEST_F(DevDefaultOrgd, OrgctlDeploysEveryRepoAndWaitsForTheEnd) {
+  auto plan = orgctl_demo({"deploy", "--all", "--env", "dev", "--dry-run"});
+  ASSERT_EQ(plan.status, 0) << plan.describe();
+  EXPECT_TRUE(contains(plan.out, "wave 1: api")) << plan.out;
+  EXPECT_TRUE(contains(plan.out, "wave 2: web, worker")) << plan.out;
+
+  auto deployed = orgctl_demo({"deploy", "--all", "--env", "dev", "--ref", "v1.2.3", "--wait"}, 60s);
+  ASSERT_EQ(deployed.status, 0) << deployed.describe();
+  EXPECT_TRUE(contains(deployed.out, "finished: succeeded")) << deployed.out;
+  for (const char* repo : {"api", "web", "worker"}) {
+    EXPECT_TRUE(fs::exists(data_dir.path() / "data" / "local" / repo / "dev" / "executions.log"))
+        << repo;
+  }
+  auto status = orgctl_demo({"status"});
+  ASSERT_EQ(status.status, 0) << status.describe();
+  EXPECT_TRUE(contains(status.out, "dev: succeeded")) << status.out;
+  auto list = orgctl_demo({"-o", "json", "deploy", "list", "--env", "dev"});
+  ASSERT_EQ(list.status, 0) << list.describe();
+  const auto deploys = nlohmann::json::parse(list.out, nullptr, false);
+  ASSERT_TRUE(deploys.contains("deploys")) << list.out;
+  ASSERT_EQ(deploys["deploys"].size(), 1U) << list.out;
+  EXPECT_EQ(deploys["deploys"][0].value("state", ""), "succeeded");
+  EXPECT_EQ(deploys["deploys"][0].value("ref", ""), "v1.2.3");
+}
+
+TEST_F(OrgdAgainstNats, OrgctlDeployWaitExitsOneWhenTheDeployFails) {
+  OrgdConfig config{external_nats(server.url())};
+  config.yaml = "org: acme\nnats:\n" + external_nats(server.url()) +
+                "http: {listen: '127.0.0.1:{http_port}'}\n"
+                "deploy: {health_gate: false}\n"
+                "providers: {local: {type: local}, shell: {type: exec}}\n"
+                "repos:\n"
+                "  api: {deploy: {dev: {provider: shell, command: 'echo migrating; exit 4'}}}\n"
+                "  web: {depends_on: [api], deploy: {dev: {provider: local, duration: 0s}}}\n";
+  OrgdProcess failing(config);
+  ASSERT_TRUE(failing.wait_ready(server.url(), 20s)) << failing.describe();
+  auto r = orgctl(server.url(), {"deploy", "api", "web", "--env", "dev", "--wait"}, 60s);
+  EXPECT_EQ(r.status, 1) << r.describe();
+  EXPECT_TRUE(contains(r.out, "finished: failed")) << r.out;
+  EXPECT_TRUE(contains(r.out, "migrating")) << r.out;
 }
 
 // ---------------------------------------------------------------------------------------------
