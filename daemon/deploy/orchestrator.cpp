@@ -24,6 +24,8 @@ constexpr int kDefaultListLimit = 20;
 constexpr int kMaxListLimit = 500;
 // Consecutive poll errors after which a step's attempt fails.
 constexpr int kMaxPollErrors = 5;
+// The locks' TTL, in lease_ttl.
+constexpr int kLockTtlLeases = 4;
 
 bool has_time(const google::protobuf::Timestamp& ts) { return ts.seconds() != 0 || ts.nanos() != 0; }
 
@@ -341,6 +343,27 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
         return;
       }
       if (next.rollback && !has_thread(*next.rollback)) spawn(*next.rollback, Mode::rollback);
+      // A step whose lock another deploy took (its locks expired before this deploy was
+      // resumed) fails instead of running next to that deploy.
+      std::vector<std::string> unlocked;
+      for (const auto& repo : next.start) {
+        if (lost_locks_.count(repo) != 0) unlocked.push_back(repo);
+      }
+      if (!unlocked.empty()) {
+        std::vector<std::pair<std::string, std::string>> events;
+        for (const auto& repo : unlocked) events.emplace_back("step_failed", repo);
+        commit(
+            [&](Record& r) {
+              for (const auto& repo : unlocked) {
+                mark_started(r, repo, "", now);
+                mark_failed(r, repo, "the lock of " + repo + "/" + env_ + " is held by another deploy",
+                            now);
+              }
+              return true;
+            },
+            events);
+        continue;
+      }
       if (!next.start.empty()) {
         // One write for the steps starting together; each is persisted before its provider
         // is called, so a resume knows it may be in flight.
@@ -466,7 +489,10 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
       return;
     }
     for (const auto& repo : lost.value()) {
-      log_->warn("deploy {}: the lock of {}/{} is held by another deploy", id_, repo, env_);
+      if (lost_locks_.insert(repo).second) {
+        log_->warn("deploy {}: the lock of {}/{} is held by another deploy; its step will not run",
+                   id_, repo, env_);
+      }
     }
   }
 
@@ -852,6 +878,7 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
   std::shared_ptr<const Inventory> inventory_;  // set before any step starts
   int parallel_ = 1;
   std::vector<std::string> repos_;                      // main thread only
+  std::set<std::string> lost_locks_;                    // main thread only
   std::chrono::steady_clock::time_point next_renewal_;  // main thread only
 
   mutable std::mutex mutex_;  // guards record_, revision_, lost_, abandoned_; held while publishing
@@ -903,8 +930,11 @@ Result<Ok> Orchestrator::attach(__jsCtx* js) {
                                      std::chrono::duration_cast<Duration>(settings.history), 1,
                                      replicas});
   if (!deploys) return deploys.error();
+  // Locks outlive a dead runner's lease by far: the deploy is resumed, and its locks renewed,
+  // long before they expire, so no other deploy slips in meanwhile. They expire only when
+  // nothing resumes their deploy.
   auto locks = KvBucket::open(js, {kLocksBucket, "orgd deploy locks: one deploy per repo+env",
-                                   settings.lease_ttl, 1, replicas});
+                                   settings.lease_ttl * kLockTtlLeases, 1, replicas});
   if (!locks) return locks.error();
   auto leases = KvBucket::open(js, {kLeasesBucket, "orgd leases: scheduler and deploy runners",
                                     settings.lease_ttl, 1, replicas});

@@ -57,27 +57,46 @@ Result<Ok> CommandIntake::start(natsConnection* connection, jsCtx* js) {
   std::vector<std::int64_t> backoff;
   for (const auto& d : settings_.backoff) backoff.push_back(d.count() * kNanosPerMilli);
 
+  // The consumer is created or updated explicitly, then bound to: a replica started with other
+  // settings (or an older orgd's consumer) updates it instead of failing nats.c's check that a
+  // subscription's config matches the consumer's.
+  const std::string deliver = "_ORGD_DELIVER." + settings_.prefix + "." + settings_.op;
+  jsConsumerConfig config;
+  jsConsumerConfig_Init(&config);
+  config.Durable = durable.c_str();
+  config.DeliverSubject = deliver.c_str();
+  config.DeliverGroup = settings_.queue_group.c_str();
+  config.AckPolicy = js_AckExplicit;
+  // The server's own redelivery schedule when an ack never comes (a replica died mid-command);
+  // with a backoff the server takes its first delay as the ack wait.
+  config.BackOff = backoff.data();
+  config.BackOffLen = static_cast<int>(
+      std::min<std::size_t>(backoff.size(), static_cast<std::size_t>(settings_.max_deliver - 1)));
+  config.AckWait = config.BackOffLen > 0 ? backoff.front() : settings_.ack_wait.count() * kNanosPerMilli;
+  config.MaxDeliver = settings_.max_deliver;
+  config.FilterSubject = filter.c_str();
+  config.DeliverPolicy = js_DeliverAll;
+  config.MaxAckPending = 256;
+  jsConsumerInfo* info = nullptr;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  natsStatus s = js_AddConsumer(&info, js, kCmdStream, &config, nullptr, &err);
+  if (s != NATS_OK) {
+    err = static_cast<jsErrCode>(0);
+    s = js_UpdateConsumer(&info, js, kCmdStream, &config, nullptr, &err);
+  }
+  if (s != NATS_OK) {
+    return unavailable(fmt::format("consumer {} on {}: {} (error code {})", durable, kCmdStream,
+                                   nats_GetLastError(nullptr), static_cast<int>(err)));
+  }
+  jsConsumerInfo_Destroy(info);
+
   jsSubOptions options;
   jsSubOptions_Init(&options);
   options.Stream = kCmdStream;
+  options.Consumer = durable.c_str();
   options.Queue = settings_.queue_group.c_str();
   options.ManualAck = true;
-  options.Config.Durable = durable.c_str();
-  options.Config.DeliverGroup = settings_.queue_group.c_str();
-  options.Config.AckPolicy = js_AckExplicit;
-  options.Config.AckWait = settings_.ack_wait.count() * kNanosPerMilli;
-  options.Config.MaxDeliver = settings_.max_deliver;
-  // The server's own redelivery schedule when an ack never comes (a replica died mid-command).
-  options.Config.BackOff = backoff.data();
-  options.Config.BackOffLen = static_cast<int>(
-      std::min<std::size_t>(backoff.size(), static_cast<std::size_t>(settings_.max_deliver - 1)));
-  options.Config.FilterSubject = filter.c_str();
-  options.Config.DeliverPolicy = js_DeliverAll;
-  options.Config.MaxAckPending = 256;
-
-  jsErrCode err = static_cast<jsErrCode>(0);
-  natsStatus s =
-      js_Subscribe(&sub_, js, filter.c_str(), &CommandIntake::on_message, this, nullptr, &options,
+  s = js_Subscribe(&sub_, js, filter.c_str(), &CommandIntake::on_message, this, nullptr, &options,
                    &err);
   if (s != NATS_OK) {
     sub_ = nullptr;

@@ -32,6 +32,7 @@ struct CommandIntakeSettings {
   std::vector<std::chrono::milliseconds> backoff{std::chrono::seconds{1}, std::chrono::seconds{3},
                                                  std::chrono::seconds{10},
                                                  std::chrono::seconds{30}};
+  // Ack wait without a backoff (with one, the server uses the first delay).
   std::chrono::milliseconds ack_wait{std::chrono::seconds{60}};
 };
 

@@ -5,8 +5,10 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 
+#include "daemon/core/clock.hpp"
 #include "daemon/core/duration.hpp"
 #include "daemon/plugin/provider.hpp"
 #include "daemon/plugin/registry.hpp"
@@ -14,8 +16,26 @@
 namespace orgd {
 
 // Runs a command (e.g. `task deploy`) with `/bin/sh -c` in a working directory. The command sees
-// ORGD_REPO, ORGD_ENV, ORGD_REF and ORGD_DEPLOY_ID; its output goes line by line to the log sink
-// (bounded), and it runs to completion inside start(), so start() never returns `running`.
+// ORGD_REPO, ORGD_ENV, ORGD_REF and ORGD_DEPLOY_ID; its output goes to the log sink line by line
+// while it runs (at most kMaxLines lines of kMaxLineBytes, then one final "output truncated"
+// line), and it runs to completion inside start(), so start() never returns `running`.
+//
+// The command dies with orgd: the child asks for SIGKILL when its parent goes (PR_SET_PDEATHSIG),
+// so a killed orgd never leaves a deploy running that a resumed deploy would start a second time.
+// Linux sends that signal when the *thread* that forked exits, not the process; start() and
+// rollback() fork on the calling thread and wait there for the command, and the orchestrator keeps
+// that worker thread for the whole step, so the signal comes only when orgd itself dies. The
+// signal reaches the shell alone: processes the command leaves in the background, or children of
+// a compound command, are not killed with it.
+//
+// With a state directory (the provider's data dir) every start() leaves files that outlive orgd,
+// under <data_dir>/exec/<repo>/<env>/:
+//   <deploy_id>.<attempt>.started  written before the command starts;
+//   <deploy_id>.<attempt>.json     {exit_code, status, error, finished_at} once it has ended
+//                                  (exit_code is null when there is none: timeout, signal).
+// recover() reads them: result → that result; marker alone → orgd died while the command ran
+// (and the command with it) → failed, "interrupted: ..."; neither → not_found. Without a state
+// directory (targets built directly in tests) no files are written and recover() knows nothing.
 class ExecDeployTarget final : public DeployTarget {
  public:
   struct Settings {
@@ -27,28 +47,48 @@ class ExecDeployTarget final : public DeployTarget {
 
   static constexpr std::size_t kMaxLines = 1000;
   static constexpr std::size_t kMaxLineBytes = 1000;
-  static constexpr std::size_t kMaxResults = 100;  // results kept for poll()
+  static constexpr std::size_t kMaxResults = 100;  // results kept in memory for poll()
+  static constexpr const char* kInterrupted = "interrupted: orgd stopped while the command ran";
 
-  explicit ExecDeployTarget(Settings settings) : settings_(std::move(settings)) {}
+  explicit ExecDeployTarget(Settings settings, std::string state_dir = {},
+                            std::shared_ptr<const Clock> clock = std::make_shared<SystemClock>());
 
   Result<DeployProgress> start(const DeployContext& context, const LogSink& log) override;
+  // `handle` is the deploy id; the attempt comes from `context`. Falls back to the result file
+  // when this object has not run the deploy (it was run before a restart).
   Result<DeployProgress> poll(const DeployContext& context, const std::string& handle) override;
   Result<DeployProgress> rollback(const DeployContext& context, const LogSink& log) override;
   bool can_rollback() const override { return settings_.rollback_command.has_value(); }
+  Result<DeployProgress> recover(const DeployContext& context) override;
 
  private:
+  // The deploy's state files without their extension, or an error when a part is unusable.
+  Result<std::string> state_stem(const DeployContext& context) const;
+  Result<DeployProgress> read_result(const DeployContext& context) const;
+  void remember(const std::string& key, const DeployProgress& result);
+
   Settings settings_;
-  std::mutex results_mutex_;  // guards results_ and results_order_
-  std::map<std::string, DeployProgress> results_;
+  std::string state_dir_;
+  std::shared_ptr<const Clock> clock_;
+  std::mutex results_mutex_;                       // guards results_, results_order_ and running_
+  std::map<std::string, DeployProgress> results_;  // by "<deploy_id>.<attempt>"
   std::deque<std::string> results_order_;
+  std::set<std::string> running_;  // commands of this process still running, same keys
 };
 
 class ExecProvider final : public Provider {
  public:
-  explicit ExecProvider(std::string name) : Provider(std::move(name), "exec") {}
+  ExecProvider(std::string name, std::string data_dir, std::shared_ptr<const Clock> clock)
+      : Provider(std::move(name), "exec"),
+        data_dir_(std::move(data_dir)),
+        clock_(std::move(clock)) {}
 
   std::unique_ptr<DeployTarget> make_deploy_target(const DeployTargetConfig& target,
                                                    const std::string& source_file) override;
+
+ private:
+  std::string data_dir_;
+  std::shared_ptr<const Clock> clock_;
 };
 
 std::unique_ptr<Provider> make_exec_provider(const ProviderConfig& config,

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <atomic>
+#include <filesystem>
 #include <memory>
 #include <string>
 
@@ -14,6 +15,16 @@ namespace orgd {
 // Deploys that only write release records under <data_dir>/local/<repo>/<env>/: for the embedded
 // default config, demos and tests. A deploy "runs" for `duration` and then succeeds, or fails
 // when `fail: true`.
+//
+// Files per repo and env:
+//   <deploy_id>.json          the release record start() writes (replaced, never edited); poll()
+//                             and recover() read it, so a restarted orgd still knows the deploy.
+//   <deploy_id>.rolled_back   written by rollback().
+//   executions.log            one JSON object per start(), {"deploy_id", "attempt", "started_at"},
+//                             appended after the record is in place with a single O_APPEND
+//                             write, so concurrent starts never interleave. Tests in other
+//                             processes count it to prove that no step ran twice across a
+//                             restart; executions() only counts this process's starts.
 class LocalDeployTarget final : public DeployTarget {
  public:
   struct Settings {
@@ -27,8 +38,11 @@ class LocalDeployTarget final : public DeployTarget {
   Result<DeployProgress> poll(const DeployContext& context, const std::string& handle) override;
   Result<DeployProgress> rollback(const DeployContext& context, const LogSink& log) override;
   bool can_rollback() const override { return true; }
+  // The release record of this attempt decides: present → as poll(), absent → not_found. A record
+  // left by another attempt of the same deploy does not count: this attempt never started.
+  Result<DeployProgress> recover(const DeployContext& context) override;
 
-  // How many deploys start() has begun.
+  // How many deploys start() has begun in this process.
   int executions() const { return executions_.load(); }
 
  private:
@@ -54,5 +68,14 @@ class LocalProvider final : public Provider {
 std::unique_ptr<Provider> make_local_provider(const ProviderConfig& config,
                                               const ProviderEnvironment& env,
                                               const std::string& source_file);
+
+// Shared with the exec provider, which keeps its state files the same way.
+//
+// repo, env and deploy id become path components: false for anything that could leave the data
+// dir (empty, ".", "..", a slash or a NUL).
+bool safe_path_component(const std::string& part);
+// Writes `content` to a temporary file beside `path` and renames it into place, so a concurrent
+// or later reader (another process after a restart) never sees half a file.
+Result<Ok> write_file_atomically(const std::filesystem::path& path, const std::string& content);
 
 }  // namespace orgd

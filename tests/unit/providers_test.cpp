@@ -1,12 +1,24 @@
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "daemon/core/clock.hpp"
@@ -42,7 +54,12 @@ ProviderConfig provider_config(const std::string& name, const std::string& type,
 }
 
 DeployTargetConfig target_config(const std::string& provider, const std::string& yaml) {
-  return {"production", provider, YAML::Load(yaml), 7};
+  DeployTargetConfig config;  // by field: the struct grows (policy overrides)
+  config.env = "production";
+  config.provider = provider;
+  config.settings = YAML::Load(yaml);
+  config.line = 7;
+  return config;
 }
 
 std::string config_error(const std::function<void()>& f) {
@@ -62,6 +79,13 @@ struct Collected {
     return [this](std::string_view line) { lines.emplace_back(line); };
   }
 };
+
+std::vector<std::string> read_lines(const fs::path& path) {
+  std::ifstream in{path};
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
 
 // --- registry ---------------------------------------------------------------------------------
 
@@ -85,8 +109,8 @@ TEST(ProviderRegistryTest, RejectsNotBuiltAndUnknownTypes) {
   ProviderRegistry registry;
   ProviderEnvironment env{"/tmp"};
   for (const std::string type : {"github", "cloudflare", "synadia", "remote"}) {
-    const auto message = config_error(
-        [&] { (void)registry.create(provider_config("p", type), env, "orgd.yaml"); });
+    const auto message =
+        config_error([&] { (void)registry.create(provider_config("p", type), env, "orgd.yaml"); });
     EXPECT_NE(message.find("orgd.yaml:3: providers.p: type '" + type + "' is not built yet"),
               std::string::npos)
         << message;
@@ -99,11 +123,11 @@ TEST(ProviderRegistryTest, RejectsNotBuiltAndUnknownTypes) {
 TEST(ProviderRegistryTest, AddFactoryForTests) {
   ProviderRegistry registry;
   int built = 0;
-  registry.add_factory("github", [&](const ProviderConfig& c, const ProviderEnvironment& e,
-                                     const std::string& f) {
-    ++built;
-    return make_exec_provider(c, e, f);
-  });
+  registry.add_factory(
+      "github", [&](const ProviderConfig& c, const ProviderEnvironment& e, const std::string& f) {
+        ++built;
+        return make_exec_provider(c, e, f);
+      });
   EXPECT_TRUE(registry.supports("github"));
   EXPECT_TRUE(registry.create(provider_config("gh", "github"), {}, "orgd.yaml"));
   EXPECT_EQ(built, 1);
@@ -132,16 +156,14 @@ TEST_F(LocalProviderTest, ValidatesSettings) {
             std::string::npos)
       << bad_duration;
   auto unknown = config_error([&] { target("{durations: 1s}"); });
-  EXPECT_NE(unknown.find("deploy.production.durations: unknown key"), std::string::npos)
-      << unknown;
+  EXPECT_NE(unknown.find("deploy.production.durations: unknown key"), std::string::npos) << unknown;
   auto not_bool = config_error([&] { target("{fail: maybe}"); });
   EXPECT_NE(not_bool.find("deploy.production.fail: expected true or false"), std::string::npos)
       << not_bool;
   auto provider_key = config_error([&] {
     (void)registry_.create(provider_config("files", "local", "{root: /x}"), env_, "orgd.yaml");
   });
-  EXPECT_NE(provider_key.find("orgd.yaml:1: providers.files.root: unknown key"),
-            std::string::npos)
+  EXPECT_NE(provider_key.find("orgd.yaml:1: providers.files.root: unknown key"), std::string::npos)
       << provider_key;
 }
 
@@ -187,6 +209,19 @@ TEST_F(LocalProviderTest, FailTrueFails) {
   EXPECT_FALSE(polled.value().error.empty());
 }
 
+TEST_F(LocalProviderTest, InstantDeployIsDoneWhenStartReturns) {
+  auto t = target("{duration: 0s}");
+  auto started = t->start(context(), {});
+  ASSERT_TRUE(started) << started.error().message;
+  EXPECT_EQ(started.value().status, DeployStatus::succeeded);
+  EXPECT_EQ(started.value().handle, "d-1");
+  auto failing = target("{duration: 0s, fail: true}");
+  auto failed = failing->start(context(), {});
+  ASSERT_TRUE(failed);
+  EXPECT_EQ(failed.value().status, DeployStatus::failed);
+  EXPECT_NE(failed.value().error.find("fail: true"), std::string::npos);
+}
+
 TEST_F(LocalProviderTest, RollbackWritesMarkerAndCounterCountsStarts) {
   auto t = target("{}");
   auto* local = dynamic_cast<LocalDeployTarget*>(t.get());
@@ -213,6 +248,80 @@ TEST_F(LocalProviderTest, RefusesPathEscapes) {
   EXPECT_EQ(started.error().code, ErrorCode::invalid_argument);
 }
 
+TEST_F(LocalProviderTest, ExecutionsLogHasOneLinePerStart) {
+  auto t = target("{}");
+  ASSERT_TRUE(t->start(context(), {}));
+  auto retry = context();
+  retry.attempt = 2;
+  ASSERT_TRUE(t->start(retry, {}));
+
+  const auto lines = read_lines(record_dir() / "executions.log");
+  ASSERT_EQ(lines.size(), 2u);
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    const auto entry = nlohmann::json::parse(lines[i], nullptr, /*allow_exceptions=*/false);
+    ASSERT_TRUE(entry.is_object()) << lines[i];
+    EXPECT_EQ(entry["deploy_id"], "d-1");
+    EXPECT_EQ(entry["attempt"], static_cast<int>(i) + 1);
+    EXPECT_TRUE(entry["started_at"].is_string());
+  }
+}
+
+TEST_F(LocalProviderTest, ConcurrentStartsNeverInterleaveExecutionLines) {
+  auto t = target("{}");
+  constexpr int kThreads = 8, kStartsEach = 25;
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      for (int j = 0; j < kStartsEach; ++j) {
+        auto c = context();
+        c.deploy_id = "d-" + std::to_string(i) + "-" + std::to_string(j);
+        EXPECT_TRUE(t->start(c, {}));
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+
+  std::set<std::string> ids;
+  for (const auto& line : read_lines(record_dir() / "executions.log")) {
+    const auto entry = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    ASSERT_TRUE(entry.is_object() && entry["deploy_id"].is_string()) << line;
+    ids.insert(entry["deploy_id"].get<std::string>());
+  }
+  EXPECT_EQ(ids.size(), static_cast<std::size_t>(kThreads * kStartsEach));
+  EXPECT_EQ(dynamic_cast<LocalDeployTarget&>(*t).executions(), kThreads * kStartsEach);
+}
+
+TEST_F(LocalProviderTest, RecoverWithoutRecordIsNotFound) {
+  auto t = target("{}");
+  auto recovered = t->recover(context());
+  ASSERT_FALSE(recovered);
+  EXPECT_EQ(recovered.error().code, ErrorCode::not_found);
+}
+
+TEST_F(LocalProviderTest, RecoverAfterRestartAnswersFromTheRecord) {
+  ASSERT_TRUE(target("{duration: 2s}")->start(context(), {}));
+  auto restarted = target("{duration: 2s}");  // a new object: nothing in memory
+
+  auto recovered = restarted->recover(context());
+  ASSERT_TRUE(recovered) << recovered.error().message;
+  EXPECT_EQ(recovered.value().status, DeployStatus::running);
+  EXPECT_EQ(recovered.value().handle, "d-1");
+  clock_->advance(2s);
+  EXPECT_EQ(restarted->recover(context()).value().status, DeployStatus::succeeded);
+  EXPECT_EQ(dynamic_cast<LocalDeployTarget&>(*restarted).executions(), 0);
+
+  // Another attempt of the same deploy never started, even though the deploy has a record.
+  auto retry = context();
+  retry.attempt = 2;
+  auto other = restarted->recover(retry);
+  ASSERT_FALSE(other);
+  EXPECT_EQ(other.error().code, ErrorCode::not_found);
+
+  auto bad = context();
+  bad.env = "..";
+  EXPECT_EQ(restarted->recover(bad).error().code, ErrorCode::invalid_argument);
+}
+
 // --- exec -------------------------------------------------------------------------------------
 
 class ExecProviderTest : public ::testing::Test {
@@ -220,6 +329,10 @@ class ExecProviderTest : public ::testing::Test {
   std::unique_ptr<DeployTarget> target(const std::string& yaml) {
     provider_ = registry_.create(provider_config("tasks", "exec"), {dir_.path()}, "orgd.yaml");
     return provider_->make_deploy_target(target_config("tasks", yaml), "orgd.yaml");
+  }
+
+  fs::path state(const std::string& name) const {
+    return fs::path{dir_.path()} / "exec" / "api" / "production" / name;
   }
 
   TempDir dir_;
@@ -282,7 +395,7 @@ TEST_F(ExecProviderTest, CapsOutput) {
   ASSERT_EQ(log.lines.size(), 1001u);
   EXPECT_EQ(log.lines[0], "line0");
   EXPECT_EQ(log.lines[999], "line999");
-  EXPECT_EQ(log.lines.back(), "… 4000 lines dropped");
+  EXPECT_EQ(log.lines.back(), "… output truncated: 4000 more lines dropped");
 }
 
 TEST_F(ExecProviderTest, CapsLineLength) {
@@ -318,6 +431,173 @@ TEST_F(ExecProviderTest, MissingCommandIsAConfigError) {
   auto bad_timeout = config_error([&] { target("{command: x, timeout: forever}"); });
   EXPECT_NE(bad_timeout.find("deploy.production.timeout: expected a duration"), std::string::npos)
       << bad_timeout;
+}
+
+TEST_F(ExecProviderTest, PassesLinesOnWhileTheCommandRuns) {
+  // The command cannot end before the test has seen its first line and created `go`.
+  const auto go = fs::path{dir_.path()} / "go";
+  auto t = target("{command: 'echo ready; while [ ! -e " + go.string() +
+                  " ]; do sleep 0.01; done; echo done', timeout: 60s}");
+  std::mutex mutex;
+  std::condition_variable changed;
+  std::vector<std::string> lines;
+  std::optional<Result<DeployProgress>> result;
+  std::thread runner{[&] {
+    auto r = t->start(context(), [&](std::string_view line) {
+      std::lock_guard lock{mutex};
+      lines.emplace_back(line);
+      changed.notify_all();
+    });
+    std::lock_guard lock{mutex};
+    result.emplace(std::move(r));
+    changed.notify_all();
+  }};
+  bool line_while_running = false;
+  {
+    std::unique_lock lock{mutex};
+    changed.wait_for(lock, 20s, [&] { return !lines.empty() || result.has_value(); });
+    line_while_running = !lines.empty() && !result.has_value();
+  }
+  // Meanwhile the deploy shows as running, to poll and to recover alike.
+  const auto polled = t->poll(context(), "d-1");
+  const auto recovered = t->recover(context());
+  std::ofstream{go}.flush();
+  runner.join();
+
+  EXPECT_TRUE(line_while_running) << "no output reached the sink while the command ran";
+  ASSERT_TRUE(polled);
+  EXPECT_EQ(polled.value().status, DeployStatus::running);
+  ASSERT_TRUE(recovered);
+  EXPECT_EQ(recovered.value().status, DeployStatus::running);
+  ASSERT_TRUE(result.has_value() && result->ok());
+  EXPECT_EQ(result->value().status, DeployStatus::succeeded) << result->value().error;
+  EXPECT_EQ(lines, (std::vector<std::string>{"ready", "done"}));
+}
+
+TEST_F(ExecProviderTest, WritesTheStartedMarkerBeforeTheCommandRuns) {
+  auto t = target("{command: 'test -e " + state("d-1.1.started").string() + "'}");
+  auto result = t->start(context(), {});
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result.value().status, DeployStatus::succeeded) << result.value().error;
+}
+
+TEST_F(ExecProviderTest, ResultSurvivesARestart) {
+  ASSERT_TRUE(target("{command: 'exit 3'}")->start(context(), {}));
+  auto second = context();
+  second.deploy_id = "d-2";
+  ASSERT_TRUE(target("{command: 'true'}")->start(second, {}));
+
+  std::ifstream in{state("d-1.1.json")};
+  ASSERT_TRUE(in);
+  const auto record = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  ASSERT_TRUE(record.is_object());
+  EXPECT_EQ(record["exit_code"], 3);
+  EXPECT_EQ(record["status"], "failed");
+  EXPECT_EQ(record["error"], "exit code 3");
+  EXPECT_TRUE(record["finished_at"].is_string());
+
+  // A new target on the same data dir: nothing in memory, only the files.
+  auto restarted = target("{command: 'exit 99'}");
+  auto failed = restarted->recover(context());
+  ASSERT_TRUE(failed) << failed.error().message;
+  EXPECT_EQ(failed.value().status, DeployStatus::failed);
+  EXPECT_EQ(failed.value().error, "exit code 3");
+  EXPECT_EQ(failed.value().handle, "d-1");
+  auto polled = restarted->poll(context(), "d-1");
+  ASSERT_TRUE(polled);
+  EXPECT_EQ(polled.value().error, "exit code 3");
+  auto succeeded = restarted->recover(second);
+  ASSERT_TRUE(succeeded);
+  EXPECT_EQ(succeeded.value().status, DeployStatus::succeeded);
+
+  auto never = context();
+  never.attempt = 2;
+  EXPECT_EQ(restarted->recover(never).error().code, ErrorCode::not_found);
+  EXPECT_EQ(restarted->poll(never, "d-1").error().code, ErrorCode::not_found);
+}
+
+TEST_F(ExecProviderTest, StartedWithoutResultRecoversAsInterrupted) {
+  // What a SIGKILLed orgd leaves behind: the marker, and no result.
+  fs::create_directories(state(""));
+  std::ofstream{state("d-1.1.started")} << "{}\n";
+  auto t = target("{command: 'true'}");
+  auto recovered = t->recover(context());
+  ASSERT_TRUE(recovered) << recovered.error().message;
+  EXPECT_EQ(recovered.value().status, DeployStatus::failed);
+  EXPECT_EQ(recovered.value().error, "interrupted: orgd stopped while the command ran");
+  EXPECT_EQ(recovered.value().handle, "d-1");
+}
+
+TEST_F(ExecProviderTest, RefusesPathEscapesBeforeRunning) {
+  const auto ran = fs::path{dir_.path()} / "ran";
+  auto t = target("{command: 'touch " + ran.string() + "'}");
+  auto bad = context();
+  bad.deploy_id = "../../x";
+  auto result = t->start(bad, {});
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code, ErrorCode::invalid_argument);
+  EXPECT_FALSE(fs::exists(ran));
+  EXPECT_EQ(t->recover(bad).error().code, ErrorCode::invalid_argument);
+}
+
+TEST_F(ExecProviderTest, WithoutStateDirKeepsNoFiles) {
+  ExecDeployTarget::Settings settings;
+  settings.command = "true";
+  ExecDeployTarget t{settings};
+  auto result = t.start(context(), {});
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result.value().status, DeployStatus::succeeded);
+  EXPECT_EQ(t.poll(context(), "d-1").value().status, DeployStatus::succeeded);
+  EXPECT_EQ(ExecDeployTarget{settings}.recover(context()).error().code, ErrorCode::not_found);
+  EXPECT_TRUE(fs::is_empty(dir_.path()));
+}
+
+// Plays orgd in a child process: it runs the command, reports the command's pid, and is then
+// SIGKILLed. The command must end with it instead of sleeping on for a minute.
+TEST_F(ExecProviderTest, CommandDiesWithTheProcessThatRanIt) {
+  auto t = target("{command: 'echo $$; exec sleep 60', timeout: 5m}");
+  int report[2];
+  ASSERT_EQ(::pipe2(report, O_CLOEXEC), 0);
+  const pid_t runner = ::fork();
+  ASSERT_GE(runner, 0);
+  if (runner == 0) {
+    ::close(report[0]);
+    const int out = report[1];
+    (void)t->start(context(), [out](std::string_view line) {
+      std::string text{line};
+      text += '\n';
+      [[maybe_unused]] auto n = ::write(out, text.data(), text.size());
+    });
+    ::_exit(0);
+  }
+  ::close(report[1]);
+
+  std::string got;
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (got.find('\n') == std::string::npos) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    pollfd readable{report[0], POLLIN, 0};
+    if (left.count() <= 0 || ::poll(&readable, 1, static_cast<int>(left.count())) <= 0) break;
+    char buffer[64];
+    const ssize_t n = ::read(report[0], buffer, sizeof buffer);
+    if (n <= 0) break;
+    got.append(buffer, static_cast<std::size_t>(n));
+  }
+  ::close(report[0]);
+  const pid_t command = got.find('\n') == std::string::npos ? 0 : std::atoi(got.c_str());
+  const int pidfd = command > 0 ? static_cast<int>(::syscall(SYS_pidfd_open, command, 0)) : -1;
+  ::kill(runner, SIGKILL);
+  int status = 0;
+  ::waitpid(runner, &status, 0);
+  ASSERT_GT(command, 0) << "the command's pid never arrived: '" << got << "'";
+  ASSERT_GE(pidfd, 0) << "pidfd_open: " << std::strerror(errno);
+
+  pollfd ended{pidfd, POLLIN, 0};
+  const int ready = ::poll(&ended, 1, 20'000);
+  ::close(pidfd);
+  if (ready != 1) ::kill(command, SIGKILL);
+  EXPECT_EQ(ready, 1) << "the command outlived the process that ran it";
 }
 
 }  // namespace
