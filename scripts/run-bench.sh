@@ -4,8 +4,9 @@
 #
 #   scripts/run-bench.sh BUILD_DIR
 #
-# Tuning goes through the environment, e.g. ORGD_BENCH_MESSAGES=100000 or ORGD_BENCH_REQUESTS=500
-# (see each benchmark's --help). Exits non-zero if a benchmark fails or loses messages.
+# Tuning goes through the environment, e.g. ORGD_BENCH_MESSAGES=100000 or ORGD_BENCH_RUNS=5 (see
+# each benchmark's --help; a flag two benchmarks share, like ORGD_BENCH_REPOS, applies to both).
+# Exits non-zero if a benchmark fails or loses messages.
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
@@ -14,7 +15,7 @@ if [[ $# -ne 1 ]]; then
 fi
 build_dir=$1
 bench_dir=$build_dir/bench
-benches=(bench_health_ingest bench_status_rtt)
+benches=(bench_health_ingest bench_status_rtt bench_deploy)
 
 for b in "${benches[@]}"; do
   if [[ ! -x $bench_dir/$b ]]; then

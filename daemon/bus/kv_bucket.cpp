@@ -88,6 +88,8 @@ Result<std::optional<KvEntry>> KvBucket::get(const std::string& key) {
   const auto* data = static_cast<const char*>(kvEntry_Value(entry));
   out.value.assign(data == nullptr ? "" : data, static_cast<std::size_t>(kvEntry_ValueLen(entry)));
   out.revision = kvEntry_Revision(entry);
+  out.created = std::chrono::system_clock::time_point{std::chrono::duration_cast<
+      std::chrono::system_clock::duration>(std::chrono::nanoseconds{kvEntry_Created(entry)})};
   kvEntry_Destroy(entry);
   return std::optional<KvEntry>{std::move(out)};
 }

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -27,6 +28,7 @@ struct KvEntry {
   std::string key;
   std::string value;
   std::uint64_t revision = 0;
+  std::chrono::system_clock::time_point created;  // when this revision was written
 };
 
 // One JetStream KV bucket (nats.c kvStore). Every call is bounded by the JetStream context's

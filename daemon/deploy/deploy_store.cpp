@@ -12,6 +12,9 @@ namespace orgd::deploy {
 
 namespace {
 
+// How old a lock whose deploy has no record must be to count as left behind.
+constexpr std::chrono::seconds kOrphanLockAge{30};
+
 std::string record_key(const std::string& id) { return "deploy." + id; }
 std::string active_key(const std::string& id) { return "active." + id; }
 std::string lock_key(const std::string& repo, const std::string& env) { return repo + "." + env; }
@@ -144,9 +147,15 @@ Result<Ok> DeployStore::acquire_locks(const std::vector<std::string>& repos,
       continue;
     }
     // A lock left behind by a deploy that has finished is stale: take it over, compare-and-set.
+    // So is one whose deploy has no record well after the lock was taken (an orgd died while
+    // accepting it); a young one may belong to a deploy being accepted right now.
     auto holder_record = load(holder_id);
-    const bool stale = holder_record && (!holder_record.value() ||
-                                         is_terminal(holder_record.value()->record.state()));
+    const bool orphan = holder_record && !holder_record.value() &&
+                        std::chrono::system_clock::now() - holder.value()->created >
+                            kOrphanLockAge;
+    const bool stale =
+        orphan || (holder_record && holder_record.value() &&
+                   is_terminal(holder_record.value()->record.state()));
     if (stale) {
       if (auto over = locks_->update(key, deploy_id, holder.value()->revision); over) {
         taken.push_back(repo);
@@ -159,7 +168,7 @@ Result<Ok> DeployStore::acquire_locks(const std::vector<std::string>& repos,
   return Ok{};
 }
 
-Result<std::vector<std::string>> DeployStore::renew_locks(const std::vector<std::string>& repos,
+Result<std::vector<std::string>> DeployStore::check_locks(const std::vector<std::string>& repos,
                                                           const std::string& env,
                                                           const std::string& deploy_id) {
   std::vector<std::string> lost;
@@ -174,12 +183,7 @@ Result<std::vector<std::string>> DeployStore::renew_locks(const std::vector<std:
       }
       continue;
     }
-    if (holder.value()->value != deploy_id) {
-      lost.push_back(repo);
-      continue;
-    }
-    auto renewed = locks_->update(key, deploy_id, holder.value()->revision);
-    if (!renewed && renewed.error().code != ErrorCode::conflict) return renewed.error();
+    if (holder.value()->value != deploy_id) lost.push_back(repo);
   }
   return lost;
 }

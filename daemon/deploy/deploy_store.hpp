@@ -32,7 +32,8 @@ struct StoredRecord {
 //   orgd_locks    <repo>.<env>     the id of the deploy holding that repo+env
 //   orgd_leases   scheduler        the replica running sweeps and resumes
 //                 deploy.<id>      the replica running that deploy
-// Lock and lease entries expire (bucket ttl) unless their holder renews them.
+// Lease entries expire (bucket ttl) unless their holder renews them. Locks do not expire on
+// their own: a lock whose deploy has finished (or is gone) counts as free.
 class DeployStore {
  public:
   DeployStore(std::unique_ptr<KvBucket> deploys, std::unique_ptr<KvBucket> locks,
@@ -60,9 +61,9 @@ class DeployStore {
   // conflict naming it: "api/production is locked by deploy <id>".
   Result<Ok> acquire_locks(const std::vector<std::string>& repos, const std::string& env,
                            const std::string& deploy_id);
-  // Re-writes the locks `deploy_id` holds (so they do not expire), re-taking those that
-  // expired. Returns the repos whose lock another deploy holds now.
-  Result<std::vector<std::string>> renew_locks(const std::vector<std::string>& repos,
+  // Checks, when a deploy is resumed, that it still holds its locks, re-taking any that are
+  // missing. Returns the repos whose lock another deploy holds now.
+  Result<std::vector<std::string>> check_locks(const std::vector<std::string>& repos,
                                                const std::string& env,
                                                const std::string& deploy_id);
   void release_locks(const std::vector<std::string>& repos, const std::string& env,

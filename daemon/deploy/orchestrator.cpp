@@ -24,8 +24,6 @@ constexpr int kDefaultListLimit = 20;
 constexpr int kMaxListLimit = 500;
 // Consecutive poll errors after which a step's attempt fails.
 constexpr int kMaxPollErrors = 5;
-// The locks' TTL, in lease_ttl.
-constexpr int kLockTtlLeases = 4;
 
 bool has_time(const google::protobuf::Timestamp& ts) { return ts.seconds() != 0 || ts.nanos() != 0; }
 
@@ -281,7 +279,7 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
       shared_->deploys_resumed->inc();
       log_->info("deploy {}: resuming (was run by {})", id_,
                  record_.owner().empty() ? "nobody yet" : record_.owner());
-      renew_locks();
+      check_locks();
     }
     const bool was_pending = record_.state() == Record::pending;
     const auto now = shared_->clock.now();
@@ -482,8 +480,8 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
     next_renewal_ = std::chrono::steady_clock::now() + renew_interval();
   }
 
-  void renew_locks() {
-    auto lost = shared_->kv()->renew_locks(repos_, env_, id_);
+  void check_locks() {
+    auto lost = shared_->kv()->check_locks(repos_, env_, id_);
     if (!lost) {
       shared_->kv_errors->inc();
       return;
@@ -496,13 +494,12 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
     }
   }
 
-  // Every lease_ttl/3: the lease, the locks, and a look at the record for a cancel request
-  // written by another replica.
+  // Every lease_ttl/3: the lease, and a look at the record for a cancel request written by
+  // another replica.
   void maybe_renew() {
     if (std::chrono::steady_clock::now() < next_renewal_) return;
     renew_lease_only();
     if (lost()) return;
-    renew_locks();
     refresh();
   }
 
@@ -930,11 +927,11 @@ Result<Ok> Orchestrator::attach(__jsCtx* js) {
                                      std::chrono::duration_cast<Duration>(settings.history), 1,
                                      replicas});
   if (!deploys) return deploys.error();
-  // Locks outlive a dead runner's lease by far: the deploy is resumed, and its locks renewed,
-  // long before they expire, so no other deploy slips in meanwhile. They expire only when
-  // nothing resumes their deploy.
+  // A lock belongs to a deploy, not to the process running it: when the runner dies its lease
+  // expires and the deploy is resumed with its locks held, so no other deploy slips in. A lock
+  // expires with its deploy: one whose deploy has finished or is gone is taken over.
   auto locks = KvBucket::open(js, {kLocksBucket, "orgd deploy locks: one deploy per repo+env",
-                                   settings.lease_ttl * kLockTtlLeases, 1, replicas});
+                                   Duration{0}, 1, replicas});
   if (!locks) return locks.error();
   auto leases = KvBucket::open(js, {kLeasesBucket, "orgd leases: scheduler and deploy runners",
                                     settings.lease_ttl, 1, replicas});
