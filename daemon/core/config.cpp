@@ -45,11 +45,7 @@ constexpr auto kDeployKeys =
                                      "history", "step_timeout", "retries", "retry_backoff",
                                      "health_gate"});
 constexpr auto kHealthGateKeys = std::to_array<std::string_view>({"enabled", "timeout", "soak"});
-constexpr auto kTypeKey = std::to_array<std::string_view>({"type"});
 constexpr auto kFailurePolicies = std::to_array<std::string_view>({"stop", "rollback"});
-// Keys of a deploy target that belong to the orchestrator, not to the provider.
-constexpr auto kTargetPolicyKeys = std::to_array<std::string_view>(
-    {"provider", "step_timeout", "retries", "retry_backoff", "health_gate"});
 constexpr auto kNatsKeys = std::to_array<std::string_view>(
     {"embedded", "urls", "data_dir", "server_binary", "creds_file", "nkey_file", "token",
      "token_env", "user", "password_env", "jwt_env", "nkey_seed_env", "tls", "subject_prefix",
@@ -858,16 +854,6 @@ class Loader {
     }
   }
 
-  // A map whose keys are checked by the provider itself later: everything but `skip`, sharing the
-  // parsed nodes so their line numbers stay available for the provider's own messages.
-  static YAML::Node settings_without(const std::vector<Entry>& entries, Keys skip) {
-    YAML::Node settings(YAML::NodeType::Map);
-    for (const Entry& e : entries) {
-      if (!contains(skip, e.key)) settings.force_insert(e.key_node, e.value);
-    }
-    return settings;
-  }
-
   void load_deploy_settings(const Entry& section, DeployConfig& deploy) {
     auto entries = mapping(section.value, section.path, section.value_line, kDeployKeys);
     if (!entries) return;
@@ -963,7 +949,9 @@ class Loader {
       }
       read_choice(*type, kProviderTypes, provider.type);
       if (provider.type.empty()) continue;
-      provider.settings = settings_without(*fields, kTypeKey);
+      // The map as written (the provider's reader skips `type`): a copy without it would merge
+      // yaml-cpp's node memory of the whole document into each new map, quadratic in its size.
+      provider.settings = p.value;
       providers.emplace(p.key, std::move(provider));
     }
   }
@@ -1075,7 +1063,7 @@ class Loader {
       target.provider = std::move(name);
       target.line = t.line;
       for (const Entry& f : *fields) read_step_override(f, target.policy);
-      target.settings = settings_without(*fields, kTargetPolicyKeys);
+      target.settings = t.value;  // the provider's reader skips the reserved keys
       targets.emplace(t.key, std::move(target));
     }
   }

@@ -71,7 +71,7 @@ struct LogConfig {
 struct ProviderConfig {
   std::string name;
   std::string type;  // github|cloudflare|synadia|exec|local|remote
-  YAML::Node settings;
+  YAML::Node settings;  // the map as written: the provider's settings and `type`
   int line = 0;
 };
 
@@ -111,11 +111,20 @@ struct StepPolicyOverrides {
   }
 };
 
+// Keys of a deploy target that are not the provider's: `provider` and the step overrides.
+inline const std::vector<std::string>& reserved_target_keys() {
+  static const std::vector<std::string> keys{"provider", "step_timeout", "retries",
+                                             "retry_backoff", "health_gate"};
+  return keys;
+}
+
 // repos.<name>.deploy.<env>
 struct DeployTargetConfig {
   std::string env;
   std::string provider;
-  YAML::Node settings;  // the provider's per-target settings (everything else)
+  // The target's map as written; the provider's settings are its keys other than
+  // reserved_target_keys().
+  YAML::Node settings;
   StepPolicyOverrides policy;
   int line = 0;
 };

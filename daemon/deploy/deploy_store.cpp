@@ -199,6 +199,10 @@ void DeployStore::release_locks(const std::vector<std::string>& repos, const std
   }
 }
 
+void DeployStore::drop_locks(const std::vector<std::string>& repos, const std::string& env) {
+  for (const auto& repo : repos) (void)locks_->remove(lock_key(repo, env));
+}
+
 Result<std::optional<std::string>> DeployStore::lock_holder(const std::string& repo,
                                                             const std::string& env) {
   auto holder = locks_->get(lock_key(repo, env));

@@ -68,6 +68,9 @@ class DeployStore {
                                                const std::string& deploy_id);
   void release_locks(const std::vector<std::string>& repos, const std::string& env,
                      const std::string& deploy_id);
+  // Deletes the locks without reading them first: only for a deploy that still holds them
+  // (not finished, so none can have been taken over).
+  void drop_locks(const std::vector<std::string>& repos, const std::string& env);
   Result<std::optional<std::string>> lock_holder(const std::string& repo, const std::string& env);
 
   // Leases: conflict when another holder has it.

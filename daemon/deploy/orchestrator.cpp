@@ -270,7 +270,7 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
     repos_.clear();
     for (const Step& step : record_.steps()) repos_.push_back(step.repo());
     if (is_terminal(record_.state())) {
-      finalize();
+      finalize(/*checked=*/true);
       return;
     }
     inventory_ = shared_->current_inventory();
@@ -320,6 +320,14 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
       }
       if (next.finish) {
         const Record::State state = *next.finish;
+        // Before the record says finished: until then no other deploy may take these locks
+        // over, so they are still ours to delete unread. A crash in between leaves a deploy
+        // that is resumed, finds nothing to do, and finishes.
+        std::vector<std::string> held;
+        for (const auto& repo : repos_) {
+          if (lost_locks_.count(repo) == 0) held.push_back(repo);
+        }
+        shared_->kv()->drop_locks(held, env_);
         std::vector<std::pair<std::string, std::string>> events;
         if (state == Record::cancelled) events.emplace_back("cancelled", "");
         events.emplace_back("finished", "");
@@ -403,9 +411,10 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
     }
   }
 
-  void finalize() {
+  // `checked`: the locks may have been taken over already (the record was finished before).
+  void finalize(bool checked = false) {
     DeployStore* store = shared_->kv();
-    store->release_locks(repos_, env_, id_);
+    if (checked) store->release_locks(repos_, env_, id_);
     (void)store->clear_active(id_);
     store->release_lease(DeployStore::deploy_lease(id_), owner());
   }

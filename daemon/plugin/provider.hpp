@@ -79,6 +79,22 @@ class SettingsReader {
     }
   }
 
+  // A target's settings: everything in repos.<repo>.deploy.<env> but the reserved keys.
+  static SettingsReader for_target(const DeployTargetConfig& target,
+                                   const std::string& source_file) {
+    SettingsReader reader{target.settings, source_file, target.line, "deploy." + target.env};
+    for (const auto& key : reserved_target_keys()) reader.known_.insert(key);
+    return reader;
+  }
+
+  // A provider's own settings: everything in providers.<name> but `type`.
+  static SettingsReader for_provider(const ProviderConfig& config,
+                                     const std::string& source_file) {
+    SettingsReader reader{config.settings, source_file, config.line, "providers." + config.name};
+    reader.known_.insert("type");
+    return reader;
+  }
+
   std::optional<std::string> string(const std::string& key) {
     const YAML::Node value = take(key);
     if (!value) return std::nullopt;

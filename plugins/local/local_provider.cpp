@@ -184,7 +184,7 @@ LocalProvider::LocalProvider(std::string name, std::string data_dir,
 
 std::unique_ptr<DeployTarget> LocalProvider::make_deploy_target(const DeployTargetConfig& target,
                                                                 const std::string& source_file) {
-  SettingsReader reader{target.settings, source_file, target.line, "deploy." + target.env};
+  SettingsReader reader = SettingsReader::for_target(target, source_file);
   LocalDeployTarget::Settings settings;
   settings.duration = reader.duration("duration", settings.duration);
   settings.fail = reader.boolean("fail", settings.fail);
@@ -195,7 +195,7 @@ std::unique_ptr<DeployTarget> LocalProvider::make_deploy_target(const DeployTarg
 std::unique_ptr<Provider> make_local_provider(const ProviderConfig& config,
                                               const ProviderEnvironment& env,
                                               const std::string& source_file) {
-  SettingsReader reader{config.settings, source_file, config.line, "providers." + config.name};
+  SettingsReader reader = SettingsReader::for_provider(config, source_file);
   reader.finish();
   if (env.data_dir.empty()) {
     throw ConfigError({source_file + ": providers." + config.name +

@@ -1,4 +1,5 @@
 #include "daemon/core/config.hpp"
+#include "daemon/deploy/inventory.hpp"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
@@ -158,15 +159,15 @@ TEST(Config, LoadsEveryField) {
   EXPECT_EQ(gh.type, "github");
   EXPECT_EQ(gh.line, 34);
   ASSERT_TRUE(gh.settings.IsMap());
-  EXPECT_EQ(gh.settings.size(), 2u);
-  EXPECT_FALSE(gh.settings["type"].IsDefined());
+  // The map as written; the provider's reader skips `type`.
+  EXPECT_EQ(gh.settings.size(), 3u);
   EXPECT_EQ(gh.settings["api_url"].as<std::string>(), "http://127.0.0.1:1234");
   EXPECT_EQ(gh.settings["token_env"].as<std::string>(), "GH_TOKEN");
   // Settings keep their positions for the provider's own messages.
   EXPECT_EQ(gh.settings["api_url"].Mark().line + 1, 36);
   EXPECT_EQ(c.providers.at("sh").type, "exec");
   EXPECT_TRUE(c.providers.at("sh").settings.IsMap());
-  EXPECT_EQ(c.providers.at("sh").settings.size(), 0u);
+  EXPECT_EQ(c.providers.at("sh").settings.size(), 1u);
   EXPECT_EQ(c.providers.at("local").type, "local");
 
   ASSERT_EQ(c.repos.size(), 3u);
@@ -179,7 +180,7 @@ TEST(Config, LoadsEveryField) {
   EXPECT_EQ(prod.env, "production");
   EXPECT_EQ(prod.provider, "sh");
   EXPECT_EQ(prod.line, 45);
-  EXPECT_FALSE(prod.settings["provider"].IsDefined());
+  EXPECT_EQ(prod.settings["provider"].as<std::string>(), "sh");
   EXPECT_EQ(prod.settings["command"].as<std::string>(), "task deploy");
   EXPECT_EQ(prod.settings["timeout"].as<std::string>(), "10m");
   EXPECT_EQ(api.deploy.at("dev").provider, "local");
@@ -307,10 +308,10 @@ TEST(Config, DeploySettingsAndTargetOverrides) {
   EXPECT_EQ(dev_policy.retries, 0);
   EXPECT_FALSE(dev_policy.health_gate.enabled);
   EXPECT_EQ(dev_policy.step_timeout, minutes(10));
-  // The orchestrator's keys are not the provider's: only `duration` is left for it.
+  // The orchestrator's keys are reserved: the local provider sees only `duration` as its own.
   ASSERT_TRUE(dev.settings.IsMap());
-  EXPECT_EQ(dev.settings.size(), 1u);
   EXPECT_TRUE(dev.settings["duration"]);
+  EXPECT_NO_THROW(deploy::Inventory::build(c, ProviderRegistry{}, ProviderEnvironment{"/tmp"}));
 
   const StepPolicy prod =
       c.repos.at("api").deploy.at("prod").policy.apply(c.deploy.step);
