@@ -2,10 +2,12 @@
 // else (no crash, no other exception, no sanitizer report, no runaway time or memory).
 #include <cstddef>
 #include <cstdint>
+#include <chrono>
 #include <string>
 
 #include "daemon/core/config.hpp"
 #include "daemon/core/errors.hpp"
+#include "daemon/plugin/provider.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string text(reinterpret_cast<const char*>(data), size);
@@ -18,6 +20,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     for (const auto& [name, repo] : config.repos) {
       for (const auto& [env, target] : repo.deploy) {
         if (!target.settings.IsMap() || target.provider.empty()) __builtin_trap();
+        // What a provider does with the target's settings: typed reads, then unknown keys.
+        try {
+          orgd::SettingsReader reader = orgd::SettingsReader::for_target(target, "fuzz.yaml");
+          (void)reader.string("command");
+          (void)reader.duration("duration", std::chrono::seconds{1});
+          (void)reader.boolean("fail", false);
+          reader.finish();
+        } catch (const orgd::ConfigError&) {
+        }
       }
     }
   } catch (const orgd::ConfigError&) {

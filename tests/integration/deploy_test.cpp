@@ -210,6 +210,37 @@ TEST_F(DeployTest, DeploysThreeReposInDependencyOrder) {
       5s));
 }
 
+TEST_F(DeployTest, ExecTargetsRunTheirCommandsWithTheDeployInTheirEnvironment) {
+  const fs::path out = fs::path(dir.path()) / "out";
+  fs::create_directories(out);
+  auto exec = [&](const std::string& name) {
+    return "{provider: shell, workdir: " + out.string() +
+           ", command: 'echo \"$ORGD_REPO $ORGD_ENV $ORGD_REF $ORGD_DEPLOY_ID\" > " + name +
+           ".txt; echo deployed " + name + "'}";
+  };
+  start(config(repo("api", exec("api")) + repo("web", exec("web"), "api") +
+               repo("worker", exec("worker"), "api")));
+  Collector events(client.get(), "org.acme.events.deploy.>");
+  auto accepted = deploy(R"({"all":true,"env":"dev","ref":"v2"})");
+  const auto record = wait_finished(accepted.deploy_id());
+  EXPECT_EQ(record.state(), DeployRecord::succeeded) << record.DebugString();
+  for (const std::string name : {"api", "web", "worker"}) {
+    EXPECT_EQ(testing::read_file(out / (name + ".txt")),
+              name + " dev v2 " + accepted.deploy_id() + "\n");
+    EXPECT_EQ(step(record, name).provider(), "shell");
+  }
+  ASSERT_TRUE(wait_until([&] { return index_of(kinds(events), "finished") >= 0; }, 5s));
+  int lines = 0;
+  for (const auto& m : events.messages()) {
+    v1::DeployEvent event;
+    if (decode(m.data, Encoding::json, event, 1 << 20) && event.kind() == "log" &&
+        event.line() == "deployed " + event.step().repo()) {
+      ++lines;
+    }
+  }
+  EXPECT_EQ(lines, 3);
+}
+
 TEST_F(DeployTest, AllMeansEveryRepoWithATargetAndDryRunDoesNothing) {
   start(config(three_local() + "  docs: {}\n"));
   auto plan = deploy(R"({"all":true,"env":"dev","dryRun":true})");
