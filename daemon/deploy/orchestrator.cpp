@@ -349,8 +349,9 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
         return;
       }
       if (next.rollback && !has_thread(*next.rollback)) spawn(*next.rollback, Mode::rollback);
-      // A step whose lock another deploy took (its locks expired before this deploy was
-      // resumed) fails instead of running next to that deploy.
+      // A step whose lock another deploy holds now (this deploy gave its locks up and crashed
+      // before it was marked finished, or the lock's entry was removed by hand) fails instead
+      // of running next to that deploy.
       std::vector<std::string> unlocked;
       for (const auto& repo : next.start) {
         if (lost_locks_.count(repo) != 0) unlocked.push_back(repo);
