@@ -22,6 +22,8 @@ using std::chrono::milliseconds;
 constexpr std::size_t kMaxLogLinesPerStep = 1000;
 constexpr int kDefaultListLimit = 20;
 constexpr int kMaxListLimit = 500;
+// Records a filtered list reads at most, newest first.
+constexpr int kMaxListScan = 2000;
 // Consecutive poll errors after which a step's attempt fails.
 constexpr int kMaxPollErrors = 5;
 
@@ -1230,8 +1232,10 @@ Result<v1::DeployList> Orchestrator::list(const v1::DeployListRequest& request) 
   auto ids = shared_->kv()->deploy_ids();
   if (!ids) return ids.error();
   v1::DeployList list;
+  int examined = 0;
   for (auto it = ids.value().rbegin(); it != ids.value().rend(); ++it) {
-    if (list.deploys_size() >= limit) break;
+    // Filters could otherwise read the whole history, one KV get per deploy.
+    if (list.deploys_size() >= limit || ++examined > kMaxListScan) break;
     auto loaded = shared_->kv()->load(*it);
     if (!loaded) return loaded.error();
     if (!loaded.value()) continue;
