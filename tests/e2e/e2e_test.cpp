@@ -96,7 +96,7 @@ struct OrgdConfig {
   std::uint16_t http_port = 0;
   std::string log_level = "info";
   // A whole config instead of the generated one ({http_port} is replaced).
-  std::string yaml;
+  std::string yaml{};
 };
 
 // Three repos like the dev default: api (deployed locally, service http), web (depends on api),
