@@ -1107,6 +1107,20 @@ Result<v1::DeployAccepted> Orchestrator::deploy(const v1::DeployRequest& request
   if (!valid_token(request.env())) {
     return invalid_argument("invalid env '" + request.env() + "' (expected [A-Za-z0-9_-]+)");
   }
+  // The ref reaches providers (ORGD_REF of exec commands) and logs: printable text only.
+  auto printable = [](const std::string& text) {
+    return std::none_of(text.begin(), text.end(),
+                        [](unsigned char c) { return c < 0x20 || c == 0x7f; });
+  };
+  if (request.ref().size() > 256 || !printable(request.ref())) {
+    return invalid_argument("invalid ref (at most 256 printable characters)");
+  }
+  if (request.request_id().size() > 256) {
+    return invalid_argument("requestId is longer than 256 bytes");
+  }
+  if (request.reason().size() > 1024 || !printable(request.reason())) {
+    return invalid_argument("invalid reason (at most 1,024 printable characters, one line)");
+  }
   if (request.all() == (request.repos_size() > 0)) {
     return invalid_argument("name the repos to deploy, or set all: true (not both)");
   }

@@ -271,6 +271,8 @@ TEST_F(DeployTest, RejectsBadRequestsWithClearErrors) {
            Case{R"({"repos":["api"],"env":"dev","onFailure":"pray"})", "400", "onFailure"},
            Case{R"({"repos":["api"],"env":"prod"})", "400", "no deploy target"},
            Case{R"({"repos":["api"],"env":"d.v"})", "400", "invalid env"},
+           Case{R"({"repos":["api"],"env":"dev","ref":"a\nb"})", "400", "invalid ref"},
+           Case{R"({"repos":["api"],"env":"dev","reason":"two\nlines"})", "400", "invalid reason"},
            Case{R"({"repos":["api"],"env":"dev","bogus":1})", "400", ""},
        }) {
     auto reply = call(client.get(), "org.acme.api.deploy", c.body);
