@@ -17,9 +17,9 @@
 #include <vector>
 
 #include "daemon/core/logging.hpp"
+#include "daemon/core/state_files.hpp"
 #include "daemon/core/timestamps.hpp"
 #include "daemon/core/unique_fd.hpp"
-#include "plugins/local/local_provider.hpp"
 
 extern char** environ;  // NOLINT(readability-redundant-declaration)
 

@@ -1,7 +1,6 @@
 #pragma once
 
 #include <atomic>
-#include <filesystem>
 #include <memory>
 #include <string>
 
@@ -68,14 +67,5 @@ class LocalProvider final : public Provider {
 std::unique_ptr<Provider> make_local_provider(const ProviderConfig& config,
                                               const ProviderEnvironment& env,
                                               const std::string& source_file);
-
-// Shared with the exec provider, which keeps its state files the same way.
-//
-// repo, env and deploy id become path components: false for anything that could leave the data
-// dir (empty, ".", "..", a slash or a NUL).
-bool safe_path_component(const std::string& part);
-// Writes `content` to a temporary file beside `path` and renames it into place, so a concurrent
-// or later reader (another process after a restart) never sees half a file.
-Result<Ok> write_file_atomically(const std::filesystem::path& path, const std::string& content);
 
 }  // namespace orgd
