@@ -167,8 +167,6 @@ std::string format_duration(std::chrono::seconds d) {
   return fmt::format("{}h{:02}m", s / 3600, (s % 3600) / 60);
 }
 
-bool is_set(const google::protobuf::Timestamp& ts) { return ts.seconds() != 0 || ts.nanos() != 0; }
-
 std::string format_age(const google::protobuf::Timestamp& ts, TimePoint now) {
   if (!is_set(ts)) return "-";
   auto s = std::max<int64_t>(seconds_between(from_timestamp(ts), now).count(), 0);

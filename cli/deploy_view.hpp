@@ -44,7 +44,6 @@ std::string state_name(v1::DeployStep::State state);
 std::string format_duration(std::chrono::seconds d);
 // "12s ago", "3m ago", "2h ago", "4d ago"; "-" for an unset timestamp.
 std::string format_age(const google::protobuf::Timestamp& ts, TimePoint now);
-bool is_set(const google::protobuf::Timestamp& ts);
 
 // Provider output may carry escape sequences and control characters; printed raw they would move
 // the cursor or recolour the operator's terminal. Escape sequences are dropped, tabs become

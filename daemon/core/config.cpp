@@ -146,13 +146,6 @@ bool is_name_char(char c) {
          c == '-';
 }
 
-// Names of repos, providers, environments, services and secrets end up as NATS subject tokens
-// and KV keys: [A-Za-z0-9_-]+.
-bool valid_name(std::string_view name) {
-  return !name.empty() && name.size() <= kMaxNameLength &&
-         std::all_of(name.begin(), name.end(), is_name_char);
-}
-
 bool valid_org(std::string_view org) {
   if (org.empty() || org.size() > kMaxOrgLength || org.front() == '-') return false;
   return std::all_of(org.begin(), org.end(), [](char c) {
@@ -1172,6 +1165,11 @@ class Loader {
 };
 
 }  // namespace
+
+bool valid_name(std::string_view name) {
+  return !name.empty() && name.size() <= kMaxNameLength &&
+         std::all_of(name.begin(), name.end(), is_name_char);
+}
 
 Config load_config_string(const std::string& text, const std::string& source_name,
                           const Environment& env) {

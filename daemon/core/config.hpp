@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "daemon/core/duration.hpp"
@@ -180,6 +181,10 @@ struct Config {
     return nats.subject_prefix.empty() ? "org." + org : nats.subject_prefix;
   }
 };
+
+// Names of repos, providers, environments, services and secrets end up as NATS subject tokens
+// and KV keys: [A-Za-z0-9_-]+, at most 100 characters.
+bool valid_name(std::string_view name);
 
 // Loads and validates a config. Every problem is collected and raised together as a ConfigError
 // whose lines read "<file>:<line>: <key>: <problem>". Environment overrides (DESIGN.md §7) are

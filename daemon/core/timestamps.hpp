@@ -22,6 +22,11 @@ inline TimePoint from_timestamp(const google::protobuf::Timestamp& ts) {
       std::chrono::seconds{ts.seconds()} + std::chrono::nanoseconds{ts.nanos()})};
 }
 
+// Unset timestamps (proto3 default) are the epoch itself.
+inline bool is_set(const google::protobuf::Timestamp& ts) {
+  return ts.seconds() != 0 || ts.nanos() != 0;
+}
+
 // RFC 3339 UTC with millisecond precision: 2026-11-26T06:42:31.123Z.
 std::string format_rfc3339(TimePoint t);
 

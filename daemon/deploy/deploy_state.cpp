@@ -9,8 +9,6 @@ namespace orgd::deploy {
 
 namespace {
 
-bool has_time(const google::protobuf::Timestamp& ts) { return ts.seconds() != 0 || ts.nanos() != 0; }
-
 void set_time(google::protobuf::Timestamp* ts, Clock::time_point when) {
   *ts = to_timestamp(when);
 }
@@ -24,7 +22,7 @@ const Step* next_rollback(const Record& record) {
   };
   for (const Step& step : record.steps()) {
     if (step.state() != Step::succeeded && step.state() != Step::failed) continue;
-    if (!has_time(step.deployed_at()) || !step.rollback_error().empty()) continue;
+    if (!is_set(step.deployed_at()) || !step.rollback_error().empty()) continue;
     if (best == nullptr || order(step) > order(*best)) best = &step;
   }
   return best;
@@ -113,7 +111,7 @@ NextActions next_actions(const Record& record, int parallel) {
       const bool all_rolled_back =
           std::none_of(record.steps().begin(), record.steps().end(), [](const Step& s) {
             return !s.rollback_error().empty() ||
-                   (s.state() == Step::succeeded && has_time(s.deployed_at()));
+                   (s.state() == Step::succeeded && is_set(s.deployed_at()));
           });
       next.finish = all_rolled_back ? Record::rolled_back : Record::failed;
       return next;
@@ -163,7 +161,7 @@ bool mark_handle(Record& record, const std::string& repo, const std::string& han
 
 bool mark_deployed(Record& record, const std::string& repo, Clock::time_point now) {
   Step* step = find_step(record, repo);
-  if (step == nullptr || step->state() != Step::running || has_time(step->deployed_at())) {
+  if (step == nullptr || step->state() != Step::running || is_set(step->deployed_at())) {
     return false;
   }
   set_time(step->mutable_deployed_at(), now);
@@ -172,7 +170,7 @@ bool mark_deployed(Record& record, const std::string& repo, Clock::time_point no
 
 bool mark_healthy(Record& record, const std::string& repo, Clock::time_point now) {
   Step* step = find_step(record, repo);
-  if (step == nullptr || step->state() != Step::running || !has_time(step->deployed_at())) {
+  if (step == nullptr || step->state() != Step::running || !is_set(step->deployed_at())) {
     return false;
   }
   set_time(step->mutable_healthy_at(), now);
@@ -257,7 +255,7 @@ void mark_running(Record& record, const std::string& owner, Clock::time_point no
   if (is_terminal(record.state())) return;
   record.set_state(Record::running);
   record.set_owner(owner);
-  if (!has_time(record.started_at())) set_time(record.mutable_started_at(), now);
+  if (!is_set(record.started_at())) set_time(record.mutable_started_at(), now);
 }
 
 void merge_external(Record& ours, const Record& theirs) {

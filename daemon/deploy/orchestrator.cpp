@@ -27,15 +27,6 @@ constexpr int kMaxListScan = 2000;
 // Consecutive poll errors after which a step's attempt fails.
 constexpr int kMaxPollErrors = 5;
 
-bool has_time(const google::protobuf::Timestamp& ts) { return ts.seconds() != 0 || ts.nanos() != 0; }
-
-bool valid_token(const std::string& text) {
-  return !text.empty() && text.size() <= 100 &&
-         std::all_of(text.begin(), text.end(), [](unsigned char c) {
-           return std::isalnum(c) != 0 || c == '-' || c == '_';
-         });
-}
-
 v1::DeployRecord::State summary_state(Step::State state) {
   switch (state) {
     case Step::pending: return Record::pending;
@@ -705,11 +696,11 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
     DeployContext context = context_for(repo, snapshot.attempts());
     std::optional<DeployProgress> progress;
     if (mode == Mode::resume) {
-      if (has_time(snapshot.healthy_at())) {
+      if (is_set(snapshot.healthy_at())) {
         succeed(repo, false);
         return;
       }
-      if (has_time(snapshot.deployed_at())) {
+      if (is_set(snapshot.deployed_at())) {
         gate(repo, policy);
         return;
       }
@@ -1104,7 +1095,7 @@ Result<v1::DeployAccepted> Orchestrator::deploy(const v1::DeployRequest& request
   }
   const auto inventory = shared_->current_inventory();
   if (request.env().empty()) return invalid_argument("env is required");
-  if (!valid_token(request.env())) {
+  if (!valid_name(request.env())) {
     return invalid_argument("invalid env '" + request.env() + "' (expected [A-Za-z0-9_-]+)");
   }
   // The ref reaches providers (ORGD_REF of exec commands) and logs: printable text only.
@@ -1231,7 +1222,7 @@ Result<v1::DeployAccepted> Orchestrator::deploy(const v1::DeployRequest& request
 
 Result<v1::DeployRecord> Orchestrator::get(const v1::DeployGetRequest& request) {
   if (!attached_.load()) return unavailable("deploys are not available yet");
-  if (!valid_token(request.deploy_id())) return invalid_argument("invalid deployId");
+  if (!valid_name(request.deploy_id())) return invalid_argument("invalid deployId");
   auto loaded = shared_->kv()->load(request.deploy_id());
   if (!loaded) return loaded.error();
   if (!loaded.value()) return not_found("no deploy " + request.deploy_id());
@@ -1263,7 +1254,7 @@ Result<v1::DeployList> Orchestrator::list(const v1::DeployListRequest& request) 
 
 Result<v1::DeployRecord> Orchestrator::cancel(const v1::DeployCancelRequest& request) {
   if (!attached_.load()) return unavailable("deploys are not available yet");
-  if (!valid_token(request.deploy_id())) return invalid_argument("invalid deployId");
+  if (!valid_name(request.deploy_id())) return invalid_argument("invalid deployId");
   for (int attempt = 0; attempt < 20; ++attempt) {
     auto loaded = shared_->kv()->load(request.deploy_id());
     if (!loaded) return loaded.error();
@@ -1302,7 +1293,7 @@ void Orchestrator::observe(const v1::DeployEvent& event) {
   summary.set_deploy_id(event.deploy_id());
   summary.set_state(summary_state(event.step().state()));
   summary.set_ref(event.ref());
-  if (has_time(event.step().finished_at())) {
+  if (is_set(event.step().finished_at())) {
     *summary.mutable_finished_at() = event.step().finished_at();
   } else {
     summary.clear_finished_at();

@@ -48,6 +48,7 @@ using namespace std::chrono_literals;
 using testing::Collector;
 using testing::NatsCluster;
 using testing::NatsServer;
+using testing::kOutsideEnv;
 using testing::Subprocess;
 using testing::SubprocessOptions;
 using testing::TempDir;
@@ -60,11 +61,6 @@ using SteadyClock = std::chrono::steady_clock;
 constexpr const char* kPrefix = "org.acme";
 constexpr const char* kEnv = "dev";
 
-// Variables through which a developer's own NATS or orgd settings could leak into the children.
-const std::vector<std::string> kOutsideEnv = {
-    "NATS_URL",          "NATS_URLS",        "NATS_CREDS_FILE",  "NATS_NKEY_FILE",
-    "NATS_JWT",          "NATS_NKEY_SEED",   "NATS_TLS_CA_FILE", "NATS_TLS_CERT_FILE",
-    "NATS_TLS_KEY_FILE", "ORGD_HTTP_LISTEN", "ORGD_ORG",         "ORGD_PREFIX"};
 
 std::string subject(const std::string& rest) { return std::string(kPrefix) + "." + rest; }
 

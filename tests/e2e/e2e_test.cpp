@@ -41,6 +41,7 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using testing::http_get;
 using testing::NatsServer;
+using testing::kOutsideEnv;
 using testing::Subprocess;
 using testing::SubprocessOptions;
 using testing::TempDir;
@@ -51,11 +52,6 @@ using SteadyClock = std::chrono::steady_clock;
 
 constexpr const char* kOrg = "acme";
 
-// Variables through which a developer's own NATS or orgd settings could leak into the children.
-const std::vector<std::string> kOutsideEnv = {
-    "NATS_URL",          "NATS_URLS",        "NATS_CREDS_FILE",  "NATS_NKEY_FILE",
-    "NATS_JWT",          "NATS_NKEY_SEED",   "NATS_TLS_CA_FILE", "NATS_TLS_CERT_FILE",
-    "NATS_TLS_KEY_FILE", "ORGD_HTTP_LISTEN", "ORGD_ORG",         "ORGD_PREFIX"};
 
 std::string loopback_url(std::uint16_t port) { return "nats://127.0.0.1:" + std::to_string(port); }
 

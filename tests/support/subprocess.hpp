@@ -14,6 +14,13 @@
 
 namespace orgd::testing {
 
+// Variables through which a developer's own NATS or orgd settings could leak into an orgd or
+// orgctl child: tests unset them (SubprocessOptions::unset_env).
+inline const std::vector<std::string> kOutsideEnv = {
+    "NATS_URL",          "NATS_URLS",        "NATS_CREDS_FILE",  "NATS_NKEY_FILE",
+    "NATS_JWT",          "NATS_NKEY_SEED",   "NATS_TLS_CA_FILE", "NATS_TLS_CERT_FILE",
+    "NATS_TLS_KEY_FILE", "ORGD_HTTP_LISTEN", "ORGD_ORG",         "ORGD_PREFIX"};
+
 struct SubprocessOptions {
   // argv[0] is searched on the child's PATH when it holds no '/'.
   std::vector<std::string> argv;
