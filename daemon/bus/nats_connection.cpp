@@ -221,6 +221,16 @@ void NatsConnection::connect() {
 
   natsConnection* conn = nullptr;
   natsStatus s = natsConnection_Connect(&conn, opts);
+  // nats.c before 3.8 sends an empty nonce signature when the signature's first byte is zero
+  // (nats.c PR #705), so one nkey/JWT connect in 256 is refused at random. Another attempt gets
+  // another nonce and so another signature. (With retry_on_failed_connect nats.c retries
+  // itself.)
+  const bool signs_nonce = !settings_.nkey_seed.empty() || !settings_.creds_file.empty() ||
+                           !settings_.jwt.empty();
+  for (int attempt = 1; s == NATS_CONNECTION_AUTH_FAILED && signs_nonce && attempt < 3;
+       ++attempt) {
+    s = natsConnection_Connect(&conn, opts);
+  }
   // NATS_NOT_YET_CONNECTED: nats.c keeps trying; the connected callback reports success.
   if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
     throw std::runtime_error(fmt::format("nats: cannot connect to {}: {}",
