@@ -49,6 +49,7 @@ int main(int argc, char** argv) {
     // Provider and deploy target settings are the providers' to check.
     orgd::ProviderEnvironment providers;
     providers.data_dir = config.nats.data_dir;
+    providers.environment = env;
     (void)orgd::deploy::Inventory::build(config, orgd::ProviderRegistry{}, providers);
   } catch (const orgd::ConfigError& e) {
     std::cerr << "orgd: invalid config:\n" << e.what() << "\n";

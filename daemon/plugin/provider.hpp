@@ -135,6 +135,31 @@ class SettingsReader {
     return parsed;
   }
 
+  // A list of non-empty strings (`[A, B]`); nullopt when absent or not such a list (reported).
+  std::optional<std::vector<std::string>> string_list(const std::string& key) {
+    const YAML::Node value = take(key);
+    if (!value) return std::nullopt;
+    std::vector<std::string> items;
+    bool valid = value.IsSequence();
+    for (std::size_t i = 0; valid && i < value.size(); ++i) {
+      valid = value[i].IsScalar() && !value[i].Scalar().empty();
+      if (valid) items.push_back(value[i].Scalar());
+    }
+    if (!valid) {
+      report(line_of(value), key, "expected a list of non-empty strings");
+      return std::nullopt;
+    }
+    return items;
+  }
+
+  // A problem with a key's value that only the provider can see (a missing directory, a name
+  // that is not set), reported like the others: file, the key's line, path.key.
+  void invalid(const std::string& key, std::string_view message) {
+    const YAML::Node& map = settings_;
+    const YAML::Node value = settings_.IsMap() ? map[key] : YAML::Node{YAML::NodeType::Undefined};
+    report(value ? line_of(value) : line_, key, message);
+  }
+
   void finish() {
     if (settings_.IsMap()) {
       for (const auto& entry : settings_) {

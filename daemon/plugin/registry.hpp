@@ -7,6 +7,7 @@
 
 #include "daemon/core/clock.hpp"
 #include "daemon/core/config.hpp"
+#include "daemon/core/environment.hpp"
 #include "daemon/plugin/provider.hpp"
 
 namespace orgd {
@@ -15,6 +16,9 @@ namespace orgd {
 struct ProviderEnvironment {
   std::string data_dir;
   std::shared_ptr<const Clock> clock = std::make_shared<SystemClock>();
+  // orgd's environment (injected: tests stay hermetic). Providers take from it only what their
+  // settings name, e.g. an exec target's `env:`; children never inherit it whole.
+  Environment environment{};
 };
 
 // Turns `providers.<name>` entries into Provider instances, from one explicit list of factories

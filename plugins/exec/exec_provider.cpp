@@ -3,10 +3,10 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -18,10 +18,9 @@
 
 #include "daemon/core/logging.hpp"
 #include "daemon/core/state_files.hpp"
+#include "daemon/core/subprocess.hpp"
 #include "daemon/core/timestamps.hpp"
 #include "daemon/core/unique_fd.hpp"
-
-extern char** environ;  // NOLINT(readability-redundant-declaration)
 
 namespace orgd {
 
@@ -57,9 +56,36 @@ class LineLimiter {
     }
   }
 
+  // The last line that was not blank, dropped or not: what a failure's error ends with.
+  const std::string& last_line() const { return last_; }
+
  private:
+  // Cuts a line to `max` bytes without ending inside a UTF-8 sequence; true if it was cut.
+  static bool cut_utf8(std::string& line, std::size_t max) {
+    if (line.size() <= max) return false;
+    std::size_t cut = max;
+    while (cut > 0 && (static_cast<unsigned char>(line[cut]) & 0xC0) == 0x80) --cut;
+    line.resize(cut);
+    return true;
+  }
+
+  void remember_last() {
+    std::string line;
+    for (const char c : partial_) {
+      // Control characters (a progress bar's \r, colours) would garble the one-line error.
+      line.push_back(static_cast<unsigned char>(c) < 0x20 || c == 0x7F ? ' ' : c);
+    }
+    const auto first = line.find_first_not_of(' ');
+    if (first == std::string::npos) return;
+    line.erase(0, first);
+    line.erase(line.find_last_not_of(' ') + 1);
+    if (cut_utf8(line, ExecDeployTarget::kMaxErrorLine)) line += "…";
+    last_ = std::move(line);
+  }
+
   void end_line() {
     has_partial_ = false;
+    remember_last();
     if (emitted_ >= ExecDeployTarget::kMaxLines) {
       ++dropped_;
     } else {
@@ -81,6 +107,7 @@ class LineLimiter {
   bool has_partial_ = false;
   std::size_t emitted_ = 0;
   std::size_t dropped_ = 0;
+  std::string last_;
 };
 
 std::string describe(Duration d) { return format_duration(d); }
@@ -90,6 +117,24 @@ struct CommandOutcome {
   std::optional<int> exit_code;  // none after a timeout, a signal or a failure to start
 };
 
+// The deploy variables every command gets; an `env:` setting cannot name them.
+constexpr const char* kDeployVariables[] = {"ORGD_REPO", "ORGD_ENV", "ORGD_REF", "ORGD_DEPLOY_ID"};
+
+bool is_deploy_variable(const std::string& name) {
+  for (const char* ours : kDeployVariables) {
+    if (name == ours) return true;
+  }
+  return false;
+}
+
+bool valid_variable_name(const std::string& name) {
+  if (name.empty() || std::isdigit(static_cast<unsigned char>(name[0]))) return false;
+  for (const char c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_') return false;
+  }
+  return true;
+}
+
 // Runs `/bin/sh -c command` in workdir to completion (or timeout), passing output to `log` as it
 // arrives.
 CommandOutcome run_command(const std::string& command, const ExecDeployTarget::Settings& settings,
@@ -98,71 +143,31 @@ CommandOutcome run_command(const std::string& command, const ExecDeployTarget::S
   CommandOutcome outcome{{DeployStatus::failed, context.deploy_id, {}}, std::nullopt};
   DeployProgress& result = outcome.progress;
 
-  // Everything the child needs is prepared before fork(): after it only async-signal-safe calls.
-  std::vector<std::string> env_strings;
-  const std::pair<const char*, const std::string*> ours[] = {
-      {"ORGD_REPO", &context.repo},
-      {"ORGD_ENV", &context.env},
-      {"ORGD_REF", &context.ref},
-      {"ORGD_DEPLOY_ID", &context.deploy_id}};
-  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-    bool replaced = false;
-    for (const auto& [name, value] : ours) {
-      const std::size_t n = std::strlen(name);
-      if (std::strncmp(*e, name, n) == 0 && (*e)[n] == '=') replaced = true;
-    }
-    if (!replaced) env_strings.emplace_back(*e);
+  // Only what the settings hold (the allow-list and the target's `env:`) and the deploy
+  // variables: orgd's own credentials never reach the command.
+  SpawnOptions options;
+  options.argv = {"/bin/sh", "-c", command};
+  options.env = settings.environment;
+  const std::string* values[] = {&context.repo, &context.env, &context.ref, &context.deploy_id};
+  for (std::size_t i = 0; i < std::size(kDeployVariables); ++i) {
+    options.env[kDeployVariables[i]] = *values[i];
   }
-  for (const auto& [name, value] : ours) env_strings.push_back(std::string{name} + "=" + *value);
-  std::vector<char*> envp;
-  for (auto& s : env_strings) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  std::string sh = "/bin/sh", dash_c = "-c", cmd = command;
-  char* argv[] = {sh.data(), dash_c.data(), cmd.data(), nullptr};
-  const std::string chdir_failed =
-      "cannot change to the working directory " + settings.workdir + "\n";
-
-  int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) {
-    result.error = std::string{"cannot create a pipe: "} + std::strerror(errno);
+  options.workdir = settings.workdir;
+  options.capture_output = true;
+  // Its own process group, so a timeout reaches the whole tree. SIGKILL when orgd dies, so a
+  // resumed deploy never runs beside this one.
+  options.new_process_group = true;
+  options.parent_death_signal = SIGKILL;
+  SpawnedChild child;
+  try {
+    child = spawn_child(options);
+  } catch (const SpawnError& e) {
+    result.error = e.what();
+    logger->warn("{} {}/{}: {}", context.deploy_id, context.repo, context.env, result.error);
     return outcome;
   }
-  UniqueFd read_end{above_stdio(fds[0])};
-  UniqueFd write_end{above_stdio(fds[1])};
-  UniqueFd null_in{above_stdio(::open("/dev/null", O_RDONLY | O_CLOEXEC))};
-  if (read_end.get() < 0 || write_end.get() < 0 || null_in.get() < 0) {
-    result.error = std::string{"cannot prepare the child's descriptors: "} + std::strerror(errno);
-    return outcome;
-  }
-
-  const pid_t parent = ::getpid();
-  const pid_t pid = ::fork();
-  if (pid < 0) {
-    result.error = std::string{"cannot fork: "} + std::strerror(errno);
-    return outcome;
-  }
-  if (pid == 0) {
-    // Die with orgd, so a resumed deploy never runs beside this one. Should orgd have died before
-    // the request took effect, the child has been re-parented already: leave at once.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) ::_exit(127);
-    ::setpgid(0, 0);  // its own process group, so a timeout reaches the whole tree
-    ::dup2(null_in.get(), 0);
-    ::dup2(write_end.get(), 1);
-    ::dup2(write_end.get(), 2);
-    ::close_range(3, ~0U, 0);  // nothing else of ours leaks into the command
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    if (::chdir(settings.workdir.c_str()) != 0) {
-      [[maybe_unused]] auto n = ::write(2, chdir_failed.data(), chdir_failed.size());
-      ::_exit(127);
-    }
-    ::execve(argv[0], argv, envp.data());
-    ::_exit(127);
-  }
-  ::setpgid(pid, pid);  // also from here: whichever runs first, the group exists before a kill
-  write_end.reset();
+  const pid_t pid = child.pid;
+  UniqueFd read_end = std::move(child.output);
   ::fcntl(read_end.get(), F_SETFL, O_NONBLOCK);
   logger->info("{} {}/{}: running {} in {}", context.deploy_id, context.repo, context.env, command,
                settings.workdir);
@@ -180,8 +185,8 @@ CommandOutcome run_command(const std::string& command, const ExecDeployTarget::S
 
   while (true) {
     if (!exited) {
-      const pid_t done = ::waitpid(pid, &status, WNOHANG);
-      if (done == pid || (done < 0 && errno != EINTR)) {
+      if (const auto done = reap_child(pid, /*block=*/false)) {
+        status = *done;
         exited = true;
         drain_until = SteadyClock::now() + kDrainGrace;
       }
@@ -228,6 +233,10 @@ CommandOutcome run_command(const std::string& command, const ExecDeployTarget::S
     result.error = "killed by signal " + std::to_string(WTERMSIG(status));
   } else {
     result.error = "ended with wait status " + std::to_string(status);
+  }
+  // "exit code 127" alone leaves the user guessing; the last line usually says why.
+  if (result.status != DeployStatus::succeeded && !lines.last_line().empty()) {
+    result.error += ": " + lines.last_line();
   }
   if (result.status == DeployStatus::succeeded) {
     logger->info("{}: succeeded in {}", context.deploy_id, describe(took));
@@ -381,8 +390,30 @@ std::unique_ptr<DeployTarget> ExecProvider::make_deploy_target(const DeployTarge
   ExecDeployTarget::Settings settings;
   settings.command = reader.required_string("command");
   settings.workdir = reader.string("workdir").value_or(settings.workdir);
+  // Checked here, so --check-config finds it, not the first deploy.
+  std::error_code ec;
+  const auto workdir = fs::status(settings.workdir, ec);
+  if (!fs::exists(workdir)) {
+    reader.invalid("workdir", "no such directory: " + settings.workdir);
+  } else if (!fs::is_directory(workdir)) {
+    reader.invalid("workdir", "not a directory: " + settings.workdir);
+  } else if (::access(settings.workdir.c_str(), X_OK) != 0) {
+    reader.invalid("workdir", "cannot enter " + settings.workdir + ": " + std::strerror(errno));
+  }
   settings.timeout = reader.duration("timeout", settings.timeout);
   settings.rollback_command = reader.string("rollback_command");
+  // Names, not values: the values are orgd's, taken now, so an unset one fails at load.
+  const auto names = reader.string_list("env").value_or(std::vector<std::string>{});
+  for (const auto& name : names) {
+    if (!valid_variable_name(name)) {
+      reader.invalid("env", "'" + name + "' is not a variable name");
+    } else if (is_deploy_variable(name)) {
+      reader.invalid("env", name + " is set by orgd for each deploy");
+    } else if (!environment_.get(name)) {
+      reader.invalid("env", name + " is not set in orgd's environment");
+    }
+  }
+  settings.environment = child_environment(environment_, names);
   reader.finish();
   return std::make_unique<ExecDeployTarget>(std::move(settings), data_dir_, clock_);
 }
@@ -393,7 +424,7 @@ std::unique_ptr<Provider> make_exec_provider(const ProviderConfig& config,
   SettingsReader reader = SettingsReader::for_provider(config, source_file);
   reader.finish();
   // The data dir holds the results that outlive a restart; without one (tests) there are none.
-  return std::make_unique<ExecProvider>(config.name, env.data_dir, env.clock);
+  return std::make_unique<ExecProvider>(config.name, env.data_dir, env.clock, env.environment);
 }
 
 }  // namespace orgd

@@ -16,9 +16,15 @@
 namespace orgd {
 
 // Runs a command (e.g. `task deploy`) with `/bin/sh -c` in a working directory. The command sees
-// ORGD_REPO, ORGD_ENV, ORGD_REF and ORGD_DEPLOY_ID; its output goes to the log sink line by line
-// while it runs (at most kMaxLines lines of kMaxLineBytes, then one final "output truncated"
-// line), and it runs to completion inside start(), so start() never returns `running`.
+// ORGD_REPO, ORGD_ENV, ORGD_REF and ORGD_DEPLOY_ID, and of orgd's environment only PATH, HOME,
+// LANG, TZ and the names the target lists under `env:` (never orgd's credentials); its output
+// goes to the log sink line by line while it runs (at most kMaxLines lines of kMaxLineBytes, then
+// one final "output truncated" line), and it runs to completion inside start(), so start() never
+// returns `running`. A failure's error ends with the last non-blank output line ("exit code 127:
+// sh: 1: deploy.sh: not found").
+//
+// Settings checked at load (so by --check-config): `workdir` must be an existing directory, and
+// every name under `env:` must be set in orgd's environment.
 //
 // The command dies with orgd: the child asks for SIGKILL when its parent goes (PR_SET_PDEATHSIG),
 // so a killed orgd never leaves a deploy running that a resumed deploy would start a second time.
@@ -43,10 +49,15 @@ class ExecDeployTarget final : public DeployTarget {
     std::string workdir = ".";
     Duration timeout = std::chrono::minutes{10};
     std::optional<std::string> rollback_command;
+    // The command's environment besides the deploy variables: the allow-list (PATH, HOME, LANG,
+    // TZ) and the names under `env:`, with their values from orgd's environment.
+    std::map<std::string, std::string> environment;
   };
 
   static constexpr std::size_t kMaxLines = 1000;
   static constexpr std::size_t kMaxLineBytes = 1000;
+  // A failure's error ends with the command's last output line, cut to this many bytes.
+  static constexpr std::size_t kMaxErrorLine = 300;
   static constexpr std::size_t kMaxResults = 100;  // results kept in memory for poll()
   static constexpr const char* kInterrupted = "interrupted: orgd stopped while the command ran";
 
@@ -78,10 +89,12 @@ class ExecDeployTarget final : public DeployTarget {
 
 class ExecProvider final : public Provider {
  public:
-  ExecProvider(std::string name, std::string data_dir, std::shared_ptr<const Clock> clock)
+  ExecProvider(std::string name, std::string data_dir, std::shared_ptr<const Clock> clock,
+               Environment environment = {})
       : Provider(std::move(name), "exec"),
         data_dir_(std::move(data_dir)),
-        clock_(std::move(clock)) {}
+        clock_(std::move(clock)),
+        environment_(std::move(environment)) {}
 
   std::unique_ptr<DeployTarget> make_deploy_target(const DeployTargetConfig& target,
                                                    const std::string& source_file) override;
@@ -89,6 +102,7 @@ class ExecProvider final : public Provider {
  private:
   std::string data_dir_;
   std::shared_ptr<const Clock> clock_;
+  Environment environment_;  // orgd's: where `env:` values and the allow-list come from
 };
 
 std::unique_ptr<Provider> make_exec_provider(const ProviderConfig& config,

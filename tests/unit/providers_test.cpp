@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -327,9 +328,15 @@ TEST_F(LocalProviderTest, RecoverAfterRestartAnswersFromTheRecord) {
 class ExecProviderTest : public ::testing::Test {
  protected:
   std::unique_ptr<DeployTarget> target(const std::string& yaml) {
-    provider_ = registry_.create(provider_config("tasks", "exec"), {dir_.path()}, "orgd.yaml");
+    ProviderEnvironment environment;
+    environment.data_dir = dir_.path();
+    environment.environment = environment_;
+    provider_ = registry_.create(provider_config("tasks", "exec"), environment, "orgd.yaml");
     return provider_->make_deploy_target(target_config("tasks", yaml), "orgd.yaml");
   }
+
+  // orgd's environment as the provider sees it (injected, like the daemon does).
+  Environment environment_{{{"PATH", "/usr/bin:/bin"}}};
 
   fs::path state(const std::string& name) const {
     return fs::path{dir_.path()} / "exec" / "api" / "production" / name;
@@ -354,6 +361,99 @@ TEST_F(ExecProviderTest, SucceedsWithDeployEnvironment) {
   EXPECT_EQ(polled.value().status, DeployStatus::succeeded);
 }
 
+// Sets variables in the real process environment for one test, restoring them afterwards.
+class ScopedProcessEnv {
+ public:
+  explicit ScopedProcessEnv(const std::map<std::string, std::string>& vars) {
+    for (const auto& [name, value] : vars) {
+      const char* old = std::getenv(name.c_str());
+      saved_.emplace_back(name, old ? std::optional<std::string>{old} : std::nullopt);
+      ::setenv(name.c_str(), value.c_str(), 1);
+    }
+  }
+  ~ScopedProcessEnv() {
+    for (const auto& [name, value] : saved_) {
+      if (value) {
+        ::setenv(name.c_str(), value->c_str(), 1);
+      } else {
+        ::unsetenv(name.c_str());
+      }
+    }
+  }
+
+ private:
+  std::vector<std::pair<std::string, std::optional<std::string>>> saved_;
+};
+
+std::map<std::string, std::string> parse_env_dump(const fs::path& file) {
+  std::map<std::string, std::string> vars;
+  for (const auto& line : read_lines(file)) {
+    const auto eq = line.find('=');
+    if (eq != std::string::npos) vars[line.substr(0, eq)] = line.substr(eq + 1);
+  }
+  return vars;
+}
+
+// Credentials in orgd's environment (injected and real) never reach a command: it gets the
+// allow-list, the deploy variables and what the target names under `env:`.
+TEST_F(ExecProviderTest, CommandGetsOnlyTheAllowListAndItsEnvSetting) {
+  const std::map<std::string, std::string> canaries = {
+      {"NATS_TOKEN", "canary-nats-token"},     {"NATS_JWT", "canary-nats-jwt"},
+      {"NATS_NKEY_SEED", "canary-nkey-seed"},  {"GITHUB_TOKEN", "canary-github-token"},
+      {"ORGD_MASTER_KEY", "canary-master-key"}};
+  ScopedProcessEnv process{{{"NATS_TOKEN", "canary-process-nats"},
+                            {"GITHUB_TOKEN", "canary-process-github"},
+                            {"ORGD_MASTER_KEY", "canary-process-master"}}};
+  for (const auto& [name, value] : canaries) environment_.set(name, value);
+  environment_.set("HOME", "/home/orgd");
+  environment_.set("LANG", "C.UTF-8");
+  environment_.set("TZ", "UTC");
+  environment_.set("DEPLOY_REGION", "eu-west");
+  const auto dump = fs::path{dir_.path()} / "env.txt";
+  auto t = target("{command: 'env > " + dump.string() + "', env: [DEPLOY_REGION]}");
+  auto result = t->start(context(), {});
+  ASSERT_TRUE(result);
+  ASSERT_EQ(result.value().status, DeployStatus::succeeded) << result.value().error;
+
+  std::string text;
+  for (const auto& line : read_lines(dump)) text += line + "\n";
+  EXPECT_EQ(text.find("canary"), std::string::npos) << text;
+  const auto vars = parse_env_dump(dump);
+  EXPECT_EQ(vars.count("GITHUB_TOKEN"), 0u) << text;
+  EXPECT_EQ(vars.count("ORGD_MASTER_KEY"), 0u) << text;
+  EXPECT_EQ(vars.at("PATH"), "/usr/bin:/bin");
+  EXPECT_EQ(vars.at("HOME"), "/home/orgd");
+  EXPECT_EQ(vars.at("LANG"), "C.UTF-8");
+  EXPECT_EQ(vars.at("TZ"), "UTC");
+  EXPECT_EQ(vars.at("DEPLOY_REGION"), "eu-west");
+  EXPECT_EQ(vars.at("ORGD_REPO"), "api");
+  EXPECT_EQ(vars.at("ORGD_DEPLOY_ID"), "d-1");
+  // What the shell adds itself, and nothing else.
+  const std::set<std::string> allowed = {"PATH",     "HOME",    "LANG",      "TZ",
+                                         "ORGD_REPO", "ORGD_ENV", "ORGD_REF", "ORGD_DEPLOY_ID",
+                                         "DEPLOY_REGION", "PWD", "OLDPWD", "SHLVL", "_"};
+  for (const auto& [name, value] : vars) EXPECT_EQ(allowed.count(name), 1u) << name;
+}
+
+TEST_F(ExecProviderTest, EnvSettingIsChecked) {
+  auto unset = config_error([&] { target("{command: 'true', env: [NOT_SET_ANYWHERE]}"); });
+  EXPECT_NE(unset.find("orgd.yaml:1: deploy.production.env: NOT_SET_ANYWHERE is not set in "
+                       "orgd's environment"),
+            std::string::npos)
+      << unset;
+  auto not_a_list = config_error([&] { target("{command: 'true', env: PATH}"); });
+  EXPECT_NE(not_a_list.find("deploy.production.env: expected a list"), std::string::npos)
+      << not_a_list;
+  auto bad_name = config_error([&] { target("{command: 'true', env: ['A=B']}"); });
+  EXPECT_NE(bad_name.find("deploy.production.env: 'A=B' is not a variable name"),
+            std::string::npos)
+      << bad_name;
+  auto ours = config_error([&] { target("{command: 'true', env: [ORGD_REF]}"); });
+  EXPECT_NE(ours.find("deploy.production.env: ORGD_REF is set by orgd for each deploy"),
+            std::string::npos)
+      << ours;
+}
+
 TEST_F(ExecProviderTest, HonoursWorkdir) {
   auto t = target("{command: pwd, workdir: '" + dir_.path() + "'}");
   Collected log;
@@ -370,10 +470,53 @@ TEST_F(ExecProviderTest, NonZeroExitFails) {
   auto result = t->start(context(), log.sink());
   ASSERT_TRUE(result);
   EXPECT_EQ(result.value().status, DeployStatus::failed);
-  EXPECT_EQ(result.value().error, "exit code 3");
+  EXPECT_EQ(result.value().error, "exit code 3: oops");
   ASSERT_EQ(log.lines.size(), 1u);
   EXPECT_EQ(log.lines[0], "oops");
-  EXPECT_EQ(t->poll(context(), "d-1").value().error, "exit code 3");
+  EXPECT_EQ(t->poll(context(), "d-1").value().error, "exit code 3: oops");
+}
+
+// The failure says why: the command's last output line, also when the command printed more
+// lines than are passed on, and bounded.
+TEST_F(ExecProviderTest, FailureCarriesTheLastOutputLine) {
+  auto missing = target("{command: 'echo starting; deploy-script-that-does-not-exist.sh'}");
+  auto result = missing->start(context(), {});
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result.value().status, DeployStatus::failed);
+  EXPECT_EQ(result.value().error.rfind("exit code 127: ", 0), 0u) << result.value().error;
+  EXPECT_NE(result.value().error.find("deploy-script-that-does-not-exist.sh: not found"),
+            std::string::npos)
+      << result.value().error;
+
+  auto chatty = target(
+      "{command: 'i=0; while [ $i -lt 2000 ]; do echo line$i; i=$((i+1)); done; echo; exit 4'}");
+  EXPECT_EQ(chatty->start(context(), {}).value().error, "exit code 4: line1999");
+
+  auto long_line = target("{command: 'head -c 5000 /dev/zero | tr \"\\\\0\" x; exit 5'}");
+  const auto error = long_line->start(context(), {}).value().error;
+  EXPECT_EQ(error.rfind("exit code 5: xxx", 0), 0u) << error;
+  EXPECT_LE(error.size(), std::string{"exit code 5: "}.size() + ExecDeployTarget::kMaxErrorLine +
+                              std::string{"…"}.size());
+
+  auto timed_out = target("{command: 'echo waiting for the lock; sleep 5', timeout: 200ms}");
+  EXPECT_EQ(timed_out->start(context(), {}).value().error,
+            "timed out after 200ms: waiting for the lock");
+}
+
+// --check-config builds the targets: a workdir that is not there is found before a deploy.
+TEST_F(ExecProviderTest, MissingWorkdirIsAConfigError) {
+  const auto gone = fs::path{dir_.path()} / "not-there";
+  auto message = config_error([&] { target("{command: 'true', workdir: " + gone.string() + "}"); });
+  EXPECT_NE(message.find("orgd.yaml:1: deploy.production.workdir: no such directory: " +
+                         gone.string()),
+            std::string::npos)
+      << message;
+  const auto file = fs::path{dir_.path()} / "a-file";
+  std::ofstream{file} << "x";
+  auto not_dir = config_error([&] { target("{command: 'true', workdir: " + file.string() + "}"); });
+  EXPECT_NE(not_dir.find("deploy.production.workdir: not a directory: " + file.string()),
+            std::string::npos)
+      << not_dir;
 }
 
 TEST_F(ExecProviderTest, TimesOut) {
