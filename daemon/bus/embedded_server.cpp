@@ -4,9 +4,7 @@
 #include <nats/nats.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,10 +21,10 @@
 #include <thread>
 #include <vector>
 
+#include "daemon/core/environment.hpp"
 #include "daemon/core/logging.hpp"
+#include "daemon/core/subprocess.hpp"
 #include "daemon/core/unique_fd.hpp"
-
-extern char** environ;
 
 namespace orgd {
 namespace {
@@ -40,6 +38,9 @@ constexpr auto kStopGrace = 5s;
 constexpr const char* kConfigName = "nats-server.conf";
 constexpr const char* kLogName = "nats-server.log";
 constexpr const char* kPortsDirName = "ports";
+constexpr const char* kDefaultPath = "/usr/local/bin:/usr/bin:/bin";
+// How often a supervised server is checked for having died.
+constexpr auto kWatchInterval = 50ms;
 
 std::string errno_text(int err) { return std::error_code(err, std::system_category()).message(); }
 
@@ -53,19 +54,8 @@ std::string find_binary(const std::string& binary) {
     return binary;
   }
   const char* path_env = std::getenv("PATH");
-  std::string path = path_env != nullptr ? path_env : "/usr/local/bin:/usr/bin:/bin";
-  std::size_t start = 0;
-  while (start <= path.size()) {
-    auto end = path.find(':', start);
-    if (end == std::string::npos) end = path.size();
-    std::string dir = path.substr(start, end - start);
-    start = end + 1;
-    if (dir.empty()) dir = ".";
-    const fs::path candidate = fs::path(dir) / binary;
-    std::error_code ec;
-    if (fs::is_regular_file(candidate, ec) && ::access(candidate.c_str(), X_OK) == 0) {
-      return candidate.string();
-    }
+  if (auto found = find_executable(binary, path_env != nullptr ? path_env : kDefaultPath)) {
+    return *found;
   }
   throw std::runtime_error("nats-server binary '" + binary +
                            "' not found on PATH (install nats-server, or give its full path "
@@ -141,14 +131,6 @@ std::string tail_of(const fs::path& file, std::size_t max_lines = 15) {
   return out.empty() ? "(empty log)" : out;
 }
 
-std::string describe_status(int status) {
-  if (WIFEXITED(status)) return "exit code " + std::to_string(WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) {
-    return "signal " + std::to_string(WTERMSIG(status)) + " (" + strsignal(WTERMSIG(status)) + ")";
-  }
-  return "status " + std::to_string(status);
-}
-
 // The client port written by `--ports_file_dir` ({"nats":["nats://127.0.0.1:PORT"]}), or 0
 // while the file is missing or still being written.
 std::uint16_t read_ports_file(const fs::path& dir, pid_t pid) {
@@ -212,72 +194,14 @@ Probe probe(const std::string& url, bool check_jetstream) {
   return result;
 }
 
-// Everything the child needs, prepared before fork(): between fork() and execve() the child
-// of a multi-threaded process may only make async-signal-safe calls (no allocation).
-struct ChildPlan {
-  std::string binary;
-  std::vector<std::string> args;
-  std::vector<std::string> env;
-  std::vector<char*> argv;
-  std::vector<char*> envp;
-
-  void finalize() {
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    for (auto& e : env) envp.push_back(e.data());
-    envp.push_back(nullptr);
-  }
-};
-
-[[noreturn]] void child_fail(int report_fd, int err) {
-  ssize_t ignored = ::write(report_fd, &err, sizeof err);
-  (void)ignored;
-  ::_exit(127);
-}
-
-// The child side of fork(): async-signal-safe calls only.
-[[noreturn]] void exec_child(const ChildPlan& plan, pid_t parent, int null_fd, int log_fd,
-                             int report_fd) {
-  // Default dispositions and an empty mask: the parent blocked every signal around fork(),
-  // and ignored signals would stay ignored across execve().
-  for (int sig = 1; sig < NSIG; ++sig) {
-    if (sig != SIGKILL && sig != SIGSTOP) ::signal(sig, SIG_DFL);
-  }
-  sigset_t none;
-  sigemptyset(&none);
-  ::sigprocmask(SIG_SETMASK, &none, nullptr);
-
-  // Own process group: a terminal's Ctrl-C goes to orgd, which stops the server after it
-  // drained. PDEATHSIG: the kernel sends SIGTERM when orgd dies, however it dies; checking
-  // getppid() afterwards closes the window where orgd died before prctl().
-  ::setpgid(0, 0);
-  if (::prctl(PR_SET_PDEATHSIG, SIGTERM) != 0) child_fail(report_fd, errno);
-  if (::getppid() != parent) ::_exit(1);
-
-  if (::dup2(null_fd, STDIN_FILENO) < 0 || ::dup2(log_fd, STDOUT_FILENO) < 0 ||
-      ::dup2(log_fd, STDERR_FILENO) < 0) {
-    child_fail(report_fd, errno);
-  }
-  // Nothing else of orgd's leaks into the server (sockets, the vault's files): close every
-  // other descriptor but the exec-error pipe, which is close-on-exec.
-  const auto report = static_cast<unsigned>(report_fd);
-  if (::syscall(SYS_close_range, 3U, report - 1, 0U) != 0 ||
-      ::syscall(SYS_close_range, report + 1, ~0U, 0U) != 0) {
-    for (int fd = 3; fd < 1024; ++fd) {
-      if (fd != report_fd) ::close(fd);
-    }
-  }
-  ::execve(plan.binary.c_str(), plan.argv.data(), plan.envp.data());
-  child_fail(report_fd, errno);
-}
-
-std::string render_config(const EmbeddedServerSettings& settings, const fs::path& store_dir) {
+std::string render_config(const EmbeddedServerSettings& settings, std::uint16_t port,
+                          const fs::path& store_dir) {
   std::string config =
       "# Generated by orgd at every start of its embedded nats-server: edits are lost.\n"
       "server_name: " +
       quoted(settings.server_name) + "\n" + "host: " + quoted(settings.host) + "\n" +
       // -1: the server picks a free port and writes it to the ports file.
-      "port: " + (settings.port == 0 ? std::string("-1") : std::to_string(settings.port)) +
+      "port: " + (port == 0 ? std::string("-1") : std::to_string(port)) +
       "\n"
       "# No monitoring port: orgd serves its own /healthz and /metrics.\n";
   if (settings.jetstream) {
@@ -285,51 +209,6 @@ std::string render_config(const EmbeddedServerSettings& settings, const fs::path
   }
   if (!settings.extra_config.empty()) config += "\n" + settings.extra_config + "\n";
   return config;
-}
-
-// Forks and executes `plan` with its output appended to `log`; returns the child's pid once
-// execve() succeeded, throws otherwise (nothing left running).
-pid_t spawn(const ChildPlan& plan, const fs::path& log) {
-  UniqueFd null_fd(above_stdio(::open("/dev/null", O_RDONLY | O_CLOEXEC)));
-  UniqueFd log_fd(above_stdio(::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640)));
-  if (null_fd.get() < 0 || log_fd.get() < 0) {
-    throw std::runtime_error("embedded nats-server: cannot open " + log.string() + ": " +
-                             errno_text(errno));
-  }
-  int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) {
-    throw std::runtime_error("embedded nats-server: pipe: " + errno_text(errno));
-  }
-  UniqueFd report_read(above_stdio(pipe_fds[0]));
-  UniqueFd report_write(above_stdio(pipe_fds[1]));
-
-  // Signals stay blocked in the forking thread until the child has reset its dispositions, so
-  // no handler of orgd's ever runs in the child.
-  sigset_t all, previous;
-  sigfillset(&all);
-  ::pthread_sigmask(SIG_SETMASK, &all, &previous);
-  const pid_t parent = ::getpid();
-  const pid_t child = ::fork();
-  if (child == 0) exec_child(plan, parent, null_fd.get(), log_fd.get(), report_write.get());
-  const int fork_errno = errno;
-  ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
-  if (child < 0) throw std::runtime_error("embedded nats-server: fork: " + errno_text(fork_errno));
-  report_write.reset();
-
-  // EOF: execve() succeeded (the pipe is close-on-exec); an int: the child's errno.
-  int exec_errno = 0;
-  ssize_t n;
-  do {
-    n = ::read(report_read.get(), &exec_errno, sizeof exec_errno);
-  } while (n < 0 && errno == EINTR);
-  if (n > 0) {
-    int status = 0;
-    while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
-    }
-    throw std::runtime_error("embedded nats-server: cannot execute '" + plan.binary +
-                             "': " + errno_text(exec_errno));
-  }
-  return child;
 }
 
 }  // namespace
@@ -350,15 +229,29 @@ std::string EmbeddedNatsServer::url() const {
 }
 
 void EmbeddedNatsServer::start() {
-  auto log = logging::get("bus");
   cancel_start_.store(false);
-  std::lock_guard lock(mutex_);
-  if (pid_.load() > 0) throw std::logic_error("embedded nats-server is already running");
-  if (store_dir_.empty()) throw std::runtime_error("embedded nats-server: store_dir is required");
+  {
+    std::lock_guard lock(mutex_);
+    if (pid_.load() > 0) throw std::logic_error("embedded nats-server is already running");
+    if (store_dir_.empty()) {
+      throw std::runtime_error("embedded nats-server: store_dir is required");
+    }
+    launch(settings_.port);
+  }
+  if (settings_.restart_on_exit) {
+    stop_supervising();  // one left from a server that was killed on purpose
+    std::lock_guard lock(supervise_mutex_);
+    supervising_ = true;
+    // The restarted servers' PR_SET_PDEATHSIG follows this thread, which lives until stop().
+    supervisor_ = std::thread([this] { supervise(); });
+  }
+}
 
+void EmbeddedNatsServer::launch(std::uint16_t port) {
+  auto log = logging::get("bus");
   const std::string binary = find_binary(settings_.binary);
-  if (settings_.port != 0) check_port_free(settings_.host, settings_.port);
-  port_.store(settings_.port);
+  if (port != 0) check_port_free(settings_.host, port);
+  port_.store(port);
 
   std::error_code ec;
   fs::create_directories(store_dir_, ec);
@@ -374,19 +267,35 @@ void EmbeddedNatsServer::start() {
 
   {
     std::ofstream out(config_path(), std::ios::trunc);
-    out << render_config(settings_, store_dir_);
+    out << render_config(settings_, port, store_dir_);
     out.close();
     if (!out) {
       throw std::runtime_error("embedded nats-server: cannot write " + config_path().string());
     }
   }
 
-  ChildPlan plan;
-  plan.binary = binary;
-  plan.args = {binary, "-c", config_path().string(), "--ports_file_dir", ports_dir.string()};
-  for (char** e = environ; e != nullptr && *e != nullptr; ++e) plan.env.emplace_back(*e);
-  plan.finalize();
-  const pid_t child = spawn(plan, log_path());
+  UniqueFd log_fd(
+      above_stdio(::open(log_path().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640)));
+  if (log_fd.get() < 0) {
+    throw std::runtime_error("embedded nats-server: cannot open " + log_path().string() + ": " +
+                             errno_text(errno));
+  }
+  SpawnOptions options;
+  options.argv = {binary, "-c", config_path().string(), "--ports_file_dir", ports_dir.string()};
+  // Never orgd's whole environment: it holds the NATS credentials, GITHUB_TOKEN, the master key.
+  options.env = settings_.environment.value_or(child_environment(Environment::current()));
+  options.stdout_fd = log_fd.get();
+  options.stderr_fd = log_fd.get();
+  // Own process group: a terminal's Ctrl-C goes to orgd, which stops the server after it
+  // drained. SIGTERM when orgd dies, however it dies.
+  options.new_process_group = true;
+  options.parent_death_signal = SIGTERM;
+  pid_t child = 0;
+  try {
+    child = spawn_child(options).pid;
+  } catch (const SpawnError& e) {
+    throw std::runtime_error(std::string("embedded nats-server: ") + e.what());
+  }
   pid_.store(child);
   log->debug("embedded nats-server pid {} starting ({}, log {})", child, binary,
              log_path().string());
@@ -401,6 +310,59 @@ void EmbeddedNatsServer::start() {
             store_dir_.string());
 }
 
+void EmbeddedNatsServer::supervise() {
+  auto log = logging::get("bus");
+  auto backoff = settings_.restart_backoff;
+  // True once supervising ended (stop(), kill()) while waiting up to `d`.
+  auto ended_within = [this](std::chrono::milliseconds d) {
+    std::unique_lock lock(supervise_mutex_);
+    return supervise_cv_.wait_for(lock, d, [this] { return !supervising_; });
+  };
+  for (;;) {
+    if (ended_within(kWatchInterval)) return;
+    {
+      std::lock_guard lock(mutex_);
+      const pid_t pid = pid_.load();
+      int status = 0;
+      if (pid > 0 && !reap_if_exited(&status)) continue;
+      if (pid > 0) {
+        log->error("embedded nats-server pid {} exited unexpectedly ({}): restarting it in {} ms",
+                   pid, describe_wait_status(status), backoff.count());
+      }
+    }
+    if (ended_within(backoff)) return;
+    bool restarted = false;
+    {
+      std::lock_guard lock(mutex_);
+      if (pid_.load() > 0) continue;
+      try {
+        launch(port_.load());  // the same port: clients reconnect to the URL they know
+        restarted = true;
+        backoff = settings_.restart_backoff;
+      } catch (const std::exception& e) {
+        backoff = std::min(backoff * 2, settings_.restart_backoff_max);
+        log->error("embedded nats-server did not restart: {}; next attempt in {} ms", e.what(),
+                   backoff.count());
+      }
+    }
+    if (restarted) {
+      log->warn("embedded nats-server restarted: pid {} on {}", pid_.load(), url());
+      if (settings_.on_restart) settings_.on_restart();
+    }
+  }
+}
+
+void EmbeddedNatsServer::stop_supervising() {
+  {
+    std::lock_guard lock(supervise_mutex_);
+    supervising_ = false;
+  }
+  supervise_cv_.notify_all();
+  if (supervisor_.joinable() && supervisor_.get_id() != std::this_thread::get_id()) {
+    supervisor_.join();
+  }
+}
+
 void EmbeddedNatsServer::wait_until_ready(const std::filesystem::path& ports_dir) {
   // Ready: it accepts a client connection and, with JetStream, answers $JS.API.INFO.
   const auto deadline = Clock::now() + settings_.ready_timeout;
@@ -412,7 +374,7 @@ void EmbeddedNatsServer::wait_until_ready(const std::filesystem::path& ports_dir
       const std::string tail = tail_of(log_path());
       const bool in_use = tail.find("address already in use") != std::string::npos;
       throw std::runtime_error(
-          "embedded nats-server exited during start-up (" + describe_status(status) + ")" +
+          "embedded nats-server exited during start-up (" + describe_wait_status(status) + ")" +
           // The log names the address (client or cluster port) that was taken.
           (in_use ? ": a port it needs is already in use" : "") + " (config " +
           config_path().string() + "); last lines of " + log_path().string() + ":\n" + tail);
@@ -473,12 +435,14 @@ void EmbeddedNatsServer::terminate(bool graceful) {
 
 void EmbeddedNatsServer::stop() {
   cancel_start_.store(true);
+  stop_supervising();  // before the server goes: its end is no crash to repair
   std::lock_guard lock(mutex_);
   terminate(/*graceful=*/true);
 }
 
 void EmbeddedNatsServer::kill() {
   cancel_start_.store(true);
+  stop_supervising();
   std::lock_guard lock(mutex_);
   terminate(/*graceful=*/false);
 }
@@ -489,7 +453,7 @@ bool EmbeddedNatsServer::running() {
   int status = 0;
   if (pid > 0 && reap_if_exited(&status)) {
     logging::get("bus")->error("embedded nats-server pid {} exited unexpectedly ({})", pid,
-                               describe_status(status));
+                               describe_wait_status(status));
   }
   return pid_.load() > 0;
 }

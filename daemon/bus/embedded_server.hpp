@@ -4,10 +4,15 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <thread>
 
 namespace orgd {
 
@@ -34,13 +39,29 @@ struct EmbeddedServerSettings {
   bool wait_for_jetstream = true;
   // Appended verbatim to the generated config (authorization, cluster, limits).
   std::string extra_config;
+
+  // The server's whole environment. nullopt: the allow-list (PATH, HOME, LANG, TZ) of orgd's
+  // process environment, so orgd's credentials (NATS token, GITHUB_TOKEN, master key) never
+  // reach it.
+  std::optional<std::map<std::string, std::string>> environment;
+
+  // Start the server again when it dies after start() (not after stop() or kill()), on the same
+  // port and store, after restart_backoff, doubled after each failed attempt up to
+  // restart_backoff_max. The daemon turns this on; test fixtures leave it off to control
+  // outages themselves.
+  bool restart_on_exit = false;
+  std::chrono::milliseconds restart_backoff{200};
+  std::chrono::milliseconds restart_backoff_max{10000};
+  // Called (on the supervising thread) after each restart that made the server ready again.
+  std::function<void()> on_restart;
 };
 
 // A nats-server child process with JetStream, owned by orgd: started before orgd connects,
-// stopped after orgd drained. It never outlives orgd, even when orgd is killed with SIGKILL:
-// the child asks the kernel for SIGTERM when its parent dies (PR_SET_PDEATHSIG). It runs in its
-// own process group, so a Ctrl-C in the terminal reaches orgd only, and orgd stops the server
-// after its own drain.
+// stopped after orgd drained; with restart_on_exit, started again (with a backoff, on the same
+// port) when it dies in between. Its environment is the allow-list only (see settings). It never
+// outlives orgd, even when orgd is killed with SIGKILL: the child asks the kernel for SIGTERM when
+// its parent dies (PR_SET_PDEATHSIG). It runs in its own process group, so a Ctrl-C in the terminal
+// reaches orgd only, and orgd stops the server after its own drain.
 //
 // Thread safety: every method may be called from any thread. stop() cancels a start() still
 // waiting for readiness.
@@ -82,6 +103,13 @@ class EmbeddedNatsServer {
   const EmbeddedServerSettings& settings() const { return settings_; }
 
  private:
+  // Writes the config, spawns the server on `port` (0: it picks one) and waits until it is
+  // ready; throws, leaving nothing running, when it is not. Requires mutex_.
+  void launch(std::uint16_t port);
+  // The restart loop (restart_on_exit): runs on supervisor_ until stop_supervising().
+  void supervise();
+  // Ends and joins the restart loop, if any.
+  void stop_supervising();
   // Polls until the child accepts clients; throws when it exits, on stop() or at the deadline.
   // Requires mutex_.
   void wait_until_ready(const std::filesystem::path& ports_dir);
@@ -96,6 +124,10 @@ class EmbeddedNatsServer {
   std::atomic<pid_t> pid_{0};
   std::atomic<std::uint16_t> port_;
   std::atomic<bool> cancel_start_{false};
+  std::mutex supervise_mutex_;  // guards supervising_
+  std::condition_variable supervise_cv_;
+  bool supervising_ = false;
+  std::thread supervisor_;  // started and joined by start(), stop() and kill() only
 };
 
 }  // namespace orgd

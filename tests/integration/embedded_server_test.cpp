@@ -1,17 +1,22 @@
 #include "daemon/bus/embedded_server.hpp"
 
 #include <gtest/gtest.h>
+#include <nats/nats.h>
 #include <netinet/in.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <climits>
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <optional>
+#include <set>
 #include <thread>
 
 #include "tests/support/nats_server.hpp"
@@ -225,6 +230,115 @@ TEST(EmbeddedNatsServerTest, NoticesAServerThatDied) {
   EXPECT_EQ(server.pid(), 0);
   server.start();  // and can start it again
   EXPECT_TRUE(server.running());
+}
+
+// Sets variables in the real process environment for one test, restoring them afterwards.
+class ScopedProcessEnv {
+ public:
+  explicit ScopedProcessEnv(const std::map<std::string, std::string>& vars) {
+    for (const auto& [name, value] : vars) {
+      const char* old = std::getenv(name.c_str());
+      saved_.emplace_back(name, old ? std::optional<std::string>{old} : std::nullopt);
+      ::setenv(name.c_str(), value.c_str(), 1);
+    }
+  }
+  ~ScopedProcessEnv() {
+    for (const auto& [name, value] : saved_) {
+      if (value) {
+        ::setenv(name.c_str(), value->c_str(), 1);
+      } else {
+        ::unsetenv(name.c_str());
+      }
+    }
+  }
+
+ private:
+  std::vector<std::pair<std::string, std::optional<std::string>>> saved_;
+};
+
+// NAME=value entries of a live process's environment.
+std::vector<std::string> environ_of(pid_t pid) {
+  const std::string text = testing::read_file("/proc/" + std::to_string(pid) + "/environ");
+  std::vector<std::string> entries;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    auto end = text.find('\0', start);
+    if (end == std::string::npos) end = text.size();
+    if (end > start) entries.push_back(text.substr(start, end - start));
+    start = end + 1;
+  }
+  return entries;
+}
+
+// orgd's credentials never reach the server: it gets PATH, HOME, LANG and TZ, nothing else.
+TEST(EmbeddedNatsServerTest, ServerGetsOnlyTheAllowListedEnvironment) {
+  ScopedProcessEnv canaries{{{"NATS_TOKEN", "canary-nats-token"},
+                             {"NATS_NKEY_SEED", "canary-nkey-seed"},
+                             {"GITHUB_TOKEN", "canary-github-token"},
+                             {"ORGD_MASTER_KEY", "canary-master-key"},
+                             {"ORGD_REPO", "canary-repo"},
+                             {"LANG", "C.UTF-8"}}};
+  TempDir dir;
+  EmbeddedNatsServer server(settings_in(dir));
+  server.start();
+  const auto entries = environ_of(server.pid());
+  std::set<std::string> names;
+  for (const auto& entry : entries) {
+    EXPECT_EQ(entry.find("canary"), std::string::npos) << entry;
+    names.insert(entry.substr(0, entry.find('=')));
+  }
+  EXPECT_EQ(names.count("LANG"), 1u);  // the allow-list still arrives
+  for (const auto& name : names) {
+    EXPECT_TRUE(name == "PATH" || name == "HOME" || name == "LANG" || name == "TZ") << name;
+  }
+}
+
+// A server that dies is started again on its port and store, counted once; a client that was
+// connected comes back by itself.
+TEST(EmbeddedNatsServerTest, RestartsAServerThatDiedOnTheSamePort) {
+  TempDir dir;
+  auto settings = settings_in(dir);
+  settings.restart_on_exit = true;
+  settings.restart_backoff = 100ms;
+  std::atomic<int> restarts{0};
+  settings.on_restart = [&] { ++restarts; };
+  EmbeddedNatsServer server(settings);
+  server.start();
+  const pid_t first = server.pid();
+  const auto port = server.port();
+  ASSERT_NE(port, 0);
+
+  natsOptions* opts = nullptr;
+  ASSERT_EQ(natsOptions_Create(&opts), NATS_OK);
+  natsOptions_SetURL(opts, server.url().c_str());
+  natsOptions_SetMaxReconnect(opts, -1);
+  natsOptions_SetReconnectWait(opts, 50);
+  std::atomic<int> reconnected{0};
+  natsOptions_SetReconnectedCB(
+      opts, [](natsConnection*, void* n) { ++*static_cast<std::atomic<int>*>(n); }, &reconnected);
+  natsConnection* raw = nullptr;
+  ASSERT_EQ(natsConnection_Connect(&raw, opts), NATS_OK);
+  natsOptions_Destroy(opts);
+  testing::NatsConnectionPtr client(raw);
+
+  ASSERT_EQ(::kill(first, SIGKILL), 0);
+  ASSERT_TRUE(testing::wait_until(
+      [&] { return restarts.load() == 1 && server.pid() != 0 && server.pid() != first; }, 30s))
+      << "restarts " << restarts.load() << ", pid " << server.pid();
+  EXPECT_EQ(server.port(), port);
+  EXPECT_TRUE(server.running());
+  EXPECT_TRUE(process_gone(first));
+  ASSERT_TRUE(testing::wait_until([&] { return reconnected.load() >= 1; }, 20s));
+  EXPECT_EQ(natsConnection_Status(client.get()), NATS_CONN_STATUS_CONNECTED);
+  EXPECT_TRUE(testing::request(client.get(), "$JS.API.INFO", "", 5s).has_value());
+  // The crash's log is kept next to the new one.
+  EXPECT_TRUE(fs::exists(fs::path(server.log_path()) += ".1"));
+
+  // Stopped on purpose: no restart.
+  client.reset();
+  server.stop();
+  EXPECT_EQ(server.pid(), 0);
+  EXPECT_EQ(restarts.load(), 1);
 }
 
 // Run by OrphanCheck in a child process of its own: starts an embedded server, reports its pid,
