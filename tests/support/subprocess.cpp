@@ -1,8 +1,6 @@
 #include "tests/support/subprocess.hpp"
 
 #include <fcntl.h>
-#include <sys/prctl.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,6 +11,7 @@
 #include <system_error>
 #include <thread>
 
+#include "daemon/core/subprocess.hpp"
 #include "daemon/core/unique_fd.hpp"
 
 extern char** environ;
@@ -37,29 +36,6 @@ int open_output(const fs::path& path, bool append) {
   if (fd < 0)
     throw std::runtime_error("Subprocess: cannot open " + path.string() + ": " + errno_text(errno));
   return fd;
-}
-
-std::string resolve(const std::string& name, const std::string& path_env) {
-  if (name.find('/') != std::string::npos) return name;
-  std::size_t start = 0;
-  while (start <= path_env.size()) {
-    auto end = path_env.find(':', start);
-    if (end == std::string::npos) end = path_env.size();
-    std::string dir = path_env.substr(start, end - start);
-    start = end + 1;
-    const fs::path candidate = fs::path(dir.empty() ? "." : dir) / name;
-    std::error_code ec;
-    if (fs::is_regular_file(candidate, ec) && ::access(candidate.c_str(), X_OK) == 0) {
-      return candidate.string();
-    }
-  }
-  throw std::runtime_error("Subprocess: '" + name + "' not found on PATH");
-}
-
-[[noreturn]] void child_fail(int report_fd, int err) {
-  ssize_t ignored = ::write(report_fd, &err, sizeof err);
-  (void)ignored;
-  ::_exit(127);
 }
 
 }  // namespace
@@ -98,97 +74,30 @@ Subprocess::Subprocess(SubprocessOptions options) : dir_("orgd-subprocess") {
   stdout_path_ = options.stdout_file.empty() ? dir_ / "stdout" : options.stdout_file;
   stderr_path_ = options.stderr_file.empty() ? dir_ / "stderr" : options.stderr_file;
 
-  // Everything the child needs is built before fork(): between fork() and execve() the child of
-  // a multi-threaded process (nats.c runs threads) may only make async-signal-safe calls.
+  // The test's environment with the options applied: the child gets exactly this.
   std::map<std::string, std::string> env;
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
     std::string entry(*e);
     const auto eq = entry.find('=');
-    if (eq != std::string::npos) env[entry.substr(0, eq)] = entry.substr(eq + 1);
+    if (eq != std::string::npos) env.emplace(entry.substr(0, eq), entry.substr(eq + 1));
   }
   for (const auto& name : options.unset_env) env.erase(name);
   for (const auto& [name, value] : options.env) env[name] = value;
-  const auto path_it = env.find("PATH");
-  const std::string binary =
-      resolve(argv_[0], path_it != env.end() ? path_it->second : "/usr/local/bin:/usr/bin:/bin");
 
-  std::vector<std::string> env_entries;
-  for (const auto& [name, value] : env) env_entries.push_back(name + "=" + value);
-  std::vector<char*> envp;
-  for (auto& e : env_entries) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  std::vector<std::string> args = argv_;
-  std::vector<char*> argvp;
-  for (auto& a : args) argvp.push_back(a.data());
-  argvp.push_back(nullptr);
-  const std::string cwd = options.cwd.string();
-
-  UniqueFd null_fd(above_stdio(::open("/dev/null", O_RDONLY | O_CLOEXEC)));
-  if (null_fd.get() < 0) throw std::runtime_error("Subprocess: /dev/null: " + errno_text(errno));
   UniqueFd out_fd(open_output(stdout_path_, options.append_output));
   UniqueFd separate_err_fd(
       stderr_path_ == stdout_path_ ? -1 : open_output(stderr_path_, options.append_output));
-  const int err_fd = separate_err_fd.get() >= 0 ? separate_err_fd.get() : out_fd.get();
-  int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) {
-    throw std::runtime_error("Subprocess: pipe: " + errno_text(errno));
-  }
-  UniqueFd report_read(above_stdio(pipe_fds[0]));
-  UniqueFd report_write(above_stdio(pipe_fds[1]));
-  const bool die_with_parent = options.die_with_parent;
-
-  // Signals stay blocked in this thread until the child has reset its dispositions, so no
-  // handler of the test process ever runs in the child.
-  sigset_t all, previous;
-  sigfillset(&all);
-  ::pthread_sigmask(SIG_SETMASK, &all, &previous);
-  const pid_t parent = ::getpid();
-  const pid_t child = ::fork();
-  if (child == 0) {
-    const int report = report_write.get();
-    for (int sig = 1; sig < NSIG; ++sig) {
-      if (sig != SIGKILL && sig != SIGSTOP) ::signal(sig, SIG_DFL);
-    }
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    if (die_with_parent) {
-      if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) child_fail(report, errno);
-      if (::getppid() != parent) ::_exit(127);
-    }
-    if (!cwd.empty() && ::chdir(cwd.c_str()) != 0) child_fail(report, errno);
-    if (::dup2(null_fd.get(), STDIN_FILENO) < 0 || ::dup2(out_fd.get(), STDOUT_FILENO) < 0 ||
-        ::dup2(err_fd, STDERR_FILENO) < 0) {
-      child_fail(report, errno);
-    }
-    // No descriptor of the test process leaks into the child, close-on-exec or not; the error
-    // pipe is close-on-exec and reports a failed execve().
-    const auto keep = static_cast<unsigned>(report);
-    if (::syscall(SYS_close_range, 3U, keep - 1, 0U) != 0 ||
-        ::syscall(SYS_close_range, keep + 1, ~0U, 0U) != 0) {
-      for (int fd = 3; fd < 1024; ++fd) {
-        if (fd != report) ::close(fd);
-      }
-    }
-    ::execve(binary.c_str(), argvp.data(), envp.data());
-    child_fail(report, errno);
-  }
-  const int fork_errno = errno;
-  ::pthread_sigmask(SIG_SETMASK, &previous, nullptr);
-  report_write.reset();
-  if (child < 0) throw std::runtime_error("Subprocess: fork: " + errno_text(fork_errno));
-
-  int exec_errno = 0;
-  ssize_t n;
-  do {
-    n = ::read(report_read.get(), &exec_errno, sizeof exec_errno);
-  } while (n < 0 && errno == EINTR);
-  pid_ = child;
-  if (n > 0) {
-    std::lock_guard lock(mutex_);
-    poll_locked(/*block=*/true);
-    throw std::runtime_error("Subprocess: cannot execute '" + binary +
-                             "': " + errno_text(exec_errno));
+  SpawnOptions spawn;
+  spawn.argv = argv_;
+  spawn.env = std::move(env);
+  spawn.workdir = options.cwd.string();
+  spawn.stdout_fd = out_fd.get();
+  spawn.stderr_fd = separate_err_fd.get() >= 0 ? separate_err_fd.get() : out_fd.get();
+  spawn.parent_death_signal = options.die_with_parent ? SIGKILL : 0;
+  try {
+    pid_ = spawn_child(spawn).pid;
+  } catch (const SpawnError& e) {
+    throw std::runtime_error(std::string("Subprocess: ") + e.what());
   }
 }
 
