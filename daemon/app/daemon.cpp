@@ -182,6 +182,12 @@ void Daemon::start() {
     es.host = host;
     es.port = port;
     es.store_dir = (std::filesystem::path(config_.nats.data_dir) / "nats").string();
+    // One that dies is started again on its port (the connection reconnects) and counted.
+    es.restart_on_exit = true;
+    es.on_restart = [restarts = &metrics_.counter("orgd_embedded_server_restarts_total",
+                                                  "Embedded nats-server restarts after it died")] {
+      restarts->inc();
+    };
     embedded_ = std::make_unique<EmbeddedNatsServer>(es);
     embedded_->start();
     log->info("embedded nats-server (pid {}) accepting clients on {}", embedded_->pid(),

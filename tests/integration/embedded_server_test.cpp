@@ -19,6 +19,9 @@
 #include <set>
 #include <thread>
 
+#include "daemon/app/daemon.hpp"
+#include "daemon/core/config.hpp"
+#include "tests/support/http_client.hpp"
 #include "tests/support/nats_server.hpp"
 #include "tests/support/ports.hpp"
 #include "tests/support/subprocess.hpp"
@@ -339,6 +342,65 @@ TEST(EmbeddedNatsServerTest, RestartsAServerThatDiedOnTheSamePort) {
   server.stop();
   EXPECT_EQ(server.pid(), 0);
   EXPECT_EQ(restarts.load(), 1);
+}
+
+// The daemon's embedded server: killed with SIGKILL, it comes back on its port, the restart is
+// counted in /metrics and orgd answers on it again.
+TEST(EmbeddedNatsServerInDaemon, KilledServerIsRestartedCountedAndOrgdReconnects) {
+  TempDir dir;
+  const std::uint16_t port = testing::free_port();
+  const std::string url = "nats://127.0.0.1:" + std::to_string(port);
+  const std::string yaml =
+      "org: acme\n"
+      "nats:\n  embedded: true\n  urls: [" +
+      url +
+      "]\n"
+      "  data_dir: " +
+      dir.str() +
+      "\n"
+      "  server_binary: " +
+      testing::nats_server_binary() +
+      "\n"
+      "  connect_timeout: 2s\n  reconnect_wait: 100ms\n"
+      "http:\n  listen: 127.0.0.1:0\n"
+      "log:\n  level: warn\n"
+      "repos:\n  api: {}\n";
+  auto config = load_config_string(yaml, "test.yaml", Environment());
+  Daemon daemon(config, DaemonOptions{}, Environment());
+  daemon.start();
+  ASSERT_TRUE(testing::wait_until([&] { return daemon.ready(); }, 20s));
+
+  // The server writes <name>_<pid>.ports into its ports dir.
+  pid_t first = 0;
+  for (const auto& entry : fs::directory_iterator(dir / "nats" / "ports")) {
+    const auto name = entry.path().filename().string();
+    first = std::atoi(name.substr(name.rfind('_') + 1).c_str());
+  }
+  ASSERT_GT(first, 0);
+  auto restarts = [&] {
+    const auto metrics = testing::http_get(daemon.http_port(), "/metrics");
+    if (!metrics) return std::string("(no /metrics)");
+    const auto at = metrics->body.find("\norgd_embedded_server_restarts_total ");
+    if (at == std::string::npos) return std::string("(no counter)");
+    const auto start = at + std::string("\norgd_embedded_server_restarts_total ").size();
+    return metrics->body.substr(start, metrics->body.find('\n', start) - start);
+  };
+  EXPECT_EQ(restarts(), "0");
+
+  ASSERT_EQ(::kill(first, SIGKILL), 0);
+  ASSERT_TRUE(testing::wait_until([&] { return restarts() == "1"; }, 30s)) << restarts();
+  // On the same port, with orgd connected again and serving.
+  auto answered = [&] {
+    try {
+      auto client = testing::connect_client(url);
+      return testing::request(client.get(), "org.acme.api.status", "", 2s).has_value();
+    } catch (const std::runtime_error&) {
+      return false;
+    }
+  };
+  EXPECT_TRUE(testing::wait_until([&] { return daemon.ready() && answered(); }, 30s));
+  EXPECT_EQ(restarts(), "1");
+  daemon.stop();
 }
 
 // Run by OrphanCheck in a child process of its own: starts an embedded server, reports its pid,
