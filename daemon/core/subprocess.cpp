@@ -67,7 +67,7 @@ struct ChildFds {
   // Nothing else of the parent's leaks into the child (sockets, the vault's files), close-on-exec
   // or not; the report pipe is close-on-exec and tells the parent whether execve() worked.
   const auto keep = static_cast<unsigned>(fds.report);
-  if (::syscall(SYS_close_range, 3U, keep - 1, 0U) != 0 ||
+  if ((keep > 3 && ::syscall(SYS_close_range, 3U, keep - 1, 0U) != 0) ||
       ::syscall(SYS_close_range, keep + 1, ~0U, 0U) != 0) {
     for (int fd = 3; fd < 1024; ++fd) {
       if (fd != fds.report) ::close(fd);

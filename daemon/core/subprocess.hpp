@@ -38,7 +38,8 @@ struct SpawnOptions {
   // Empty: orgd's working directory.
   std::string workdir;
   // Descriptors that become the child's stdout and stderr (may be the same one); -1: /dev/null.
-  // Ignored when capture_output is set. stdin is always /dev/null.
+  // They must be above 2 (above_stdio()), or one dup2() could clobber the other. Ignored when
+  // capture_output is set. stdin is always /dev/null.
   int stdout_fd = -1;
   int stderr_fd = -1;
   // stdout and stderr both go to one pipe whose read end is SpawnedChild::output.
