@@ -21,6 +21,7 @@
 
 #include "daemon/app/daemon.hpp"
 #include "daemon/core/config.hpp"
+#include "daemon/core/subprocess.hpp"
 #include "tests/support/http_client.hpp"
 #include "tests/support/nats_server.hpp"
 #include "tests/support/ports.hpp"
@@ -342,6 +343,42 @@ TEST(EmbeddedNatsServerTest, RestartsAServerThatDiedOnTheSamePort) {
   server.stop();
   EXPECT_EQ(server.pid(), 0);
   EXPECT_EQ(restarts.load(), 1);
+}
+
+// A restart that fails is tried again (with the backoff) until one works; only that one counts.
+TEST(EmbeddedNatsServerTest, FailedRestartsAreRetried) {
+  TempDir dir;
+  const fs::path refuse = dir / "refuse";    // while it exists, the "server" exits at once
+  const fs::path refused = dir / "refused";  // written by each refused start
+  const fs::path script = dir / "nats-server-wrapper";
+  const auto real = find_executable(testing::nats_server_binary(), std::getenv("PATH"));
+  ASSERT_TRUE(real.has_value());
+  testing::write_file(script, "#!/bin/sh\nif [ -e " + refuse.string() + " ]; then echo x >> " +
+                                  refused.string() + "; exit 1; fi\nexec " + *real + " \"$@\"\n");
+  fs::permissions(script, fs::perms::owner_all);
+  auto settings = settings_in(dir);
+  settings.binary = script.string();
+  settings.restart_on_exit = true;
+  settings.restart_backoff = 50ms;
+  settings.restart_backoff_max = 200ms;
+  std::atomic<int> restarts{0};
+  settings.on_restart = [&] { ++restarts; };
+  EmbeddedNatsServer server(settings);
+  server.start();
+  const auto port = server.port();
+  const pid_t first = server.pid();
+
+  testing::write_file(refuse, "");
+  ASSERT_EQ(::kill(first, SIGKILL), 0);
+  // Two refused attempts: the first failure did not end the supervision.
+  ASSERT_TRUE(testing::wait_until(
+      [&] { return fs::exists(refused) && testing::read_file(refused).size() >= 4; }, 30s));
+  EXPECT_EQ(restarts.load(), 0);
+  fs::remove(refuse);
+  ASSERT_TRUE(testing::wait_until([&] { return restarts.load() == 1; }, 30s));
+  EXPECT_TRUE(server.running());
+  EXPECT_EQ(server.port(), port);
+  server.stop();
 }
 
 // The daemon's embedded server: killed with SIGKILL, it comes back on its port, the restart is
