@@ -42,7 +42,7 @@ class LineLimiter {
     for (std::size_t i = 0; i < size; ++i) {
       if (data[i] == '\n') {
         end_line();
-      } else if (partial_.size() < ExecDeployTarget::kMaxLineBytes) {
+      } else if (partial_.size() < kKeptBytes) {
         partial_.push_back(data[i]);
       }
       has_partial_ = data[i] != '\n';
@@ -60,6 +60,10 @@ class LineLimiter {
   const std::string& last_line() const { return last_; }
 
  private:
+  // A few bytes past the limit are kept, so a cut can tell whether the character at the limit
+  // is complete.
+  static constexpr std::size_t kKeptBytes = ExecDeployTarget::kMaxLineBytes + 4;
+
   // Cuts a line to `max` bytes without ending inside a UTF-8 sequence; true if it was cut.
   static bool cut_utf8(std::string& line, std::size_t max) {
     if (line.size() <= max) return false;
@@ -89,13 +93,7 @@ class LineLimiter {
     if (emitted_ >= ExecDeployTarget::kMaxLines) {
       ++dropped_;
     } else {
-      // A cut line must not end inside a UTF-8 sequence.
-      if (partial_.size() == ExecDeployTarget::kMaxLineBytes) {
-        std::size_t cut = partial_.size();
-        while (cut > 0 && (static_cast<unsigned char>(partial_[cut - 1]) & 0xC0) == 0x80) --cut;
-        if (cut > 0 && (static_cast<unsigned char>(partial_[cut - 1]) & 0xC0) == 0xC0) --cut;
-        partial_.resize(cut);
-      }
+      cut_utf8(partial_, ExecDeployTarget::kMaxLineBytes);
       if (sink_) sink_(partial_);
       ++emitted_;
     }

@@ -397,10 +397,11 @@ std::map<std::string, std::string> parse_env_dump(const fs::path& file) {
 // Credentials in orgd's environment (injected and real) never reach a command: it gets the
 // allow-list, the deploy variables and what the target names under `env:`.
 TEST_F(ExecProviderTest, CommandGetsOnlyTheAllowListAndItsEnvSetting) {
-  const std::map<std::string, std::string> canaries = {
-      {"NATS_TOKEN", "canary-nats-token"},     {"NATS_JWT", "canary-nats-jwt"},
-      {"NATS_NKEY_SEED", "canary-nkey-seed"},  {"GITHUB_TOKEN", "canary-github-token"},
-      {"ORGD_MASTER_KEY", "canary-master-key"}};
+  const std::map<std::string, std::string> canaries = {{"NATS_TOKEN", "canary-nats-token"},
+                                                       {"NATS_JWT", "canary-nats-jwt"},
+                                                       {"NATS_NKEY_SEED", "canary-nkey-seed"},
+                                                       {"GITHUB_TOKEN", "canary-github-token"},
+                                                       {"ORGD_MASTER_KEY", "canary-master-key"}};
   ScopedProcessEnv process{{{"NATS_TOKEN", "canary-process-nats"},
                             {"GITHUB_TOKEN", "canary-process-github"},
                             {"ORGD_MASTER_KEY", "canary-process-master"}}};
@@ -429,9 +430,9 @@ TEST_F(ExecProviderTest, CommandGetsOnlyTheAllowListAndItsEnvSetting) {
   EXPECT_EQ(vars.at("ORGD_REPO"), "api");
   EXPECT_EQ(vars.at("ORGD_DEPLOY_ID"), "d-1");
   // What the shell adds itself, and nothing else.
-  const std::set<std::string> allowed = {"PATH",     "HOME",    "LANG",      "TZ",
-                                         "ORGD_REPO", "ORGD_ENV", "ORGD_REF", "ORGD_DEPLOY_ID",
-                                         "DEPLOY_REGION", "PWD", "OLDPWD", "SHLVL", "_"};
+  const std::set<std::string> allowed = {
+      "PATH",           "HOME",          "LANG", "TZ",     "ORGD_REPO", "ORGD_ENV", "ORGD_REF",
+      "ORGD_DEPLOY_ID", "DEPLOY_REGION", "PWD",  "OLDPWD", "SHLVL",     "_"};
   for (const auto& [name, value] : vars) EXPECT_EQ(allowed.count(name), 1u) << name;
 }
 
@@ -445,8 +446,7 @@ TEST_F(ExecProviderTest, EnvSettingIsChecked) {
   EXPECT_NE(not_a_list.find("deploy.production.env: expected a list"), std::string::npos)
       << not_a_list;
   auto bad_name = config_error([&] { target("{command: 'true', env: ['A=B']}"); });
-  EXPECT_NE(bad_name.find("deploy.production.env: 'A=B' is not a variable name"),
-            std::string::npos)
+  EXPECT_NE(bad_name.find("deploy.production.env: 'A=B' is not a variable name"), std::string::npos)
       << bad_name;
   auto ours = config_error([&] { target("{command: 'true', env: [ORGD_REF]}"); });
   EXPECT_NE(ours.find("deploy.production.env: ORGD_REF is set by orgd for each deploy"),
@@ -507,9 +507,9 @@ TEST_F(ExecProviderTest, FailureCarriesTheLastOutputLine) {
 TEST_F(ExecProviderTest, MissingWorkdirIsAConfigError) {
   const auto gone = fs::path{dir_.path()} / "not-there";
   auto message = config_error([&] { target("{command: 'true', workdir: " + gone.string() + "}"); });
-  EXPECT_NE(message.find("orgd.yaml:1: deploy.production.workdir: no such directory: " +
-                         gone.string()),
-            std::string::npos)
+  EXPECT_NE(
+      message.find("orgd.yaml:1: deploy.production.workdir: no such directory: " + gone.string()),
+      std::string::npos)
       << message;
   const auto file = fs::path{dir_.path()} / "a-file";
   std::ofstream{file} << "x";
@@ -549,6 +549,18 @@ TEST_F(ExecProviderTest, CapsLineLength) {
   ASSERT_EQ(log.lines.size(), 2u);
   EXPECT_EQ(log.lines[0], std::string(1000, 'x'));
   EXPECT_EQ(log.lines[1], "end");
+}
+
+// A cut line never ends inside a UTF-8 sequence, and a character that fits is kept.
+TEST_F(ExecProviderTest, CutsLinesAtCharacterBoundaries) {
+  auto t = target(
+      "{command: 'head -c 999 /dev/zero | tr \"\\\\0\" x; printf \"\\\\303\\\\251\\\\n\"; "
+      "head -c 998 /dev/zero | tr \"\\\\0\" x; printf \"\\\\303\\\\251tail\\\\n\"'}");
+  Collected log;
+  ASSERT_TRUE(t->start(context(), log.sink()));
+  ASSERT_EQ(log.lines.size(), 2u);
+  EXPECT_EQ(log.lines[0], std::string(999, 'x'));
+  EXPECT_EQ(log.lines[1], std::string(998, 'x') + "\xc3\xa9");
 }
 
 TEST_F(ExecProviderTest, RunsRollbackCommand) {
