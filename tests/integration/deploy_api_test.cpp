@@ -1,0 +1,220 @@
+// The deploy API against a real nats-server: what a caller's mistakes get back (404s and plain
+// sentences, dead letters only for malformed input), status built from orgd's own records
+// whatever is published on the bus, commands queued behind a busy lock, and the API's KV work
+// kept off the threads that answer probes and status.
+#include <gtest/gtest.h>
+#include <nats/nats.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "daemon/app/daemon.hpp"
+#include "daemon/events/codec.hpp"
+#include "orgd/v1/deploy.pb.h"
+#include "orgd/v1/status.pb.h"
+#include "tests/support/collector.hpp"
+#include "tests/support/http_client.hpp"
+#include "tests/support/nats_server.hpp"
+#include "tests/support/temp_dir.hpp"
+#include "tests/support/wait.hpp"
+
+namespace orgd {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using testing::Collector;
+using testing::connect_client;
+using testing::NatsServer;
+using testing::TempDir;
+using testing::wait_until;
+using v1::DeployRecord;
+
+struct Reply {
+  std::string data;
+  std::optional<std::string> error_code;
+  std::optional<std::string> error;
+};
+
+std::optional<Reply> call(natsConnection* conn, const std::string& subject,
+                          const std::string& data, int timeout_ms = 10000) {
+  natsMsg* reply = nullptr;
+  const natsStatus s = natsConnection_Request(&reply, conn, subject.c_str(), data.data(),
+                                              static_cast<int>(data.size()), timeout_ms);
+  if (s != NATS_OK) return std::nullopt;
+  BusMessage copy = BusMessage::copy_from(reply);
+  natsMsg_Destroy(reply);
+  return Reply{copy.data, copy.header("Nats-Service-Error-Code"),
+               copy.header("Nats-Service-Error")};
+}
+
+std::string local_repo(const std::string& name, const std::string& duration) {
+  return "  " + name + ":\n    deploy:\n      dev: {provider: local, duration: " + duration +
+         "}\n";
+}
+
+class DeployApiTest : public ::testing::Test {
+ protected:
+  std::string config(const std::string& repos, bool http = false) {
+    return "org: acme\n"
+           "nats:\n  urls: [" + server.url() + "]\n  connect_timeout: 2s\n"
+           "  reconnect_wait: 100ms\n  data_dir: " + dir.path().string() + "\n" +
+           (http ? "http:\n  listen: 127.0.0.1:0\n" : "http:\n  enabled: false\n") +
+           "log:\n  level: warn\n"
+           "deploy:\n  lease_ttl: 2s\n  retry_backoff: 50ms\n  health_gate: false\n"
+           "providers:\n  local: {type: local}\n"
+           "repos:\n" + repos;
+  }
+
+  void start(const std::string& yaml) {
+    auto loaded = load_config_string(yaml, "test.yaml", Environment());
+    DaemonOptions options;
+    options.deploy_poll_interval = 20ms;
+    options.command_backoff = {200ms};
+    options.command_max_deliver = 4;
+    daemon = std::make_unique<Daemon>(loaded, options, Environment());
+    daemon->start();
+    ASSERT_TRUE(wait_until([&] { return daemon->ready(); }, 15s)) << "orgd never became ready";
+  }
+
+  v1::DeployAccepted deploy(const std::string& body) {
+    auto reply = call(client.get(), "org.acme.api.deploy", body);
+    EXPECT_TRUE(reply.has_value());
+    v1::DeployAccepted accepted;
+    if (reply) {
+      EXPECT_FALSE(reply->error_code) << reply->data;
+      EXPECT_TRUE(decode(reply->data, Encoding::json, accepted, 1 << 20)) << reply->data;
+    }
+    return accepted;
+  }
+
+  std::optional<DeployRecord> get(const std::string& id) {
+    auto reply = call(client.get(), "org.acme.api.deploy.get", R"({"deployId":")" + id + R"("})");
+    if (!reply || reply->error_code) return std::nullopt;
+    DeployRecord record;
+    if (!decode(reply->data, Encoding::json, record, 1 << 22)) return std::nullopt;
+    return record;
+  }
+
+  DeployRecord wait_finished(const std::string& id, std::chrono::milliseconds deadline = 30s) {
+    DeployRecord last;
+    const bool done = wait_until(
+        [&] {
+          auto record = get(id);
+          if (!record) return false;
+          last = *record;
+          return last.state() != DeployRecord::pending && last.state() != DeployRecord::running;
+        },
+        deadline, 50ms);
+    EXPECT_TRUE(done) << "deploy " << id << " did not finish: " << last.DebugString();
+    return last;
+  }
+
+  std::optional<v1::RepoStatus> repo_status(const std::string& name) {
+    auto reply = call(client.get(), "org.acme.api.status.repo", R"({"repo":")" + name + R"("})");
+    v1::RepoStatus status;
+    if (!reply || reply->error_code || !decode(reply->data, Encoding::json, status, 1 << 22)) {
+      return std::nullopt;
+    }
+    return status;
+  }
+
+  void publish_command(jsCtx* js, const std::string& body) {
+    jsPubAck* ack = nullptr;
+    ASSERT_EQ(js_Publish(&ack, js, "org.acme.cmd.deploy", body.data(),
+                         static_cast<int>(body.size()), nullptr, nullptr),
+              NATS_OK);
+    jsPubAck_Destroy(ack);
+  }
+
+  void TearDown() override {
+    if (daemon) daemon->stop();
+  }
+
+  TempDir dir;
+  NatsServer server;
+  testing::NatsConnectionPtr client = connect_client(server.url());
+  std::unique_ptr<Daemon> daemon;
+};
+
+// ---- A10: lookups of what does not exist are answers, not dead letters ---------------------
+
+TEST_F(DeployApiTest, UnknownDeployIdsAndReposAre404RepliesNotDeadLetters) {
+  start(config(local_repo("api", "50ms")));
+  Collector dlq(client.get(), "org.acme.dlq.>");
+  struct Case {
+    const char* subject;
+    const char* body;
+    const char* code;
+  };
+  for (const Case& c : {
+           Case{"org.acme.api.deploy.get", R"({"deployId":"20260101-000000-00000000"})", "404"},
+           Case{"org.acme.api.deploy.cancel", R"({"deployId":"20260101-000000-00000000"})",
+                "404"},
+           Case{"org.acme.api.deploy", R"({"repos":["nope"],"env":"dev"})", "404"},
+           Case{"org.acme.api.status.repo", R"({"repo":"nope"})", "404"},
+       }) {
+    auto reply = call(client.get(), c.subject, c.body);
+    ASSERT_TRUE(reply) << c.subject;
+    ASSERT_TRUE(reply->error_code) << c.subject << " -> " << reply->data;
+    EXPECT_EQ(*reply->error_code, c.code) << c.subject << " " << c.body;
+    EXPECT_NE(reply->data.find(R"("code":"not_found")"), std::string::npos) << reply->data;
+  }
+  // Malformed input still is: the dead letter below arrives after the lookups above, so had any
+  // of them been dead-lettered it would be here first.
+  auto bad = call(client.get(), "org.acme.api.deploy.get", R"({"deployId":"a.b"})");
+  ASSERT_TRUE(bad && bad->error_code);
+  EXPECT_EQ(*bad->error_code, "400");
+  ASSERT_TRUE(wait_until([&] { return dlq.size() >= 1; }, 10s));
+  ASSERT_EQ(dlq.size(), 1u);
+  EXPECT_EQ(dlq.messages().front().subject, "org.acme.dlq.api.deploy.get");
+}
+
+// ---- A12: error replies are plain sentences ------------------------------------------------
+
+TEST_F(DeployApiTest, BadBodiesGetPlainSentencesNeverProtobufInternals) {
+  start(config(local_repo("api", "50ms")));
+  struct Case {
+    const char* subject;
+    const char* body;
+    const char* says;
+  };
+  for (const Case& c : {
+           Case{"org.acme.api.deploy", R"({"repos":["api"],"env":"dev","foo":1})",
+                R"(unknown field "foo")"},
+           Case{"org.acme.api.deploy", R"({"repos":"api","env":"dev"})",
+                R"(field "repos": expected a list of strings)"},
+           Case{"org.acme.api.deploy", R"({"repos":[1,2],"env":"dev"})",
+                R"(field "repos": expected a list of strings)"},
+           Case{"org.acme.api.deploy", R"({"repos":["api"],"env":"dev","dryRun":"yes"})",
+                R"(field "dryRun": expected true or false)"},
+           Case{"org.acme.api.deploy", R"({"repos":["api"],"env":)", "malformed JSON"},
+           Case{"org.acme.api.deploy.list", R"({"limit":"ten"})",
+                R"(field "limit": expected a whole number)"},
+           Case{"org.acme.api.deploy.get", R"({"deployId":{"@type":"x"}})",
+                R"(field "deployId": expected a string)"},
+           Case{"org.acme.api.status", R"({"@type":"type.googleapis.com/orgd.v1.X"})",
+                R"(unknown field "@type")"},
+       }) {
+    auto reply = call(client.get(), c.subject, c.body);
+    ASSERT_TRUE(reply) << c.body;
+    ASSERT_TRUE(reply->error_code) << c.body << " -> " << reply->data;
+    EXPECT_EQ(*reply->error_code, "400") << c.body;
+    const std::string said = reply->error.value_or("");
+    EXPECT_NE(said.find(c.says), std::string::npos) << c.body << " -> " << said;
+    for (const std::string& text : {said, reply->data}) {
+      for (const char* internal :
+           {"type.googleapis.com", "Cannot find field", "TYPE_STRING", "INVALID_ARGUMENT",
+            "google.protobuf", "Root element"}) {
+        EXPECT_EQ(text.find(internal), std::string::npos) << c.body << " -> " << text;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace orgd
