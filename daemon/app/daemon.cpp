@@ -529,19 +529,41 @@ Result<Ok> Daemon::on_deploy_command(const BusMessage& command, const std::strin
       !decoded) {
     return decoded.error();
   }
-  auto accepted = orchestrator_->deploy(request, dedup_id);
-  if (!accepted) return accepted.error();
+  // A command whose repo+env is locked is accepted into the deploy queue (and acked), so it
+  // holds no intake slot and burns no delivery while it waits.
+  auto accepted =
+      orchestrator_->deploy(request, dedup_id, deploy::Orchestrator::WhenLocked::queue);
+  if (!accepted) {
+    if (accepted.error().code == ErrorCode::conflict) {
+      // The queue is full: waiting will not make room soon, so it is a dead letter now, not
+      // after its redeliveries. Acked: it is done with.
+      BusMessage original = command;
+      original.reply.clear();
+      rejections_->reject(original, accepted.error(), "cmd", encoding);
+      return Ok{};
+    }
+    return accepted.error();
+  }
   return Ok{};
 }
 
 void Daemon::on_deploy_event(const BusMessage& message) {
-  // Log lines are the bulk of deploy events and change no summary.
-  if (message.subject.size() >= 4 &&
-      message.subject.compare(message.subject.size() - 4, 4, ".log") == 0) {
-    return;
-  }
+  // P.events.deploy.<id>.<kind>. Log lines are the bulk of deploy events and change no
+  // summary; an event of any other kind only prompts re-reading the record it names, so its
+  // body is not kept, and one larger than any orgd writes is not even decoded.
+  constexpr std::size_t kMaxDeployEventBytes = 64 * 1024;
+  const std::string head = prefix_ + ".events.deploy.";
+  if (message.subject.compare(0, head.size(), head) != 0) return;
+  const std::string rest = message.subject.substr(head.size());
+  const auto dot = rest.find('.');
+  if (dot == std::string::npos) return;
+  const std::string id = rest.substr(0, dot);
+  const std::string kind = rest.substr(dot + 1);
+  if (kind == "log" || message.data.size() > kMaxDeployEventBytes) return;
   v1::DeployEvent event;
-  if (decode(message.data, Encoding::json, event, 1 << 20)) orchestrator_->observe(event);
+  if (!decode(message.data, Encoding::json, event, kMaxDeployEventBytes)) return;
+  if (event.deploy_id() != id || event.kind() != kind) return;
+  orchestrator_->observe(event);
 }
 
 void Daemon::schedule_sweep() {

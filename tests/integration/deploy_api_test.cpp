@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "daemon/app/daemon.hpp"
+#include "daemon/core/timestamps.hpp"
 #include "daemon/events/codec.hpp"
 #include "orgd/v1/deploy.pb.h"
 #include "orgd/v1/status.pb.h"
@@ -214,6 +215,173 @@ TEST_F(DeployApiTest, BadBodiesGetPlainSentencesNeverProtobufInternals) {
       }
     }
   }
+}
+
+// ---- A3: status comes from orgd's own records ----------------------------------------------
+
+// A made-up deploy event as anyone on the bus could publish it.
+void forge_event(natsConnection* conn, const std::string& id, const std::string& repo,
+                 const std::string& env, const std::string& ref = "forged") {
+  v1::DeployEvent event;
+  event.set_deploy_id(id);
+  event.set_kind("finished");
+  event.set_env(env);
+  event.set_ref(ref);
+  event.set_state(DeployRecord::succeeded);
+  event.mutable_step()->set_repo(repo);
+  event.mutable_step()->set_state(v1::DeployStep::succeeded);
+  const std::string subject = "org.acme.events.deploy." + id + ".finished";
+  const std::string body = encode(event, Encoding::json);
+  ASSERT_EQ(natsConnection_Publish(conn, subject.c_str(), body.data(),
+                                   static_cast<int>(body.size())),
+            NATS_OK);
+}
+
+TEST_F(DeployApiTest, ForgedDeployEventsDoNotChangeStatus) {
+  start(config(local_repo("api", "50ms")));
+  auto first = deploy(R"({"repos":["api"],"env":"dev","ref":"v1"})");
+  ASSERT_EQ(wait_finished(first.deploy_id()).state(), DeployRecord::succeeded);
+  // An id sorting after every real one, for a real target and for ones that do not exist.
+  forge_event(client.get(), "99991231-235959-ffffffff", "api", "dev");
+  forge_event(client.get(), "99991231-235959-fffffffe", "ghost", "dev");
+  forge_event(client.get(), "99991231-235959-fffffffd", "api", "prod");
+  natsConnection_Flush(client.get());
+  // A real deploy after the forged events: once status shows it, orgd has seen them all.
+  auto second = deploy(R"({"repos":["api"],"env":"dev","ref":"v2"})");
+  ASSERT_EQ(wait_finished(second.deploy_id()).state(), DeployRecord::succeeded);
+  v1::DeploySummary shown;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto status = repo_status("api");
+        if (!status || status->deploys().count("dev") == 0) return false;
+        shown = status->deploys().at("dev");
+        return shown.deploy_id() == second.deploy_id() &&
+               shown.state() == DeployRecord::succeeded;
+      },
+      10s))
+      << shown.DebugString();
+  EXPECT_EQ(shown.ref(), "v2");
+  auto status = repo_status("api");
+  ASSERT_TRUE(status);
+  EXPECT_EQ(status->deploys().count("prod"), 0u);
+  EXPECT_EQ(daemon->orchestrator()->summary_count(), 1u);
+}
+
+TEST_F(DeployApiTest, DeployEventsWithMadeUpNamesOrHugeRefsAddNothing) {
+  start(config(local_repo("api", "50ms")));
+  // Random repo and env names: none is configured, so none may take memory.
+  for (int i = 0; i < 3000; ++i) {
+    forge_event(client.get(), "20260101-000000-" + std::to_string(10000000 + i),
+                "repo" + std::to_string(i), "env" + std::to_string(i % 7));
+  }
+  // Near-1 MB refs for the one real target, under ids that have no record.
+  const std::string huge(900 * 1024, 'r');
+  for (int i = 0; i < 20; ++i) {
+    forge_event(client.get(), "99991231-235959-" + std::to_string(10000000 + i), "api", "dev",
+                huge);
+  }
+  natsConnection_Flush(client.get());
+  auto real = deploy(R"({"repos":["api"],"env":"dev","ref":"v1"})");
+  ASSERT_EQ(wait_finished(real.deploy_id()).state(), DeployRecord::succeeded);
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto status = repo_status("api");
+        return status && status->deploys().count("dev") == 1 &&
+               status->deploys().at("dev").deploy_id() == real.deploy_id();
+      },
+      10s));
+  // One summary (the one configured target), holding a few hundred bytes at most.
+  EXPECT_EQ(daemon->orchestrator()->summary_count(), 1u);
+  EXPECT_LT(daemon->orchestrator()->summary_bytes(), 1024u);
+  EXPECT_EQ(repo_status("api")->deploys().at("dev").ref(), "v1");
+}
+
+// ---- A4: commands that find their repo locked wait in the queue, not in the intake --------
+
+TEST_F(DeployApiTest, CommandsForALockedRepoQueueInOrderAndOthersFlow) {
+  start(config(local_repo("api", "50ms") + "  slow:\n    deploy:\n"
+               "      dev: {provider: local, duration: 4s}\n" +
+               local_repo("web", "50ms")));
+  Collector dlq(client.get(), "org.acme.dlq.>");
+  // The holder: api and slow together, so api stays locked while slow takes its time.
+  auto holder = deploy(R"({"repos":["api","slow"],"env":"dev"})");
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto record = get(holder.deploy_id());
+        return record && record->state() == DeployRecord::running;
+      },
+      10s));
+  jsCtx* js = nullptr;
+  ASSERT_EQ(natsConnection_JetStream(&js, client.get(), nullptr), NATS_OK);
+  constexpr int kQueued = 8;
+  for (int i = 0; i < kQueued; ++i) {
+    publish_command(js, R"({"repos":["api"],"env":"dev","requestId":"q-)" + std::to_string(i) +
+                            R"("})");
+  }
+  publish_command(js, R"({"repos":["web"],"env":"dev","requestId":"other"})");
+
+  auto by_request = [&]() {
+    std::map<std::string, DeployRecord> found;
+    auto reply = call(client.get(), "org.acme.api.deploy.list", R"({"limit":100})");
+    v1::DeployList list;
+    if (reply && !reply->error_code && decode(reply->data, Encoding::json, list, 1 << 22)) {
+      for (const auto& record : list.deploys()) found[record.request_id()] = record;
+    }
+    return found;
+  };
+  // Every command is taken and acked at once: none holds an intake slot while it waits.
+  ASSERT_TRUE(wait_until(
+      [&] {
+        jsConsumerInfo* info = nullptr;
+        if (js_GetConsumerInfo(&info, js, "ORGD_CMD", "orgd_cmd_deploy", nullptr, nullptr) !=
+            NATS_OK) {
+          return false;
+        }
+        const bool all_acked = info->NumAckPending == 0 && info->NumPending == 0 &&
+                               info->AckFloor.Stream == kQueued + 1;
+        jsConsumerInfo_Destroy(info);
+        return all_acked && by_request().size() == kQueued + 2;
+      },
+      15s));
+  auto seen = by_request();
+  // The holder still runs: the queued deploys wait, saying for what; the other repo's flows.
+  ASSERT_EQ(get(holder.deploy_id())->state(), DeployRecord::running);
+  EXPECT_EQ(seen["q-0"].state(), DeployRecord::pending);
+  EXPECT_NE(seen["q-0"].queued_behind().find("locked by deploy " + holder.deploy_id()),
+            std::string::npos)
+      << seen["q-0"].queued_behind();
+  EXPECT_NE(seen["q-5"].queued_behind().find("queued"), std::string::npos)
+      << seen["q-5"].queued_behind();
+  EXPECT_TRUE(seen["other"].queued_behind().empty());
+  EXPECT_EQ(wait_finished(seen["other"].deploy_id()).state(), DeployRecord::succeeded);
+
+  // A queued deploy can be cancelled while it waits; it never runs.
+  auto cancelled = call(client.get(), "org.acme.api.deploy.cancel",
+                        R"({"deployId":")" + seen["q-3"].deploy_id() + R"(","reason":"no"})");
+  ASSERT_TRUE(cancelled && !cancelled->error_code) << (cancelled ? cancelled->data : "");
+  EXPECT_EQ(get(seen["q-3"].deploy_id())->state(), DeployRecord::cancelled);
+  // The API keeps its 409 while the queue holds deploys for the repo.
+  auto refused = call(client.get(), "org.acme.api.deploy", R"({"repos":["api"],"env":"dev"})");
+  ASSERT_TRUE(refused && refused->error_code);
+  EXPECT_EQ(*refused->error_code, "409");
+
+  // Once the holder frees the lock, the queued deploys run one after another, in order.
+  EXPECT_EQ(wait_finished(holder.deploy_id()).state(), DeployRecord::succeeded);
+  std::vector<DeployRecord> ran;
+  for (int i = 0; i < kQueued; ++i) {
+    if (i == 3) continue;
+    auto record = wait_finished(seen["q-" + std::to_string(i)].deploy_id());
+    EXPECT_EQ(record.state(), DeployRecord::succeeded) << i;
+    EXPECT_TRUE(record.queued_behind().empty());
+    ran.push_back(record);
+  }
+  for (std::size_t i = 1; i < ran.size(); ++i) {
+    EXPECT_GE(from_timestamp(ran[i].started_at()), from_timestamp(ran[i - 1].finished_at()))
+        << ran[i].request_id() << " started before " << ran[i - 1].request_id() << " finished";
+  }
+  EXPECT_EQ(get(seen["q-3"].deploy_id())->state(), DeployRecord::cancelled);
+  EXPECT_EQ(dlq.size(), 0u) << dlq.messages().front().data;
+  jsCtx_Destroy(js);
 }
 
 }  // namespace
