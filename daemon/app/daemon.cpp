@@ -469,29 +469,50 @@ void Daemon::publish_health_update(const HealthRegistry::Update& update) {
 }
 
 void Daemon::on_api_request(std::size_t endpoint, BusMessage message) {
-  if (stopping_ || inflight_.load() >= options_.max_inflight_requests) {
+  // Deploy requests beyond this wait for a KV handler: the rest get 503 at once.
+  constexpr std::size_t kMaxKvWaiting = 256;
+  const bool kv_bound = endpoint < kv_endpoints_.size() && kv_endpoints_[endpoint];
+  const bool kv_full = kv_bound && kv_waiting_.load() >= kMaxKvWaiting;
+  if (stopping_ || inflight_.load() >= options_.max_inflight_requests || kv_full) {
+    if (kv_full) kv_busy_->inc();
     if (!message.reply.empty()) {
       Encoding enc =
           encoding_from_content_type(message.header(kContentTypeHeader).value_or(std::string()));
       (void)nats_->publish(make_error_reply(
-          message.reply, unavailable(stopping_ ? "orgd is shutting down" : "orgd is overloaded"),
+          message.reply,
+          unavailable(stopping_ ? "orgd is shutting down"
+                      : kv_full ? "orgd is busy with deploy requests; try again"
+                                : "orgd is overloaded"),
           enc));
     }
     return;
   }
   inflight_.fetch_add(1);
   inflight_gauge_->inc();
-  asio::post(io_, [this, endpoint, m = std::move(message)] {
+  if (kv_bound) kv_waiting_.fetch_add(1);
+  auto handle = [this, endpoint, kv_bound, m = std::move(message)] {
     router_->dispatch(endpoint, m);
+    if (kv_bound) kv_waiting_.fetch_sub(1);
     inflight_gauge_->dec();
     if (inflight_.fetch_sub(1) == 1) {
       std::lock_guard lock(inflight_mutex_);
       inflight_cv_.notify_all();
     }
-  });
+  };
+  if (kv_bound) {
+    asio::post(*kv_pool_, std::move(handle));
+  } else {
+    asio::post(io_, std::move(handle));
+  }
 }
 
 void Daemon::register_api() {
+  // Threads for the deploy handlers: each waits on KV round trips, so a few let a burst of
+  // deploy requests overlap without taking the io threads.
+  constexpr int kKvThreads = 4;
+  kv_pool_ = std::make_unique<asio::thread_pool>(kKvThreads);
+  kv_busy_ = &metrics_.counter("orgd_api_kv_busy_total",
+                               "Deploy API requests refused (503) because too many were waiting");
   router_->add<v1::StatusRequest, v1::OrgStatus>(
       "status", [this](const v1::StatusRequest&) -> Result<v1::OrgStatus> {
         auto status = health_.org_status(org_);
@@ -518,6 +539,10 @@ void Daemon::register_api() {
       "repos", [this](const v1::ReposRequest&) -> Result<v1::RepoList> {
         return health_.repo_list();
       });
+  kv_endpoints_.assign(router_->endpoint_count(), false);
+  for (std::size_t i = 0; i < router_->endpoint_count(); ++i) {
+    kv_endpoints_[i] = router_->endpoint_name(i).rfind("deploy", 0) == 0;
+  }
 }
 
 Result<Ok> Daemon::on_deploy_command(const BusMessage& command, const std::string& dedup_id) {

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <thread>
 
 #include "daemon/app/daemon.hpp"
@@ -60,13 +61,14 @@ std::string local_repo(const std::string& name, const std::string& duration) {
 
 class DeployApiTest : public ::testing::Test {
  protected:
-  std::string config(const std::string& repos, bool http = false) {
+  std::string config(const std::string& repos, bool http = false,
+                     const std::string& deploy_settings = "") {
     return "org: acme\n"
            "nats:\n  urls: [" + server.url() + "]\n  connect_timeout: 2s\n"
            "  reconnect_wait: 100ms\n  data_dir: " + dir.path().string() + "\n" +
            (http ? "http:\n  listen: 127.0.0.1:0\n" : "http:\n  enabled: false\n") +
            "log:\n  level: warn\n"
-           "deploy:\n  lease_ttl: 2s\n  retry_backoff: 50ms\n  health_gate: false\n"
+           "deploy:\n  lease_ttl: 2s\n  retry_backoff: 50ms\n  health_gate: false\n" + deploy_settings +
            "providers:\n  local: {type: local}\n"
            "repos:\n" + repos;
   }
@@ -382,6 +384,71 @@ TEST_F(DeployApiTest, CommandsForALockedRepoQueueInOrderAndOthersFlow) {
   EXPECT_EQ(get(seen["q-3"].deploy_id())->state(), DeployRecord::cancelled);
   EXPECT_EQ(dlq.size(), 0u) << dlq.messages().front().data;
   jsCtx_Destroy(js);
+}
+
+// ---- A9: the API's KV work does not hold up probes and status ------------------------------
+
+void count_reply(natsConnection*, natsSubscription*, natsMsg* msg, void* counter) {
+  natsMsg_Destroy(msg);
+  static_cast<std::atomic<int>*>(counter)->fetch_add(1);
+}
+
+TEST_F(DeployApiTest, ProbesAndStatusAnswerWhileDeployRequestsAreAccepted) {
+  constexpr int kRepos = 1000;
+  constexpr int kRequests = 50;
+  std::string repos;
+  for (int i = 0; i < kRepos; ++i) repos += local_repo("r" + std::to_string(i), "5s");
+  start(config(repos, /*http=*/true, "  max_active: 1\n  parallel: 1\n"));
+  // 50 deploy requests, 20 repos each (every one of the 1,000 repos), sent at once: each takes
+  // its locks, claims and writes in KV before its reply.
+  std::atomic<int> deploy_replies{0};
+  natsSubscription* replies = nullptr;
+  ASSERT_EQ(natsConnection_Subscribe(&replies, client.get(), "_INBOX.deploys.*", &count_reply,
+                                     &deploy_replies),
+            NATS_OK);
+  const int per_request = kRepos / kRequests;
+  for (int r = 0; r < kRequests; ++r) {
+    std::string body = R"({"env":"dev","repos":[)";
+    for (int i = 0; i < per_request; ++i) {
+      body += (i == 0 ? "\"r" : ",\"r") + std::to_string(r * per_request + i) + "\"";
+    }
+    body += "]}";
+    const std::string reply_to = "_INBOX.deploys." + std::to_string(r);
+    ASSERT_EQ(natsConnection_PublishRequest(client.get(), "org.acme.api.deploy", reply_to.c_str(),
+                                            body.data(), static_cast<int>(body.size())),
+              NATS_OK);
+  }
+  natsConnection_Flush(client.get());
+  // Meanwhile probes and status answer, each while deploy requests still wait for their
+  // replies (before the last of them).
+  std::mutex seen_mutex;
+  std::vector<std::pair<std::string, int>> seen_at;  // what answered, deploy replies by then
+  std::vector<std::thread> askers;
+  for (int i = 0; i < 3; ++i) {
+    askers.emplace_back([&] {
+      auto conn = connect_client(server.url());
+      auto status = call(conn.get(), "org.acme.api.status", "{}");
+      std::lock_guard lock(seen_mutex);
+      seen_at.emplace_back(status && !status->error_code ? "status" : "status failed",
+                           deploy_replies.load());
+    });
+    askers.emplace_back([&] {
+      auto probe = testing::http_get(daemon->http_port(), "/healthz");
+      std::lock_guard lock(seen_mutex);
+      seen_at.emplace_back(probe && probe->status == 200 ? "healthz" : "healthz failed",
+                           deploy_replies.load());
+    });
+  }
+  for (auto& asker : askers) asker.join();
+  ASSERT_EQ(seen_at.size(), 6u);
+  for (const auto& [what, replies] : seen_at) {
+    EXPECT_EQ(what.find("failed"), std::string::npos) << what;
+    EXPECT_LT(replies, kRequests) << what << " answered only after every deploy request";
+  }
+  // And every deploy request is answered.
+  EXPECT_TRUE(wait_until([&] { return deploy_replies.load() == kRequests; }, 60s, 50ms))
+      << deploy_replies.load();
+  natsSubscription_Destroy(replies);
 }
 
 }  // namespace
