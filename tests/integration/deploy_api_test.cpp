@@ -73,11 +73,13 @@ class DeployApiTest : public ::testing::Test {
            "repos:\n" + repos;
   }
 
-  void start(const std::string& yaml) {
+  // `command_backoff`: also the ack wait of a delivered command (JetStream takes the first
+  // delay), so a burst of commands longer than it to handle is redelivered.
+  void start(const std::string& yaml, std::chrono::milliseconds command_backoff = 200ms) {
     auto loaded = load_config_string(yaml, "test.yaml", Environment());
     DaemonOptions options;
     options.deploy_poll_interval = 20ms;
-    options.command_backoff = {200ms};
+    options.command_backoff = {command_backoff};
     options.command_max_deliver = 4;
     daemon = std::make_unique<Daemon>(loaded, options, Environment());
     daemon->start();
@@ -383,6 +385,46 @@ TEST_F(DeployApiTest, CommandsForALockedRepoQueueInOrderAndOthersFlow) {
   }
   EXPECT_EQ(get(seen["q-3"].deploy_id())->state(), DeployRecord::cancelled);
   EXPECT_EQ(dlq.size(), 0u) << dlq.messages().front().data;
+  jsCtx_Destroy(js);
+}
+
+TEST_F(DeployApiTest, PastTheQueueBoundACommandIsDeadLetteredAtOnce) {
+  // 501 commands take longer to queue than the tests' usual 200 ms ack wait.
+  start(config(local_repo("api", "60s")), 60s);
+  Collector dlq(client.get(), "org.acme.dlq.>");
+  auto holder = deploy(R"({"repos":["api"],"env":"dev"})");
+  ASSERT_FALSE(holder.deploy_id().empty());
+  jsCtx* js = nullptr;
+  ASSERT_EQ(natsConnection_JetStream(&js, client.get(), nullptr), NATS_OK);
+  // 500 deploys fit in the queue (README: Deploys); the 501st does not.
+  constexpr int kBound = 500;
+  for (int i = 0; i <= kBound; ++i) {
+    publish_command(js, R"({"repos":["api"],"env":"dev","requestId":"q-)" + std::to_string(i) +
+                            R"("})");
+  }
+  ASSERT_TRUE(wait_until([&] { return dlq.size() >= 1; }, 60s, 50ms));
+  const auto dead = dlq.messages().front();
+  EXPECT_EQ(dead.subject, "org.acme.dlq.cmd.deploy");
+  EXPECT_NE(dead.data.find("q-" + std::to_string(kBound)), std::string::npos) << dead.data;
+  const std::string reason = dead.header("Orgd-Dlq-Reason").value_or("");
+  EXPECT_NE(reason.find("the deploy queue is full (500 deploys wait"), std::string::npos)
+      << reason;
+  EXPECT_EQ(dead.header("Orgd-Dlq-Code").value_or(""), "409");
+  // Taken at once, not redelivered: nothing is left waiting for an ack.
+  ASSERT_TRUE(wait_until(
+      [&] {
+        jsConsumerInfo* info = nullptr;
+        if (js_GetConsumerInfo(&info, js, "ORGD_CMD", "orgd_cmd_deploy", nullptr, nullptr) !=
+            NATS_OK) {
+          return false;
+        }
+        const bool done = info->NumAckPending == 0 && info->NumPending == 0 &&
+                          info->NumRedelivered == 0;
+        jsConsumerInfo_Destroy(info);
+        return done;
+      },
+      10s));
+  EXPECT_EQ(dlq.size(), 1u);
   jsCtx_Destroy(js);
 }
 
