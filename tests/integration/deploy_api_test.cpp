@@ -428,6 +428,35 @@ TEST_F(DeployApiTest, PastTheQueueBoundACommandIsDeadLetteredAtOnce) {
   jsCtx_Destroy(js);
 }
 
+TEST_F(DeployApiTest, ListFiltersByEnvAndRepoFromTheRecentIndex) {
+  std::string many;  // a deploy of more repos than an index entry names
+  for (int i = 0; i < 20; ++i) many += local_repo("m" + std::to_string(i), "0s");
+  start(config(local_repo("api", "0s") + local_repo("web", "0s") + many));
+  auto api = deploy(R"({"repos":["api"],"env":"dev"})");
+  auto web = deploy(R"({"repos":["web"],"env":"dev"})");
+  wait_finished(web.deploy_id());  // the wide deploy below needs web's lock
+  std::string body = R"({"env":"dev","repos":["web")";
+  for (int i = 0; i < 20; ++i) body += ",\"m" + std::to_string(i) + "\"";
+  auto wide = deploy(body + "]}");
+  for (const auto& id : {api.deploy_id(), web.deploy_id(), wide.deploy_id()}) wait_finished(id);
+  auto ids = [&](const std::string& request) {
+    std::vector<std::string> out;
+    auto reply = call(client.get(), "org.acme.api.deploy.list", request);
+    v1::DeployList list;
+    if (reply && !reply->error_code && decode(reply->data, Encoding::json, list, 1 << 22)) {
+      for (const auto& record : list.deploys()) out.push_back(record.deploy_id());
+    }
+    return out;
+  };
+  using Ids = std::vector<std::string>;
+  EXPECT_EQ(ids("{}"), (Ids{wide.deploy_id(), web.deploy_id(), api.deploy_id()}));
+  EXPECT_EQ(ids(R"({"repo":"web"})"), (Ids{wide.deploy_id(), web.deploy_id()}));
+  EXPECT_EQ(ids(R"({"repo":"m7"})"), (Ids{wide.deploy_id()}));
+  EXPECT_EQ(ids(R"({"repo":"api","env":"dev"})"), (Ids{api.deploy_id()}));
+  EXPECT_EQ(ids(R"({"env":"prod"})"), Ids{});
+  EXPECT_EQ(ids(R"({"limit":1})"), (Ids{wide.deploy_id()}));
+}
+
 // ---- A9: the API's KV work does not hold up probes and status ------------------------------
 
 void count_reply(natsConnection*, natsSubscription*, natsMsg* msg, void* counter) {
