@@ -478,12 +478,12 @@ void Daemon::on_api_request(std::size_t endpoint, BusMessage message) {
     if (!message.reply.empty()) {
       Encoding enc =
           encoding_from_content_type(message.header(kContentTypeHeader).value_or(std::string()));
-      (void)nats_->publish(make_error_reply(
-          message.reply,
-          unavailable(stopping_ ? "orgd is shutting down"
-                      : kv_full ? "orgd is busy with deploy requests; try again"
-                                : "orgd is overloaded"),
-          enc));
+      (void)nats_->publish(
+          make_error_reply(message.reply,
+                           unavailable(stopping_ ? "orgd is shutting down"
+                                       : kv_full ? "orgd is busy with deploy requests; try again"
+                                                 : "orgd is overloaded"),
+                           enc));
     }
     return;
   }
@@ -556,8 +556,7 @@ Result<Ok> Daemon::on_deploy_command(const BusMessage& command, const std::strin
   }
   // A command whose repo+env is locked is accepted into the deploy queue (and acked), so it
   // holds no intake slot and burns no delivery while it waits.
-  auto accepted =
-      orchestrator_->deploy(request, dedup_id, deploy::Orchestrator::WhenLocked::queue);
+  auto accepted = orchestrator_->deploy(request, dedup_id, deploy::Orchestrator::WhenLocked::queue);
   if (!accepted) {
     if (accepted.error().code == ErrorCode::conflict) {
       // The queue is full: waiting will not make room soon, so it is a dead letter now, not

@@ -58,9 +58,8 @@ Result<Ok> update(KvBucket& bucket, const std::string& key,
 // Repos an index entry names; a deploy of more is marked many_repos (filters read its record).
 constexpr std::size_t kIndexedRepos = 16;
 
-v1::DeployIndex::Entry RecentDeploys::entry_of(const std::string& deploy_id,
-                                              const std::string& env,
-                                              const std::vector<std::string>& repos) {
+v1::DeployIndex::Entry RecentDeploys::entry_of(const std::string& deploy_id, const std::string& env,
+                                               const std::vector<std::string>& repos) {
   v1::DeployIndex::Entry entry;
   entry.set_deploy_id(deploy_id);
   entry.set_env(env);
@@ -105,21 +104,20 @@ Result<DeployQueueStore::Read> DeployQueueStore::read() {
 }
 
 Result<Ok> DeployQueueStore::push(const v1::DeployQueue::Entry& entry) {
-  return update<v1::DeployQueue>(
-      bucket_, kQueueKey, [&](v1::DeployQueue& queue) -> Result<bool> {
-        for (const auto& queued : queue.entries()) {
-          if (queued.deploy_id() == entry.deploy_id()) return false;
-        }
-        if (static_cast<std::size_t>(queue.entries_size()) >= kMaxQueuedDeploys ||
-            queue.ByteSizeLong() + entry.ByteSizeLong() > kMaxQueueBytes) {
-          return conflict(fmt::format(
-              "the deploy queue is full ({} deploys wait for a lock; at most {} deploys or {} KiB "
-              "of repo names): not queued",
-              queue.entries_size(), kMaxQueuedDeploys, kMaxQueueBytes / 1024));
-        }
-        *queue.add_entries() = entry;
-        return true;
-      });
+  return update<v1::DeployQueue>(bucket_, kQueueKey, [&](v1::DeployQueue& queue) -> Result<bool> {
+    for (const auto& queued : queue.entries()) {
+      if (queued.deploy_id() == entry.deploy_id()) return false;
+    }
+    if (static_cast<std::size_t>(queue.entries_size()) >= kMaxQueuedDeploys ||
+        queue.ByteSizeLong() + entry.ByteSizeLong() > kMaxQueueBytes) {
+      return conflict(fmt::format(
+          "the deploy queue is full ({} deploys wait for a lock; at most {} deploys or {} KiB "
+          "of repo names): not queued",
+          queue.entries_size(), kMaxQueuedDeploys, kMaxQueueBytes / 1024));
+    }
+    *queue.add_entries() = entry;
+    return true;
+  });
 }
 
 Result<Ok> DeployQueueStore::remove(const std::string& deploy_id) {

@@ -918,8 +918,8 @@ Orchestrator::Orchestrator(OrchestratorOptions options, std::shared_ptr<const In
                            Publisher& publisher, const HealthGateSource& health,
                            MetricsRegistry& metrics, const Clock& clock)
     : options_(options),
-      shared_(std::make_shared<Shared>(std::move(options), std::move(inventory), publisher,
-                                       health, metrics, clock)) {
+      shared_(std::make_shared<Shared>(std::move(options), std::move(inventory), publisher, health,
+                                       metrics, clock)) {
   events_ignored_ = &metrics.counter(
       "orgd_deploy_events_ignored_total",
       "Deploy events that named no configured repo+env or no valid deploy id (not re-read)");
@@ -1232,9 +1232,9 @@ Result<v1::DeployAccepted> Orchestrator::deploy(const v1::DeployRequest& request
   }
   std::optional<Error> blocked;
   if (queued_for(queued.value().queue, all_repos, request.env())) {
-    blocked = conflict(fmt::format("{} in {} has deploys queued before this one",
-                                   all_repos.size() == 1 ? all_repos.front() : "a repo",
-                                   request.env()));
+    blocked =
+        conflict(fmt::format("{} in {} has deploys queued before this one",
+                             all_repos.size() == 1 ? all_repos.front() : "a repo", request.env()));
   } else if (auto locked = store->acquire_locks(all_repos, request.env(), id); !locked) {
     if (locked.error().code != ErrorCode::conflict) {
       give_back_request();
@@ -1244,9 +1244,8 @@ Result<v1::DeployAccepted> Orchestrator::deploy(const v1::DeployRequest& request
   }
   if (blocked) {
     if (when_locked == WhenLocked::queue) {
-      auto accepted =
-          enqueue(new_record(id, waves.value(), request, *policy, shared_->clock.now()),
-                  all_repos, blocked->message);
+      auto accepted = enqueue(new_record(id, waves.value(), request, *policy, shared_->clock.now()),
+                              all_repos, blocked->message);
       if (!accepted) give_back_request();
       return accepted;
     }
@@ -1274,8 +1273,7 @@ Result<v1::DeployAccepted> Orchestrator::deploy(const v1::DeployRequest& request
       !indexed) {
     // The deploy runs and deploy.get finds it; only deploy.list will not show it.
     shared_->kv_errors->inc();
-    shared_->log->warn("deploy {}: not added to the recent index: {}", id,
-                       indexed.error().message);
+    shared_->log->warn("deploy {}: not added to the recent index: {}", id, indexed.error().message);
   }
   shared_->deploys_accepted->inc();
   shared_->publish_event(record, "accepted", nullptr, id + ".accepted");
@@ -1393,11 +1391,11 @@ Result<v1::DeployAccepted> Orchestrator::enqueue(Record record,
     (void)queue.remove(id);
     return created.error();
   }
-  if (auto indexed = RecentDeploys(store->deploys()).add(RecentDeploys::entry_of(id, record.env(), repos));
+  if (auto indexed =
+          RecentDeploys(store->deploys()).add(RecentDeploys::entry_of(id, record.env(), repos));
       !indexed) {
     shared_->kv_errors->inc();
-    shared_->log->warn("deploy {}: not added to the recent index: {}", id,
-                       indexed.error().message);
+    shared_->log->warn("deploy {}: not added to the recent index: {}", id, indexed.error().message);
   }
   deploys_queued_->inc();
   shared_->publish_event(record, "queued", nullptr, id + ".queued", reason);
@@ -1594,9 +1592,8 @@ void Orchestrator::load_recent_summaries() {
     auto ids = shared_->kv()->deploy_ids();
     if (!ids) return;
     v1::DeployIndex seeded;
-    const std::size_t skip = ids.value().size() > kRecentIndexSize
-                                 ? ids.value().size() - kRecentIndexSize
-                                 : 0;
+    const std::size_t skip =
+        ids.value().size() > kRecentIndexSize ? ids.value().size() - kRecentIndexSize : 0;
     for (std::size_t i = skip; i < ids.value().size(); ++i) {
       auto* entry = seeded.add_entries();
       entry->set_deploy_id(ids.value()[i]);

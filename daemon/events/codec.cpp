@@ -4,18 +4,17 @@
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/util/json_util.h>
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <limits>
+#include <nlohmann/json.hpp>
 #include <optional>
 
 #include "daemon/events/fast_json.hpp"
 #include "daemon/events/utf8.hpp"
 #include "orgd/v1/deploy.pb.h"
 #include "orgd/v1/error.pb.h"
-#include "orgd/v1/secrets.pb.h"
 #include "orgd/v1/health.pb.h"
+#include "orgd/v1/secrets.pb.h"
 #include "orgd/v1/status.pb.h"
 
 namespace orgd {
@@ -55,14 +54,22 @@ std::string expected_of(const gpb::FieldDescriptor& field, bool element) {
     case gpb::FieldDescriptor::CPPTYPE_STRING:
       what = field.type() == gpb::FieldDescriptor::TYPE_BYTES ? "base64 text" : "a string";
       break;
-    case gpb::FieldDescriptor::CPPTYPE_BOOL: what = "true or false"; break;
+    case gpb::FieldDescriptor::CPPTYPE_BOOL:
+      what = "true or false";
+      break;
     case gpb::FieldDescriptor::CPPTYPE_INT32:
     case gpb::FieldDescriptor::CPPTYPE_INT64:
     case gpb::FieldDescriptor::CPPTYPE_UINT32:
-    case gpb::FieldDescriptor::CPPTYPE_UINT64: what = "a whole number"; break;
+    case gpb::FieldDescriptor::CPPTYPE_UINT64:
+      what = "a whole number";
+      break;
     case gpb::FieldDescriptor::CPPTYPE_DOUBLE:
-    case gpb::FieldDescriptor::CPPTYPE_FLOAT: what = "a number"; break;
-    case gpb::FieldDescriptor::CPPTYPE_ENUM: what = "a name"; break;
+    case gpb::FieldDescriptor::CPPTYPE_FLOAT:
+      what = "a number";
+      break;
+    case gpb::FieldDescriptor::CPPTYPE_ENUM:
+      what = "a name";
+      break;
     case gpb::FieldDescriptor::CPPTYPE_MESSAGE: {
       const std::string& type = field.message_type()->full_name();
       if (type == "google.protobuf.Timestamp") {
@@ -123,18 +130,18 @@ std::optional<std::string> check_value(const Json& value, const gpb::FieldDescri
       } else if (!value.is_number()) {
         return wrong();
       }
-      const bool negative = value.is_number_integer() && !value.is_number_unsigned() &&
-                            value.get<std::int64_t>() < 0;
+      const bool negative =
+          value.is_number_integer() && !value.is_number_unsigned() && value.get<std::int64_t>() < 0;
       if (is_unsigned && negative) {
         return "field " + in_quotes(path) + ": must not be negative";
       }
       if (is_32 && value.is_number_integer()) {
-        const bool fits = value.is_number_unsigned()
-                              ? value.get<std::uint64_t>() <=
-                                    (is_unsigned ? std::numeric_limits<std::uint32_t>::max()
-                                                 : std::numeric_limits<std::int32_t>::max())
-                              : value.get<std::int64_t>() >=
-                                    std::numeric_limits<std::int32_t>::min();
+        const bool fits =
+            value.is_number_unsigned()
+                ? value.get<std::uint64_t>() <= (is_unsigned
+                                                     ? std::numeric_limits<std::uint32_t>::max()
+                                                     : std::numeric_limits<std::int32_t>::max())
+                : value.get<std::int64_t>() >= std::numeric_limits<std::int32_t>::min();
         if (!fits) return "field " + in_quotes(path) + ": number out of range";
       }
       return std::nullopt;
@@ -334,8 +341,8 @@ Result<Ok> decode(std::string_view data, Encoding encoding, google::protobuf::Me
                             std::string(kProtobufContentType) + " for protobuf)");
   }
   if (auto problem = json_problem(data, *out.GetDescriptor())) {
-    return invalid_argument(fmt::format("invalid {} JSON: {}", out.GetDescriptor()->name(),
-                                        *problem));
+    return invalid_argument(
+        fmt::format("invalid {} JSON: {}", out.GetDescriptor()->name(), *problem));
   }
   pbutil::JsonParseOptions options;
   options.ignore_unknown_fields = false;
@@ -344,9 +351,9 @@ Result<Ok> decode(std::string_view data, Encoding encoding, google::protobuf::Me
     // What the check above lets through: a time or number protobuf cannot read. Its own text
     // names protobuf's internals, so it is not passed on.
     out.Clear();
-    return invalid_argument(fmt::format(
-        "invalid {} JSON: a time, number or base64 value is malformed or out of range",
-        out.GetDescriptor()->name()));
+    return invalid_argument(
+        fmt::format("invalid {} JSON: a time, number or base64 value is malformed or out of range",
+                    out.GetDescriptor()->name()));
   }
   return Ok{};
 }

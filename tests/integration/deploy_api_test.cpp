@@ -42,8 +42,8 @@ struct Reply {
   std::optional<std::string> error;
 };
 
-std::optional<Reply> call(natsConnection* conn, const std::string& subject,
-                          const std::string& data, int timeout_ms = 10000) {
+std::optional<Reply> call(natsConnection* conn, const std::string& subject, const std::string& data,
+                          int timeout_ms = 10000) {
   natsMsg* reply = nullptr;
   const natsStatus s = natsConnection_Request(&reply, conn, subject.c_str(), data.data(),
                                               static_cast<int>(data.size()), timeout_ms);
@@ -55,8 +55,7 @@ std::optional<Reply> call(natsConnection* conn, const std::string& subject,
 }
 
 std::string local_repo(const std::string& name, const std::string& duration) {
-  return "  " + name + ":\n    deploy:\n      dev: {provider: local, duration: " + duration +
-         "}\n";
+  return "  " + name + ":\n    deploy:\n      dev: {provider: local, duration: " + duration + "}\n";
 }
 
 class DeployApiTest : public ::testing::Test {
@@ -64,13 +63,18 @@ class DeployApiTest : public ::testing::Test {
   std::string config(const std::string& repos, bool http = false,
                      const std::string& deploy_settings = "") {
     return "org: acme\n"
-           "nats:\n  urls: [" + server.url() + "]\n  connect_timeout: 2s\n"
-           "  reconnect_wait: 100ms\n  data_dir: " + dir.path().string() + "\n" +
+           "nats:\n  urls: [" +
+           server.url() +
+           "]\n  connect_timeout: 2s\n"
+           "  reconnect_wait: 100ms\n  data_dir: " +
+           dir.path().string() + "\n" +
            (http ? "http:\n  listen: 127.0.0.1:0\n" : "http:\n  enabled: false\n") +
            "log:\n  level: warn\n"
-           "deploy:\n  lease_ttl: 2s\n  retry_backoff: 50ms\n  health_gate: false\n" + deploy_settings +
+           "deploy:\n  lease_ttl: 2s\n  retry_backoff: 50ms\n  health_gate: false\n" +
+           deploy_settings +
            "providers:\n  local: {type: local}\n"
-           "repos:\n" + repos;
+           "repos:\n" +
+           repos;
   }
 
   // `command_backoff`: also the ack wait of a delivered command (JetStream takes the first
@@ -158,8 +162,7 @@ TEST_F(DeployApiTest, UnknownDeployIdsAndReposAre404RepliesNotDeadLetters) {
   };
   for (const Case& c : {
            Case{"org.acme.api.deploy.get", R"({"deployId":"20260101-000000-00000000"})", "404"},
-           Case{"org.acme.api.deploy.cancel", R"({"deployId":"20260101-000000-00000000"})",
-                "404"},
+           Case{"org.acme.api.deploy.cancel", R"({"deployId":"20260101-000000-00000000"})", "404"},
            Case{"org.acme.api.deploy", R"({"repos":["nope"],"env":"dev"})", "404"},
            Case{"org.acme.api.status.repo", R"({"repo":"nope"})", "404"},
        }) {
@@ -212,9 +215,8 @@ TEST_F(DeployApiTest, BadBodiesGetPlainSentencesNeverProtobufInternals) {
     const std::string said = reply->error.value_or("");
     EXPECT_NE(said.find(c.says), std::string::npos) << c.body << " -> " << said;
     for (const std::string& text : {said, reply->data}) {
-      for (const char* internal :
-           {"type.googleapis.com", "Cannot find field", "TYPE_STRING", "INVALID_ARGUMENT",
-            "google.protobuf", "Root element"}) {
+      for (const char* internal : {"type.googleapis.com", "Cannot find field", "TYPE_STRING",
+                                   "INVALID_ARGUMENT", "google.protobuf", "Root element"}) {
         EXPECT_EQ(text.find(internal), std::string::npos) << c.body << " -> " << text;
       }
     }
@@ -236,9 +238,9 @@ void forge_event(natsConnection* conn, const std::string& id, const std::string&
   event.mutable_step()->set_state(v1::DeployStep::succeeded);
   const std::string subject = "org.acme.events.deploy." + id + ".finished";
   const std::string body = encode(event, Encoding::json);
-  ASSERT_EQ(natsConnection_Publish(conn, subject.c_str(), body.data(),
-                                   static_cast<int>(body.size())),
-            NATS_OK);
+  ASSERT_EQ(
+      natsConnection_Publish(conn, subject.c_str(), body.data(), static_cast<int>(body.size())),
+      NATS_OK);
 }
 
 TEST_F(DeployApiTest, ForgedDeployEventsDoNotChangeStatus) {
@@ -259,8 +261,7 @@ TEST_F(DeployApiTest, ForgedDeployEventsDoNotChangeStatus) {
         auto status = repo_status("api");
         if (!status || status->deploys().count("dev") == 0) return false;
         shown = status->deploys().at("dev");
-        return shown.deploy_id() == second.deploy_id() &&
-               shown.state() == DeployRecord::succeeded;
+        return shown.deploy_id() == second.deploy_id() && shown.state() == DeployRecord::succeeded;
       },
       10s))
       << shown.DebugString();
@@ -303,7 +304,8 @@ TEST_F(DeployApiTest, DeployEventsWithMadeUpNamesOrHugeRefsAddNothing) {
 // ---- A4: commands that find their repo locked wait in the queue, not in the intake --------
 
 TEST_F(DeployApiTest, CommandsForALockedRepoQueueInOrderAndOthersFlow) {
-  start(config(local_repo("api", "50ms") + "  slow:\n    deploy:\n"
+  start(config(local_repo("api", "50ms") +
+               "  slow:\n    deploy:\n"
                "      dev: {provider: local, duration: 4s}\n" +
                local_repo("web", "50ms")));
   Collector dlq(client.get(), "org.acme.dlq.>");
@@ -319,8 +321,8 @@ TEST_F(DeployApiTest, CommandsForALockedRepoQueueInOrderAndOthersFlow) {
   ASSERT_EQ(natsConnection_JetStream(&js, client.get(), nullptr), NATS_OK);
   constexpr int kQueued = 8;
   for (int i = 0; i < kQueued; ++i) {
-    publish_command(js, R"({"repos":["api"],"env":"dev","requestId":"q-)" + std::to_string(i) +
-                            R"("})");
+    publish_command(
+        js, R"({"repos":["api"],"env":"dev","requestId":"q-)" + std::to_string(i) + R"("})");
   }
   publish_command(js, R"({"repos":["web"],"env":"dev","requestId":"other"})");
 
@@ -399,16 +401,15 @@ TEST_F(DeployApiTest, PastTheQueueBoundACommandIsDeadLetteredAtOnce) {
   // 500 deploys fit in the queue (README: Deploys); the 501st does not.
   constexpr int kBound = 500;
   for (int i = 0; i <= kBound; ++i) {
-    publish_command(js, R"({"repos":["api"],"env":"dev","requestId":"q-)" + std::to_string(i) +
-                            R"("})");
+    publish_command(
+        js, R"({"repos":["api"],"env":"dev","requestId":"q-)" + std::to_string(i) + R"("})");
   }
   ASSERT_TRUE(wait_until([&] { return dlq.size() >= 1; }, 60s, 50ms));
   const auto dead = dlq.messages().front();
   EXPECT_EQ(dead.subject, "org.acme.dlq.cmd.deploy");
   EXPECT_NE(dead.data.find("q-" + std::to_string(kBound)), std::string::npos) << dead.data;
   const std::string reason = dead.header("Orgd-Dlq-Reason").value_or("");
-  EXPECT_NE(reason.find("the deploy queue is full (500 deploys wait"), std::string::npos)
-      << reason;
+  EXPECT_NE(reason.find("the deploy queue is full (500 deploys wait"), std::string::npos) << reason;
   EXPECT_EQ(dead.header("Orgd-Dlq-Code").value_or(""), "409");
   // Taken at once, not redelivered: nothing is left waiting for an ack.
   ASSERT_TRUE(wait_until(
@@ -418,8 +419,8 @@ TEST_F(DeployApiTest, PastTheQueueBoundACommandIsDeadLetteredAtOnce) {
             NATS_OK) {
           return false;
         }
-        const bool done = info->NumAckPending == 0 && info->NumPending == 0 &&
-                          info->NumRedelivered == 0;
+        const bool done =
+            info->NumAckPending == 0 && info->NumPending == 0 && info->NumRedelivered == 0;
         jsConsumerInfo_Destroy(info);
         return done;
       },
