@@ -1066,7 +1066,7 @@ void Orchestrator::sweep() {
     if (stopping_.load()) return;
     {
       std::lock_guard lock(runs_mutex_);
-      if (runs_.count(id) != 0) continue;
+      if (runs_.count(id) != 0 || accepting_.count(id) != 0) continue;
     }
     auto holder = store->lease_holder(DeployStore::deploy_lease(id));
     if (!holder || holder.value()) continue;
@@ -1099,6 +1099,9 @@ void Orchestrator::start_run(const std::string& deploy_id, std::uint64_t lease_r
   {
     std::lock_guard lock(runs_mutex_);
     if (stopping_.load()) return;
+    // One run per deploy here: a second would replace the first in runs_, unjoined. (The lease
+    // does not tell them apart: both are this orgd's.)
+    if (runs_.count(deploy_id) != 0) return;
     runs_[deploy_id] = run;
   }
   run->start();
@@ -1254,7 +1257,19 @@ Result<v1::DeployAccepted> Orchestrator::deploy(const v1::DeployRequest& request
     return *blocked;
   }
   // Active before the record exists: a crash in between leaves an id the sweep drops, never a
-  // record nobody resumes.
+  // record nobody resumes. Until its run starts below, this orgd's own sweep leaves it alone.
+  {
+    std::lock_guard lock(runs_mutex_);
+    accepting_.insert(id);
+  }
+  struct Accepted {
+    Orchestrator& self;
+    const std::string& id;
+    ~Accepted() {
+      std::lock_guard lock(self.runs_mutex_);
+      self.accepting_.erase(id);
+    }
+  } accepting{*this, id};
   if (auto active = store->mark_active(id); !active) {
     store->release_locks(all_repos, request.env(), id);
     give_back_request();

@@ -138,8 +138,10 @@ class Orchestrator {
   std::atomic<bool> follower_{false};
   std::uint64_t scheduler_revision_ = 0;  // scheduler thread only
 
-  mutable std::mutex runs_mutex_;  // guards runs_
+  mutable std::mutex runs_mutex_;  // guards runs_, accepting_
   std::map<std::string, std::shared_ptr<DeployRun>> runs_;
+  // Deploys being accepted by this orgd (active in KV, no run yet): not the sweep's to resume.
+  std::set<std::string> accepting_;
 
   std::mutex wake_mutex_;  // guards wake_, refresh_ids_
   std::condition_variable wake_cv_;
