@@ -476,29 +476,50 @@ void Daemon::publish_health_update(const HealthRegistry::Update& update) {
 }
 
 void Daemon::on_api_request(std::size_t endpoint, BusMessage message) {
-  if (stopping_ || inflight_.load() >= options_.max_inflight_requests) {
+  // Deploy requests beyond this wait for a KV handler: the rest get 503 at once.
+  constexpr std::size_t kMaxKvWaiting = 256;
+  const bool kv_bound = endpoint < kv_endpoints_.size() && kv_endpoints_[endpoint];
+  const bool kv_full = kv_bound && kv_waiting_.load() >= kMaxKvWaiting;
+  if (stopping_ || inflight_.load() >= options_.max_inflight_requests || kv_full) {
+    if (kv_full) kv_busy_->inc();
     if (!message.reply.empty()) {
       Encoding enc =
           encoding_from_content_type(message.header(kContentTypeHeader).value_or(std::string()));
-      (void)nats_->publish(make_error_reply(
-          message.reply, unavailable(stopping_ ? "orgd is shutting down" : "orgd is overloaded"),
-          enc));
+      (void)nats_->publish(
+          make_error_reply(message.reply,
+                           unavailable(stopping_ ? "orgd is shutting down"
+                                       : kv_full ? "orgd is busy with deploy requests; try again"
+                                                 : "orgd is overloaded"),
+                           enc));
     }
     return;
   }
   inflight_.fetch_add(1);
   inflight_gauge_->inc();
-  asio::post(io_, [this, endpoint, m = std::move(message)] {
+  if (kv_bound) kv_waiting_.fetch_add(1);
+  auto handle = [this, endpoint, kv_bound, m = std::move(message)] {
     router_->dispatch(endpoint, m);
+    if (kv_bound) kv_waiting_.fetch_sub(1);
     inflight_gauge_->dec();
     if (inflight_.fetch_sub(1) == 1) {
       std::lock_guard lock(inflight_mutex_);
       inflight_cv_.notify_all();
     }
-  });
+  };
+  if (kv_bound) {
+    asio::post(*kv_pool_, std::move(handle));
+  } else {
+    asio::post(io_, std::move(handle));
+  }
 }
 
 void Daemon::register_api() {
+  // Threads for the deploy handlers: each waits on KV round trips, so a few let a burst of
+  // deploy requests overlap without taking the io threads.
+  constexpr int kKvThreads = 4;
+  kv_pool_ = std::make_unique<asio::thread_pool>(kKvThreads);
+  kv_busy_ = &metrics_.counter("orgd_api_kv_busy_total",
+                               "Deploy API requests refused (503) because too many were waiting");
   router_->add<v1::StatusRequest, v1::OrgStatus>(
       "status", [this](const v1::StatusRequest&) -> Result<v1::OrgStatus> {
         auto status = health_.org_status(org_);
@@ -525,6 +546,10 @@ void Daemon::register_api() {
       "repos", [this](const v1::ReposRequest&) -> Result<v1::RepoList> {
         return health_.repo_list();
       });
+  kv_endpoints_.assign(router_->endpoint_count(), false);
+  for (std::size_t i = 0; i < router_->endpoint_count(); ++i) {
+    kv_endpoints_[i] = router_->endpoint_name(i).rfind("deploy", 0) == 0;
+  }
 }
 
 Result<Ok> Daemon::on_deploy_command(const BusMessage& command, const std::string& dedup_id) {
@@ -536,19 +561,40 @@ Result<Ok> Daemon::on_deploy_command(const BusMessage& command, const std::strin
       !decoded) {
     return decoded.error();
   }
-  auto accepted = orchestrator_->deploy(request, dedup_id);
-  if (!accepted) return accepted.error();
+  // A command whose repo+env is locked is accepted into the deploy queue (and acked), so it
+  // holds no intake slot and burns no delivery while it waits.
+  auto accepted = orchestrator_->deploy(request, dedup_id, deploy::Orchestrator::WhenLocked::queue);
+  if (!accepted) {
+    if (accepted.error().code == ErrorCode::conflict) {
+      // The queue is full: waiting will not make room soon, so it is a dead letter now, not
+      // after its redeliveries. Acked: it is done with.
+      BusMessage original = command;
+      original.reply.clear();
+      rejections_->reject(original, accepted.error(), "cmd", encoding);
+      return Ok{};
+    }
+    return accepted.error();
+  }
   return Ok{};
 }
 
 void Daemon::on_deploy_event(const BusMessage& message) {
-  // Log lines are the bulk of deploy events and change no summary.
-  if (message.subject.size() >= 4 &&
-      message.subject.compare(message.subject.size() - 4, 4, ".log") == 0) {
-    return;
-  }
+  // P.events.deploy.<id>.<kind>. Log lines are the bulk of deploy events and change no
+  // summary; an event of any other kind only prompts re-reading the record it names, so its
+  // body is not kept, and one larger than any orgd writes is not even decoded.
+  constexpr std::size_t kMaxDeployEventBytes = 64 * 1024;
+  const std::string head = prefix_ + ".events.deploy.";
+  if (message.subject.compare(0, head.size(), head) != 0) return;
+  const std::string rest = message.subject.substr(head.size());
+  const auto dot = rest.find('.');
+  if (dot == std::string::npos) return;
+  const std::string id = rest.substr(0, dot);
+  const std::string kind = rest.substr(dot + 1);
+  if (kind == "log" || message.data.size() > kMaxDeployEventBytes) return;
   v1::DeployEvent event;
-  if (decode(message.data, Encoding::json, event, 1 << 20)) orchestrator_->observe(event);
+  if (!decode(message.data, Encoding::json, event, kMaxDeployEventBytes)) return;
+  if (event.deploy_id() != id || event.kind() != kind) return;
+  orchestrator_->observe(event);
 }
 
 void Daemon::schedule_sweep() {

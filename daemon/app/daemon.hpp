@@ -2,6 +2,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/thread_pool.hpp>
 
 #include <atomic>
 #include <condition_variable>
@@ -146,6 +147,13 @@ class Daemon {
   std::mutex inflight_mutex_;
   std::condition_variable inflight_cv_;
   std::atomic<std::uint64_t> health_processed_{0};
+  // API endpoints whose handlers do KV round trips (deploy*) run here, not on the io threads
+  // that serve probes, /status and P.api.status; bounded by kv_waiting_. Last member: its
+  // destructor joins the handlers before anything they use goes.
+  std::vector<bool> kv_endpoints_;  // by endpoint index, set by register_api()
+  std::atomic<std::size_t> kv_waiting_{0};
+  Counter* kv_busy_ = nullptr;
+  std::unique_ptr<boost::asio::thread_pool> kv_pool_;
 
   Counter* health_in_ = nullptr;
   Gauge* connected_gauge_ = nullptr;

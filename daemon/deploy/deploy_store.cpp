@@ -78,6 +78,10 @@ Result<std::optional<std::string>> DeployStore::deploy_of_request(const std::str
   return std::optional<std::string>{entry.value()->value};
 }
 
+Result<std::optional<KvEntry>> DeployStore::request_claim(const std::string& request_id) {
+  return deploys_->get(request_key(request_id));
+}
+
 Result<Ok> DeployStore::claim_request(const std::string& request_id,
                                       const std::string& deploy_id) {
   auto created = deploys_->create(request_key(request_id), deploy_id);

@@ -47,6 +47,9 @@ class DeployStore {
   // Idempotency: the deploy a request id created, and claiming a request id for a deploy
   // (conflict when another deploy claimed it first).
   Result<std::optional<std::string>> deploy_of_request(const std::string& request_id);
+  // The claim itself (value: the deploy id; created: when it was claimed), to tell a deploy
+  // being accepted right now from one whose orgd died before writing its record.
+  Result<std::optional<KvEntry>> request_claim(const std::string& request_id);
   Result<Ok> claim_request(const std::string& request_id, const std::string& deploy_id);
   Result<Ok> release_request(const std::string& request_id);
 

@@ -70,4 +70,17 @@ std::vector<std::string> Inventory::repos_in(const std::string& env) const {
   return repos;
 }
 
+bool Inventory::has_env(const std::string& env) const {
+  for (const auto& [repo, targets] : targets_) {
+    if (targets.count(env) != 0) return true;
+  }
+  return false;
+}
+
+std::size_t Inventory::target_count() const {
+  std::size_t n = 0;
+  for (const auto& [repo, targets] : targets_) n += targets.size();
+  return n;
+}
+
 }  // namespace orgd::deploy

@@ -35,6 +35,10 @@ class Inventory {
   const TargetEntry* target(const std::string& repo, const std::string& env) const;
   // Every repo with a target in env, by name.
   std::vector<std::string> repos_in(const std::string& env) const;
+  // Repo+env pairs with a target.
+  std::size_t target_count() const;
+  // True when some repo has a target in env.
+  bool has_env(const std::string& env) const;
 
  private:
   explicit Inventory(DeployPlanner planner) : planner_(std::move(planner)) {}

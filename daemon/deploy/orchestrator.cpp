@@ -10,6 +10,7 @@
 #include "daemon/core/duration.hpp"
 #include "daemon/core/logging.hpp"
 #include "daemon/core/timestamps.hpp"
+#include "daemon/deploy/deploy_index.hpp"
 #include "daemon/deploy/deploy_state.hpp"
 #include "daemon/events/codec.hpp"
 
@@ -22,8 +23,15 @@ using std::chrono::milliseconds;
 constexpr std::size_t kMaxLogLinesPerStep = 1000;
 constexpr int kDefaultListLimit = 20;
 constexpr int kMaxListLimit = 500;
-// Records a filtered list reads at most, newest first.
-constexpr int kMaxListScan = 2000;
+// Deploy records re-read at a deploy event's prompt, waiting at once (more are dropped and
+// counted; the scheduler tick's catch-up from the recent index covers them).
+constexpr std::size_t kMaxPendingRefreshes = 256;
+// What a summary keeps of a record's ref (deploy requests allow 256 bytes).
+constexpr std::size_t kMaxSummaryRef = 256;
+// How long accepting a deploy may take between claiming its request id (or queue entry) and
+// writing its record (a lock per repo in between); a claim older than this without a record
+// was left by an orgd that died.
+constexpr std::chrono::seconds kAcceptGrace{30};
 // Consecutive poll errors after which a step's attempt fails.
 constexpr int kMaxPollErrors = 5;
 
@@ -910,8 +918,21 @@ Orchestrator::Orchestrator(OrchestratorOptions options, std::shared_ptr<const In
                            Publisher& publisher, const HealthGateSource& health,
                            MetricsRegistry& metrics, const Clock& clock)
     : options_(options),
-      shared_(std::make_shared<Shared>(std::move(options), std::move(inventory), publisher,
-                                       health, metrics, clock)) {}
+      shared_(std::make_shared<Shared>(std::move(options), std::move(inventory), publisher, health,
+                                       metrics, clock)) {
+  events_ignored_ = &metrics.counter(
+      "orgd_deploy_events_ignored_total",
+      "Deploy events that named no configured repo+env or no valid deploy id (not re-read)");
+  refreshes_dropped_ = &metrics.counter(
+      "orgd_deploy_summary_refreshes_dropped_total",
+      "Deploy records not re-read at an event's prompt because too many were waiting");
+  deploys_queued_ = &metrics.counter("orgd_deploys_queued_total",
+                                     "Deploy commands queued behind a held repo+env lock");
+  queue_full_ = &metrics.counter("orgd_deploys_queue_full_total",
+                                 "Deploy commands refused because the deploy queue was full");
+  queue_started_ = &metrics.counter("orgd_deploys_dequeued_total",
+                                    "Queued deploys started once their locks were free");
+}
 
 Orchestrator::~Orchestrator() { stop(milliseconds{2000}); }
 
@@ -943,7 +964,6 @@ Result<Ok> Orchestrator::attach(__jsCtx* js) {
       std::move(deploys.value()), std::move(locks.value()), std::move(leases.value()));
   shared_->store.store(shared_->store_owner.get());
   attached_.store(true);
-  load_recent_summaries();
   scheduler_thread_ = std::thread([this] { scheduler_loop(); });
   return Ok{};
 }
@@ -972,15 +992,25 @@ void Orchestrator::stop(std::chrono::milliseconds budget) {
 
 void Orchestrator::scheduler_loop() {
   auto& log = shared_->log;
+  // On this thread, not in attach(): reading the last deploys is KV work.
+  load_recent_summaries();
+  auto next_tick = std::chrono::steady_clock::now();
   while (!stopping_.load()) {
     const auto ttl = shared_->current_inventory()->settings().lease_ttl;
     const auto interval = std::max(milliseconds{100}, ttl / 3);
+    bool tick = false;
     {
       std::unique_lock lock(wake_mutex_);
-      wake_cv_.wait_for(lock, interval, [&] { return wake_; });
+      wake_cv_.wait_until(lock, next_tick, [&] { return wake_ || !refresh_ids_.empty(); });
+      tick = wake_ || std::chrono::steady_clock::now() >= next_tick;
       wake_ = false;
     }
     if (stopping_.load()) break;
+    // Re-reads asked for by deploy events do not wait for the tick, and do not move it: the
+    // leases below are renewed on time however many events arrive.
+    refresh_requested_summaries();
+    if (!tick) continue;
+    next_tick = std::chrono::steady_clock::now() + interval;
     reap();
     DeployStore* store = shared_->kv();
     if (!scheduler_.load()) {
@@ -1009,8 +1039,20 @@ void Orchestrator::scheduler_loop() {
         }
       }
     }
-    if (scheduler_.load()) sweep();
+    if (scheduler_.load()) {
+      sweep();
+      run_queue();
+    }
+    catch_up_summaries();
   }
+}
+
+void Orchestrator::wake_scheduler() {
+  {
+    std::lock_guard lock(wake_mutex_);
+    wake_ = true;
+  }
+  wake_cv_.notify_all();
 }
 
 void Orchestrator::sweep() {
@@ -1024,7 +1066,7 @@ void Orchestrator::sweep() {
     if (stopping_.load()) return;
     {
       std::lock_guard lock(runs_mutex_);
-      if (runs_.count(id) != 0) continue;
+      if (runs_.count(id) != 0 || accepting_.count(id) != 0) continue;
     }
     auto holder = store->lease_holder(DeployStore::deploy_lease(id));
     if (!holder || holder.value()) continue;
@@ -1057,6 +1099,9 @@ void Orchestrator::start_run(const std::string& deploy_id, std::uint64_t lease_r
   {
     std::lock_guard lock(runs_mutex_);
     if (stopping_.load()) return;
+    // One run per deploy here: a second would replace the first in runs_, unjoined. (The lease
+    // does not tell them apart: both are this orgd's.)
+    if (runs_.count(deploy_id) != 0) return;
     runs_[deploy_id] = run;
   }
   run->start();
@@ -1071,25 +1116,20 @@ std::size_t Orchestrator::running() const {
 
 Result<v1::DeployAccepted> Orchestrator::accepted_of(const std::string& deploy_id,
                                                      bool duplicate) {
-  // A concurrent request with the same id may still be writing its record: wait a little.
-  for (int attempt = 0; attempt < 20; ++attempt) {
-    auto loaded = shared_->kv()->load(deploy_id);
-    if (!loaded) return loaded.error();
-    if (loaded.value()) {
-      v1::DeployAccepted accepted;
-      accepted.set_deploy_id(deploy_id);
-      accepted.set_duplicate(duplicate);
-      accepted.set_env(loaded.value()->record.env());
-      set_waves(accepted.mutable_waves(), waves_of(loaded.value()->record));
-      return accepted;
-    }
-    std::this_thread::sleep_for(milliseconds{100});
-  }
-  return not_found("deploy " + deploy_id + " has no record");
+  auto loaded = shared_->kv()->load(deploy_id);
+  if (!loaded) return loaded.error();
+  if (!loaded.value()) return not_found("deploy " + deploy_id + " has no record");
+  v1::DeployAccepted accepted;
+  accepted.set_deploy_id(deploy_id);
+  accepted.set_duplicate(duplicate);
+  accepted.set_env(loaded.value()->record.env());
+  set_waves(accepted.mutable_waves(), waves_of(loaded.value()->record));
+  return accepted;
 }
 
 Result<v1::DeployAccepted> Orchestrator::deploy(const v1::DeployRequest& request,
-                                                const std::string& fallback_request_id) {
+                                                const std::string& fallback_request_id,
+                                                WhenLocked when_locked) {
   if (!attached_.load() || stopping_.load()) {
     return unavailable("deploys are not available yet: the KV buckets are not open");
   }
@@ -1151,16 +1191,20 @@ Result<v1::DeployAccepted> Orchestrator::deploy(const v1::DeployRequest& request
   const std::string request_id =
       request.request_id().empty() ? fallback_request_id : request.request_id();
   if (!request_id.empty()) {
-    auto existing = store->deploy_of_request(request_id);
+    auto existing = store->request_claim(request_id);
     if (!existing) return existing.error();
     if (existing.value()) {
-      auto accepted = accepted_of(*existing.value(), true);
+      auto accepted = accepted_of(existing.value()->value, true);
       if (accepted) {
         shared_->deploys_duplicate->inc();
         return accepted;
       }
       if (accepted.error().code != ErrorCode::not_found) return accepted.error();
-      // Claimed by a deploy whose orgd died before writing it: the request is free again.
+      // No record yet: being accepted right now (taking its locks), or claimed by an orgd that
+      // died before writing it, after which the request is free again. Nobody waits here.
+      if (std::chrono::system_clock::now() - existing.value()->created < kAcceptGrace) {
+        return unavailable("request " + request_id + " is being accepted right now; try again");
+      }
       (void)store->release_request(request_id);
     }
   }
@@ -1173,7 +1217,7 @@ Result<v1::DeployAccepted> Orchestrator::deploy(const v1::DeployRequest& request
         shared_->deploys_duplicate->inc();
         return accepted_of(*other.value(), true);
       }
-      return conflict("request " + request_id + " is being accepted by another orgd");
+      return unavailable("request " + request_id + " is being accepted by another orgd");
     }
   }
   auto give_back_request = [&] {
@@ -1181,13 +1225,51 @@ Result<v1::DeployAccepted> Orchestrator::deploy(const v1::DeployRequest& request
   };
   std::vector<std::string> all_repos;
   for (const auto& wave : waves.value()) all_repos.insert(all_repos.end(), wave.begin(), wave.end());
-  if (auto locked = store->acquire_locks(all_repos, request.env(), id); !locked) {
+  // Deploys queued for one of these repos go first: a request does not overtake them, even
+  // when the lock happens to be free between two scheduler passes.
+  DeployQueueStore queue(store->deploys());
+  auto queued = queue.read();
+  if (!queued) {
     give_back_request();
-    if (locked.error().code == ErrorCode::conflict) shared_->deploys_conflict->inc();
-    return locked.error();
+    return queued.error();
+  }
+  std::optional<Error> blocked;
+  if (queued_for(queued.value().queue, all_repos, request.env())) {
+    blocked =
+        conflict(fmt::format("{} in {} has deploys queued before this one",
+                             all_repos.size() == 1 ? all_repos.front() : "a repo", request.env()));
+  } else if (auto locked = store->acquire_locks(all_repos, request.env(), id); !locked) {
+    if (locked.error().code != ErrorCode::conflict) {
+      give_back_request();
+      return locked.error();
+    }
+    blocked = locked.error();
+  }
+  if (blocked) {
+    if (when_locked == WhenLocked::queue) {
+      auto accepted = enqueue(new_record(id, waves.value(), request, *policy, shared_->clock.now()),
+                              all_repos, blocked->message);
+      if (!accepted) give_back_request();
+      return accepted;
+    }
+    give_back_request();
+    shared_->deploys_conflict->inc();
+    return *blocked;
   }
   // Active before the record exists: a crash in between leaves an id the sweep drops, never a
-  // record nobody resumes.
+  // record nobody resumes. Until its run starts below, this orgd's own sweep leaves it alone.
+  {
+    std::lock_guard lock(runs_mutex_);
+    accepting_.insert(id);
+  }
+  struct Accepted {
+    Orchestrator& self;
+    const std::string& id;
+    ~Accepted() {
+      std::lock_guard lock(self.runs_mutex_);
+      self.accepting_.erase(id);
+    }
+  } accepting{*this, id};
   if (auto active = store->mark_active(id); !active) {
     store->release_locks(all_repos, request.env(), id);
     give_back_request();
@@ -1200,6 +1282,13 @@ Result<v1::DeployAccepted> Orchestrator::deploy(const v1::DeployRequest& request
     (void)store->clear_active(id);
     give_back_request();
     return created.error();
+  }
+  if (auto indexed = RecentDeploys(store->deploys())
+                         .add(RecentDeploys::entry_of(id, request.env(), all_repos));
+      !indexed) {
+    // The deploy runs and deploy.get finds it; only deploy.list will not show it.
+    shared_->kv_errors->inc();
+    shared_->log->warn("deploy {}: not added to the recent index: {}", id, indexed.error().message);
   }
   shared_->deploys_accepted->inc();
   shared_->publish_event(record, "accepted", nullptr, id + ".accepted");
@@ -1234,16 +1323,22 @@ Result<v1::DeployList> Orchestrator::list(const v1::DeployListRequest& request) 
   if (request.limit() < 0) return invalid_argument("limit must not be negative");
   const int limit = request.limit() == 0 ? kDefaultListLimit
                                          : std::min(request.limit(), kMaxListLimit);
-  auto ids = shared_->kv()->deploy_ids();
-  if (!ids) return ids.error();
+  // The recent index, not a listing of the bucket: that would read every key of its history.
+  auto index = RecentDeploys(shared_->kv()->deploys()).read();
+  if (!index) return index.error();
+  const auto& entries = index.value().entries();
   v1::DeployList list;
-  int examined = 0;
-  for (auto it = ids.value().rbegin(); it != ids.value().rend(); ++it) {
-    // Filters could otherwise read the whole history, one KV get per deploy.
-    if (list.deploys_size() >= limit || ++examined > kMaxListScan) break;
-    auto loaded = shared_->kv()->load(*it);
+  for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
+    if (list.deploys_size() >= limit) break;
+    // What the entry says decides without reading the record when it can.
+    if (!request.env().empty() && !it->env().empty() && it->env() != request.env()) continue;
+    if (!request.repo().empty() && !it->many_repos() && !it->env().empty() &&
+        std::find(it->repos().begin(), it->repos().end(), request.repo()) == it->repos().end()) {
+      continue;
+    }
+    auto loaded = shared_->kv()->load(it->deploy_id());
     if (!loaded) return loaded.error();
-    if (!loaded.value()) continue;
+    if (!loaded.value()) continue;  // expired from the bucket's history
     const Record& record = loaded.value()->record;
     if (!request.env().empty() && record.env() != request.env()) continue;
     if (!request.repo().empty() && find_step(record, request.repo()) == nullptr) continue;
@@ -1265,6 +1360,11 @@ Result<v1::DeployRecord> Orchestrator::cancel(const v1::DeployCancelRequest& req
                       Record::State_Name(record.state()) + ")");
     }
     if (record.cancel_requested()) return record;
+    if (!record.queued_behind().empty()) {
+      auto cancelled = cancel_queued(record, loaded.value()->revision, request.reason());
+      if (cancelled || cancelled.error().code != ErrorCode::conflict) return cancelled;
+      continue;  // started (or changed) meanwhile: look again
+    }
     request_cancel(record, request.reason(), shared_->clock.now());
     auto written = shared_->kv()->update(record, loaded.value()->revision);
     if (written) {
@@ -1283,49 +1383,301 @@ Result<v1::DeployRecord> Orchestrator::cancel(const v1::DeployCancelRequest& req
   return unavailable("deploy " + request.deploy_id() + " changes too fast to cancel; try again");
 }
 
+Result<v1::DeployAccepted> Orchestrator::enqueue(Record record,
+                                                 const std::vector<std::string>& repos,
+                                                 const std::string& reason) {
+  DeployStore* store = shared_->kv();
+  const std::string id = record.deploy_id();
+  const auto now = shared_->clock.now();
+  v1::DeployQueue::Entry entry;
+  entry.set_deploy_id(id);
+  entry.set_env(record.env());
+  for (const auto& repo : repos) entry.add_repos(repo);
+  *entry.mutable_queued_at() = to_timestamp(now);
+  // The queue first, the record next: a crash in between leaves an entry without a record,
+  // which the scheduler drops after kAcceptGrace, and a command that is redelivered.
+  DeployQueueStore queue(store->deploys());
+  if (auto pushed = queue.push(entry); !pushed) {
+    if (pushed.error().code == ErrorCode::conflict) queue_full_->inc();
+    return pushed.error();
+  }
+  record.set_queued_behind(reason);
+  if (auto created = store->create(record); !created) {
+    (void)queue.remove(id);
+    return created.error();
+  }
+  if (auto indexed =
+          RecentDeploys(store->deploys()).add(RecentDeploys::entry_of(id, record.env(), repos));
+      !indexed) {
+    shared_->kv_errors->inc();
+    shared_->log->warn("deploy {}: not added to the recent index: {}", id, indexed.error().message);
+  }
+  deploys_queued_->inc();
+  shared_->publish_event(record, "queued", nullptr, id + ".queued", reason);
+  shared_->log->info("deploy {} to {} queued: {}", id, record.env(), reason);
+  v1::DeployAccepted accepted;
+  accepted.set_deploy_id(id);
+  accepted.set_env(record.env());
+  set_waves(accepted.mutable_waves(), waves_of(record));
+  return accepted;
+}
+
+Result<v1::DeployRecord> Orchestrator::cancel_queued(Record record, std::uint64_t revision,
+                                                     const std::string& reason) {
+  // Nobody runs a queued deploy yet: it is finished here, and the queue forgets it.
+  const auto now = shared_->clock.now();
+  request_cancel(record, reason, now);
+  std::vector<std::string> repos;
+  for (const Step& step : record.steps()) repos.push_back(step.repo());
+  for (const auto& repo : repos) mark_skipped(record, repo, Step::cancelled, now);
+  record.clear_queued_behind();
+  mark_finished(record, Record::cancelled, now);
+  auto written = shared_->kv()->update(record, revision);
+  if (!written) return written.error();
+  (void)DeployQueueStore(shared_->kv()->deploys()).remove(record.deploy_id());
+  shared_->deploys_finished["cancelled"]->inc();
+  shared_->publish_event(record, "cancelled", nullptr, record.deploy_id() + ".cancelled");
+  shared_->publish_event(record, "finished", nullptr, record.deploy_id() + ".finished");
+  shared_->log->info("deploy {}: cancelled while queued ({})", record.deploy_id(),
+                     record.cancel_reason());
+  return record;
+}
+
+void Orchestrator::run_queue() {
+  DeployStore* store = shared_->kv();
+  DeployQueueStore queue(store->deploys());
+  auto read = queue.read();
+  if (!read) {
+    shared_->kv_errors->inc();
+    return;
+  }
+  // Strictly in order per repo+env: once an entry has to wait, every later entry that shares a
+  // repo+env with it waits too, even if its own locks are free.
+  std::set<std::pair<std::string, std::string>> waiting;
+  auto waits = [&](const v1::DeployQueue::Entry& entry) {
+    for (const auto& repo : entry.repos()) {
+      if (waiting.count({repo, entry.env()}) != 0) return true;
+    }
+    return false;
+  };
+  auto hold = [&](const v1::DeployQueue::Entry& entry) {
+    for (const auto& repo : entry.repos()) waiting.insert({repo, entry.env()});
+  };
+  for (const auto& entry : read.value().queue.entries()) {
+    if (stopping_.load() || !scheduler_.load()) return;
+    if (waits(entry)) {
+      hold(entry);
+      continue;
+    }
+    const std::string& id = entry.deploy_id();
+    auto loaded = store->load(id);
+    if (!loaded) {
+      shared_->kv_errors->inc();
+      hold(entry);
+      continue;
+    }
+    if (!loaded.value()) {
+      if (shared_->clock.now() - from_timestamp(entry.queued_at()) > kAcceptGrace) {
+        shared_->log->warn("deploy {}: queued without a record; dropping it", id);
+        (void)queue.remove(id);
+      } else {
+        hold(entry);  // its record is being written right now
+      }
+      continue;
+    }
+    Record record = loaded.value()->record;
+    if (is_terminal(record.state()) || record.queued_behind().empty()) {
+      (void)queue.remove(id);  // cancelled while queued, or started by a pass that then died
+      continue;
+    }
+    const std::vector<std::string> repos(entry.repos().begin(), entry.repos().end());
+    if (auto locked = store->acquire_locks(repos, entry.env(), id); !locked) {
+      if (locked.error().code != ErrorCode::conflict) shared_->kv_errors->inc();
+      hold(entry);
+      continue;
+    }
+    if (auto active = store->mark_active(id); !active) {
+      store->release_locks(repos, entry.env(), id);
+      shared_->kv_errors->inc();
+      hold(entry);
+      continue;
+    }
+    record.clear_queued_behind();
+    if (auto written = store->update(record, loaded.value()->revision); !written) {
+      // Cancelled meanwhile (the only change others make to a queued deploy), or NATS trouble:
+      // give the locks back; the next pass looks again.
+      store->release_locks(repos, entry.env(), id);
+      (void)store->clear_active(id);
+      hold(entry);
+      continue;
+    }
+    (void)queue.remove(id);
+    queue_started_->inc();
+    shared_->deploys_accepted->inc();
+    shared_->publish_event(record, "accepted", nullptr, id + ".accepted");
+    shared_->log->info("deploy {} to {}: its locks are free, starting it", id, entry.env());
+    auto lease = store->acquire_lease(DeployStore::deploy_lease(id), options_.instance_id);
+    if (lease) start_run(id, lease.value(), false);  // else the sweep picks it up
+    hold(entry);
+  }
+}
+
 void Orchestrator::observe(const v1::DeployEvent& event) {
-  if (!event.has_step() || event.step().repo().empty() || event.env().empty()) return;
-  const auto key = std::make_pair(event.step().repo(), event.env());
+  // Anyone on the bus can publish a deploy event: it only prompts a re-read of the record it
+  // names, and only when it names a configured repo+env, so made-up names cost nothing.
+  const auto inventory = shared_->current_inventory();
+  // Step events name their repo; the deploy's own (accepted, finished) only the env.
+  const bool configured = event.has_step()
+                              ? inventory->target(event.step().repo(), event.env()) != nullptr
+                              : inventory->has_env(event.env());
+  if (!configured || !valid_name(event.deploy_id()) || event.deploy_id().size() > 64) {
+    events_ignored_->inc();
+    return;
+  }
+  bool added = false;
+  {
+    std::lock_guard lock(wake_mutex_);
+    if (refresh_ids_.size() < kMaxPendingRefreshes || refresh_ids_.count(event.deploy_id())) {
+      refresh_ids_.insert(event.deploy_id());
+      added = true;
+    }
+    // A finished deploy frees locks that queued deploys may be waiting for.
+    if (event.kind() == "finished") wake_ = true;
+  }
+  if (!added) refreshes_dropped_->inc();
+  wake_cv_.notify_all();
+}
+
+void Orchestrator::apply_to_summaries(const Record& record) {
+  if (!record.queued_behind().empty()) return;  // not started: not anyone's last deploy yet
+  const auto inventory = shared_->current_inventory();
   std::lock_guard lock(summaries_mutex_);
-  auto& summary = summaries_[key];
-  // Deploy ids sort by creation time: an event of an older deploy does not replace a newer one.
-  if (!summary.deploy_id().empty() && summary.deploy_id() > event.deploy_id()) return;
-  summary.set_deploy_id(event.deploy_id());
-  summary.set_state(summary_state(event.step().state()));
-  summary.set_ref(event.ref());
-  if (is_set(event.step().finished_at())) {
-    *summary.mutable_finished_at() = event.step().finished_at();
-  } else {
-    summary.clear_finished_at();
+  for (const Step& step : record.steps()) {
+    if (inventory->target(step.repo(), record.env()) == nullptr) continue;
+    auto& last = summaries_[{step.repo(), record.env()}];
+    // An older deploy does not replace a newer one (ids tell apart deploys of one second only
+    // by chance: the creation time decides, then the id).
+    const std::pair<std::int64_t, std::int32_t> created{record.created_at().seconds(),
+                                                        record.created_at().nanos()};
+    if (!last.summary.deploy_id().empty() && last.summary.deploy_id() != record.deploy_id() &&
+        (created < last.created ||
+         (created == last.created && last.summary.deploy_id() > record.deploy_id()))) {
+      continue;
+    }
+    last.created = created;
+    v1::DeploySummary& summary = last.summary;
+    summary.set_deploy_id(record.deploy_id());
+    summary.set_state(summary_state(step.state()));
+    summary.set_ref(record.ref().substr(0, kMaxSummaryRef));
+    if (is_set(step.finished_at())) {
+      *summary.mutable_finished_at() = step.finished_at();
+    } else {
+      summary.clear_finished_at();
+    }
+  }
+}
+
+void Orchestrator::refresh_requested_summaries() {
+  std::set<std::string> ids;
+  {
+    std::lock_guard lock(wake_mutex_);
+    ids.swap(refresh_ids_);
+  }
+  for (const auto& id : ids) {
+    if (stopping_.load()) return;
+    auto loaded = shared_->kv()->load(id);
+    if (!loaded) {
+      shared_->kv_errors->inc();
+      continue;
+    }
+    if (loaded.value()) apply_to_summaries(loaded.value()->record);
   }
 }
 
 void Orchestrator::load_recent_summaries() {
-  // The newest deploys, until every repo+env seen has its last deploy (bounded).
-  auto ids = shared_->kv()->deploy_ids();
-  if (!ids) return;
-  int loaded_count = 0;
-  for (auto it = ids.value().rbegin(); it != ids.value().rend() && loaded_count < 100;
-       ++it, ++loaded_count) {
-    auto loaded = shared_->kv()->load(*it);
-    if (!loaded || !loaded.value()) continue;
-    const Record& record = loaded.value()->record;
-    for (const Step& step : record.steps()) {
-      v1::DeployEvent event;
-      event.set_deploy_id(record.deploy_id());
-      event.set_env(record.env());
-      event.set_ref(record.ref());
-      *event.mutable_step() = step;
-      observe(event);
+  // Newest first, until every configured repo+env has its last deploy or the index ends.
+  RecentDeploys recent(shared_->kv()->deploys());
+  auto index = recent.read();
+  if (!index) {
+    shared_->kv_errors->inc();
+    return;
+  }
+  if (index.value().entries_size() == 0) {
+    // Records written before the index existed: index the newest of them once.
+    auto ids = shared_->kv()->deploy_ids();
+    if (!ids) return;
+    v1::DeployIndex seeded;
+    const std::size_t skip =
+        ids.value().size() > kRecentIndexSize ? ids.value().size() - kRecentIndexSize : 0;
+    for (std::size_t i = skip; i < ids.value().size(); ++i) {
+      auto* entry = seeded.add_entries();
+      entry->set_deploy_id(ids.value()[i]);
+      entry->set_many_repos(true);
+    }
+    if (seeded.entries_size() > 0) (void)recent.seed(seeded);
+    index = recent.read();
+    if (!index) return;
+  }
+  const std::size_t targets = shared_->current_inventory()->target_count();
+  const auto& entries = index.value().entries();
+  if (!entries.empty()) index_seen_ = entries.rbegin()->deploy_id();
+  for (auto it = entries.rbegin(); it != entries.rend() && !stopping_.load(); ++it) {
+    if (summary_count() >= targets) break;
+    auto loaded = shared_->kv()->load(it->deploy_id());
+    if (loaded && loaded.value()) apply_to_summaries(loaded.value()->record);
+  }
+}
+
+void Orchestrator::catch_up_summaries() {
+  // Deploys indexed since the last look, and the ones still running: what deploy events would
+  // have prompted, for events that were lost or dropped.
+  auto index = RecentDeploys(shared_->kv()->deploys()).read();
+  if (!index) {
+    shared_->kv_errors->inc();
+    return;
+  }
+  const auto& entries = index.value().entries();
+  std::set<std::string> ids;
+  for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
+    if (it->deploy_id() == index_seen_) break;
+    ids.insert(it->deploy_id());
+  }
+  if (!entries.empty()) index_seen_ = entries.rbegin()->deploy_id();
+  {
+    std::lock_guard lock(summaries_mutex_);
+    for (const auto& [key, last] : summaries_) {
+      const auto state = last.summary.state();
+      if (state == Record::pending || state == Record::running) {
+        ids.insert(last.summary.deploy_id());
+      }
     }
   }
+  for (const auto& id : ids) {
+    if (stopping_.load()) return;
+    auto loaded = shared_->kv()->load(id);
+    if (loaded && loaded.value()) apply_to_summaries(loaded.value()->record);
+  }
+}
+
+std::size_t Orchestrator::summary_count() const {
+  std::lock_guard lock(summaries_mutex_);
+  return summaries_.size();
+}
+
+std::size_t Orchestrator::summary_bytes() const {
+  std::lock_guard lock(summaries_mutex_);
+  std::size_t bytes = 0;
+  for (const auto& [key, last] : summaries_) {
+    bytes += key.first.size() + key.second.size() + last.summary.ByteSizeLong();
+  }
+  return bytes;
 }
 
 void Orchestrator::fill_status(v1::RepoStatus& repo) const {
   std::lock_guard lock(summaries_mutex_);
   for (auto it = summaries_.lower_bound({repo.name(), std::string{}});
        it != summaries_.end() && it->first.first == repo.name(); ++it) {
-    (*repo.mutable_deploys())[it->first.second] = it->second;
+    (*repo.mutable_deploys())[it->first.second] = it->second.summary;
   }
 }
 

@@ -6,6 +6,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -73,19 +74,33 @@ class Orchestrator {
   // released so another replica resumes them at once). Bounded by `budget`.
   void stop(std::chrono::milliseconds budget);
 
+  // What a deploy request does when a repo+env it needs is locked by another deploy (or has
+  // deploys queued for it): `refuse` answers conflict (P.api.deploy: the caller is there to
+  // decide); `queue` accepts it into the queue in KV, to be started by the scheduler when the
+  // locks are free, in order (P.cmd.deploy: nobody waits for a reply, and a command that only
+  // waits must not hold an intake slot). A full queue is a conflict naming its bound.
+  enum class WhenLocked { refuse, queue };
+
   // The API (P.api.deploy*, P.cmd.deploy). `fallback_request_id` de-duplicates a command that
-  // carries no request id (its message id).
+  // carries no request id (its message id). These do KV round trips: call them off the io
+  // threads.
   Result<v1::DeployAccepted> deploy(const v1::DeployRequest& request,
-                                    const std::string& fallback_request_id = {});
+                                    const std::string& fallback_request_id = {},
+                                    WhenLocked when_locked = WhenLocked::refuse);
   Result<v1::DeployRecord> get(const v1::DeployGetRequest& request);
   Result<v1::DeployList> list(const v1::DeployListRequest& request);
   Result<v1::DeployRecord> cancel(const v1::DeployCancelRequest& request);
 
-  // The last deploy of each repo per env (RepoStatus.deploys), kept from deploy events of every
-  // replica.
+  // The last deploy of each configured repo+env (RepoStatus.deploys), read from the deploy
+  // records in KV: at start (the recent index), on every scheduler tick (deploys indexed since),
+  // and when a deploy event names a configured repo+env (only a prompt to re-read that record:
+  // an event's own fields are never believed, so anyone on the bus can at most cause a read).
+  // In memory: at most one summary per configured target, with bounded fields.
   void fill_status(v1::RepoStatus& repo) const;
   void fill_status(v1::OrgStatus& org) const;
   void observe(const v1::DeployEvent& event);
+  std::size_t summary_count() const;
+  std::size_t summary_bytes() const;
 
   // Deploys this orgd is running now.
   std::size_t running() const;
@@ -102,7 +117,16 @@ class Orchestrator {
   void reap();
   void start_run(const std::string& deploy_id, std::uint64_t lease_revision, bool resumed);
   void load_recent_summaries();
+  void catch_up_summaries();
+  void refresh_requested_summaries();
+  void apply_to_summaries(const v1::DeployRecord& record);
+  void run_queue();
+  void wake_scheduler();
   Result<v1::DeployAccepted> accepted_of(const std::string& deploy_id, bool duplicate);
+  Result<v1::DeployAccepted> enqueue(v1::DeployRecord record, const std::vector<std::string>& repos,
+                                     const std::string& reason);
+  Result<v1::DeployRecord> cancel_queued(v1::DeployRecord record, std::uint64_t revision,
+                                         const std::string& reason);
 
   OrchestratorOptions options_;
   std::shared_ptr<Shared> shared_;
@@ -114,16 +138,33 @@ class Orchestrator {
   std::atomic<bool> follower_{false};
   std::uint64_t scheduler_revision_ = 0;  // scheduler thread only
 
-  mutable std::mutex runs_mutex_;  // guards runs_
+  mutable std::mutex runs_mutex_;  // guards runs_, accepting_
   std::map<std::string, std::shared_ptr<DeployRun>> runs_;
+  // Deploys being accepted by this orgd (active in KV, no run yet): not the sweep's to resume.
+  std::set<std::string> accepting_;
 
-  std::mutex wake_mutex_;  // guards wake_
+  std::mutex wake_mutex_;  // guards wake_, refresh_ids_
   std::condition_variable wake_cv_;
   bool wake_ = false;
+  // Deploys whose records deploy events asked to re-read (bounded; the scheduler tick's catch-up
+  // covers what does not fit).
+  std::set<std::string> refresh_ids_;
+  std::string index_seen_;  // scheduler thread only: the newest index entry applied
   std::thread scheduler_thread_;
 
   mutable std::mutex summaries_mutex_;  // guards summaries_
-  std::map<std::pair<std::string, std::string>, v1::DeploySummary> summaries_;  // repo, env
+  struct LastDeploy {
+    v1::DeploySummary summary;
+    // The record's created_at: which of two deploys is newer (ids only sort to the second).
+    std::pair<std::int64_t, std::int32_t> created{0, 0};
+  };
+  std::map<std::pair<std::string, std::string>, LastDeploy> summaries_;  // repo, env
+
+  Counter* events_ignored_ = nullptr;
+  Counter* refreshes_dropped_ = nullptr;
+  Counter* deploys_queued_ = nullptr;
+  Counter* queue_full_ = nullptr;
+  Counter* queue_started_ = nullptr;
 };
 
 }  // namespace orgd::deploy

@@ -56,9 +56,9 @@ void ApiRouter::dispatch(std::size_t i, const BusMessage& request) {
     }
   } else {
     const Error& error = result.error();
-    bool bad_input =
-        error.code == ErrorCode::invalid_argument || error.code == ErrorCode::not_found;
-    if (bad_input) {
+    // Only malformed input is dead-lettered: a lookup that finds nothing (404) or a conflict
+    // (409) is the caller's answer, and so is anything that fails on orgd's side.
+    if (error.code == ErrorCode::invalid_argument) {
       rejections_.reject(request, error, "api", encoding);
     } else if (!request.reply.empty()) {
       (void)publisher_.publish(make_error_reply(request.reply, error, encoding));

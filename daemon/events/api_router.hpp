@@ -24,8 +24,9 @@ namespace orgd {
 inline constexpr const char* kApiQueueGroup = "orgd";
 
 // The synchronous API on P.api.<op> (DESIGN.md §4-5): decodes a request in the encoding its
-// Content-Type names, calls the handler, and replies in the same encoding. Bad input goes
-// through Rejections (error reply, dead letter, counter). Keeps ADR-32 endpoint stats.
+// Content-Type names, calls the handler, and replies in the same encoding. Malformed input
+// (invalid_argument) goes through Rejections (error reply, dead letter, counter); every other
+// error (not found, conflict, unavailable) is an error reply only. Keeps ADR-32 endpoint stats.
 class ApiRouter {
  public:
   ApiRouter(std::string prefix, std::size_t max_payload, Publisher& publisher,

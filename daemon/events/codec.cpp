@@ -1,14 +1,20 @@
 #include "daemon/events/codec.hpp"
 
 #include <fmt/format.h>
+#include <google/protobuf/descriptor.h>
 #include <google/protobuf/util/json_util.h>
+
+#include <algorithm>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <optional>
 
 #include "daemon/events/fast_json.hpp"
 #include "daemon/events/utf8.hpp"
 #include "orgd/v1/deploy.pb.h"
 #include "orgd/v1/error.pb.h"
-#include "orgd/v1/secrets.pb.h"
 #include "orgd/v1/health.pb.h"
+#include "orgd/v1/secrets.pb.h"
 #include "orgd/v1/status.pb.h"
 
 namespace orgd {
@@ -25,6 +31,225 @@ std::string short_reason(std::string_view text) {
                       : c);
   }
   return out;
+}
+
+namespace gpb = google::protobuf;
+using Json = nlohmann::json;
+
+// Field paths and quoted values in error texts stay short and printable.
+std::string in_quotes(std::string_view text) {
+  std::string out = "\"";
+  out += short_reason(text.substr(0, 64));
+  if (text.size() > 64) out += "...";
+  out += "\"";
+  return out;
+}
+
+// What a field's JSON value must be, in words ("a string", "a list of strings").
+std::string expected_of(const gpb::FieldDescriptor& field, bool element) {
+  const bool list = field.is_repeated() && !field.is_map() && !element;
+  std::string what;
+  if (field.is_map() && !element) return "an object";
+  switch (field.cpp_type()) {
+    case gpb::FieldDescriptor::CPPTYPE_STRING:
+      what = field.type() == gpb::FieldDescriptor::TYPE_BYTES ? "base64 text" : "a string";
+      break;
+    case gpb::FieldDescriptor::CPPTYPE_BOOL:
+      what = "true or false";
+      break;
+    case gpb::FieldDescriptor::CPPTYPE_INT32:
+    case gpb::FieldDescriptor::CPPTYPE_INT64:
+    case gpb::FieldDescriptor::CPPTYPE_UINT32:
+    case gpb::FieldDescriptor::CPPTYPE_UINT64:
+      what = "a whole number";
+      break;
+    case gpb::FieldDescriptor::CPPTYPE_DOUBLE:
+    case gpb::FieldDescriptor::CPPTYPE_FLOAT:
+      what = "a number";
+      break;
+    case gpb::FieldDescriptor::CPPTYPE_ENUM:
+      what = "a name";
+      break;
+    case gpb::FieldDescriptor::CPPTYPE_MESSAGE: {
+      const std::string& type = field.message_type()->full_name();
+      if (type == "google.protobuf.Timestamp") {
+        what = "an RFC 3339 time";
+      } else if (type == "google.protobuf.ListValue") {
+        what = "a list";
+      } else if (type == "google.protobuf.Value") {
+        what = "a value";
+      } else {
+        what = "an object";
+      }
+      break;
+    }
+  }
+  if (!list) return what;
+  if (what.rfind("a ", 0) == 0) return "a list of " + what.substr(2) + "s";
+  if (what.rfind("an ", 0) == 0) return "a list of " + what.substr(3) + "s";
+  return "a list of " + what;
+}
+
+std::optional<std::string> check_message(const Json& value, const gpb::Descriptor& type,
+                                         const std::string& path);
+
+// One value of `field` (an element, when the field is repeated).
+std::optional<std::string> check_value(const Json& value, const gpb::FieldDescriptor& field,
+                                       const std::string& path) {
+  const auto wrong = [&] {
+    return "field " + in_quotes(path) + ": expected " + expected_of(field, true);
+  };
+  switch (field.cpp_type()) {
+    case gpb::FieldDescriptor::CPPTYPE_STRING:
+      if (!value.is_string()) return wrong();
+      return std::nullopt;
+    case gpb::FieldDescriptor::CPPTYPE_BOOL:
+      if (!value.is_boolean()) return wrong();
+      return std::nullopt;
+    case gpb::FieldDescriptor::CPPTYPE_INT32:
+    case gpb::FieldDescriptor::CPPTYPE_INT64:
+    case gpb::FieldDescriptor::CPPTYPE_UINT32:
+    case gpb::FieldDescriptor::CPPTYPE_UINT64: {
+      const bool is_unsigned = field.cpp_type() == gpb::FieldDescriptor::CPPTYPE_UINT32 ||
+                               field.cpp_type() == gpb::FieldDescriptor::CPPTYPE_UINT64;
+      const bool is_32 = field.cpp_type() == gpb::FieldDescriptor::CPPTYPE_INT32 ||
+                         field.cpp_type() == gpb::FieldDescriptor::CPPTYPE_UINT32;
+      // proto3 JSON also takes 64-bit numbers as strings of digits; protobuf checks their range.
+      if (value.is_string()) {
+        if (is_32) return wrong();
+        const auto& text = value.get_ref<const std::string&>();
+        const bool digits = !text.empty() && text.size() <= 20 &&
+                            std::all_of(text.begin() + (text[0] == '-' ? 1 : 0), text.end(),
+                                        [](char c) { return c >= '0' && c <= '9'; });
+        if (!digits) return wrong();
+        return std::nullopt;
+      }
+      if (value.is_number_float()) {
+        const double d = value.get<double>();
+        if (d != static_cast<double>(static_cast<std::int64_t>(d))) return wrong();
+      } else if (!value.is_number()) {
+        return wrong();
+      }
+      const bool negative =
+          value.is_number_integer() && !value.is_number_unsigned() && value.get<std::int64_t>() < 0;
+      if (is_unsigned && negative) {
+        return "field " + in_quotes(path) + ": must not be negative";
+      }
+      if (is_32 && value.is_number_integer()) {
+        const bool fits =
+            value.is_number_unsigned()
+                ? value.get<std::uint64_t>() <= (is_unsigned
+                                                     ? std::numeric_limits<std::uint32_t>::max()
+                                                     : std::numeric_limits<std::int32_t>::max())
+                : value.get<std::int64_t>() >= std::numeric_limits<std::int32_t>::min();
+        if (!fits) return "field " + in_quotes(path) + ": number out of range";
+      }
+      return std::nullopt;
+    }
+    case gpb::FieldDescriptor::CPPTYPE_DOUBLE:
+    case gpb::FieldDescriptor::CPPTYPE_FLOAT:
+      if (!value.is_number() && !value.is_string()) return wrong();
+      return std::nullopt;
+    case gpb::FieldDescriptor::CPPTYPE_ENUM: {
+      const gpb::EnumDescriptor& e = *field.enum_type();
+      if (value.is_number_integer()) {
+        if (e.FindValueByNumber(value.get<int>()) != nullptr) return std::nullopt;
+      } else if (value.is_string()) {
+        if (e.FindValueByName(value.get_ref<const std::string&>()) != nullptr) {
+          return std::nullopt;
+        }
+      } else {
+        return wrong();
+      }
+      std::string names;
+      for (int i = 0; i < e.value_count(); ++i) {
+        names += (i == 0 ? "" : ", ") + e.value(i)->name();
+      }
+      return "field " + in_quotes(path) + ": unknown value " +
+             (value.is_string() ? in_quotes(value.get_ref<const std::string&>()) : value.dump()) +
+             " (expected one of " + names + ")";
+    }
+    case gpb::FieldDescriptor::CPPTYPE_MESSAGE: {
+      const gpb::Descriptor& type = *field.message_type();
+      const std::string& name = type.full_name();
+      if (name == "google.protobuf.Timestamp" || name == "google.protobuf.Duration") {
+        if (!value.is_string()) return wrong();
+        return std::nullopt;
+      }
+      if (name == "google.protobuf.ListValue") {
+        if (!value.is_array()) return wrong();
+        return std::nullopt;
+      }
+      if (name == "google.protobuf.Value") return std::nullopt;
+      if (name == "google.protobuf.Struct") {
+        if (!value.is_object()) return wrong();
+        return std::nullopt;
+      }
+      if (!value.is_object()) return wrong();
+      return check_message(value, type, path + ".");
+    }
+  }
+  return std::nullopt;
+}
+
+// Checks a JSON object against a message type before protobuf's parser reads it, so what is
+// wrong is said in the caller's words (protobuf's own texts name its internals).
+std::optional<std::string> check_message(const Json& value, const gpb::Descriptor& type,
+                                         const std::string& path) {
+  for (const auto& [key, member] : value.items()) {
+    const gpb::FieldDescriptor* field = type.FindFieldByName(key);
+    if (field == nullptr) {
+      for (int i = 0; i < type.field_count() && field == nullptr; ++i) {
+        if (type.field(i)->json_name() == key) field = type.field(i);
+      }
+    }
+    const std::string name = path + key;
+    if (field == nullptr) return "unknown field " + in_quotes(name);
+    if (member.is_null()) continue;  // the field's default
+    if (field->is_map()) {
+      if (!member.is_object()) return "field " + in_quotes(name) + ": expected an object";
+      const gpb::FieldDescriptor& mapped = *field->message_type()->map_value();
+      for (const auto& [map_key, map_value] : member.items()) {
+        if (auto problem = check_value(map_value, mapped, name + "." + map_key)) return problem;
+      }
+      continue;
+    }
+    if (field->is_repeated()) {
+      if (!member.is_array()) {
+        return "field " + in_quotes(name) + ": expected " + expected_of(*field, false);
+      }
+      std::size_t index = 0;
+      for (const auto& element : member) {
+        const bool message = field->cpp_type() == gpb::FieldDescriptor::CPPTYPE_MESSAGE &&
+                             field->message_type()->file()->package() != "google.protobuf";
+        if (message && element.is_object()) {
+          const std::string at = name + "[" + std::to_string(index) + "].";
+          if (auto problem = check_message(element, *field->message_type(), at)) return problem;
+        } else if (check_value(element, *field, name)) {
+          // The list as a whole is what the caller got wrong: "expected a list of strings".
+          return "field " + in_quotes(name) + ": expected " + expected_of(*field, false);
+        }
+        ++index;
+      }
+      continue;
+    }
+    if (auto problem = check_value(member, *field, name)) return problem;
+  }
+  return std::nullopt;
+}
+
+// Parses and checks `data` as JSON for `type`; the problem in plain words, or nullopt.
+std::optional<std::string> json_problem(std::string_view data, const gpb::Descriptor& type) {
+  Json parsed;
+  try {
+    parsed = Json::parse(data.begin(), data.end());
+  } catch (const Json::parse_error& e) {
+    return "malformed JSON (at byte " + std::to_string(e.byte) + ")";
+  } catch (const std::exception&) {
+    return std::string{"malformed JSON"};
+  }
+  if (!parsed.is_object()) return std::string{"expected a JSON object"};
+  return check_message(parsed, type, "");
 }
 
 }  // namespace
@@ -115,13 +340,20 @@ Result<Ok> decode(std::string_view data, Encoding encoding, google::protobuf::Me
     return invalid_argument("payload is not UTF-8 JSON (binary data? set Content-Type: " +
                             std::string(kProtobufContentType) + " for protobuf)");
   }
+  if (auto problem = json_problem(data, *out.GetDescriptor())) {
+    return invalid_argument(
+        fmt::format("invalid {} JSON: {}", out.GetDescriptor()->name(), *problem));
+  }
   pbutil::JsonParseOptions options;
   options.ignore_unknown_fields = false;
   auto status = pbutil::JsonStringToMessage(data, &out, options);
   if (!status.ok()) {
+    // What the check above lets through: a time or number protobuf cannot read. Its own text
+    // names protobuf's internals, so it is not passed on.
     out.Clear();
-    return invalid_argument(fmt::format("invalid {} JSON: {}", out.GetDescriptor()->name(),
-                                        short_reason(std::string(status.message()))));
+    return invalid_argument(
+        fmt::format("invalid {} JSON: a time, number or base64 value is malformed or out of range",
+                    out.GetDescriptor()->name()));
   }
   return Ok{};
 }

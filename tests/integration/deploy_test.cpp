@@ -447,39 +447,8 @@ TEST_F(DeployTest, CommandStreamDeploysOnceAndDeadLettersBadCommands) {
   jsCtx_Destroy(js);
 }
 
-TEST_F(DeployTest, ALockedCommandIsRetriedAndDeadLetteredWhenItNeverFrees) {
-  start(config(repo("api", "{provider: local, duration: 500ms}") +
-               repo("web", "{provider: local, duration: 4s}")));
-  Collector dlq(client.get(), "org.acme.dlq.>");
-  Collector finished(client.get(), "org.acme.events.deploy.*.finished");
-  auto api_holder = deploy(R"({"repos":["api"],"env":"dev"})");
-  auto web_holder = deploy(R"({"repos":["web"],"env":"dev"})");
-  jsCtx* js = nullptr;
-  ASSERT_EQ(natsConnection_JetStream(&js, client.get(), nullptr), NATS_OK);
-  for (const char* body : {R"({"repos":["api"],"env":"dev","requestId":"after-api"})",
-                           R"({"repos":["web"],"env":"dev","requestId":"after-web"})"}) {
-    jsPubAck* ack = nullptr;
-    ASSERT_EQ(js_Publish(&ack, js, "org.acme.cmd.deploy", body, static_cast<int>(strlen(body)),
-                         nullptr, nullptr),
-              NATS_OK);
-    jsPubAck_Destroy(ack);
-  }
-  // api frees after 500 ms, within the redeliveries: the command's deploy runs then.
-  ASSERT_TRUE(wait_until([&] { return finished.size() >= 2; }, 15s));
-  // web stays locked past 4 deliveries x 200 ms: the command is dead-lettered with the reason.
-  ASSERT_TRUE(wait_until([&] { return dlq.size() >= 1; }, 15s));
-  const auto dead = dlq.messages().front();
-  EXPECT_EQ(dead.subject, "org.acme.dlq.cmd.deploy");
-  const std::string reason = dead.header("Orgd-Dlq-Reason").value_or("");
-  EXPECT_NE(reason.find("locked by deploy " + web_holder.deploy_id()), std::string::npos)
-      << reason;
-  EXPECT_NE(dead.data.find("after-web"), std::string::npos);
-  EXPECT_EQ(wait_finished(web_holder.deploy_id()).state(), DeployRecord::succeeded);
-  EXPECT_EQ(executions("api"), 2);
-  EXPECT_EQ(executions("web"), 1);
-  (void)api_holder;
-  jsCtx_Destroy(js);
-}
+// A command for a locked repo is queued, not retried until it is dead-lettered: see
+// DeployApiTest.CommandsForALockedRepoQueueInOrderAndOthersFlow (deploy_api_test.cpp).
 
 TEST_F(DeployTest, MaxDeliveriesAdvisoryCopiesTheCommandToTheDeadLetterQueue) {
   // The server gives up on a command whose ack never came (its replica died each time) and

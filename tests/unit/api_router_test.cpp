@@ -101,13 +101,30 @@ TEST_F(ApiRouterTest, MalformedInputGetsErrorReplyDeadLetterAndCount) {
   EXPECT_EQ(stats[0].last_error.substr(0, 4), "400:");
 }
 
-TEST_F(ApiRouterTest, UnknownRepoIsNotFoundAndDeadLettered) {
+// A lookup that finds nothing is an answer to the caller, not bad input: a 404 reply and no
+// dead letter. Only malformed input is dead-lettered.
+TEST_F(ApiRouterTest, UnknownRepoIsA404ReplyNotADeadLetter) {
   router.dispatch(0, request(R"({"repo":"nope"})"));
   const BusMessage* reply = find("_INBOX.1");
   ASSERT_NE(reply, nullptr);
   EXPECT_EQ(reply->header("Nats-Service-Error-Code"), "404");
   EXPECT_EQ(reply->header("Nats-Service-Error"), "unknown repo 'nope'");
-  EXPECT_NE(find("org.demo.dlq.api.status.repo"), nullptr);
+  EXPECT_NE(reply->data.find(R"("code":"not_found")"), std::string::npos) << reply->data;
+  EXPECT_EQ(find("org.demo.dlq.api.status.repo"), nullptr);
+  EXPECT_EQ(publisher.sent.size(), 1u);
+}
+
+TEST_F(ApiRouterTest, ConflictsAreRepliesNotDeadLetters) {
+  router.add<v1::RepoStatusRequest, v1::RepoStatus>(
+      "busy", [](const v1::RepoStatusRequest&) -> Result<v1::RepoStatus> {
+        return conflict("api/dev is locked by deploy x");
+      });
+  BusMessage m = request("{}");
+  m.subject = "org.demo.api.busy";
+  router.dispatch(2, m);
+  ASSERT_EQ(publisher.sent.size(), 1u);
+  EXPECT_EQ(publisher.sent[0].subject, "_INBOX.1");
+  EXPECT_EQ(publisher.sent[0].header("Nats-Service-Error-Code"), "409");
 }
 
 TEST_F(ApiRouterTest, OversizedPayloadIsRejected) {

@@ -116,6 +116,60 @@ INSTANTIATE_TEST_SUITE_P(
         BadInput{"array", "[1,2,3]", "invalid HealthReport JSON"}),
     [](const auto& info) { return std::string(info.param.name); });
 
+// Error replies are read by people: plain sentences naming the field, never protobuf's
+// internals (type URLs, "Cannot find field", enum type names).
+struct PlainError {
+  const char* name;
+  std::string payload;
+  const char* expect;
+};
+
+class CodecPlainErrors : public ::testing::TestWithParam<PlainError> {};
+
+TEST_P(CodecPlainErrors, NameTheProblemInPlainWords) {
+  v1::DeployRequest r;
+  auto res = decode(GetParam().payload, Encoding::json, r, 1 << 20);
+  ASSERT_FALSE(res.ok());
+  EXPECT_EQ(res.error().code, ErrorCode::invalid_argument);
+  const std::string& message = res.error().message;
+  EXPECT_NE(message.find(GetParam().expect), std::string::npos) << message;
+  for (const char* internal : {"type.googleapis.com", "Cannot find field", "INVALID_ARGUMENT",
+                               "TYPE_", "orgd.v1", "google.protobuf", "Expected : between"}) {
+    EXPECT_EQ(message.find(internal), std::string::npos) << message;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Inputs, CodecPlainErrors,
+    ::testing::Values(
+        PlainError{"unknown_field", R"({"repos":["api"],"foo":1})", R"(unknown field "foo")"},
+        PlainError{"repos_not_a_list", R"({"repos":"api"})",
+                   R"(field "repos": expected a list of strings)"},
+        PlainError{"repos_of_numbers", R"({"repos":[42]})",
+                   R"(field "repos": expected a list of strings)"},
+        PlainError{"env_not_a_string", R"({"env":7})", R"(field "env": expected a string)"},
+        PlainError{"all_not_a_bool", R"({"all":"yes"})", R"(field "all": expected true or false)"},
+        PlainError{"malformed", R"({"repos":["api"])", "malformed JSON"},
+        PlainError{"not_an_object", R"([1,2])", "expected a JSON object"},
+        PlainError{"any_type_url", R"({"@type":"type.googleapis.com/x"})",
+                   R"(unknown field "@type")"}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+TEST(Codec, PlainErrorsNameNestedFieldsAndEnumValues) {
+  v1::HealthReport health;
+  auto bad_enum = decode(R"({"status":"OK"})", Encoding::json, health, 1024);
+  ASSERT_FALSE(bad_enum.ok());
+  EXPECT_NE(bad_enum.error().message.find(R"(field "status": unknown value "OK")"),
+            std::string::npos)
+      << bad_enum.error().message;
+  v1::DeployListRequest list;
+  auto bad_number = decode(R"({"limit":"many"})", Encoding::json, list, 1024);
+  ASSERT_FALSE(bad_number.ok());
+  EXPECT_NE(bad_number.error().message.find(R"(field "limit": expected a whole number)"),
+            std::string::npos)
+      << bad_number.error().message;
+}
+
 TEST(Codec, RejectsMalformedBinary) {
   v1::HealthReport r;
   auto res = decode(std::string("\x0a\xff\xff\xff\xff\xff", 6), Encoding::protobuf, r, 1024);
