@@ -889,7 +889,9 @@ class Loader {
       read_duration(e, true, value);
       if (value.count() >= 0) out.retry_backoff = value;
     } else if (e.key == "health_gate") {
-      // `health_gate: false` turns the gate off; a map sets its parts.
+      // `health_gate: false` turns the gate off; a map sets its parts and turns it on (also
+      // where deploy: turned it off), unless it says `enabled: false`: whoever writes
+      // `health_gate: {soak: 5s}` means a gate that soaks for 5s.
       if (e.value.IsScalar()) {
         bool enabled = true;
         read_bool(e, enabled);
@@ -898,6 +900,7 @@ class Loader {
       }
       auto fields = mapping(e.value, e.path, e.value_line, kHealthGateKeys);
       if (!fields) return;
+      out.health_gate_enabled = true;
       for (const Entry& f : *fields) {
         if (f.key == "enabled") {
           bool enabled = true;

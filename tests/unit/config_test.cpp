@@ -321,6 +321,28 @@ TEST(Config, DeploySettingsAndTargetOverrides) {
   EXPECT_EQ(prod.retries, 2);
 }
 
+// A map is a gate being configured: it turns the gate on, also where deploy: turned it off,
+// unless the map itself says `enabled: false`.
+TEST(Config, HealthGateMapTurnsTheGateOn) {
+  const Config c = load(
+      "deploy:\n  health_gate: false\n"
+      "providers:\n  local: {type: local}\n"
+      "repos:\n  api:\n    deploy:\n"
+      "      dev: {provider: local, health_gate: {soak: 5s}}\n"
+      "      qa: {provider: local, health_gate: {soak: 5s, enabled: false}}\n"
+      "      prod: {provider: local, health_gate: {}}\n"
+      "      staging: {provider: local}\n");
+  EXPECT_FALSE(c.deploy.step.health_gate.enabled);
+  const auto policy = [&](const char* env) {
+    return c.repos.at("api").deploy.at(env).policy.apply(c.deploy.step);
+  };
+  EXPECT_TRUE(policy("dev").health_gate.enabled);
+  EXPECT_EQ(policy("dev").health_gate.soak, seconds(5));
+  EXPECT_FALSE(policy("qa").health_gate.enabled);
+  EXPECT_TRUE(policy("prod").health_gate.enabled);
+  EXPECT_FALSE(policy("staging").health_gate.enabled);  // deploy:'s setting
+}
+
 TEST(Config, DeployDefaults) {
   const Config c = load("org: demo\n");
   EXPECT_EQ(c.deploy.parallel, 4);
