@@ -52,7 +52,8 @@ constexpr auto kNatsKeys = std::to_array<std::string_view>(
      "replicas", "connect_timeout", "reconnect_wait", "max_payload"});
 constexpr auto kTlsKeys = std::to_array<std::string_view>({"ca_file", "cert_file", "key_file"});
 constexpr auto kHttpKeys =
-    std::to_array<std::string_view>({"listen", "enabled", "body_limit", "read_timeout"});
+    std::to_array<std::string_view>({"listen", "enabled", "body_limit", "header_timeout",
+                                     "read_timeout", "write_timeout"});
 constexpr auto kLogKeys = std::to_array<std::string_view>({"level", "format"});
 constexpr auto kRepoKeys =
     std::to_array<std::string_view>({"depends_on", "deploy", "secrets", "health"});
@@ -822,8 +823,12 @@ class Loader {
         read_bool(e, http.enabled);
       } else if (e.key == "body_limit") {
         read_bytes(e, 1024, std::int64_t{256} * 1024 * 1024, http.body_limit);
+      } else if (e.key == "header_timeout") {
+        read_duration(e, false, http.header_timeout);
       } else if (e.key == "read_timeout") {
         read_duration(e, false, http.read_timeout);
+      } else if (e.key == "write_timeout") {
+        read_duration(e, false, http.write_timeout);
       }
     }
   }

@@ -200,6 +200,17 @@ TEST(Config, LoadsEveryField) {
   EXPECT_EQ(c.secrets.master_key_env, "");
 }
 
+TEST(Config, HttpTimeouts) {
+  const Config c = load("http:\n  header_timeout: 2s\n  read_timeout: 30s\n  write_timeout: 20s\n");
+  EXPECT_EQ(c.http.header_timeout, seconds{2});
+  EXPECT_EQ(c.http.read_timeout, seconds{30});
+  EXPECT_EQ(c.http.write_timeout, seconds{20});
+  const Config defaults = load("org: demo\n");
+  EXPECT_EQ(defaults.http.header_timeout, seconds{5});
+  EXPECT_EQ(defaults.http.read_timeout, seconds{10});
+  EXPECT_EQ(defaults.http.write_timeout, seconds{10});
+}
+
 TEST(Config, DefaultsWhenSectionsAreMissing) {
   const Config c = load("org: solo\n");
   const Config defaults;
@@ -438,6 +449,10 @@ TEST(Config, BadDurations) {
               HasSubstr("test.yaml:2: nats.reconnect_wait: invalid duration \"soon\""));
   EXPECT_THAT(problem("http:\n  read_timeout: 0s\n"),
               HasSubstr("test.yaml:2: http.read_timeout: must be longer than zero"));
+  EXPECT_THAT(problem("http:\n  header_timeout: 0s\n"),
+              HasSubstr("test.yaml:2: http.header_timeout: must be longer than zero"));
+  EXPECT_THAT(problem("http:\n  write_timeout: soon\n"),
+              HasSubstr("test.yaml:2: http.write_timeout: invalid duration \"soon\""));
   EXPECT_THAT(problem("repos:\n  api:\n    health:\n      ttl: -5s\n"),
               HasSubstr("test.yaml:4: repos.api.health.ttl: invalid duration \"-5s\""));
   EXPECT_THAT(problem("repos:\n  api:\n    health:\n      ttl: 99999999999999999999h\n"),
