@@ -51,9 +51,8 @@ constexpr auto kNatsKeys = std::to_array<std::string_view>(
      "token_env", "user", "password_env", "jwt_env", "nkey_seed_env", "tls", "subject_prefix",
      "replicas", "connect_timeout", "reconnect_wait", "max_payload"});
 constexpr auto kTlsKeys = std::to_array<std::string_view>({"ca_file", "cert_file", "key_file"});
-constexpr auto kHttpKeys =
-    std::to_array<std::string_view>({"listen", "enabled", "body_limit", "header_timeout",
-                                     "read_timeout", "write_timeout"});
+constexpr auto kHttpKeys = std::to_array<std::string_view>(
+    {"listen", "enabled", "body_limit", "header_timeout", "read_timeout", "write_timeout"});
 constexpr auto kLogKeys = std::to_array<std::string_view>({"level", "format"});
 constexpr auto kRepoKeys =
     std::to_array<std::string_view>({"depends_on", "deploy", "secrets", "health"});

@@ -787,8 +787,8 @@ TEST(ShippedConfig, ExampleConfigLoads) {
   // The providers accept their settings, as orgd --check-config requires (the e2e test runs it).
   EXPECT_NO_THROW(deploy::Inventory::build(c, ProviderRegistry{}, ProviderEnvironment{"/tmp"}));
   // The target example of a gate map turns the gate on.
-  EXPECT_TRUE(c.repos.at("web").deploy.at("production").policy.apply(c.deploy.step)
-                  .health_gate.enabled);
+  EXPECT_TRUE(
+      c.repos.at("web").deploy.at("production").policy.apply(c.deploy.step).health_gate.enabled);
 }
 
 TEST(ConfigFile, MissingFile) {

@@ -1,5 +1,4 @@
 #include "daemon/http/http_server.hpp"
-#include "daemon/http/metrics.hpp"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
@@ -22,6 +21,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "daemon/http/metrics.hpp"
 
 namespace orgd {
 namespace {
@@ -624,12 +625,12 @@ TEST_F(HttpServerTest, IdleAndTricklingClientsAtTheCapDoNotLockOutAProbe) {
   EXPECT_TRUE(idle.front()->wait_closed());
   EXPECT_FALSE(idle.back()->wait_closed(100ms));
   // One eviction for each connection over the cap, the probe's included; none refused.
-  Counter& evicted = metrics.counter("orgd_http_connections_closed_total", "",
-                                     {{"reason", "evicted"}});
+  Counter& evicted =
+      metrics.counter("orgd_http_connections_closed_total", "", {{"reason", "evicted"}});
   EXPECT_TRUE(wait_until([&] { return evicted.value() == 45; })) << evicted.value();
-  EXPECT_EQ(metrics.counter("orgd_http_connections_closed_total", "", {{"reason", "refused"}})
-                .value(),
-            0);
+  EXPECT_EQ(
+      metrics.counter("orgd_http_connections_closed_total", "", {{"reason", "refused"}}).value(),
+      0);
 }
 
 // Clients that send a head and then trickle the body hold their slot for no longer than the
