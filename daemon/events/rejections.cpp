@@ -105,6 +105,18 @@ Rejections::Rejections(std::string prefix, Publisher& publisher, MetricsRegistry
       limits_(limits),
       clock_(clock != nullptr ? *clock : system_clock()) {}
 
+bool Rejections::reply_subject_allowed(std::string_view reply) const {
+  // orgd publishes with its own permissions: a reply subject chosen by the sender must not make
+  // it write into its own streams (P.cmd.>, P.events.>, P.dlq.>, ...) nor into system subjects
+  // ($JS.API.STREAM.PURGE.ORGD_DLQ would purge the dead letters).
+  if (reply.starts_with('$')) return false;
+  if (reply.size() > prefix_.size() && reply.substr(0, prefix_.size()) == prefix_ &&
+      reply[prefix_.size()] == '.') {
+    return false;
+  }
+  return reply.find_first_of("*> \t\r\n") == std::string_view::npos;
+}
+
 std::string Rejections::dlq_subject(std::string_view input_subject) const {
   std::string_view origin = input_subject;
   if (origin.size() > prefix_.size() + 1 && origin.substr(0, prefix_.size()) == prefix_ &&
@@ -210,7 +222,15 @@ void Rejections::reject(const BusMessage& input, const Error& error, std::string
                {{"kind", kind_label}, {"code", std::string(code_name(error.code))}})
       .inc();
   if (!input.reply.empty()) {
-    (void)publisher_.publish(make_error_reply(input.reply, error, encoding));
+    if (reply_subject_allowed(input.reply)) {
+      (void)publisher_.publish(make_error_reply(input.reply, error, encoding));
+    } else {
+      metrics_
+          .counter("orgd_error_replies_refused_total",
+                   "Error replies not sent: the reply subject was orgd's own or a system one",
+                   {{"kind", kind_label}})
+          .inc();
+    }
   }
   const std::string reason = one_line(error.message, 512);
   const std::string dlq = dlq_subject(input.subject);

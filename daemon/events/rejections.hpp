@@ -82,6 +82,10 @@ class Rejections {
 
   std::string dlq_subject(std::string_view input_subject) const;
 
+  // False for reply subjects an error reply must not go to: orgd's own (P.*) and system ones
+  // ($JS.*, $KV.*, $SYS.*, ...); counted in orgd_error_replies_refused_total{kind}.
+  bool reply_subject_allowed(std::string_view reply) const;
+
  private:
   struct Bucket {
     double tokens = 0;

@@ -241,6 +241,32 @@ TEST_F(RejectionsTest, HeadersAreBoundedInNumberAndSize) {
   EXPECT_EQ(dead[0].header("X-Big")->size(), 256u);
 }
 
+// orgd answers with its own permissions: a sender must not aim its error replies at orgd's
+// streams or at the JetStream API.
+TEST_F(RejectionsTest, ErrorRepliesAreNotSentToOrgdsOwnOrSystemSubjects) {
+  make();
+  for (const char* reply :
+       {"org.demo.cmd.deploy", "org.demo.events.deploy.x.finished", "org.demo.dlq.health",
+        "$JS.API.STREAM.PURGE.ORGD_DLQ", "$KV.orgd_locks.api", "_INBOX.*"}) {
+    BusMessage m = input("org.demo.api.deploy", "{}");
+    m.reply = reply;
+    rejections->reject(m, invalid_argument("bad"), "api", Encoding::json);
+  }
+  for (const auto& m : publisher.sent) {
+    EXPECT_EQ(m.subject, "org.demo.dlq.api.deploy") << "published on " << m.subject;
+  }
+  EXPECT_EQ(publisher.dead_letters().size(), 6u);
+  EXPECT_EQ(metrics.counter("orgd_error_replies_refused_total", "", {{"kind", "api"}}).value(), 6);
+
+  BusMessage ok = input("org.demo.api.deploy", "{}");
+  ok.reply = "_INBOX.abc.1";
+  rejections->reject(ok, invalid_argument("bad"), "api", Encoding::json);
+  // The reply goes first, then the dead letter.
+  ASSERT_EQ(publisher.sent.size(), 8u);
+  EXPECT_EQ(publisher.sent[6].subject, "_INBOX.abc.1");
+  EXPECT_EQ(publisher.sent[6].header("Nats-Service-Error-Code"), "400");
+}
+
 TEST_F(RejectionsTest, InputCannotPresetDlqHeaders) {
   make();
   BusMessage m = input("org.demo.health.api.http", "abc");
