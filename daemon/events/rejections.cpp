@@ -107,8 +107,8 @@ Rejections::Rejections(std::string prefix, Publisher& publisher, MetricsRegistry
 
 bool Rejections::reply_subject_allowed(std::string_view reply) const {
   // orgd publishes with its own permissions: a reply subject chosen by the sender must not make
-  // it write into its own streams (P.cmd.>, P.events.>, P.dlq.>, ...) nor into system subjects
-  // ($JS.API.STREAM.PURGE.ORGD_DLQ would purge the dead letters).
+  // it write into its own streams (P.cmd.>, P.events.>, P.dlq.>, ...) nor make system calls
+  // as orgd ($JS.API.STREAM.PURGE.ORGD_DLQ, $KV.orgd_locks.*).
   if (reply.starts_with('$')) return false;
   if (reply.size() > prefix_.size() && reply.substr(0, prefix_.size()) == prefix_ &&
       reply[prefix_.size()] == '.') {
