@@ -207,7 +207,10 @@ void Daemon::start() {
     hs.host = config_.http.host;
     hs.port = config_.http.port;
     hs.body_limit = static_cast<std::size_t>(config_.http.body_limit);
+    hs.header_timeout = config_.http.header_timeout;
     hs.read_timeout = config_.http.read_timeout;
+    hs.write_timeout = config_.http.write_timeout;
+    hs.metrics = &metrics_;
     http_ = std::make_unique<HttpServer>(io_, hs,
                                          [this](const HttpRequest& r) { return on_http(r); });
     http_->start();

@@ -51,8 +51,8 @@ constexpr auto kNatsKeys = std::to_array<std::string_view>(
      "token_env", "user", "password_env", "jwt_env", "nkey_seed_env", "tls", "subject_prefix",
      "replicas", "connect_timeout", "reconnect_wait", "max_payload"});
 constexpr auto kTlsKeys = std::to_array<std::string_view>({"ca_file", "cert_file", "key_file"});
-constexpr auto kHttpKeys =
-    std::to_array<std::string_view>({"listen", "enabled", "body_limit", "read_timeout"});
+constexpr auto kHttpKeys = std::to_array<std::string_view>(
+    {"listen", "enabled", "body_limit", "header_timeout", "read_timeout", "write_timeout"});
 constexpr auto kLogKeys = std::to_array<std::string_view>({"level", "format"});
 constexpr auto kRepoKeys =
     std::to_array<std::string_view>({"depends_on", "deploy", "secrets", "health"});
@@ -822,8 +822,12 @@ class Loader {
         read_bool(e, http.enabled);
       } else if (e.key == "body_limit") {
         read_bytes(e, 1024, std::int64_t{256} * 1024 * 1024, http.body_limit);
+      } else if (e.key == "header_timeout") {
+        read_duration(e, false, http.header_timeout);
       } else if (e.key == "read_timeout") {
         read_duration(e, false, http.read_timeout);
+      } else if (e.key == "write_timeout") {
+        read_duration(e, false, http.write_timeout);
       }
     }
   }
@@ -889,7 +893,9 @@ class Loader {
       read_duration(e, true, value);
       if (value.count() >= 0) out.retry_backoff = value;
     } else if (e.key == "health_gate") {
-      // `health_gate: false` turns the gate off; a map sets its parts.
+      // `health_gate: false` turns the gate off; a map sets its parts and turns it on (also
+      // where deploy: turned it off), unless it says `enabled: false`: whoever writes
+      // `health_gate: {soak: 5s}` means a gate that soaks for 5s.
       if (e.value.IsScalar()) {
         bool enabled = true;
         read_bool(e, enabled);
@@ -898,6 +904,7 @@ class Loader {
       }
       auto fields = mapping(e.value, e.path, e.value_line, kHealthGateKeys);
       if (!fields) return;
+      out.health_gate_enabled = true;
       for (const Entry& f : *fields) {
         if (f.key == "enabled") {
           bool enabled = true;

@@ -52,7 +52,10 @@ struct HttpConfig {
   std::uint16_t port = 8080;  // 0 picks a free port
   bool enabled = true;
   std::int64_t body_limit = 1024 * 1024;
+  // The request head (also an idle keep-alive connection's wait), the body, the response.
+  Duration header_timeout{std::chrono::seconds{5}};
   Duration read_timeout{std::chrono::seconds{10}};
+  Duration write_timeout{std::chrono::seconds{10}};
 
   // "host:port" as written in the config; IPv6 hosts get brackets ("[::1]:8080").
   std::string listen() const {

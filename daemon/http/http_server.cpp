@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "daemon/core/logging.hpp"
+#include "daemon/http/metrics.hpp"
 
 namespace orgd {
 namespace {
@@ -36,6 +37,21 @@ constexpr std::uint32_t kHeaderLimit = 16 * 1024;
 constexpr std::size_t kLingerBufferSize = 4096;
 // Back-off after an accept failure such as EMFILE, so the accept loop does not spin.
 constexpr std::chrono::milliseconds kAcceptRetryDelay{100};
+// An evicted connection is closed on its own strand, a moment after the new one is accepted, so
+// for a moment there are more connections than the cap; never more than this many times it.
+constexpr std::size_t kEvictionOvershoot = 2;
+
+// Why the server closed a connection, for orgd_http_connections_closed_total{reason}.
+enum class CloseReason { evicted, refused, header_timeout, read_timeout, write_timeout };
+constexpr std::array<const char*, 5> kCloseReasons{"evicted", "refused", "header_timeout",
+                                                   "read_timeout", "write_timeout"};
+
+// Steady-clock nanoseconds; the waiting_since values of sessions (0 means "busy").
+std::int64_t steady_now() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 std::string format_endpoint(const std::string& host, std::uint16_t port) {
   const bool v6 = host.find(':') != std::string::npos;
@@ -111,13 +127,31 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
         log(logging::get("http")),
         handler_(std::move(h)),
         acceptor_(io_context),
-        retry_timer_(io_context) {}
+        retry_timer_(io_context) {
+    if (settings.metrics == nullptr) return;
+    for (std::size_t i = 0; i < kCloseReasons.size(); ++i) {
+      closed_[i] = &settings.metrics->counter(
+          "orgd_http_connections_closed_total",
+          "HTTP connections the server closed before the client did, by reason",
+          {{"reason", kCloseReasons[i]}});
+    }
+    open_ = &settings.metrics->gauge("orgd_http_connections_open", "Open HTTP connections");
+  }
+
+  void count(CloseReason reason) {
+    std::lock_guard lock(mutex_);
+    count_locked(reason);
+  }
+  void count_locked(CloseReason reason) {
+    if (auto* counter = closed_[static_cast<std::size_t>(reason)]) counter->inc();
+  }
 
   void start();
   void stop();
   void stop_and_wait_for_handlers();
   std::optional<HttpResponse> invoke(const HttpRequest& request);
   void forget(Session* session);
+  void decline_eviction(Session* session);
 
   net::io_context& io;
   const HttpServerSettings settings;
@@ -127,6 +161,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
  private:
   void accept_locked();
   void on_accept(beast::error_code ec, tcp::socket socket);
+  std::shared_ptr<Session> choose_eviction_locked();
 
   // Guards everything below. The acceptor and timer are only touched under it, which is what
   // lets stop() run on any thread while an accept is pending on an io_context thread.
@@ -138,7 +173,12 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   bool started_ = false;
   bool stopped_ = false;
   bool reported_full_ = false;
+  bool reported_evicting_ = false;
   std::map<Session*, std::weak_ptr<Session>> sessions_;
+  std::size_t chosen_ = 0;  // sessions chosen for eviction and not yet gone
+  // Null once HttpServer is gone: sessions may outlive it (and the registry) briefly.
+  std::array<Counter*, kCloseReasons.size()> closed_{};
+  Gauge* open_ = nullptr;
   int in_flight_ = 0;
   std::condition_variable handlers_idle_;
 };
@@ -168,6 +208,26 @@ class Session : public std::enable_shared_from_this<Session> {
     stream_.close();
   }
 
+  // When this connection started waiting for its client (steady_now()), 1 when it lingers after
+  // an error response, 0 while its request is handled or its response written. Read by the
+  // server (under its mutex, from any thread) to choose whom to evict.
+  std::int64_t waiting_since() const { return waiting_since_.load(std::memory_order_relaxed); }
+
+  // Chosen for eviction; evict() then runs on the strand. Written under the server's mutex only,
+  // which also counts the chosen.
+  std::atomic<bool> chosen_for_eviction{false};
+
+  // Closes the connection unless it got busy since it was chosen: a request being handled
+  // finishes. Runs on the strand.
+  void evict() {
+    if (closed_) return;
+    if (waiting_since() == 0) return server_->decline_eviction(this);
+    server_->count(CloseReason::evicted);
+    server_->log->debug("{}: evicted for a new connection (the connection limit is reached)",
+                        remote_);
+    close();
+  }
+
   net::any_io_executor executor() { return stream_.get_executor(); }
 
  private:
@@ -178,13 +238,16 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_.emplace();
     parser_->body_limit(settings().body_limit);
     parser_->header_limit(kHeaderLimit);
-    stream_.expires_after(settings().read_timeout);
+    waiting_since_ = steady_now();
+    reading_head_ = true;
+    stream_.expires_after(settings().header_timeout);
     http::async_read_header(stream_, buffer_, *parser_,
                             beast::bind_front_handler(&Session::on_header, shared_from_this()));
   }
 
   void on_header(beast::error_code ec, std::size_t) {
     if (ec) return on_read_error(ec);
+    reading_head_ = false;
     const auto& req = parser_->get();
     // Clients such as curl wait (a second, by default) for "100 Continue" before sending a
     // larger body; the limits were checked with the header, so the body is welcome.
@@ -213,7 +276,9 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec == http::error::end_of_stream) return close();  // the peer is done; so are we
     if (ec == net::error::operation_aborted) return;       // stop() closed us
     if (ec == beast::error::timeout) {
-      server_->log->debug("{}: read timed out, closing", remote_);
+      server_->count(reading_head_ ? CloseReason::header_timeout : CloseReason::read_timeout);
+      server_->log->debug("{}: {} timed out, closing", remote_,
+                          reading_head_ ? "request head" : "request body");
       return close();
     }
     if (ec == http::error::body_limit) {
@@ -239,6 +304,7 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void on_read(beast::error_code ec, std::size_t) {
     if (ec) return on_read_error(ec);
+    waiting_since_ = 0;  // busy until the response is written: not to be evicted
     auto& req = parser_->get();
 
     HttpRequest request;
@@ -289,12 +355,14 @@ class Session : public std::enable_shared_from_this<Session> {
       res.prepare_payload();
     }
 
-    stream_.expires_after(settings().read_timeout);
+    waiting_since_ = 0;
+    stream_.expires_after(settings().write_timeout);
     http::async_write(
         stream_, res,
         [self = shared_from_this(), keep_alive, linger](beast::error_code ec, std::size_t) {
           self->response_.reset();
           if (ec) {
+            if (ec == beast::error::timeout) self->server_->count(CloseReason::write_timeout);
             if (ec != net::error::operation_aborted) {
               self->server_->log->debug("{}: write failed: {}", self->remote_, ec.message());
             }
@@ -312,6 +380,7 @@ class Session : public std::enable_shared_from_this<Session> {
     beast::error_code ec;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
     if (ec) return close();
+    waiting_since_ = 1;  // done with it: the first to go when a slot is needed
     stream_.expires_after(settings().read_timeout);
     drain();
   }
@@ -333,6 +402,9 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<http::response<http::string_body>> response_;
   std::array<char, kLingerBufferSize> drain_buffer_{};
   bool closed_ = false;
+  bool reading_head_ = true;
+  // Set at construction so a connection accepted but not yet started can be evicted too.
+  std::atomic<std::int64_t> waiting_since_{steady_now()};
 };
 
 void ServerCore::start() {
@@ -378,6 +450,7 @@ void ServerCore::accept_locked() {
 
 void ServerCore::on_accept(beast::error_code ec, tcp::socket socket) {
   std::shared_ptr<Session> session;
+  std::shared_ptr<Session> evicted;
   {
     std::lock_guard lock(mutex_);
     if (stopped_) return;
@@ -394,21 +467,39 @@ void ServerCore::on_accept(beast::error_code ec, tcp::socket socket) {
     }
     beast::error_code ignored;
     const tcp::endpoint remote = socket.remote_endpoint(ignored);
-    if (sessions_.size() >= settings.max_connections) {
-      // Log the first refusal of a burst only: a flood must not become a flood of log lines.
+    // Those chosen for eviction are as good as gone.
+    bool room = sessions_.size() - chosen_ < settings.max_connections;
+    if (!room && sessions_.size() < settings.max_connections * kEvictionOvershoot) {
+      evicted = choose_eviction_locked();
+      room = evicted != nullptr;
+      // Log the first eviction of a burst only: a flood must not become a flood of log lines.
+      if (room && !reported_evicting_) {
+        log->warn(
+            "{} connections open (the limit); closing those waiting longest for their "
+            "clients to make room for new ones",
+            settings.max_connections);
+        reported_evicting_ = true;
+      }
+    } else if (room) {
+      reported_full_ = false;
+      reported_evicting_ = false;
+    }
+    if (!room) {
       if (!reported_full_) {
-        log->warn("{} connections open (the limit); refusing new ones", sessions_.size());
+        log->warn("{} connections open (the limit), all busy; refusing new ones", sessions_.size());
         reported_full_ = true;
       }
+      count_locked(CloseReason::refused);
       socket.close(ignored);
     } else {
-      reported_full_ = false;
       session =
           std::make_shared<Session>(shared_from_this(), std::move(socket), format_endpoint(remote));
       sessions_.emplace(session.get(), session);
+      if (open_) open_->set(static_cast<double>(sessions_.size()));
     }
     accept_locked();
   }
+  if (evicted) net::post(evicted->executor(), [evicted] { evicted->evict(); });
   if (session) session->start();
 }
 
@@ -444,9 +535,39 @@ std::optional<HttpResponse> ServerCore::invoke(const HttpRequest& request) {
   return HttpResponse{500, "text/plain; charset=utf-8", "internal server error\n", {}};
 }
 
+// The connection that has waited longest for its client, marked as chosen; null when every
+// connection is busy (its request handled, its response written) or already chosen. The caller
+// releases it outside the mutex: it may be the last reference, and ~Session takes the mutex.
+std::shared_ptr<Session> ServerCore::choose_eviction_locked() {
+  Session* oldest = nullptr;
+  std::int64_t oldest_since = 0;
+  for (const auto& [raw, weak] : sessions_) {
+    const std::int64_t since = raw->waiting_since();
+    if (since == 0 || raw->chosen_for_eviction) continue;
+    if (oldest == nullptr || since < oldest_since) {
+      oldest = raw;
+      oldest_since = since;
+    }
+  }
+  if (oldest == nullptr) return nullptr;
+  auto session = sessions_.at(oldest).lock();  // null when it is being destroyed right now
+  if (session) {
+    session->chosen_for_eviction = true;
+    ++chosen_;
+  }
+  return session;
+}
+
+void ServerCore::decline_eviction(Session* session) {
+  std::lock_guard lock(mutex_);
+  if (session->chosen_for_eviction.exchange(false)) --chosen_;
+}
+
 void ServerCore::forget(Session* session) {
   std::lock_guard lock(mutex_);
+  if (session->chosen_for_eviction) --chosen_;
   sessions_.erase(session);
+  if (open_) open_->set(static_cast<double>(sessions_.size()));
 }
 
 void ServerCore::stop() {
@@ -478,6 +599,8 @@ void ServerCore::stop_and_wait_for_handlers() {
     // The handler's captures may die with the server's owner: wait for handlers still running.
     if (current_server != this) handlers_idle_.wait(lock, [&] { return in_flight_ == 0; });
     if (in_flight_ == 0) released.swap(handler_);
+    closed_ = {};
+    open_ = nullptr;
   }
 }
 

@@ -1,7 +1,6 @@
 #pragma once
 
 #include <boost/asio/io_context.hpp>
-
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -12,8 +11,8 @@
 namespace orgd {
 
 struct HttpRequest {
-  std::string method;  // "GET", "POST", ...
-  std::string target;  // path and query, as sent
+  std::string method;                          // "GET", "POST", ...
+  std::string target;                          // path and query, as sent
   std::map<std::string, std::string> headers;  // names lower-cased
   std::string body;
   std::string remote;  // "ip:port"
@@ -26,17 +25,35 @@ struct HttpResponse {
   std::map<std::string, std::string> headers;
 };
 
+class MetricsRegistry;
+
 struct HttpServerSettings {
   std::string host = "127.0.0.1";
   std::uint16_t port = 0;  // 0: any free port (see HttpServer::port())
   std::size_t body_limit = 1024 * 1024;
+  // The whole request head (request line and headers), counted from when the server starts
+  // waiting for it: also how long an idle keep-alive connection is kept.
+  std::chrono::milliseconds header_timeout{5'000};
+  // The whole body, once the head is in.
   std::chrono::milliseconds read_timeout{10'000};
+  // The whole response, for clients that do not read it.
+  std::chrono::milliseconds write_timeout{10'000};
   std::size_t max_connections = 256;
+  // Where the server counts what it closes (evicted, refused, timed out); none when null.
+  MetricsRegistry* metrics = nullptr;
 };
 
-// A small HTTP/1.1 server (Boost.Beast) on the daemon's io_context. Every read has a body limit
-// and a timeout; connections beyond max_connections are closed at once. The handler runs on an
-// io_context thread and must not block.
+// A small HTTP/1.1 server (Boost.Beast) on the daemon's io_context. Every read has a size limit
+// and a timeout, and so does every write.
+//
+// Connections are capped at max_connections. At the cap, a new connection evicts the one that
+// has waited longest for its client (lingering after an error response first, then the oldest
+// wait for a request head or body), so clients that connect and send nothing, or trickle, cannot
+// lock out a probe: the probe is the newest and sends its request at once. Connections whose
+// request is being handled or whose response is being written are never evicted; when every
+// connection is in that state the new one is closed at once.
+//
+// The handler runs on an io_context thread and must not block.
 class HttpServer {
  public:
   using Handler = std::function<HttpResponse(const HttpRequest&)>;

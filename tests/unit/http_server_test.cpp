@@ -12,6 +12,7 @@
 #include <cctype>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -20,6 +21,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "daemon/http/metrics.hpp"
 
 namespace orgd {
 namespace {
@@ -143,9 +146,21 @@ class RawClient {
   bool closed_ = false;
 };
 
+// Polls `condition` until it holds or the deadline passes.
+template <typename Condition>
+bool wait_until(Condition condition) {
+  const auto deadline = Clock::now() + kDeadline;
+  while (!condition()) {
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+  return true;
+}
+
 class HttpServerTest : public ::testing::Test {
  protected:
   void TearDown() override {
+    release();  // a handler still blocked must not hold the server's destruction up
     server_.reset();
     work_.reset();
     io_.stop();
@@ -176,7 +191,27 @@ class HttpServerTest : public ::testing::Test {
     if (request.target == "/throw") throw std::runtime_error("token=ghp_SECRET123 leaked");
     if (request.target == "/throw-int") throw 42;
     if (request.target == "/empty") return {204, "text/plain", "", {}};
+    if (request.target == "/big") return {200, "application/octet-stream", big_body_, {}};
+    if (request.target == "/block") {
+      std::unique_lock lock(mutex_);
+      ++blocked_;
+      changed_.notify_all();
+      changed_.wait(lock, [this] { return released_; });
+      return {200, "text/plain; charset=utf-8", "released", {}};
+    }
     return {404, "text/plain; charset=utf-8", "not found\n", {}};
+  }
+
+  // Waits (with a deadline) until `n` requests to /block are inside the handler.
+  bool wait_blocked(int n) {
+    std::unique_lock lock(mutex_);
+    return changed_.wait_for(lock, kDeadline, [&] { return blocked_ >= n; });
+  }
+
+  void release() {
+    std::lock_guard lock(mutex_);
+    released_ = true;
+    changed_.notify_all();
   }
 
   std::vector<HttpRequest> requests() {
@@ -184,6 +219,7 @@ class HttpServerTest : public ::testing::Test {
     return requests_;
   }
 
+  MetricsRegistry metrics_;  // outlives the server, which counts into it
   boost::asio::io_context io_;
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_{
       io_.get_executor()};
@@ -191,6 +227,10 @@ class HttpServerTest : public ::testing::Test {
   std::unique_ptr<HttpServer> server_;
   std::mutex mutex_;
   std::vector<HttpRequest> requests_;
+  std::condition_variable changed_;
+  int blocked_ = 0;
+  bool released_ = false;
+  std::string big_body_;
 };
 
 TEST_F(HttpServerTest, BindsAFreePortWhenAskedForZero) {
@@ -397,9 +437,10 @@ TEST_F(HttpServerTest, OversizedHeaderIs431) {
   EXPECT_TRUE(requests().empty());
 }
 
-TEST_F(HttpServerTest, HalfARequestIsDisconnectedAfterTheReadTimeout) {
+TEST_F(HttpServerTest, HalfARequestHeadIsDisconnectedAfterTheHeaderTimeout) {
   HttpServerSettings settings;
-  settings.read_timeout = 200ms;
+  settings.header_timeout = 200ms;
+  settings.read_timeout = 60s;  // the head has its own, shorter timeout
   HttpServer& server = start(settings);
   RawClient client(server.port());
   const auto sent = Clock::now();
@@ -410,9 +451,10 @@ TEST_F(HttpServerTest, HalfARequestIsDisconnectedAfterTheReadTimeout) {
   EXPECT_TRUE(requests().empty());
 }
 
-TEST_F(HttpServerTest, IdleKeepAliveConnectionTimesOut) {
+TEST_F(HttpServerTest, IdleKeepAliveConnectionTimesOutAfterTheHeaderTimeout) {
   HttpServerSettings settings;
-  settings.read_timeout = 200ms;
+  settings.header_timeout = 200ms;
+  settings.read_timeout = 60s;
   HttpServer& server = start(settings);
   RawClient client(server.port());
   client.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -500,7 +542,7 @@ TEST_F(HttpServerTest, UnresolvableHostThrows) {
 
 TEST_F(HttpServerTest, StopClosesAnIdleKeepAliveConnection) {
   HttpServerSettings settings;
-  settings.read_timeout = 60s;  // so only stop() can be what closes it
+  settings.header_timeout = 60s;  // so only stop() can be what closes it
   HttpServer& server = start(settings);
   RawClient client(server.port());
   client.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
@@ -524,6 +566,7 @@ TEST_F(HttpServerTest, StopClosesAnIdleKeepAliveConnection) {
 
 TEST_F(HttpServerTest, StopFromAnotherThreadWhileRequestsRun) {
   HttpServerSettings settings;
+  settings.header_timeout = 60s;
   settings.read_timeout = 60s;
   HttpServer& server = start(settings);
   std::vector<std::unique_ptr<RawClient>> clients;
@@ -536,23 +579,116 @@ TEST_F(HttpServerTest, StopFromAnotherThreadWhileRequestsRun) {
   for (auto& c : clients) EXPECT_TRUE(c->wait_closed());
 }
 
-TEST_F(HttpServerTest, ConnectionsBeyondTheLimitAreClosedAtOnce) {
+// At the cap, a connection whose request is being handled is not evicted: the new one is
+// closed at once, and the busy one still gets its response.
+TEST_F(HttpServerTest, ConnectionsBeyondTheLimitAreClosedAtOnceWhenNoneIsIdle) {
   HttpServerSettings settings;
   settings.max_connections = 1;
+  settings.header_timeout = 60s;
   settings.read_timeout = 60s;
   HttpServer& server = start(settings);
   RawClient first(server.port());
-  first.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
-  ASSERT_TRUE(first.read_response());  // now surely accepted and counted
+  first.send("GET /block HTTP/1.1\r\nHost: x\r\n\r\n");
+  ASSERT_TRUE(wait_blocked(1));  // now surely accepted, counted and busy
 
   RawClient second(server.port());
   EXPECT_TRUE(second.wait_closed());
 
-  // The first one is still served.
-  first.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
-  const auto again = first.read_response();
-  ASSERT_TRUE(again);
-  EXPECT_EQ(again->status, 200);
+  release();
+  const auto response = first.read_response();
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 200);
+  EXPECT_EQ(response->body, "released");
+}
+
+// The case: more clients than the cap connect and send nothing, or half a request head
+// (as one trickling a byte every few seconds would have); a probe still gets its answer, and
+// not because a timeout freed a slot (they are all a minute here).
+TEST_F(HttpServerTest, IdleAndTricklingClientsAtTheCapDoNotLockOutAProbe) {
+  MetricsRegistry& metrics = metrics_;
+  HttpServerSettings settings;  // the default cap
+  settings.header_timeout = 60s;
+  settings.read_timeout = 60s;
+  settings.metrics = &metrics;
+  HttpServer& server = start(settings);
+  std::vector<std::unique_ptr<RawClient>> idle;
+  for (std::size_t i = 0; i < settings.max_connections + 44; ++i) {
+    idle.push_back(std::make_unique<RawClient>(server.port()));
+    if (i % 2 == 1) idle.back()->send("GET /hello HTTP/1.1\r\nHost: x\r\nX-Slow: a");
+  }
+  RawClient probe(server.port());
+  probe.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  const auto response = probe.read_response();
+  ASSERT_TRUE(response) << "the probe was refused";
+  EXPECT_EQ(response->status, 200);
+  // Those evicted were the oldest: the first client is gone, the last one still connected.
+  EXPECT_TRUE(idle.front()->wait_closed());
+  EXPECT_FALSE(idle.back()->wait_closed(100ms));
+  // One eviction for each connection over the cap, the probe's included; none refused.
+  Counter& evicted =
+      metrics.counter("orgd_http_connections_closed_total", "", {{"reason", "evicted"}});
+  EXPECT_TRUE(wait_until([&] { return evicted.value() == 45; })) << evicted.value();
+  EXPECT_EQ(
+      metrics.counter("orgd_http_connections_closed_total", "", {{"reason", "refused"}}).value(),
+      0);
+}
+
+// Clients that send a head and then trickle the body hold their slot for no longer than the
+// read timeout, and are evicted as well when a new client needs the slot.
+TEST_F(HttpServerTest, SlowBodySenderIsEvictedForANewClientAndTimesOut) {
+  HttpServerSettings settings;
+  settings.max_connections = 1;
+  settings.header_timeout = 60s;
+  settings.read_timeout = 60s;
+  HttpServer& server = start(settings);
+  RawClient slow(server.port());
+  slow.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab");
+  // Accepted before the probe (accepts are in order); the probe takes its slot.
+  RawClient probe(server.port());
+  probe.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+  const auto response = probe.read_response();
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->status, 200);
+  EXPECT_TRUE(slow.wait_closed());
+}
+
+TEST_F(HttpServerTest, SlowBodyIsDisconnectedAfterTheReadTimeout) {
+  HttpServerSettings settings;
+  settings.header_timeout = 60s;
+  settings.read_timeout = 200ms;
+  HttpServer& server = start(settings);
+  RawClient client(server.port());
+  const auto sent = Clock::now();
+  client.send("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nab");
+  EXPECT_TRUE(client.wait_closed());
+  EXPECT_GE(Clock::now() - sent, 150ms);
+  EXPECT_TRUE(requests().empty());
+}
+
+// A client that asks for a large response and never reads it holds its slot only until the
+// write timeout: afterwards the one slot serves someone else.
+TEST_F(HttpServerTest, ClientThatNeverReadsIsDisconnectedAfterTheWriteTimeout) {
+  big_body_.assign(64 * 1024 * 1024, 'x');  // more than loopback socket buffers hold
+  HttpServerSettings settings;
+  settings.max_connections = 1;
+  settings.header_timeout = 60s;
+  settings.read_timeout = 60s;
+  settings.write_timeout = 300ms;
+  HttpServer& server = start(settings);
+  RawClient reader_that_never_reads(server.port());
+  reader_that_never_reads.send("GET /big HTTP/1.1\r\nHost: x\r\n\r\n");
+  // Its request reached the handler: from now on it is writing, which no eviction interrupts.
+  ASSERT_TRUE(wait_until([&] { return !requests().empty(); }));
+  const auto deadline = Clock::now() + kDeadline;
+  std::optional<ParsedResponse> response;
+  while (!response && Clock::now() < deadline) {
+    RawClient next(server.port());
+    next.send("GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    response = next.read_response();
+  }
+  ASSERT_TRUE(response) << "the slot stayed taken by the client that does not read";
+  EXPECT_EQ(response->status, 200);
+  EXPECT_EQ(response->body, "hello world");
 }
 
 TEST_F(HttpServerTest, ConnectionSlotIsFreedWhenAClientLeaves) {
