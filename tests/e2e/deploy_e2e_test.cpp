@@ -122,9 +122,8 @@ repos:
       dev: {{provider: local, duration: {worker}}}
 )",
                      fmt::arg("urls", join(c.urls, ", ")), fmt::arg("replicas", c.replicas),
-                     fmt::arg("data_dir", c.data_dir.string()),
-                     fmt::arg("api", c.api_duration), fmt::arg("web", c.web_duration),
-                     fmt::arg("worker", c.worker_duration));
+                     fmt::arg("data_dir", c.data_dir.string()), fmt::arg("api", c.api_duration),
+                     fmt::arg("web", c.web_duration), fmt::arg("worker", c.worker_duration));
 }
 
 // One orgd child: its config in its own temp dir, HTTP on the port it reports in its ports file
