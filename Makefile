@@ -6,8 +6,12 @@ BUILD_DIR := build/$(PRESET)
 JOBS ?= $(shell nproc)
 FUZZ_SECONDS ?= 15
 FUZZ_LONG_SECONDS ?= 600
+# ccache, when installed, makes rebuilds and a second preset of the same sources cheap.
+CCACHE := $(shell command -v ccache 2>/dev/null)
+LAUNCHER := $(if $(CCACHE),-DCMAKE_C_COMPILER_LAUNCHER=$(CCACHE) -DCMAKE_CXX_COMPILER_LAUNCHER=$(CCACHE))
 
-.PHONY: all deps configure build dev test unit fuzz-build fuzz-smoke fuzz bench asan tsan format clean
+.PHONY: all deps configure build dev test test-asan test-tsan ctest unit fuzz-build fuzz-smoke \
+        fuzz bench asan tsan format clean
 
 all: build
 
@@ -15,26 +19,46 @@ deps:
 	@./scripts/install-deps.sh
 
 configure: deps
-	@cmake --preset $(PRESET) >/dev/null
+	@cmake --preset $(PRESET) $(LAUNCHER) >/dev/null
 
+# Everything of the preset: daemon, CLI, tests, benchmarks.
 build: configure
 	@cmake --build $(BUILD_DIR) -j $(JOBS)
 
-# Builds, then runs orgd on the embedded default: nats-server (JetStream) as a child, local
-# providers, HTTP on 127.0.0.1:8080. Ctrl-C stops both.
-dev: build
+# Builds orgd and orgctl only, then runs orgd on the embedded default: nats-server (JetStream)
+# as a child, local providers, HTTP on 127.0.0.1:8080. Ctrl-C stops both.
+dev: configure
+	@cmake --build $(BUILD_DIR) -j $(JOBS) --target orgd orgctl
 	@exec $(BUILD_DIR)/daemon/orgd --config config/orgd.dev.yaml
 
-# The whole suite: a short bounded fuzz run of every parser, then unit, integration and e2e
-# tests (ctest) against real nats-server processes.
-test: build fuzz-smoke
+# The whole suite: unit, integration and e2e tests (ctest) against real nats-server processes,
+# then, once they pass, a short bounded fuzz run of every parser.
+test:
+	@$(MAKE) --no-print-directory ctest
+	@$(MAKE) --no-print-directory fuzz-smoke
+
+# The tests under AddressSanitizer + UndefinedBehaviorSanitizer, and under ThreadSanitizer (no
+# fuzzing: the fuzz build has its own sanitizers).
+test-asan:
+	@$(MAKE) --no-print-directory ctest PRESET=asan
+
+test-tsan:
+	@$(MAKE) --no-print-directory ctest PRESET=tsan
+
+asan: test-asan
+tsan: test-tsan
+
+# The test binaries of $(PRESET) (with orgd and orgctl), then ctest.
+ctest: configure
+	@cmake --build $(BUILD_DIR) -j $(JOBS) --target orgd_tests
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 300
 
-unit: build
+unit: configure
+	@cmake --build $(BUILD_DIR) -j $(JOBS) --target orgd_unit_tests
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) -L unit
 
 fuzz-build: deps
-	@cmake --preset fuzz >/dev/null
+	@cmake --preset fuzz $(LAUNCHER) >/dev/null
 	@cmake --build build/fuzz -j $(JOBS)
 
 fuzz-smoke: fuzz-build
@@ -45,15 +69,9 @@ fuzz: fuzz-build
 	@./scripts/run-fuzzers.sh build/fuzz $(FUZZ_LONG_SECONDS)
 
 bench: deps
-	@cmake --preset release >/dev/null
+	@cmake --preset release $(LAUNCHER) >/dev/null
 	@cmake --build build/release -j $(JOBS) --target benchmarks
 	@./scripts/run-bench.sh build/release
-
-asan:
-	@$(MAKE) --no-print-directory test PRESET=asan
-
-tsan:
-	@$(MAKE) --no-print-directory test PRESET=tsan
 
 format:
 	@clang-format -i $$(git ls-files '*.cpp' '*.hpp')

@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 
 #include "daemon/app/daemon.hpp"
@@ -28,6 +29,11 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   app.add_option("--log-format", log_format, "Override log.format")
       ->check(CLI::IsMember({"text", "json"}));
+  std::string ports_file;
+  app.add_option("--ports-file", ports_file,
+                 "Once listening, write {\"http\":PORT,\"nats\":\"URL\"} to FILE (atomically; "
+                 "removed at start): how a test or supervisor that configured port 0 learns the "
+                 "ports orgd bound");
   CLI11_PARSE(app, argc, argv);
 
   if (version) {
@@ -68,6 +74,9 @@ int main(int argc, char** argv) {
   try {
     orgd::DaemonOptions options;
     options.config_path = config_path;
+    options.ports_file = ports_file;
+    // A file left by an earlier run must not be read as this one's.
+    if (!ports_file.empty()) std::filesystem::remove(ports_file);
     orgd::Daemon daemon(std::move(config), options, std::move(env));
     return daemon.run();
   } catch (const std::exception& e) {

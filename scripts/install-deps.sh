@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian packages orgd builds and tests with (DESIGN.md §3).
-# Idempotent: only packages that are missing are installed. Runs as root or through sudo.
+# Installs the Debian packages orgd builds and tests with (DESIGN.md §3), and the libFuzzer
+# runtime of the installed clang (the fuzz build, `make test`'s fuzz smoke).
+# Idempotent: only what is missing is installed. Runs as root or through sudo.
 set -euo pipefail
 
 packages=(
-  build-essential cmake ninja-build pkg-config make git clang libclang-rt-14-dev procps
+  build-essential cmake ninja-build pkg-config make git clang procps
   libnats-dev nats-server
   libboost-dev libssl-dev
   nlohmann-json3-dev libspdlog-dev libfmt-dev libsodium-dev
@@ -14,26 +15,76 @@ packages=(
   curl openssl
 )
 
+# Runs a command as root: directly, or through sudo.
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo "$@"
+  else
+    echo "install-deps: $* needs root, and there is no sudo" >&2
+    exit 1
+  fi
+}
+
+updated=0
+apt_update_once() {
+  if [[ $updated -eq 0 ]]; then
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    updated=1
+  fi
+}
+
+# Installs the named packages (all of them missing).
+install_packages() {
+  echo "install-deps: installing $*" >&2
+  apt_update_once
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+installed() {
+  [[ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" == "install ok installed" ]]
+}
+
 missing=()
 for p in "${packages[@]}"; do
-  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
-  [[ "$status" == "install ok installed" ]] || missing+=("$p")
+  installed "$p" || missing+=("$p")
 done
-
-if [[ ${#missing[@]} -eq 0 ]]; then
-  exit 0
+if [[ ${#missing[@]} -gt 0 ]]; then
+  install_packages "${missing[@]}"
 fi
 
-echo "install-deps: installing ${missing[*]}" >&2
-sudo_cmd=()
-if [[ $(id -u) -ne 0 ]]; then
-  if command -v sudo >/dev/null 2>&1; then
-    sudo_cmd=(sudo)
-  else
-    echo "install-deps: missing packages (${missing[*]}) and neither root nor sudo" >&2
+# libFuzzer ships with clang's runtime libraries, in a package named after clang's major version
+# (Debian bookworm: clang 14, libclang_rt.fuzzer-x86_64.a in libclang-rt-14-dev). Whether it is
+# there is asked of clang itself: a fuzz target that links proves it, whichever clang `clang++`
+# is.
+fuzzer_links() {
+  local dir status
+  dir=$(mktemp -d)
+  printf 'extern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigned long) { return 0; }\n' \
+    >"$dir/probe.cpp"
+  status=0
+  clang++ -fsanitize=fuzzer "$dir/probe.cpp" -o "$dir/probe" >/dev/null 2>&1 || status=$?
+  rm -rf "$dir"
+  return $status
+}
+
+if ! fuzzer_links; then
+  major=$(clang++ --version | sed -n 's/.*clang version \([0-9][0-9]*\)\..*/\1/p' | head -n 1)
+  if [[ -z "$major" ]]; then
+    echo "install-deps: cannot tell the version of clang++ ($(command -v clang++))" >&2
+    exit 1
+  fi
+  runtime=libclang-rt-$major-dev
+  if ! installed "$runtime"; then
+    apt_update_once
+    # Releases before the split (LLVM 14's packaging) kept it in libclang-common-N-dev.
+    apt-cache show "$runtime" >/dev/null 2>&1 || runtime=libclang-common-$major-dev
+    installed "$runtime" || install_packages "$runtime"
+  fi
+  if ! fuzzer_links; then
+    echo "install-deps: clang++ $major cannot link -fsanitize=fuzzer although $runtime is" \
+         "installed" >&2
     exit 1
   fi
 fi
-export DEBIAN_FRONTEND=noninteractive
-"${sudo_cmd[@]}" apt-get update -qq
-"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"

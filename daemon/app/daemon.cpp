@@ -10,6 +10,7 @@
 #include <csignal>
 #include <filesystem>
 
+#include "daemon/app/ports_file.hpp"
 #include "daemon/bus/embedded_server.hpp"
 #include "daemon/bus/nkeys.hpp"
 #include "daemon/bus/streams.hpp"
@@ -196,6 +197,7 @@ void Daemon::start() {
 
   // Secrets and credential files are read before anything listens, so a bad one stops start-up.
   NatsConnectionSettings settings = connection_settings();
+  if (embedded_) settings.urls = {embedded_->url()};  // its actual port when configured as 0
 
   work_.emplace(io_.get_executor());
   for (int i = 0; i < std::max(1, options_.io_threads); ++i) {
@@ -215,6 +217,11 @@ void Daemon::start() {
                                          [this](const HttpRequest& r) { return on_http(r); });
     http_->start();
     log->info("http listening on {}:{}", hs.host, http_->port());
+  }
+  if (!options_.ports_file.empty()) {
+    if (auto written = write_ports_file(options_.ports_file, {http_port(), nats_url()}); !written) {
+      throw std::runtime_error("--ports-file: " + written.error().message);
+    }
   }
 
   nats_ = std::make_unique<NatsConnection>(

@@ -34,6 +34,8 @@ class EmbeddedNatsServer;
 struct DaemonOptions {
   // Re-read on SIGHUP; empty means the embedded default.
   std::string config_path;
+  // Written once HTTP listens and the embedded server accepts clients (ports_file.hpp).
+  std::string ports_file;
   int io_threads = 2;
   // Bound of API requests waiting for or in a handler; beyond it requests get 503 at once.
   std::size_t max_inflight_requests = 4096;

@@ -76,7 +76,9 @@ struct DeployConfig {
   int replicas = 1;
   // Where the local provider keeps its release records: shared by every orgd of a test.
   fs::path data_dir;
-  std::string api_duration = "1500ms";
+  // Long enough for a test to see api's step running (and kill or cut off its orgd then) when
+  // polling on a loaded machine.
+  std::string api_duration = "3s";
   std::string web_duration = "1500ms";
   std::string worker_duration = "1500ms";
 };
@@ -87,7 +89,8 @@ std::string join(const std::vector<std::string>& items, const std::string& separ
   return out;
 }
 
-std::string deploy_yaml(const DeployConfig& c, std::uint16_t http_port) {
+// HTTP on port 0: orgd reports the port it bound in its ports file.
+std::string deploy_yaml(const DeployConfig& c) {
   return fmt::format(R"(org: acme
 nats:
   urls: [{urls}]
@@ -96,7 +99,7 @@ nats:
   reconnect_wait: 100ms
   data_dir: {data_dir}
 http:
-  listen: 127.0.0.1:{http_port}
+  listen: 127.0.0.1:0
 log:
   level: info
   format: text
@@ -119,20 +122,21 @@ repos:
       dev: {{provider: local, duration: {worker}}}
 )",
                      fmt::arg("urls", join(c.urls, ", ")), fmt::arg("replicas", c.replicas),
-                     fmt::arg("data_dir", c.data_dir.string()), fmt::arg("http_port", http_port),
-                     fmt::arg("api", c.api_duration), fmt::arg("web", c.web_duration),
-                     fmt::arg("worker", c.worker_duration));
+                     fmt::arg("data_dir", c.data_dir.string()), fmt::arg("api", c.api_duration),
+                     fmt::arg("web", c.web_duration), fmt::arg("worker", c.worker_duration));
 }
 
-// One orgd child: its config in its own temp dir, HTTP on its own free port (for /readyz).
+// One orgd child: its config in its own temp dir, HTTP on the port it reports in its ports file
+// (for /readyz).
 class Orgd {
  public:
   Orgd(const DeployConfig& config, std::string name) : name_(std::move(name)), dir_("orgd-deploy") {
-    http_port_ = testing::free_port();
     const fs::path config_path = dir_ / "orgd.yaml";
-    testing::write_file(config_path, deploy_yaml(config, http_port_));
+    ports_path_ = dir_ / "ports.json";
+    testing::write_file(config_path, deploy_yaml(config));
     SubprocessOptions options;
-    options.argv = {ORGD_DAEMON_BINARY, "--config", config_path.string()};
+    options.argv = {ORGD_DAEMON_BINARY, "--config", config_path.string(), "--ports-file",
+                    ports_path_.string()};
     options.unset_env = kOutsideEnv;
     options.cwd = dir_.path();
     process_ = std::make_unique<Subprocess>(std::move(options));
@@ -143,21 +147,29 @@ class Orgd {
   std::string logs() const { return process_->stdout_text() + process_->stderr_text(); }
 
   // /readyz says 200: connected, streams and deploy buckets ready, API subscribed.
-  bool wait_ready(std::chrono::milliseconds deadline = 20s) {
+  bool wait_ready(std::chrono::milliseconds deadline = 30s) {
+    const auto until = SteadyClock::now() + deadline;
+    if (http_port_ == 0) {
+      const auto ports =
+          testing::wait_for_ports_file(ports_path_, deadline, [&] { return process_->running(); });
+      if (!ports || ports->http == 0) return false;
+      http_port_ = ports->http;
+    }
     wait_until(
         [&] {
           if (!process_->running()) return true;
           auto r = testing::http_get(http_port_, "/readyz");
           return r && r->status == 200;
         },
-        deadline);
+        std::max(std::chrono::duration_cast<std::chrono::milliseconds>(until - SteadyClock::now()),
+                 0ms));
     auto r = testing::http_get(http_port_, "/readyz");
     return process_->running() && r && r->status == 200;
   }
 
   void sigkill() {
     ASSERT_TRUE(process_->signal(SIGKILL)) << describe();
-    ASSERT_EQ(process_->wait_for_exit(5s), -SIGKILL) << describe();
+    ASSERT_EQ(process_->wait_for_exit(10s), -SIGKILL) << describe();
   }
 
   // For assertion messages: the exit state and the whole log (deploy lines are few).
@@ -169,7 +181,8 @@ class Orgd {
  private:
   std::string name_;
   TempDir dir_;
-  std::uint16_t http_port_ = 0;
+  fs::path ports_path_;
+  std::uint16_t http_port_ = 0;  // known once the ports file was read
   std::unique_ptr<Subprocess> process_;
 };
 
@@ -182,7 +195,7 @@ struct Reply {
 };
 
 std::optional<Reply> call(natsConnection* conn, const std::string& api_op, const std::string& body,
-                          std::chrono::milliseconds timeout = 5s) {
+                          std::chrono::milliseconds timeout = 15s) {
   natsMsg* reply = nullptr;
   const std::string subj = subject("api." + api_op);
   const natsStatus s =
@@ -233,7 +246,7 @@ std::optional<DeployRecord> get_record(natsConnection* conn, const std::string& 
 std::optional<DeployRecord> stored_record(natsConnection* conn, const std::string& id) {
   const std::string subj = "$JS.API.DIRECT.GET.KV_orgd_deploys.$KV.orgd_deploys.deploy." + id;
   natsMsg* reply = nullptr;
-  if (natsConnection_Request(&reply, conn, subj.c_str(), nullptr, 0, 2000) != NATS_OK) {
+  if (natsConnection_Request(&reply, conn, subj.c_str(), nullptr, 0, 10000) != NATS_OK) {
     return std::nullopt;
   }
   BusMessage copy = BusMessage::copy_from(reply);
@@ -272,7 +285,7 @@ const DeployStep* find_step(const DeployRecord& record, const std::string& repo)
 
 // The ids of the orgd instances answering $SRV.PING.orgd (ADR-32), once `expected` answered.
 std::set<std::string> orgd_ids(natsConnection* conn, std::size_t expected,
-                               std::chrono::milliseconds deadline = 5s) {
+                               std::chrono::milliseconds deadline = 20s) {
   natsInbox* inbox = nullptr;
   if (natsInbox_Create(&inbox) != NATS_OK) return {};
   const std::string inbox_subject = inbox;
@@ -384,7 +397,7 @@ TEST(DeployE2e, SigkillMidDeployThenRestartResumesWithoutRunningAnyStepTwice) {
         return api != nullptr && api->state() == DeployStep::running &&
                executions(data.path(), "api") == 1;
       },
-      10s))
+      30s))
       << first.describe();
   first.sigkill();
   const auto killed_at = SteadyClock::now();
@@ -397,14 +410,14 @@ TEST(DeployE2e, SigkillMidDeployThenRestartResumesWithoutRunningAnyStepTwice) {
 
   Orgd second(config, "second");
   ASSERT_TRUE(second.wait_ready()) << second.describe();
-  const DeployRecord record = wait_finished(client.get(), id, 25s);
+  const DeployRecord record = wait_finished(client.get(), id, 60s);
   const auto resumed_after = since(killed_at);
   ASSERT_EQ(record.state(), DeployRecord::succeeded)
       << record.DebugString() << first.describe() << second.describe();
   EXPECT_NE(record.owner(), *first_ids.begin()) << "the second orgd should own the deploy now";
   expect_each_step_ran_once(record, data.path(), kAllRepos);
 
-  ASSERT_TRUE(wait_until([&] { return has_event(events_of(events, id), "finished"); }, 5s))
+  ASSERT_TRUE(wait_until([&] { return has_event(events_of(events, id), "finished"); }, 20s))
       << describe_events(events_of(events, id));
   const auto seen = events_of(events, id);
   EXPECT_TRUE(has_event(seen, "resumed")) << "no 'resumed' event:\n" << describe_events(seen);
@@ -456,7 +469,7 @@ TEST(DeployE2e, ReplicaRunningTheDeployIsKilledAndTheOtherFinishesIt) {
         runner = record->owner();
         return true;
       },
-      10s))
+      30s))
       << a->describe() << b->describe();
   ASSERT_EQ(replica_of.count(runner), 1U) << "owner " << runner << " is neither replica";
   Orgd* dead = replica_of.at(runner);
@@ -468,7 +481,7 @@ TEST(DeployE2e, ReplicaRunningTheDeployIsKilledAndTheOtherFinishesIt) {
   dead->sigkill();
   const auto killed_at = SteadyClock::now();
 
-  const DeployRecord record = wait_finished(client.get(), id, 25s);
+  const DeployRecord record = wait_finished(client.get(), id, 60s);
   const auto finished_after = since(killed_at);
   ASSERT_EQ(record.state(), DeployRecord::succeeded)
       << record.DebugString() << a->describe() << b->describe();
@@ -477,7 +490,7 @@ TEST(DeployE2e, ReplicaRunningTheDeployIsKilledAndTheOtherFinishesIt) {
   expect_each_step_ran_once(record, data.path(), kAllRepos);
   EXPECT_TRUE(survivor->process().running()) << survivor->describe();
 
-  ASSERT_TRUE(wait_until([&] { return has_event(events_of(events, id), "finished"); }, 5s))
+  ASSERT_TRUE(wait_until([&] { return has_event(events_of(events, id), "finished"); }, 20s))
       << describe_events(events_of(events, id));
   EXPECT_TRUE(has_event(events_of(events, id), "resumed"))
       << describe_events(events_of(events, id));
@@ -502,7 +515,7 @@ std::string deploy_until_api_runs(const std::string& url, const fs::path& data_d
         return api != nullptr && api->state() == DeployStep::running &&
                executions(data_dir, "api") == 1;
       },
-      10s))
+      30s))
       << orgd.describe();
   return id;
 }
@@ -521,7 +534,7 @@ TEST(DeployE2e, NatsServerRestartMidDeployStillCompletesEachStepOnce) {
   const auto restart_took = since(restart_began);
 
   auto client = testing::connect_client(server.url());
-  const DeployRecord record = wait_finished(client.get(), id, 25s);
+  const DeployRecord record = wait_finished(client.get(), id, 60s);
   ASSERT_EQ(record.state(), DeployRecord::succeeded)
       << record.DebugString() << orgd.describe() << server.log_text();
   expect_each_step_ran_once(record, data.path(), kAllRepos);
@@ -549,7 +562,7 @@ TEST(DeployE2e, NatsDownLongerThanTheLeaseMidDeployStillCompletesEachStepOnce) {
   const auto stopped_at = SteadyClock::now();
   // api's provider deploy ends during the outage (the local provider needs no NATS): its success
   // is the record write that has to wait.
-  ASSERT_TRUE(wait_until([&] { return contains(orgd.logs(), "cannot write the record"); }, 15s))
+  ASSERT_TRUE(wait_until([&] { return contains(orgd.logs(), "cannot write the record"); }, 30s))
       << orgd.describe();
   // The outage itself is the fault injected: it lasts past lease_ttl (2 s), so every lease and
   // lock of the deploy has expired when the server comes back.
@@ -558,7 +571,7 @@ TEST(DeployE2e, NatsDownLongerThanTheLeaseMidDeployStillCompletesEachStepOnce) {
   const auto outage = since(stopped_at);
 
   auto client = testing::connect_client(server.url());
-  const DeployRecord record = wait_finished(client.get(), id, 25s);
+  const DeployRecord record = wait_finished(client.get(), id, 60s);
   ASSERT_EQ(record.state(), DeployRecord::succeeded)
       << record.DebugString() << orgd.describe() << server.log_text();
   expect_each_step_ran_once(record, data.path(), kAllRepos);
@@ -584,7 +597,7 @@ TEST(DeployE2e, DeadRunnersDeployKeepsItsLockUntilResumedAndFinished) {
   ASSERT_EQ(a_ids.size(), 1U) << a.describe();
   const std::string first = request_deploy(client.get(), {"api"}, "e2e-lock-1");
   ASSERT_FALSE(first.empty()) << a.describe();
-  ASSERT_TRUE(wait_until([&] { return executions(data.path(), "api") == 1; }, 10s)) << a.describe();
+  ASSERT_TRUE(wait_until([&] { return executions(data.path(), "api") == 1; }, 30s)) << a.describe();
   a.sigkill();
 
   Orgd b(config, "b");
@@ -607,7 +620,7 @@ TEST(DeployE2e, DeadRunnersDeployKeepsItsLockUntilResumedAndFinished) {
           record = *before;
           return true;
         }
-        auto reply = call(client.get(), "deploy", deploy_body({"api"}, "e2e-lock-2"), 3s);
+        auto reply = call(client.get(), "deploy", deploy_body({"api"}, "e2e-lock-2"), 15s);
         if (!reply) {
           other_replies.push_back("(no reply)");
         } else if (reply->error_code == "409" && contains(reply->data, first)) {
@@ -631,7 +644,7 @@ TEST(DeployE2e, DeadRunnersDeployKeepsItsLockUntilResumedAndFinished) {
         }
         return false;
       },
-      25s, 20ms);
+      60s, 20ms);
   ASSERT_TRUE(finished) << record.DebugString() << b.describe();
   EXPECT_TRUE(accepted_meanwhile.empty())
       << accepted_meanwhile.size() << " deploy(s) of api accepted while deploy " << first
@@ -653,7 +666,7 @@ TEST(DeployE2e, DeadRunnersDeployKeepsItsLockUntilResumedAndFinished) {
                                    : accepted_at_the_end;
     ASSERT_FALSE(second.empty()) << b.describe();
     EXPECT_NE(second, first);
-    const DeployRecord next = wait_finished(client.get(), second, 15s);
+    const DeployRecord next = wait_finished(client.get(), second, 60s);
     EXPECT_EQ(next.state(), DeployRecord::succeeded) << next.DebugString() << b.describe();
     EXPECT_EQ(executions(data.path(), "api"), 2) << "one execution per deploy:\n"
                                                  << executions_log(data.path(), "api");

@@ -515,42 +515,77 @@ TEST_F(DeployTest, HealthGateWaitsForFreshOkReportsAndFailsWithoutThem) {
   EXPECT_EQ(record.state(), DeployRecord::failed);
 }
 
+// Every replica ingests every report; the scheduler lease holder alone publishes what changed.
+// The test waits until the follower has really taken in both reports (its own health view shows
+// them, and its handlers have returned, so anything it published is on its connection), then
+// sends each replica a $SRV.PING whose reply goes to a subject the collector watches: that reply
+// travels behind everything the replica published before it, so once both replies are in, a
+// second copy of a state or change would have been seen.
 TEST_F(DeployTest, OnlyTheSchedulerPublishesHealthChangesAmongReplicas) {
   const std::string yaml = config(three_local() + "    health: {services: [http]}\n");
   start(yaml);
-  ASSERT_TRUE(wait_until([&] { return daemon->orchestrator()->is_scheduler(); }, 10s));
+  ASSERT_TRUE(wait_until([&] { return daemon->orchestrator()->is_scheduler(); }, 20s));
   auto loaded = load_config_string(yaml, "test.yaml", Environment());
   Daemon second(loaded, DaemonOptions{}, Environment());
   second.start();
-  ASSERT_TRUE(wait_until([&] { return second.ready(); }, 15s));
-  ASSERT_TRUE(wait_until([&] { return second.orchestrator()->is_follower(); }, 10s));
+  ASSERT_TRUE(wait_until([&] { return second.ready(); }, 30s));
+  ASSERT_TRUE(wait_until([&] { return second.orchestrator()->is_follower(); }, 20s));
   EXPECT_FALSE(second.orchestrator()->is_scheduler());
 
-  Collector changes(client.get(), "org.acme.events.health.>");
+  Collector bus(client.get(), "org.acme.>");
+  const std::uint64_t leader_before = daemon->health_reports_processed();
+  const std::uint64_t follower_before = second.health_reports_processed();
   auto report = [&](const char* repo_name, const char* status) {
     const std::string body = std::string(R"({"status":")") + status + R"("})";
     const std::string subject = std::string("org.acme.health.") + repo_name + ".http";
-    natsConnection_Publish(client.get(), subject.c_str(), body.data(),
-                           static_cast<int>(body.size()));
-    natsConnection_Flush(client.get());
+    ASSERT_EQ(natsConnection_Publish(client.get(), subject.c_str(), body.data(),
+                                     static_cast<int>(body.size())),
+              NATS_OK);
+    ASSERT_EQ(natsConnection_Flush(client.get()), NATS_OK);
   };
   report("api", "ok");
   report("worker", "down");
-  // Both replicas see both reports; the scheduler alone publishes the two changes.
-  ASSERT_TRUE(wait_until(
-      [&] {
-        for (const auto& m : changes.messages()) {
-          if (m.subject == "org.acme.events.health.worker.changed") return true;
-        }
-        return false;
-      },
-      10s));
-  ASSERT_TRUE(wait_until([&] { return second.health().repo_status("worker").ok(); }, 5s));
-  int api_changes = 0;
-  for (const auto& m : changes.messages()) {
-    api_changes += m.subject == "org.acme.events.health.api.changed" ? 1 : 0;
+
+  auto health_of = [](Daemon& replica, const char* repo_name) {
+    auto status = replica.health().repo_status(repo_name);
+    return status.ok() ? status.value().health() : v1::Health::unknown;
+  };
+  for (Daemon* replica : {daemon.get(), &second}) {
+    const char* name = replica == &second ? "follower" : "scheduler";
+    const std::uint64_t before = replica == &second ? follower_before : leader_before;
+    EXPECT_TRUE(wait_until(
+        [&] {
+          return health_of(*replica, "api") == v1::Health::ok &&
+                 health_of(*replica, "worker") == v1::Health::down &&
+                 replica->health_reports_processed() >= before + 2;
+        },
+        20s))
+        << "the " << name << " did not take in both reports: api "
+        << v1::Health::Status_Name(health_of(*replica, "api")) << ", worker "
+        << v1::Health::Status_Name(health_of(*replica, "worker")) << ", "
+        << replica->health_reports_processed() - before << " reports processed";
   }
-  EXPECT_EQ(api_changes, 1);
+
+  auto count = [&](const std::string& subject) {
+    int n = 0;
+    for (const auto& m : bus.messages()) n += m.subject == subject ? 1 : 0;
+    return n;
+  };
+  for (Daemon* replica : {daemon.get(), &second}) {
+    const std::string barrier = "org.acme.test.barrier." + replica->discovery().identity().id;
+    const std::string ping = "$SRV.PING.orgd." + replica->discovery().identity().id;
+    ASSERT_EQ(natsConnection_PublishRequestString(client.get(), ping.c_str(), barrier.c_str(), ""),
+              NATS_OK);
+    ASSERT_EQ(natsConnection_Flush(client.get()), NATS_OK);
+    ASSERT_TRUE(wait_until([&] { return count(barrier) == 1; }, 20s))
+        << "no $SRV.PING reply from " << replica->discovery().identity().id;
+  }
+
+  for (const char* subject :
+       {"org.acme.state.health.api.http", "org.acme.state.health.worker.http",
+        "org.acme.events.health.api.changed", "org.acme.events.health.worker.changed"}) {
+    EXPECT_EQ(count(subject), 1) << subject << ": the scheduler alone publishes it, once";
+  }
   // A deploy accepted by one replica is visible through either (the API is a queue group).
   auto accepted = deploy(R"({"repos":["api"],"env":"dev"})");
   EXPECT_EQ(wait_finished(accepted.deploy_id()).state(), DeployRecord::succeeded);
