@@ -75,14 +75,8 @@ void ConnectionSupervisor::on_state(ConnectionState state) {
       }
     }
   }
-  if (state == ConnectionState::closed) {
-    if (stopping_.load() || !nats_.gave_up()) {
-      log->info("NATS connection closed");
-    } else {
-      log->warn("NATS connection given up by the client library: {}; making a new one",
-                nats_.last_error());
-    }
-  }
+  // A refusal is logged with its reason by the supervisor's thread, rate-limited.
+  if (state == ConnectionState::closed && !nats_.gave_up()) log->info("NATS connection closed");
   wake();
 }
 

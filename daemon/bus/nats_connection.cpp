@@ -202,10 +202,13 @@ void NatsConnection::on_closed(natsConnection* nc, void* self) {
   auto* me = static_cast<NatsConnection*>(self);
   if (!me->current(nc)) return;
   if (!me->closing_.load()) {
-    // nats.c gave up on its own: the server refused the same credentials twice.
+    // nats.c gave up on its own: the server refused the same credentials twice (the error
+    // handler kept the refusal; a close knows it only sometimes).
     const char* text = nullptr;
     const natsStatus err = natsConnection_GetLastError(nc, &text);
-    me->set_last_error(describe_failure(err, text != nullptr ? text : "", me->settings_.urls));
+    if (err != NATS_OK && err != NATS_NO_SERVER && err != NATS_CONNECTION_CLOSED) {
+      me->set_last_error(describe_failure(err, text != nullptr ? text : "", me->settings_.urls));
+    }
   }
   me->set_state(ConnectionState::closed);
   // Notified under the lock: close() may destroy this object as soon as it sees the flag.
@@ -238,12 +241,21 @@ void NatsConnection::connect() {
   check(natsOptions_SetClosedCB(opts, &NatsConnection::on_closed, this), "cb");
   check(natsOptions_SetErrorHandler(
             opts,
-            [](natsConnection*, natsSubscription* sub, natsStatus err, void*) {
+            [](natsConnection* nc, natsSubscription* sub, natsStatus err, void* self) {
               const char* subj = sub != nullptr ? natsSubscription_GetSubject(sub) : nullptr;
               logging::get("bus")->warn("nats async error on {}: {}", subj ? subj : "connection",
                                         natsStatus_GetText(err));
+              // A refusal while reconnecting is reported only here; nats.c gives up after the
+              // same one twice, and the closed callback no longer knows why.
+              auto* me = static_cast<NatsConnection*>(self);
+              if (sub == nullptr && err == NATS_CONNECTION_AUTH_FAILED && me->current(nc)) {
+                const char* text = nullptr;
+                natsConnection_GetLastError(nc, &text);
+                me->set_last_error(
+                    describe_failure(err, text != nullptr ? text : "", me->settings_.urls));
+              }
             },
-            nullptr),
+            this),
         "error handler");
 
   if (settings_.tls_required || !settings_.tls.ca_file.empty() ||
@@ -288,19 +300,6 @@ void NatsConnection::connect() {
           "user");
   }
 
-  if (settings_.retry_on_failed_connect) {
-    check(natsOptions_SetRetryOnFailedConnect(
-              opts, true,
-              [](natsConnection* nc, void* self) {
-                auto* me = static_cast<NatsConnection*>(self);
-                if (!me->current(nc)) return;
-                me->set_last_error({});
-                me->set_state(ConnectionState::connected);
-              },
-              this),
-          "retry on failed connect");
-  }
-
   options_ = guard.release();
   const natsStatus s = static_cast<natsStatus>(open());
   if (s == NATS_OK || s == NATS_NOT_YET_CONNECTED) return;
@@ -315,28 +314,45 @@ void NatsConnection::connect() {
 int NatsConnection::open() {
   attempts_.fetch_add(1);
   natsConnection* conn = nullptr;
+  // A first attempt on its own, so a refusal comes back with its reason (nats.c's retrying
+  // connect forgets it) and leaves no connection behind.
+  natsOptions_SetRetryOnFailedConnect(options_, false, nullptr, nullptr);
   natsStatus s = natsConnection_Connect(&conn, options_);
   // nats.c before 3.8 sends an empty nonce signature when the signature's first byte is zero
   // (nats.c PR #705), so one nkey/JWT connect in 256 is refused at random. Another attempt gets
-  // another nonce and so another signature. (With retry_on_failed_connect nats.c retries
-  // itself.)
+  // another nonce and so another signature.
   const bool signs_nonce = !settings_.nkey_seed.empty() || !settings_.creds_file.empty() ||
                            !settings_.jwt.empty();
   for (int attempt = 1; s == NATS_CONNECTION_AUTH_FAILED && signs_nonce && attempt < 3;
        ++attempt) {
     s = natsConnection_Connect(&conn, options_);
   }
+  if (s != NATS_OK) set_last_error(describe_failure(s, nats_GetLastError(nullptr), settings_.urls));
+  if (s == NATS_NO_SERVER && settings_.retry_on_failed_connect) {
+    // No server is there yet: nats.c keeps trying on its own thread, with the reconnect
+    // backoff, and the connected callback reports success.
+    natsOptions_SetRetryOnFailedConnect(
+        options_, true,
+        [](natsConnection* nc, void* self) {
+          auto* me = static_cast<NatsConnection*>(self);
+          if (!me->current(nc)) return;
+          me->set_last_error({});
+          me->set_state(ConnectionState::connected);
+        },
+        this);
+    s = natsConnection_Connect(&conn, options_);
+  }
   // NATS_NOT_YET_CONNECTED: nats.c keeps trying; the connected callback reports success.
   if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
-    set_last_error(describe_failure(s, nats_GetLastError(nullptr), settings_.urls));
+    if (s != NATS_NO_SERVER) {
+      set_last_error(describe_failure(s, nats_GetLastError(nullptr), settings_.urls));
+    }
     return s;
   }
   install(conn);
   if (s == NATS_OK) {
     set_last_error({});
     set_state(ConnectionState::connected);
-  } else {
-    set_last_error(describe_failure(NATS_NO_SERVER, "", settings_.urls));
   }
   return s;
 }
@@ -369,11 +385,8 @@ void NatsConnection::install(natsConnection* conn) {
 Result<Ok> NatsConnection::reopen() {
   if (closing_.load()) return unavailable("the NATS connection is being closed");
   if (!gave_up()) return Ok{};
-  // One attempt: a server that is not there yet is the caller's to retry, so a refusal never
-  // leaves a connection behind that nats.c will close again.
-  natsOptions_SetRetryOnFailedConnect(options_, false, nullptr, nullptr);
   const natsStatus s = static_cast<natsStatus>(open());
-  if (s != NATS_OK) return unavailable(last_error());
+  if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) return unavailable(last_error());
   return Ok{};
 }
 

@@ -80,10 +80,11 @@ class NatsConnection final : public Publisher {
   // when it gives up on a refusal, reopen() makes a new connection).
   void connect();
 
-  // Makes a new connection when nats.c closed the last one on its own (it does so after the
-  // same authorization error twice): one attempt, without waiting for a server to appear. The
-  // old connection's subscriptions and JetStream context stay valid but dead: whoever made
-  // them makes them again on the new one (generation() tells).
+  // Makes a new connection when the last attempt was refused or nats.c closed the last one on
+  // its own (it does so after the same authorization error twice): one attempt, and when no
+  // server answers nats.c keeps trying as after connect(). The old connection's subscriptions
+  // and JetStream context stay valid but dead: whoever made them makes them again on the new
+  // one (generation() tells).
   Result<Ok> reopen();
   // True when the connection was closed by nats.c, not by close().
   bool gave_up() const { return state() == ConnectionState::closed && !closing_.load(); }

@@ -255,6 +255,33 @@ TEST(ReconnectTest, StopWithoutNatsEndsWithinFiveSeconds) {
                       << " ms without NATS";
 }
 
+// The same while a deploy runs: its runner and the scheduler are in KV calls that would each
+// wait for their timeout.
+TEST(ReconnectTest, StopWithoutNatsDuringADeployEndsWithinFiveSeconds) {
+  NatsServer server;
+  TempDir data("orgd-reconnect-data");
+  std::string yaml = config_yaml(server.url(), data.str());
+  yaml.replace(yaml.find("duration: 50ms"), std::string("duration: 50ms").size(),
+               "duration: 30s");
+  auto d = make_daemon(yaml);
+  d->start();
+  ASSERT_TRUE(wait_until([&] { return d->ready(); }, 15s)) << "orgd never became ready";
+  auto client = connect_client(server.url());
+  auto accepted = testing::request(client.get(), "org.acme.api.deploy",
+                                   R"({"repos":["api"],"env":"dev"})", 5000ms);
+  ASSERT_TRUE(accepted.has_value());
+  ASSERT_TRUE(wait_until([&] { return d->orchestrator()->running() == 1; }, 5s)) << *accepted;
+  client.reset();
+  server.stop();
+  ASSERT_TRUE(wait_until([&] { return !d->ready(); }, 10s));
+  const auto began = SteadyClock::now();
+  d->stop();
+  const auto took = SteadyClock::now() - began;
+  EXPECT_LT(took, 5s) << "stop() took "
+                      << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                      << " ms without NATS during a deploy";
+}
+
 TEST(ReconnectTest, StopBeforeNatsWasEverReachedEndsWithinFiveSeconds) {
   NatsServer server;
   server.stop();
