@@ -33,9 +33,9 @@ ConnectionSupervisor::ConnectionSupervisor(NatsConnection& nats,
   ensure_failures_ = &metrics.counter(
       "orgd_nats_ensure_failures_total",
       "Failed attempts to put streams, buckets, consumers and subscriptions in place");
-  attempts_gauge_ = &metrics.gauge("orgd_nats_connect_attempts",
-                                   "Connect attempts to NATS since start (connect, reconnect "
-                                   "passes over the server list, re-created connections)");
+  attempts_ = &metrics.counter("orgd_nats_connect_attempts_total",
+                               "Connect attempts to NATS (connect, reconnect passes over the "
+                               "server list, re-created connections)");
 }
 
 ConnectionSupervisor::~ConnectionSupervisor() {
@@ -225,8 +225,11 @@ void ConnectionSupervisor::run() {
     cv_.wait_for(lock, d, [&] { return wake_ || stopping_.load(); });
     wake_ = false;
   };
+  std::uint64_t attempts_counted = 0;
   while (!stopping_.load()) {
-    attempts_gauge_->set(static_cast<double>(nats_.connect_attempts()));
+    const std::uint64_t attempts = nats_.connect_attempts();
+    attempts_->inc(static_cast<double>(attempts - attempts_counted));
+    attempts_counted = attempts;
     if (nats_.gave_up()) {
       log_not_connected();
       sleep_for(backoff_delay(++reopen_failures, settings_.reopen_initial, settings_.reopen_max));

@@ -137,7 +137,7 @@ class ConnectionSupervisor {
   Counter* disconnects_ = nullptr;
   Counter* reopens_ = nullptr;
   Counter* ensure_failures_ = nullptr;
-  Gauge* attempts_gauge_ = nullptr;
+  Counter* attempts_ = nullptr;
 };
 
 }  // namespace orgd
