@@ -505,7 +505,7 @@ void Daemon::schedule_sweep() {
   sweep_timer_->async_wait([this](const boost::system::error_code& ec) {
     if (ec || stopping_) return;
     for (const auto& update : health_.sweep()) {
-      if (nats_ && ready()) publish_health_update(update);
+      if (nats_ && health_rebuilt_) publish_health_update(update);
     }
     schedule_sweep();
   });

@@ -132,7 +132,9 @@ class Daemon {
   std::unique_ptr<HealthGate> health_gate_;
   std::unique_ptr<deploy::Orchestrator> orchestrator_;
   std::unique_ptr<CommandIntake> deploy_commands_;
-  bool health_rebuilt_ = false;  // supervisor thread only
+  // Set once the health picture was rebuilt from ORGD_HEALTH: changes found before would
+  // overwrite the stored states with an empty picture's.
+  std::atomic<bool> health_rebuilt_{false};
 
   std::atomic<bool> stopping_{false};
   std::atomic<bool> stopped_{false};

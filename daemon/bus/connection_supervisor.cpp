@@ -60,10 +60,13 @@ void ConnectionSupervisor::add_subscriptions_here() {
 void ConnectionSupervisor::on_state(ConnectionState state) {
   auto log = logging::get("bus");
   const bool now_connected = state == ConnectionState::connected;
-  const bool was = connected_.exchange(now_connected);
+  const bool was = connected_.load();
+  // The epoch moves first, so ready() never pairs the new connection with the last one's work.
+  if (now_connected && !was) epoch_.fetch_add(1);
+  if (!now_connected) streams_ready_.store(false);
+  connected_.store(now_connected);
   connected_gauge_->set(now_connected ? 1 : 0);
   if (now_connected && !was) {
-    epoch_.fetch_add(1);
     log->info("connected to NATS");
     if (nats_.reconnects() > 0 || nats_.generation() > 1) reconnects_->inc();
   } else if (!now_connected && was) {

@@ -349,6 +349,12 @@ int NatsConnection::open() {
     }
     return s;
   }
+  if (closing_.load()) {
+    // close() ran meanwhile: this connection must not outlive it.
+    natsConnection_Close(conn);
+    natsConnection_Destroy(conn);
+    return NATS_CONNECTION_CLOSED;
+  }
   install(conn);
   if (s == NATS_OK) {
     set_last_error({});
