@@ -192,18 +192,6 @@ void Daemon::start() {
     threads_.emplace_back([this] { io_.run(); });
   }
 
-  if (config_.http.enabled) {
-    HttpServerSettings hs;
-    hs.host = config_.http.host;
-    hs.port = config_.http.port;
-    hs.body_limit = static_cast<std::size_t>(config_.http.body_limit);
-    hs.read_timeout = config_.http.read_timeout;
-    http_ = std::make_unique<HttpServer>(io_, hs,
-                                         [this](const HttpRequest& r) { return on_http(r); });
-    http_->start();
-    log->info("http listening on {}:{}", hs.host, http_->port());
-  }
-
   // The listener runs on nats.c threads; the supervisor exists before connect() and outlives
   // the connection's last callback (stop() closes NATS before it goes).
   nats_ = std::make_unique<NatsConnection>(std::move(settings), [this](ConnectionState s) {
@@ -242,6 +230,18 @@ void Daemon::start() {
       *nats_, *rejections_, metrics_);
 
   supervise_connection();
+  // HTTP once everything its routes read exists.
+  if (config_.http.enabled) {
+    HttpServerSettings hs;
+    hs.host = config_.http.host;
+    hs.port = config_.http.port;
+    hs.body_limit = static_cast<std::size_t>(config_.http.body_limit);
+    hs.read_timeout = config_.http.read_timeout;
+    http_ = std::make_unique<HttpServer>(io_, hs,
+                                         [this](const HttpRequest& r) { return on_http(r); });
+    http_->start();
+    log->info("http listening on {}:{}", hs.host, http_->port());
+  }
 
   log->info("connecting to NATS at {}", redact_urls(config_.nats.urls));
   nats_->connect();

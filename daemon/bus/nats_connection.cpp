@@ -52,6 +52,8 @@ std::string describe_failure(natsStatus status, const std::string& text,
     case NATS_NOT_PERMITTED:
       return "authorization violation: the server refused orgd's credentials (" + detail + ")";
     case NATS_SSL_ERROR:
+    case NATS_SECURE_CONNECTION_WANTED:
+    case NATS_SECURE_CONNECTION_REQUIRED:
       return "TLS: " + detail;
     case NATS_OK:
     case NATS_NO_SERVER:

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -79,7 +80,8 @@ class CommandIntake {
   Publisher& publisher_;
   Rejections& rejections_;
   MetricsRegistry& metrics_;
-  __jsCtx* js_ = nullptr;
+  // Replaced by start() on a new connection while advisories may be read on nats.c threads.
+  std::atomic<__jsCtx*> js_{nullptr};
   __natsConnection* connection_ = nullptr;  // the one sub_ and advisory_sub_ were made on
   __natsSubscription* sub_ = nullptr;
   __natsSubscription* advisory_sub_ = nullptr;

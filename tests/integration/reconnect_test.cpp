@@ -282,6 +282,7 @@ TEST(ReconnectTest, StopWithoutNatsDuringADeployEndsWithinFiveSeconds) {
                       << " ms without NATS during a deploy";
 }
 
+// ... and before NATS was ever reached, when /readyz says it is unreachable.
 TEST(ReconnectTest, StopBeforeNatsWasEverReachedEndsWithinFiveSeconds) {
   NatsServer server;
   server.stop();
@@ -289,6 +290,15 @@ TEST(ReconnectTest, StopBeforeNatsWasEverReachedEndsWithinFiveSeconds) {
   auto d = make_daemon(config_yaml(server.url(), data.str()));
   d->start();
   ASSERT_FALSE(d->ready());
+  // /readyz says why.
+  std::optional<nlohmann::json> status;
+  EXPECT_TRUE(wait_until(
+      [&] {
+        status = readyz(*d);
+        return status && status->value("reason", "").find("unreachable") != std::string::npos;
+      },
+      5s))
+      << (status ? status->dump() : "no /readyz");
   const auto began = SteadyClock::now();
   d->stop();
   const auto took = SteadyClock::now() - began;
