@@ -210,6 +210,60 @@ TEST(ReconnectTest, ARefusedCredentialIsReportedAndRetriedUntilAServerTakesIt) {
   d->stop();
 }
 
+// A6 and A5 together: a connected orgd whose server comes back refusing it (nats.c then gives
+// the connection up) and later accepting it again, with an empty store: orgd makes a new
+// connection and puts everything back on it: streams, buckets, the command consumer and the
+// core subscriptions.
+TEST(ReconnectTest, AConnectionGivenUpAfterARefusalIsMadeAgainWithEverythingOnIt) {
+  auto server = std::make_unique<NatsServer>();
+  const auto port = server->port();
+  TempDir data("orgd-reconnect-data");
+  auto d = make_daemon(config_yaml(server->url(), data.str()));
+  d->start();
+  ASSERT_TRUE(wait_until([&] { return d->ready(); }, 15s)) << "orgd never became ready";
+
+  server.reset();
+  NatsServerOptions refusing;
+  refusing.port = port;
+  refusing.wait_for_jetstream = false;
+  refusing.extra_config = "authorization { token: \"only-for-others\" }\n";
+  server = std::make_unique<NatsServer>(refusing);
+  std::optional<nlohmann::json> status;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        status = readyz(*d);
+        // "closed": nats.c gave the connection up, so the next one is a new connection.
+        return status && status->value("nats", "") == "closed" &&
+               status->value("reason", "").find("uthorization") != std::string::npos;
+      },
+      20s))
+      << (status ? status->dump() : "no /readyz");
+
+  server.reset();
+  NatsServerOptions open;
+  open.port = port;
+  server = std::make_unique<NatsServer>(open);
+  ASSERT_TRUE(wait_until([&] { return d->ready(); }, 20s)) << "orgd never came back";
+  auto client = connect_client(server->url());
+  EXPECT_TRUE(stream_exists(client.get(), "KV_orgd_deploys"));
+  EXPECT_TRUE(consumer_exists(client.get(), kCmdStream, "orgd_cmd_deploy"));
+  EXPECT_TRUE(testing::request(client.get(), "org.acme.api.status", "", 3000ms).has_value())
+      << "the API subscriptions were not made on the new connection";
+  Collector finished(client.get(), "org.acme.events.deploy.*.finished");
+  jsCtx* js = nullptr;
+  ASSERT_EQ(natsConnection_JetStream(&js, client.get(), nullptr), NATS_OK);
+  const std::string body = R"({"repos":["api"],"env":"dev","requestId":"after-refusal"})";
+  jsPubAck* ack = nullptr;
+  ASSERT_EQ(js_Publish(&ack, js, "org.acme.cmd.deploy", body.data(),
+                       static_cast<int>(body.size()), nullptr, nullptr),
+            NATS_OK);
+  jsPubAck_Destroy(ack);
+  jsCtx_Destroy(js);
+  EXPECT_TRUE(wait_until([&] { return finished.size() >= 1; }, 20s))
+      << "the command was not consumed on the new connection";
+  d->stop();
+}
+
 // A6: after an outage long enough for the reconnect backoff to grow, orgd is ready again soon
 // after NATS returns, not after the backoff's full delay.
 TEST(ReconnectTest, ReadySoonAfterALongOutageEnds) {
