@@ -32,6 +32,12 @@ natsMsg* to_nats(const BusMessage& m) {
   return msg;
 }
 
+// The calling thread's last nats.c error text ("" when there is none: nats.c returns NULL).
+std::string thread_error_text() {
+  const char* text = nats_GetLastError(nullptr);
+  return text != nullptr ? text : "";
+}
+
 void wipe(std::string& s) {
   if (!s.empty()) sodium_memzero(s.data(), s.size());
   s.clear();
@@ -329,7 +335,7 @@ int NatsConnection::open() {
        ++attempt) {
     s = natsConnection_Connect(&conn, options_);
   }
-  if (s != NATS_OK) set_last_error(describe_failure(s, nats_GetLastError(nullptr), settings_.urls));
+  if (s != NATS_OK) set_last_error(describe_failure(s, thread_error_text(), settings_.urls));
   if (s == NATS_NO_SERVER && settings_.retry_on_failed_connect) {
     // No server is there yet: nats.c keeps trying on its own thread, with the reconnect
     // backoff, and the connected callback reports success.
@@ -346,9 +352,7 @@ int NatsConnection::open() {
   }
   // NATS_NOT_YET_CONNECTED: nats.c keeps trying; the connected callback reports success.
   if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
-    if (s != NATS_NO_SERVER) {
-      set_last_error(describe_failure(s, nats_GetLastError(nullptr), settings_.urls));
-    }
+    if (s != NATS_NO_SERVER) set_last_error(describe_failure(s, thread_error_text(), settings_.urls));
     return s;
   }
   if (closing_.load()) {

@@ -94,8 +94,9 @@ Result<Ok> CommandIntake::start(natsConnection* connection, jsCtx* js) {
                                 "making it again",
                                 durable, kCmdStream);
     } else {
+      const char* text = nats_GetLastError(nullptr);
       return unavailable(fmt::format("consumer {} on {}: {}", durable, kCmdStream,
-                                     nats_GetLastError(nullptr)));
+                                     text != nullptr ? text : natsStatus_GetText(found)));
     }
     err = static_cast<jsErrCode>(0);
   }
