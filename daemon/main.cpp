@@ -10,6 +10,7 @@
 #include "daemon/core/build_info.hpp"
 #include "daemon/core/config.hpp"
 #include "daemon/core/errors.hpp"
+#include "daemon/core/file_checks.hpp"
 #include "daemon/core/logging.hpp"
 
 int main(int argc, char** argv) {
@@ -59,6 +60,15 @@ int main(int argc, char** argv) {
     (void)orgd::deploy::Inventory::build(config, orgd::ProviderRegistry{}, providers);
   } catch (const orgd::ConfigError& e) {
     std::cerr << "orgd: invalid config:\n" << e.what() << "\n";
+    return 2;
+  }
+  // Credential and TLS files are checked now, so a missing or unreadable one is named at once
+  // (with --check-config too) instead of surfacing as a refused connection.
+  if (auto problems = orgd::unreadable_files(orgd::nats_files(config.nats)); !problems.empty()) {
+    std::cerr << "orgd: invalid config:\n";
+    for (const auto& problem : problems) {
+      std::cerr << (config_path.empty() ? "<embedded>" : config_path) << ": " << problem << "\n";
+    }
     return 2;
   }
   if (check_config) {

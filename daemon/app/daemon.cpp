@@ -7,7 +7,9 @@
 #include <nlohmann/json.hpp>
 #include <sodium.h>
 
+#include <algorithm>
 #include <csignal>
+#include <future>
 #include <filesystem>
 
 #include "daemon/app/ports_file.hpp"
@@ -123,13 +125,8 @@ Daemon::Daemon(Config config, DaemonOptions options, Environment env, const Cloc
       .set(1);
   health_in_ = &metrics_.counter("orgd_messages_in_total", "Inputs received, by kind",
                                  {{"kind", "health"}});
-  connected_gauge_ =
-      &metrics_.gauge("orgd_nats_connected", "1 while connected to NATS, else 0");
-  streams_gauge_ = &metrics_.gauge("orgd_jetstream_ready", "1 once orgd's streams exist, else 0");
   inflight_gauge_ = &metrics_.gauge("orgd_api_inflight_requests", "API requests being handled");
   services_gauge_ = &metrics_.gauge("orgd_health_services", "Services known to the health view");
-  reconnects_ = &metrics_.counter("orgd_nats_reconnects_total", "Reconnections to NATS");
-  disconnects_ = &metrics_.counter("orgd_nats_disconnects_total", "Disconnections from NATS");
   metrics_.counter("orgd_config_reloads_total", "Config reloads (SIGHUP), by result",
                    {{"result", "ok"}});
   metrics_.counter("orgd_config_reloads_total", "Config reloads (SIGHUP), by result",
@@ -204,28 +201,11 @@ void Daemon::start() {
     threads_.emplace_back([this] { io_.run(); });
   }
 
-  if (config_.http.enabled) {
-    HttpServerSettings hs;
-    hs.host = config_.http.host;
-    hs.port = config_.http.port;
-    hs.body_limit = static_cast<std::size_t>(config_.http.body_limit);
-    hs.header_timeout = config_.http.header_timeout;
-    hs.read_timeout = config_.http.read_timeout;
-    hs.write_timeout = config_.http.write_timeout;
-    hs.metrics = &metrics_;
-    http_ = std::make_unique<HttpServer>(io_, hs,
-                                         [this](const HttpRequest& r) { return on_http(r); });
-    http_->start();
-    log->info("http listening on {}:{}", hs.host, http_->port());
-  }
-  if (!options_.ports_file.empty()) {
-    if (auto written = write_ports_file(options_.ports_file, {http_port(), nats_url()}); !written) {
-      throw std::runtime_error("--ports-file: " + written.error().message);
-    }
-  }
-
-  nats_ = std::make_unique<NatsConnection>(
-      std::move(settings), [this](ConnectionState s) { on_connection_state(s); });
+  // The listener runs on nats.c threads; the supervisor exists before connect() and outlives
+  // the connection's last callback (stop() closes NATS before it goes).
+  nats_ = std::make_unique<NatsConnection>(std::move(settings), [this](ConnectionState s) {
+    if (supervisor_) supervisor_->on_state(s);
+  });
   rejections_ = std::make_unique<Rejections>(prefix_, *nats_, metrics_);
   router_ = std::make_unique<ApiRouter>(prefix_, static_cast<std::size_t>(config_.nats.max_payload),
                                         *nats_, *rejections_, metrics_);
@@ -258,76 +238,80 @@ void Daemon::start() {
       },
       *nats_, *rejections_, metrics_);
 
+  supervise_connection();
+  // HTTP once everything its routes read exists.
+  if (config_.http.enabled) {
+    HttpServerSettings hs;
+    hs.host = config_.http.host;
+    hs.port = config_.http.port;
+    hs.body_limit = static_cast<std::size_t>(config_.http.body_limit);
+    hs.header_timeout = config_.http.header_timeout;
+    hs.read_timeout = config_.http.read_timeout;
+    hs.write_timeout = config_.http.write_timeout;
+    hs.metrics = &metrics_;
+    http_ = std::make_unique<HttpServer>(io_, hs,
+                                         [this](const HttpRequest& r) { return on_http(r); });
+    http_->start();
+    log->info("http listening on {}:{}", hs.host, http_->port());
+  }
+  if (!options_.ports_file.empty()) {
+    if (auto written = write_ports_file(options_.ports_file, {http_port(), nats_url()}); !written) {
+      throw std::runtime_error("--ports-file: " + written.error().message);
+    }
+  }
+
   log->info("connecting to NATS at {}", redact_urls(config_.nats.urls));
   nats_->connect();
-  if (nats_->connected()) on_connection_state(ConnectionState::connected);
+  supervisor_->start();
   schedule_sweep();
 }
 
-void Daemon::on_connection_state(ConnectionState state) {
-  // Runs on a nats.c thread: record, log, and post the work.
-  auto log = logging::get("bus");
-  bool was = connected_.exchange(state == ConnectionState::connected);
-  connected_gauge_->set(state == ConnectionState::connected ? 1 : 0);
-  if (state == ConnectionState::connected && !was) {
-    log->info("connected to NATS");
-    if (nats_ && nats_->reconnects() > 0) reconnects_->inc();
-    if (!stopping_) asio::post(io_, [this] { on_connected(); });
-  } else if (state == ConnectionState::disconnected && !stopping_) {
-    disconnects_->inc();
-    log->warn("disconnected from NATS; reconnecting");
-  } else if (state == ConnectionState::closed) {
-    log->info("NATS connection closed");
+void Daemon::supervise_connection() {
+  ConnectionSupervisorSettings settings;
+  settings.streams = orgd_streams(prefix_, config_.nats.replicas);
+  settings.reopen_initial = std::max<std::chrono::milliseconds>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(config_.nats.reconnect_wait),
+      std::chrono::milliseconds(100));
+  supervisor_ = std::make_unique<ConnectionSupervisor>(*nats_, settings, metrics_);
+  // Streams come first (the supervisor's own step), then the deploy KV buckets: a server that
+  // lost its store gets both back.
+  supervisor_->add_step("deploy KV buckets",
+                        [this] { return orchestrator_->attach(nats_->jetstream()); });
+  supervisor_->add_step("health picture", [this]() -> Result<Ok> {
+    // Once per process: what this orgd learned since is newer than what the stream holds.
+    if (!health_rebuilt_) rebuild_health();
+    health_rebuilt_ = true;
+    return Ok{};
+  });
+  // Health reports are handled on their subscription's own thread, in arrival order: ordering
+  // per service matters (an old "down" must not overtake a newer "ok"), and the work is a decode
+  // and an in-memory update, which never blocks.
+  supervisor_->add_subscription(prefix_ + ".health.>", "",
+                                [this](BusMessage m) { on_health_report(std::move(m)); });
+  for (std::size_t i = 0; i < router_->endpoint_count(); ++i) {
+    supervisor_->add_subscription(router_->endpoint_subject(i), kApiQueueGroup,
+                                  [this, i](BusMessage m) { on_api_request(i, std::move(m)); });
   }
-}
-
-void Daemon::on_connected() {
-  if (stopping_) return;
-  // Streams are (re)ensured on every connect: a server that lost its store gets them back.
-  if (nats_->jetstream() == nullptr) {
-    streams_ready_ = false;
-  } else {
-    ensure_streams();
-    if (streams_ready_) {
-      if (auto attached = orchestrator_->attach(nats_->jetstream()); !attached) {
-        logging::get("deploy")->error("deploy KV buckets: {}", attached.error().message);
-        streams_ready_ = false;
-        streams_gauge_->set(0);
-      }
-    }
-  }
-  if (!streams_ready_) {
-    // Retry while connected; JetStream may still be electing a leader.
-    auto timer = std::make_shared<asio::steady_timer>(io_, std::chrono::seconds(1));
-    timer->async_wait([this, timer](const boost::system::error_code& ec) {
-      if (!ec && connected_ && !stopping_) on_connected();
+  supervisor_->add_subscription(prefix_ + ".events.deploy.*.*", "",
+                                [this](BusMessage m) { on_deploy_event(m); });
+  for (const auto& subject : discovery_->subjects()) {
+    supervisor_->add_subscription(subject, "", [this](BusMessage m) {
+      if (m.reply.empty()) return;
+      BusMessage reply;
+      reply.subject = m.reply;
+      reply.data = discovery_->respond(m.subject);
+      (void)nats_->publish(reply);
     });
-    return;
   }
-  logging::get("bus")->info("NATS connection ready at {}", nats_->connected_url());
-  if (!subscribing_.exchange(true)) {
-    rebuild_health();
-    subscribe_all();
-    subscribed_ = true;
-    logging::get("orgd")->info("ready: serving {}.api.*, health on {}.health.>", prefix_,
-                               prefix_);
-  }
-}
-
-void Daemon::ensure_streams() {
-  auto log = logging::get("bus");
-  bool all_ok = true;
-  for (const auto& spec : orgd_streams(prefix_, config_.nats.replicas)) {
-    auto r = ensure_stream(nats_->jetstream(), spec);
-    if (!r.ok()) {
-      all_ok = false;
-      log->error("{}", r.error().message);
+  supervisor_->add_subscriptions_here();
+  supervisor_->add_step("command consumer", [this]() -> Result<Ok> {
+    if (auto started = deploy_commands_->start(nats_->raw(), nats_->jetstream()); !started) {
+      return Error{started.error().code,
+                   started.error().message + "; commands stay in " + kCmdStream +
+                       " until it works"};
     }
-  }
-  streams_ready_ = all_ok;
-  streams_gauge_->set(all_ok ? 1 : 0);
-  if (all_ok) log->info("streams ready ({}, {}, {}, {})", kCmdStream, kEventsStream,
-                        kHealthStream, kDlqStream);
+    return Ok{};
+  });
 }
 
 void Daemon::rebuild_health() {
@@ -391,35 +375,6 @@ void Daemon::rebuild_health() {
                 std::chrono::steady_clock::now() - started)
                 .count(),
             restored, bad ? fmt::format(" ({} unreadable states skipped)", bad) : std::string());
-}
-
-void Daemon::subscribe_all() {
-  std::lock_guard lock(subs_mutex_);
-  // Health reports are handled on their subscription's own thread, in arrival order: ordering
-  // per service matters (an old "down" must not overtake a newer "ok"), and the work is a decode
-  // and an in-memory update, which never blocks.
-  subs_.push_back(nats_->subscribe(prefix_ + ".health.>", "",
-                                   [this](BusMessage m) { on_health_report(std::move(m)); }));
-  for (std::size_t i = 0; i < router_->endpoint_count(); ++i) {
-    subs_.push_back(nats_->subscribe(router_->endpoint_subject(i), kApiQueueGroup,
-                                     [this, i](BusMessage m) { on_api_request(i, std::move(m)); }));
-  }
-  subs_.push_back(nats_->subscribe(prefix_ + ".events.deploy.*.*", "",
-                                   [this](BusMessage m) { on_deploy_event(m); }));
-  if (auto started = deploy_commands_->start(nats_->raw(), nats_->jetstream()); !started) {
-    logging::get("cmd")->error("{}: commands stay in {} until it works", started.error().message,
-                               kCmdStream);
-  }
-  for (const auto& subject : discovery_->subjects()) {
-    subs_.push_back(nats_->subscribe(subject, "", [this](BusMessage m) {
-      if (m.reply.empty()) return;
-      BusMessage reply;
-      reply.subject = m.reply;
-      reply.data = discovery_->respond(m.subject);
-      (void)nats_->publish(reply);
-    }));
-  }
-  nats_->flush(std::chrono::seconds(2));
 }
 
 void Daemon::on_health_report(BusMessage message) {
@@ -613,7 +568,7 @@ void Daemon::schedule_sweep() {
   sweep_timer_->async_wait([this](const boost::system::error_code& ec) {
     if (ec || stopping_) return;
     for (const auto& update : health_.sweep()) {
-      if (nats_ && subscribed_) publish_health_update(update);
+      if (nats_ && health_rebuilt_) publish_health_update(update);
     }
     schedule_sweep();
   });
@@ -621,7 +576,6 @@ void Daemon::schedule_sweep() {
 
 void Daemon::refresh_gauges() {
   services_gauge_->set(static_cast<double>(health_.service_count()));
-  connected_gauge_->set(connected_ ? 1 : 0);
 }
 
 HttpResponse Daemon::on_http(const HttpRequest& request) {
@@ -631,11 +585,14 @@ HttpResponse Daemon::on_http(const HttpRequest& request) {
   }
   if (path == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n", {}};
   if (path == "/readyz") {
-    nlohmann::json j = {{"ready", ready()},
-                        {"nats", connected_ ? "connected" : "disconnected"},
-                        {"streams", streams_ready_ ? "ready" : "not ready"},
-                        {"subscriptions", subscribed_ ? "active" : "not yet"}};
-    return {ready() ? 200 : 503, "application/json", j.dump() + "\n", {}};
+    const Readiness r = supervisor_ ? supervisor_->readiness() : Readiness{};
+    nlohmann::json j = {{"ready", r.ready},
+                        {"nats", to_string(r.nats)},
+                        {"streams", r.streams ? "ready" : "not ready"},
+                        {"subscriptions", r.subscriptions ? "active" : "not yet"},
+                        {"nats_connect_attempts", r.connect_attempts}};
+    if (!r.ready) j["reason"] = r.reason;
+    return {r.ready ? 200 : 503, "application/json", j.dump() + "\n", {}};
   }
   if (path == "/metrics") {
     refresh_gauges();
@@ -709,40 +666,49 @@ bool Daemon::reload_from_disk() {
 void Daemon::stop() {
   if (stopped_.exchange(true)) return;
   auto log = logging::get("orgd");
-  auto deadline = std::chrono::steady_clock::now() + options_.shutdown_budget;
+  using std::chrono::milliseconds;
+  const auto began = std::chrono::steady_clock::now();
+  const auto deadline = began + options_.shutdown_budget;
+  auto left = [&] {
+    return std::max(std::chrono::duration_cast<milliseconds>(deadline -
+                                                             std::chrono::steady_clock::now()),
+                    milliseconds(0));
+  };
   stopping_ = true;
   log->info("stopping: draining subscriptions and in-flight requests");
+  if (supervisor_) supervisor_->stop_retrying();
+  // Without NATS nothing can be drained or released, and every KV call would wait for its
+  // timeout: closing the connection first makes them all return at once.
+  if (nats_ && !nats_->connected()) nats_->close(milliseconds(500));
 
-  // 1. Stop taking work: drain every subscription (already-received messages still run).
-  {
-    std::lock_guard lock(subs_mutex_);
-    for (auto& sub : subs_) {
-      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now());
-      sub->drain(std::max(left / 2, std::chrono::milliseconds(100)));
-    }
-  }
-  if (deploy_commands_) deploy_commands_->stop();
+  // 1. Stop taking work: every subscription drains at once, until one deadline (messages already
+  // received still run).
+  const auto drain_deadline = began + options_.shutdown_budget / 4;
+  if (supervisor_) supervisor_->drain(drain_deadline);
+  if (deploy_commands_) deploy_commands_->stop(drain_deadline);
   // 2. Finish in-flight handlers.
   {
     std::unique_lock lock(inflight_mutex_);
-    inflight_cv_.wait_until(lock, deadline, [&] { return inflight_.load() == 0; });
+    inflight_cv_.wait_until(lock, began + options_.shutdown_budget / 2,
+                            [&] { return inflight_.load() == 0; });
   }
-  // Deploys stop where they are; their leases are released so another replica resumes them.
+  // 3. Deploys stop where they are; their leases are released so another replica resumes them.
+  // A KV call that hangs (NATS lost mid-stop) must not hold the exit: when the orchestrator has
+  // not stopped within its share, NATS is closed under it, which ends the call at once.
   if (orchestrator_) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    orchestrator_->stop(std::max(left - std::chrono::milliseconds(600),
-                                 std::chrono::milliseconds(200)));
+    const auto budget = std::max(left() - milliseconds(1000), milliseconds(200));
+    auto stopped = std::async(std::launch::async, [&] { orchestrator_->stop(budget); });
+    if (stopped.wait_for(budget + milliseconds(200)) != std::future_status::ready && nats_) {
+      log->info("deploys did not stop within {} ms; closing NATS under them", budget.count());
+      nats_->close(milliseconds(200));
+    }
+    stopped.wait();
   }
   if (sweep_timer_) asio::post(io_, [this] { sweep_timer_->cancel(); });
   if (http_) http_->stop();
-  // 3. Flush what handlers published, then close.
-  if (nats_) nats_->close(std::chrono::milliseconds(500));
-  {
-    std::lock_guard lock(subs_mutex_);
-    subs_.clear();
-  }
+  // 4. Flush what handlers published, then close.
+  if (nats_) nats_->close(std::clamp(left(), milliseconds(200), milliseconds(1000)));
+  if (supervisor_) supervisor_->join();
   work_.reset();
   io_.stop();
   for (auto& t : threads_) {

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "daemon/bus/connection_supervisor.hpp"
 #include "daemon/bus/nats_connection.hpp"
 #include "daemon/bus/service_discovery.hpp"
 #include "daemon/core/clock.hpp"
@@ -74,9 +75,8 @@ class Daemon {
   // Reloads from options.config_path; an invalid file keeps the running config.
   bool reload_from_disk();
 
-  bool ready() const {
-    return connected_.load() && streams_ready_.load() && subscribed_.load();
-  }
+  // Connected, and everything orgd keeps on NATS is in place for this connection.
+  bool ready() const { return supervisor_ && supervisor_->ready(); }
   std::uint16_t http_port() const;
   std::string nats_url() const;
   const std::string& prefix() const { return prefix_; }
@@ -91,11 +91,9 @@ class Daemon {
 
  private:
   NatsConnectionSettings connection_settings() const;
-  void on_connection_state(ConnectionState state);
-  void on_connected();
-  void ensure_streams();
+  // What the connection supervisor puts in place on every (re)connect, in order.
+  void supervise_connection();
   void rebuild_health();
-  void subscribe_all();
   void on_health_report(BusMessage message);
   void on_api_request(std::size_t endpoint, BusMessage message);
   void publish_health_update(const HealthRegistry::Update& update);
@@ -126,6 +124,7 @@ class Daemon {
 
   std::unique_ptr<EmbeddedNatsServer> embedded_;
   std::unique_ptr<NatsConnection> nats_;
+  std::unique_ptr<ConnectionSupervisor> supervisor_;
   std::unique_ptr<Rejections> rejections_;
   std::unique_ptr<ApiRouter> router_;
   std::unique_ptr<ServiceDiscovery> discovery_;
@@ -136,13 +135,10 @@ class Daemon {
   std::unique_ptr<HealthGate> health_gate_;
   std::unique_ptr<deploy::Orchestrator> orchestrator_;
   std::unique_ptr<CommandIntake> deploy_commands_;
-  std::mutex subs_mutex_;  // guards subs_
-  std::vector<std::unique_ptr<NatsConnection::Subscription>> subs_;
+  // Set once the health picture was rebuilt from ORGD_HEALTH: changes found before would
+  // overwrite the stored states with an empty picture's.
+  std::atomic<bool> health_rebuilt_{false};
 
-  std::atomic<bool> connected_{false};
-  std::atomic<bool> streams_ready_{false};
-  std::atomic<bool> subscribing_{false};
-  std::atomic<bool> subscribed_{false};
   std::atomic<bool> stopping_{false};
   std::atomic<bool> stopped_{false};
   std::atomic<std::size_t> inflight_{0};
@@ -158,12 +154,8 @@ class Daemon {
   std::unique_ptr<boost::asio::thread_pool> kv_pool_;
 
   Counter* health_in_ = nullptr;
-  Gauge* connected_gauge_ = nullptr;
-  Gauge* streams_gauge_ = nullptr;
   Gauge* inflight_gauge_ = nullptr;
   Gauge* services_gauge_ = nullptr;
-  Counter* reconnects_ = nullptr;
-  Counter* disconnects_ = nullptr;
 };
 
 }  // namespace orgd

@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <thread>
 
+#include "daemon/bus/backoff.hpp"
 #include "daemon/bus/nkeys.hpp"
 #include "daemon/core/logging.hpp"
 
@@ -31,9 +32,46 @@ natsMsg* to_nats(const BusMessage& m) {
   return msg;
 }
 
+// The calling thread's last nats.c error text ("" when there is none: nats.c returns NULL).
+std::string thread_error_text() {
+  const char* text = nats_GetLastError(nullptr);
+  return text != nullptr ? text : "";
+}
+
 void wipe(std::string& s) {
   if (!s.empty()) sodium_memzero(s.data(), s.size());
   s.clear();
+}
+
+// Why a connect failed, in the words an operator needs: the server's own text for a refusal
+// (it never repeats the client's credentials), the kind of failure otherwise.
+std::string describe_failure(natsStatus status, const std::string& text,
+                             const std::vector<std::string>& urls) {
+  std::string detail = text.empty() ? natsStatus_GetText(status) : text;
+  // nats.c prefixes its error texts with where they were raised: "(conn.c:1905): ...".
+  if (auto end = detail.find("): "); !detail.empty() && detail.front() == '(' &&
+                                      end != std::string::npos) {
+    detail.erase(0, end + 3);
+  }
+  switch (status) {
+    case NATS_CONNECTION_AUTH_FAILED:
+    case NATS_NOT_PERMITTED:
+      return "authorization violation: the server refused orgd's credentials (" + detail + ")";
+    case NATS_SSL_ERROR:
+    case NATS_SECURE_CONNECTION_WANTED:
+    case NATS_SECURE_CONNECTION_REQUIRED:
+      return "TLS: " + detail;
+    case NATS_OK:
+    case NATS_NO_SERVER:
+    case NATS_IO_ERROR:
+    case NATS_TIMEOUT:
+    case NATS_CONNECTION_CLOSED:
+    case NATS_CONNECTION_DISCONNECTED:
+    case NATS_STALE_CONNECTION:
+      return "unreachable: no server at " + redact_urls(urls) + " answers";
+    default:
+      return detail;
+  }
 }
 
 }  // namespace
@@ -89,6 +127,18 @@ struct NatsConnection::Credentials {
   }
 };
 
+// A connection replaced by reopen(), with its JetStream context. Another thread may have read
+// the pointer just before the swap, so it is destroyed only once it has been retired a while.
+struct NatsConnection::Retired {
+  std::chrono::steady_clock::time_point at;
+  natsConnection* conn = nullptr;
+  jsCtx* js = nullptr;
+  void destroy() const {
+    if (js != nullptr) jsCtx_Destroy(js);
+    if (conn != nullptr) natsConnection_Destroy(conn);
+  }
+};
+
 NatsConnection::NatsConnection(NatsConnectionSettings settings, StateListener on_state)
     : settings_(std::move(settings)), on_state_(std::move(on_state)) {}
 
@@ -96,6 +146,8 @@ NatsConnection::~NatsConnection() {
   close(std::chrono::milliseconds{500});
   if (js_.load() != nullptr) jsCtx_Destroy(js_.load());
   if (conn_ != nullptr) natsConnection_Destroy(conn_);
+  for (const auto& retired : retired_) retired.destroy();
+  if (options_ != nullptr) natsOptions_Destroy(options_);
   wipe(settings_.token);
   wipe(settings_.password);
   wipe(settings_.nkey_seed);
@@ -108,18 +160,64 @@ void NatsConnection::set_state(ConnectionState s) {
   if (on_state_) on_state_(s);
 }
 
-void NatsConnection::on_disconnected(natsConnection*, void* self) {
-  static_cast<NatsConnection*>(self)->set_state(ConnectionState::disconnected);
+bool NatsConnection::current(natsConnection* conn) const {
+  natsConnection* now = conn_.load();
+  return now == nullptr || now == conn;
 }
 
-void NatsConnection::on_reconnected(natsConnection*, void* self) {
+void NatsConnection::set_last_error(std::string reason) {
+  std::lock_guard lock(error_mutex_);
+  last_error_ = std::move(reason);
+}
+
+std::string NatsConnection::last_error() const {
+  std::lock_guard lock(error_mutex_);
+  return last_error_;
+}
+
+void NatsConnection::on_disconnected(natsConnection* nc, void* self) {
   auto* me = static_cast<NatsConnection*>(self);
+  if (!me->current(nc)) return;
+  if (!me->closing_.load()) me->set_last_error(kConnectionLost);
+  me->set_state(ConnectionState::disconnected);
+}
+
+void NatsConnection::on_reconnected(natsConnection* nc, void* self) {
+  auto* me = static_cast<NatsConnection*>(self);
+  if (!me->current(nc)) return;
   me->reconnects_.fetch_add(1);
+  me->set_last_error({});
   me->set_state(ConnectionState::connected);
 }
 
-void NatsConnection::on_closed(natsConnection*, void* self) {
+// Called by nats.c (without its lock) before each pass over the server list while reconnecting:
+// one attempt more, and the reason the last pass failed.
+std::int64_t NatsConnection::reconnect_delay(natsConnection* nc, int attempts, void* self) {
   auto* me = static_cast<NatsConnection*>(self);
+  me->attempts_.fetch_add(1);
+  const char* text = nullptr;
+  const natsStatus err = natsConnection_GetLastError(nc, &text);
+  // Before the first pass nothing has failed yet but the lost connection itself.
+  if (err != NATS_OK || attempts > 1) {
+    me->set_last_error(describe_failure(err, text != nullptr ? text : "", me->settings_.urls));
+  }
+  const auto& s = me->settings_;
+  return backoff_delay(attempts, s.reconnect_wait, std::max(s.reconnect_wait, s.reconnect_max_wait))
+      .count();
+}
+
+void NatsConnection::on_closed(natsConnection* nc, void* self) {
+  auto* me = static_cast<NatsConnection*>(self);
+  if (!me->current(nc)) return;
+  if (!me->closing_.load()) {
+    // nats.c gave up on its own: the server refused the same credentials twice (the error
+    // handler kept the refusal; a close knows it only sometimes).
+    const char* text = nullptr;
+    const natsStatus err = natsConnection_GetLastError(nc, &text);
+    if (err != NATS_OK && err != NATS_NO_SERVER && err != NATS_CONNECTION_CLOSED) {
+      me->set_last_error(describe_failure(err, text != nullptr ? text : "", me->settings_.urls));
+    }
+  }
   me->set_state(ConnectionState::closed);
   // Notified under the lock: close() may destroy this object as soon as it sees the flag.
   std::lock_guard lock(me->closed_mutex_);
@@ -129,6 +227,7 @@ void NatsConnection::on_closed(natsConnection*, void* self) {
 
 void NatsConnection::connect() {
   if (settings_.urls.empty()) throw std::runtime_error("nats: no server URL configured");
+  if (options_ != nullptr) throw std::runtime_error("nats: connect() called twice");
   natsOptions* opts = nullptr;
   check(natsOptions_Create(&opts), "options");
   std::unique_ptr<natsOptions, decltype(&natsOptions_Destroy)> guard(opts, natsOptions_Destroy);
@@ -140,18 +239,9 @@ void NatsConnection::connect() {
   check(natsOptions_SetTimeout(opts, settings_.connect_timeout.count()), "timeout");
   check(natsOptions_SetMaxReconnect(opts, settings_.max_reconnect), "max reconnect");
   check(natsOptions_SetReconnectWait(opts, settings_.reconnect_wait.count()), "reconnect wait");
-  // Exponential backoff from reconnect_wait up to 30 s, with up to 25% jitter, once every
-  // server of the list has been tried.
-  check(natsOptions_SetCustomReconnectDelay(
-            opts,
-            [](natsConnection*, int attempts, void* self) -> int64_t {
-              auto base = static_cast<NatsConnection*>(self)->settings_.reconnect_wait.count();
-              int64_t delay = std::max<int64_t>(base, 1);
-              for (int i = 1; i < attempts && delay < 30'000; ++i) delay *= 2;
-              delay = std::min<int64_t>(delay, 30'000);
-              return delay + randombytes_uniform(static_cast<uint32_t>(delay / 4 + 1));
-            },
-            this),
+  // Exponential backoff from reconnect_wait up to reconnect_max_wait, once every server of the
+  // list has been tried; each pass is counted and its failure kept as last_error().
+  check(natsOptions_SetCustomReconnectDelay(opts, &NatsConnection::reconnect_delay, this),
         "reconnect delay");
   check(natsOptions_SetSendAsap(opts, true), "send asap");
   check(natsOptions_SetDisconnectedCB(opts, &NatsConnection::on_disconnected, this), "cb");
@@ -159,12 +249,21 @@ void NatsConnection::connect() {
   check(natsOptions_SetClosedCB(opts, &NatsConnection::on_closed, this), "cb");
   check(natsOptions_SetErrorHandler(
             opts,
-            [](natsConnection*, natsSubscription* sub, natsStatus err, void*) {
+            [](natsConnection* nc, natsSubscription* sub, natsStatus err, void* self) {
               const char* subj = sub != nullptr ? natsSubscription_GetSubject(sub) : nullptr;
               logging::get("bus")->warn("nats async error on {}: {}", subj ? subj : "connection",
                                         natsStatus_GetText(err));
+              // A refusal while reconnecting is reported only here; nats.c gives up after the
+              // same one twice, and the closed callback no longer knows why.
+              auto* me = static_cast<NatsConnection*>(self);
+              if (sub == nullptr && err == NATS_CONNECTION_AUTH_FAILED && me->current(nc)) {
+                const char* text = nullptr;
+                natsConnection_GetLastError(nc, &text);
+                me->set_last_error(
+                    describe_failure(err, text != nullptr ? text : "", me->settings_.urls));
+              }
             },
-            nullptr),
+            this),
         "error handler");
 
   if (settings_.tls_required || !settings_.tls.ca_file.empty() ||
@@ -209,41 +308,98 @@ void NatsConnection::connect() {
           "user");
   }
 
-  if (settings_.retry_on_failed_connect) {
-    check(natsOptions_SetRetryOnFailedConnect(
-              opts, true,
-              [](natsConnection*, void* self) {
-                static_cast<NatsConnection*>(self)->set_state(ConnectionState::connected);
-              },
-              this),
-          "retry on failed connect");
+  options_ = guard.release();
+  const natsStatus s = static_cast<natsStatus>(open());
+  if (s == NATS_OK || s == NATS_NOT_YET_CONNECTED) return;
+  if (!settings_.retry_on_failed_connect) {
+    throw std::runtime_error(fmt::format("nats: cannot connect to {}: {}",
+                                         redact_urls(settings_.urls), last_error()));
   }
+  // Refused at once (nats.c does not retry a refusal): reopen() tries again later.
+  set_state(ConnectionState::closed);
+}
 
+int NatsConnection::open() {
+  attempts_.fetch_add(1);
   natsConnection* conn = nullptr;
-  natsStatus s = natsConnection_Connect(&conn, opts);
+  // A first attempt on its own, so a refusal comes back with its reason (nats.c's retrying
+  // connect forgets it) and leaves no connection behind.
+  natsOptions_SetRetryOnFailedConnect(options_, false, nullptr, nullptr);
+  natsStatus s = natsConnection_Connect(&conn, options_);
   // nats.c before 3.8 sends an empty nonce signature when the signature's first byte is zero
   // (nats.c PR #705), so one nkey/JWT connect in 256 is refused at random. Another attempt gets
-  // another nonce and so another signature. (With retry_on_failed_connect nats.c retries
-  // itself.)
+  // another nonce and so another signature.
   const bool signs_nonce = !settings_.nkey_seed.empty() || !settings_.creds_file.empty() ||
                            !settings_.jwt.empty();
   for (int attempt = 1; s == NATS_CONNECTION_AUTH_FAILED && signs_nonce && attempt < 3;
        ++attempt) {
-    s = natsConnection_Connect(&conn, opts);
+    s = natsConnection_Connect(&conn, options_);
+  }
+  if (s != NATS_OK) set_last_error(describe_failure(s, thread_error_text(), settings_.urls));
+  if (s == NATS_NO_SERVER && settings_.retry_on_failed_connect) {
+    // No server is there yet: nats.c keeps trying on its own thread, with the reconnect
+    // backoff, and the connected callback reports success.
+    natsOptions_SetRetryOnFailedConnect(
+        options_, true,
+        [](natsConnection* nc, void* self) {
+          auto* me = static_cast<NatsConnection*>(self);
+          if (!me->current(nc)) return;
+          me->set_last_error({});
+          me->set_state(ConnectionState::connected);
+        },
+        this);
+    s = natsConnection_Connect(&conn, options_);
   }
   // NATS_NOT_YET_CONNECTED: nats.c keeps trying; the connected callback reports success.
   if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) {
-    throw std::runtime_error(fmt::format("nats: cannot connect to {}: {}",
-                                         redact_urls(settings_.urls), status_text(s)));
+    if (s != NATS_NO_SERVER) set_last_error(describe_failure(s, thread_error_text(), settings_.urls));
+    return s;
   }
+  if (closing_.load()) {
+    // close() ran meanwhile: this connection must not outlive it.
+    natsConnection_Close(conn);
+    natsConnection_Destroy(conn);
+    return NATS_CONNECTION_CLOSED;
+  }
+  install(conn);
+  if (s == NATS_OK) {
+    set_last_error({});
+    set_state(ConnectionState::connected);
+  }
+  return s;
+}
+
+void NatsConnection::install(natsConnection* conn) {
   jsOptions jso;
   jsOptions_Init(&jso);
   jso.Wait = 5000;
-  conn_.store(conn);
   jsCtx* js = nullptr;
-  check(natsConnection_JetStream(&js, conn, &jso), "jetstream context");
-  js_.store(js);
-  if (s == NATS_OK) set_state(ConnectionState::connected);
+  if (natsConnection_JetStream(&js, conn, &jso) != NATS_OK) js = nullptr;
+  {
+    std::lock_guard lock(closed_mutex_);
+    closed_delivered_ = false;
+  }
+  natsConnection* old_conn = conn_.exchange(conn);
+  jsCtx* old_js = js_.exchange(js);
+  generation_.fetch_add(1);
+  if (old_conn == nullptr) return;
+  const auto now = std::chrono::steady_clock::now();
+  std::lock_guard lock(retired_mutex_);
+  // Nobody still uses a pointer read a minute ago: calls on a closed connection return at once.
+  std::erase_if(retired_, [&](const Retired& r) {
+    if (now - r.at < std::chrono::minutes(1)) return false;
+    r.destroy();
+    return true;
+  });
+  retired_.push_back({now, old_conn, old_js});
+}
+
+Result<Ok> NatsConnection::reopen() {
+  if (closing_.load()) return unavailable("the NATS connection is being closed");
+  if (!gave_up()) return Ok{};
+  const natsStatus s = static_cast<natsStatus>(open());
+  if (s != NATS_OK && s != NATS_NOT_YET_CONNECTED) return unavailable(last_error());
+  return Ok{};
 }
 
 std::string NatsConnection::connected_url() const {
@@ -324,6 +480,7 @@ std::unique_ptr<NatsConnection::Subscription> NatsConnection::subscribe(
   sub->closure_ = std::make_shared<Subscription::Closure>();
   sub->closure_->handler = std::move(handler);
   sub->subject_ = subject;
+  sub->conn_ = conn_;
   natsStatus s =
       queue_group.empty()
           ? natsConnection_Subscribe(&sub->sub_, conn_, subject.c_str(),
@@ -344,6 +501,32 @@ void NatsConnection::Subscription::drain(std::chrono::milliseconds timeout) {
   if (natsSubscription_DrainTimeout(sub_, timeout.count()) == NATS_OK) {
     natsSubscription_WaitForDrainCompletion(sub_, timeout.count());
   }
+}
+
+void NatsConnection::Subscription::drain_all(const std::vector<Subscription*>& subscriptions,
+                                             std::chrono::steady_clock::time_point deadline) {
+  auto left = [&] {
+    return std::max<std::int64_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline -
+                                                              std::chrono::steady_clock::now())
+            .count(),
+        1);
+  };
+  std::vector<natsSubscription*> draining;
+  for (Subscription* sub : subscriptions) {
+    if (sub == nullptr || sub->sub_ == nullptr || !natsSubscription_IsValid(sub->sub_)) continue;
+    natsConnection* conn = sub->conn_;
+    if (conn == nullptr || natsConnection_Status(conn) != NATS_CONN_STATUS_CONNECTED) {
+      sub->unsubscribe();
+      continue;
+    }
+    if (natsSubscription_DrainTimeout(sub->sub_, left()) == NATS_OK) {
+      draining.push_back(sub->sub_);
+    } else {
+      sub->unsubscribe();
+    }
+  }
+  for (natsSubscription* sub : draining) natsSubscription_WaitForDrainCompletion(sub, left());
 }
 
 void NatsConnection::Subscription::unsubscribe() {
@@ -374,16 +557,24 @@ NatsConnection::Subscription::~Subscription() {
 }
 
 void NatsConnection::close(std::chrono::milliseconds timeout) {
-  if (conn_ == nullptr) return;
-  if (!natsConnection_IsClosed(conn_)) {
-    natsConnection_FlushTimeout(conn_, timeout.count());
-    natsConnection_Close(conn_);
+  closing_.store(true);
+  natsConnection* conn = conn_.load();
+  if (conn == nullptr) return;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  if (!natsConnection_IsClosed(conn)) {
+    // Only a live connection can flush; a reconnecting one would wait for the whole timeout.
+    if (natsConnection_Status(conn) == NATS_CONN_STATUS_CONNECTED) {
+      natsConnection_FlushTimeout(conn, std::max<std::int64_t>(timeout.count() / 2, 1));
+    }
+    natsConnection_Close(conn);
   }
   // nats.c reports the close on its own thread after Close() returns; the callbacks point at
   // this object, so wait for the last one before anyone may destroy it.
   std::unique_lock lock(closed_mutex_);
-  if (!closed_cv_.wait_for(lock, std::chrono::seconds(5), [&] { return closed_delivered_; })) {
-    logging::get("bus")->warn("NATS close was not confirmed within 5 s");
+  if (!closed_cv_.wait_until(lock, std::max(deadline, std::chrono::steady_clock::now() +
+                                                          std::chrono::milliseconds(200)),
+                             [&] { return closed_delivered_; })) {
+    logging::get("bus")->warn("NATS close was not confirmed within {} ms", timeout.count());
   }
 }
 

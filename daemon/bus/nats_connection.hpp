@@ -14,6 +14,7 @@
 #include "daemon/core/errors.hpp"
 
 struct __natsConnection;
+struct __natsOptions;
 struct __natsSubscription;
 struct __jsCtx;
 
@@ -42,6 +43,9 @@ struct NatsConnectionSettings {
   bool tls_required = false;  // tls:// URLs or a CA file
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds reconnect_wait{1000};
+  // The longest wait between reconnect attempts (reconnect_wait doubles up to it, or to
+  // reconnect_wait when that is longer). Low, so orgd is back soon after a long outage ends.
+  std::chrono::milliseconds reconnect_max_wait{1000};
   // Keep trying forever (nats.c stops after 60 tries by default).
   int max_reconnect = -1;
   // When false, connect() fails at once if no server answers (CLI); when true it keeps trying
@@ -61,6 +65,8 @@ const char* to_string(ConnectionState state);
 class NatsConnection final : public Publisher {
  public:
   using StateListener = std::function<void(ConnectionState)>;
+  // last_error() from a disconnect until the first reconnect attempt has failed.
+  static constexpr const char* kConnectionLost = "connection to NATS lost; reconnecting";
   using MessageHandler = std::function<void(BusMessage)>;
 
   NatsConnection(NatsConnectionSettings settings, StateListener on_state = {});
@@ -69,8 +75,27 @@ class NatsConnection final : public Publisher {
   NatsConnection& operator=(const NatsConnection&) = delete;
 
   // Throws std::runtime_error on invalid settings, or (without retry_on_failed_connect) when no
-  // server can be reached.
+  // server can be reached or the connection is refused. With retry_on_failed_connect a refused
+  // or unreachable server is not an error: last_error() says why, and nats.c keeps trying (or,
+  // when it gives up on a refusal, reopen() makes a new connection).
   void connect();
+
+  // Makes a new connection when the last attempt was refused or nats.c closed the last one on
+  // its own (it does so after the same authorization error twice): one attempt, and when no
+  // server answers nats.c keeps trying as after connect(). The old connection's subscriptions
+  // and JetStream context stay valid but dead: whoever made them makes them again on the new
+  // one (generation() tells).
+  Result<Ok> reopen();
+  // True when the connection was closed by nats.c, not by close().
+  bool gave_up() const { return state() == ConnectionState::closed && !closing_.load(); }
+  // Counts the nats.c connections made: a new one means new subscriptions are needed.
+  std::uint64_t generation() const { return generation_.load(); }
+  // Why the last connect attempt failed ("authorization violation: ...", "TLS: ...",
+  // "unreachable: ..."); empty while connected. Never holds credentials.
+  std::string last_error() const;
+  // Connect attempts so far: the first connect, every reconnect pass over the server list, and
+  // every reopen().
+  std::uint64_t connect_attempts() const { return attempts_.load(); }
 
   ConnectionState state() const { return state_.load(); }
   bool connected() const { return state() == ConnectionState::connected; }
@@ -92,6 +117,10 @@ class NatsConnection final : public Publisher {
     ~Subscription();
     // Stops interest and lets already-received messages finish; waits up to `timeout`.
     void drain(std::chrono::milliseconds timeout);
+    // Drains every subscription at once and waits for all of them until one deadline. While
+    // disconnected nothing can be drained: interest just ends, without waiting.
+    static void drain_all(const std::vector<Subscription*>& subscriptions,
+                          std::chrono::steady_clock::time_point deadline);
     void unsubscribe();
     const std::string& subject() const { return subject_; }
     int64_t dropped() const;
@@ -101,6 +130,7 @@ class NatsConnection final : public Publisher {
     struct Closure;
     Subscription() = default;
     __natsSubscription* sub_ = nullptr;
+    __natsConnection* conn_ = nullptr;  // the connection it was made on
     std::shared_ptr<Closure> closure_;
     std::string subject_;
   };
@@ -109,7 +139,8 @@ class NatsConnection final : public Publisher {
   std::unique_ptr<Subscription> subscribe(const std::string& subject,
                                           const std::string& queue_group, MessageHandler handler);
 
-  // Closes the connection (pending publishes are flushed first, bounded by `timeout`).
+  // Closes the connection (pending publishes are flushed first when connected); the whole close
+  // is bounded by `timeout`. Anything blocked on a request (a KV call) returns at once.
   void close(std::chrono::milliseconds timeout = std::chrono::milliseconds{2000});
 
   std::uint64_t reconnects() const { return reconnects_.load(); }
@@ -119,8 +150,16 @@ class NatsConnection final : public Publisher {
   static void on_reconnected(__natsConnection*, void* self);
   static void on_closed(__natsConnection*, void* self);
   void set_state(ConnectionState s);
+  // One natsConnection_Connect with the prepared options; installs the connection it makes.
+  int open();  // a natsStatus
+  void install(__natsConnection* conn);
+  // A callback of a connection already replaced by reopen() changes nothing.
+  bool current(__natsConnection* conn) const;
+  void set_last_error(std::string reason);
+  static std::int64_t reconnect_delay(__natsConnection*, int attempts, void* self);
 
   struct Credentials;
+  struct Retired;
   NatsConnectionSettings settings_;
   StateListener on_state_;
   std::unique_ptr<Credentials> credentials_;
@@ -129,9 +168,17 @@ class NatsConnection final : public Publisher {
   std::atomic<__jsCtx*> js_{nullptr};
   std::atomic<ConnectionState> state_{ConnectionState::connecting};
   std::atomic<std::uint64_t> reconnects_{0};
+  std::atomic<std::uint64_t> attempts_{0};
+  std::atomic<std::uint64_t> generation_{0};
+  std::atomic<bool> closing_{false};
+  __natsOptions* options_ = nullptr;  // prepared by connect(), kept for reopen()
+  mutable std::mutex error_mutex_;    // guards last_error_
+  std::string last_error_;
   std::mutex closed_mutex_;  // guards closed_delivered_
   std::condition_variable closed_cv_;
   bool closed_delivered_ = false;
+  std::mutex retired_mutex_;  // guards retired_
+  std::vector<Retired> retired_;
 };
 
 }  // namespace orgd

@@ -142,6 +142,7 @@ struct Orchestrator::Shared {
   std::shared_ptr<const Inventory> inventory;
   std::atomic<DeployStore*> store{nullptr};
   std::unique_ptr<DeployStore> store_owner;
+  std::vector<std::unique_ptr<DeployStore>> retired_stores;  // of earlier connections
   std::shared_ptr<spdlog::logger> log;
 
   std::mutex slots_mutex;  // guards active
@@ -943,7 +944,6 @@ void Orchestrator::set_inventory(std::shared_ptr<const Inventory> inventory) {
 
 Result<Ok> Orchestrator::attach(__jsCtx* js) {
   std::lock_guard lock(attach_mutex_);
-  if (attached_.load()) return Ok{};
   if (stopping_.load()) return unavailable("stopping");
   const auto settings = shared_->current_inventory()->settings();
   const int replicas = options_.replicas;
@@ -960,10 +960,16 @@ Result<Ok> Orchestrator::attach(__jsCtx* js) {
   auto leases = KvBucket::open(js, {kLeasesBucket, "orgd leases: scheduler and deploy runners",
                                     settings.lease_ttl, 1, replicas});
   if (!leases) return leases.error();
+  // Every connect re-creates the buckets a server may have lost; the store's handles keep
+  // reaching them while the JetStream context is the same. A new context (a new connection)
+  // gets a new store; runs may still hold the old one, so it is kept.
+  if (attached_.load() && js == attached_js_) return Ok{};
+  if (shared_->store_owner) shared_->retired_stores.push_back(std::move(shared_->store_owner));
   shared_->store_owner = std::make_unique<DeployStore>(
       std::move(deploys.value()), std::move(locks.value()), std::move(leases.value()));
   shared_->store.store(shared_->store_owner.get());
-  attached_.store(true);
+  attached_js_ = js;
+  if (attached_.exchange(true)) return Ok{};
   scheduler_thread_ = std::thread([this] { scheduler_loop(); });
   return Ok{};
 }

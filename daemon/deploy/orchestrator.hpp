@@ -66,7 +66,8 @@ class Orchestrator {
   void set_inventory(std::shared_ptr<const Inventory> inventory);
 
   // Opens the KV buckets (created or updated) on a connected JetStream context and starts the
-  // scheduler. Called at every connect; after the first success it only returns Ok.
+  // scheduler. Called at every connect: buckets a server lost are made again, and a new
+  // context (a new connection) gets a new store.
   Result<Ok> attach(__jsCtx* js);
   bool attached() const { return attached_.load(); }
 
@@ -133,6 +134,7 @@ class Orchestrator {
 
   std::mutex attach_mutex_;  // guards attach
   std::atomic<bool> attached_{false};
+  __jsCtx* attached_js_ = nullptr;  // guarded by attach_mutex_
   std::atomic<bool> stopping_{false};
   std::atomic<bool> scheduler_{false};
   std::atomic<bool> follower_{false};

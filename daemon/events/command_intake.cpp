@@ -50,8 +50,7 @@ std::string CommandIntake::durable_name() const {
 }
 
 Result<Ok> CommandIntake::start(natsConnection* connection, jsCtx* js) {
-  if (sub_ != nullptr) return Ok{};
-  js_ = js;
+  if (js == nullptr) return unavailable("no JetStream context");
   const std::string durable = durable_name();
   const std::string filter = subject();
   std::vector<std::int64_t> backoff;
@@ -79,6 +78,28 @@ Result<Ok> CommandIntake::start(natsConnection* connection, jsCtx* js) {
   config.MaxAckPending = 256;
   jsConsumerInfo* info = nullptr;
   jsErrCode err = static_cast<jsErrCode>(0);
+  // Runs at every (re)connect. A server that lost its store has lost the consumer too: made
+  // again, it pushes to the same deliver subject, but the subscription is made again as well so
+  // nothing of the old binding is relied on. A new connection needs new subscriptions anyway.
+  bool rebind = sub_ == nullptr || advisory_sub_ == nullptr || connection != connection_ ||
+                js != js_ || !natsSubscription_IsValid(sub_);
+  if (!rebind) {
+    natsStatus found = js_GetConsumerInfo(&info, js, kCmdStream, durable.c_str(), nullptr, &err);
+    if (found == NATS_OK) {
+      jsConsumerInfo_Destroy(info);
+      info = nullptr;
+    } else if (found == NATS_NOT_FOUND) {
+      rebind = true;
+      logging::get("cmd")->warn("durable consumer {} on {} is gone (the server lost its store?); "
+                                "making it again",
+                                durable, kCmdStream);
+    } else {
+      const char* text = nats_GetLastError(nullptr);
+      return unavailable(fmt::format("consumer {} on {}: {}", durable, kCmdStream,
+                                     text != nullptr ? text : natsStatus_GetText(found)));
+    }
+    err = static_cast<jsErrCode>(0);
+  }
   natsStatus s = js_AddConsumer(&info, js, kCmdStream, &config, nullptr, &err);
   if (s != NATS_OK) {
     err = static_cast<jsErrCode>(0);
@@ -89,6 +110,10 @@ Result<Ok> CommandIntake::start(natsConnection* connection, jsCtx* js) {
                                    nats_GetLastError(nullptr), static_cast<int>(err)));
   }
   jsConsumerInfo_Destroy(info);
+  if (!rebind) return Ok{};
+  release_subscriptions();
+  js_ = js;
+  connection_ = connection;
 
   jsSubOptions options;
   jsSubOptions_Init(&options);
@@ -118,14 +143,38 @@ Result<Ok> CommandIntake::start(natsConnection* connection, jsCtx* js) {
   return Ok{};
 }
 
-void CommandIntake::stop() {
+void CommandIntake::stop() { stop(std::chrono::steady_clock::now() + std::chrono::seconds(2)); }
+
+void CommandIntake::stop(std::chrono::steady_clock::time_point deadline) {
   // Unsubscribing a durable push subscription keeps the consumer (nats.c deletes only consumers
   // it created for non-durable subscriptions), so the other replicas carry on. Drain lets a
-  // command being handled finish.
+  // command being handled finish; both subscriptions drain at once, until one deadline, and not
+  // at all while disconnected (nothing could be drained: the server does not answer).
+  const bool connected =
+      connection_ != nullptr && natsConnection_Status(connection_) == NATS_CONN_STATUS_CONNECTED;
+  auto left = [&] {
+    return std::max<std::int64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                      deadline - std::chrono::steady_clock::now())
+                                      .count(),
+                                  1);
+  };
+  std::vector<natsSubscription*> draining;
+  for (natsSubscription* sub : {sub_, advisory_sub_}) {
+    if (sub == nullptr) continue;
+    if (connected && natsSubscription_DrainTimeout(sub, left()) == NATS_OK) {
+      draining.push_back(sub);
+    } else if (natsSubscription_IsValid(sub)) {
+      natsSubscription_Unsubscribe(sub);
+    }
+  }
+  for (natsSubscription* sub : draining) natsSubscription_WaitForDrainCompletion(sub, left());
+  release_subscriptions();
+}
+
+void CommandIntake::release_subscriptions() {
   for (natsSubscription** sub : {&sub_, &advisory_sub_}) {
     if (*sub == nullptr) continue;
-    natsSubscription_Drain(*sub);
-    natsSubscription_WaitForDrainCompletion(*sub, 2000);
+    if (natsSubscription_IsValid(*sub)) natsSubscription_Unsubscribe(*sub);
     natsSubscription_Destroy(*sub);
     *sub = nullptr;
   }

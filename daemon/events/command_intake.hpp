@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -55,9 +56,11 @@ class CommandIntake {
   CommandIntake& operator=(const CommandIntake&) = delete;
 
   // Creates (or binds to) the durable consumer and subscribes; also listens for the consumer's
-  // max-deliveries advisories.
+  // max-deliveries advisories. Called at every (re)connect: it makes the consumer again when the
+  // server lost it, and subscribes again when the consumer or the connection is new.
   Result<Ok> start(__natsConnection* connection, __jsCtx* js);
-  // Stops receiving; a command being handled finishes first.
+  // Stops receiving; a command being handled finishes first (until `deadline`).
+  void stop(std::chrono::steady_clock::time_point deadline);
   void stop();
 
   std::string durable_name() const;
@@ -66,6 +69,7 @@ class CommandIntake {
  private:
   static void on_message(__natsConnection*, __natsSubscription*, __natsMsg* msg, void* self);
   static void on_advisory(__natsConnection*, __natsSubscription*, __natsMsg* msg, void* self);
+  void release_subscriptions();
   void handle(__natsMsg* msg);
   void handle_advisory(__natsMsg* msg);
   void remember_error(std::uint64_t sequence, const std::string& error);
@@ -76,7 +80,9 @@ class CommandIntake {
   Publisher& publisher_;
   Rejections& rejections_;
   MetricsRegistry& metrics_;
-  __jsCtx* js_ = nullptr;
+  // Replaced by start() on a new connection while advisories may be read on nats.c threads.
+  std::atomic<__jsCtx*> js_{nullptr};
+  __natsConnection* connection_ = nullptr;  // the one sub_ and advisory_sub_ were made on
   __natsSubscription* sub_ = nullptr;
   __natsSubscription* advisory_sub_ = nullptr;
   std::mutex errors_mutex_;  // guards errors_
