@@ -185,7 +185,19 @@ bool mark_retrying(Record& record, const std::string& repo, const std::string& e
   step->clear_handle();
   step->clear_deployed_at();
   step->clear_healthy_at();
+  step->clear_waiting_for();
   return true;
+}
+
+bool mark_interrupted(Record& record, const std::string& repo, const std::string& error) {
+  if (!mark_retrying(record, repo, error)) return false;
+  Step* step = find_step(record, repo);
+  step->set_interrupted_attempts(step->interrupted_attempts() + 1);
+  return true;
+}
+
+int retries_used(const Step& step) {
+  return std::max(0, step.attempts() - 1 - step.interrupted_attempts());
 }
 
 bool mark_succeeded(Record& record, const std::string& repo, Clock::time_point now) {

@@ -708,7 +708,19 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
         progress = DeployProgress{DeployStatus::running, snapshot.handle(), {}};
       } else {
         auto recovered = target->target->recover(context);
-        if (recovered) {
+        if (recovered && recovered.value().status == DeployStatus::interrupted) {
+          // Ended with orgd, not by the deploy: a new attempt, not one of the step's retries.
+          const std::string why = recovered.value().error.empty() ? "interrupted"
+                                                                  : recovered.value().error;
+          if (!commit([&](Record& r) { return mark_interrupted(r, repo, why); },
+                      {{"step_interrupted", repo}})) {
+            return;
+          }
+          context.attempt = step_snapshot(repo).attempts();
+          log_->info("deploy {}: {} was in flight when its orgd stopped ({}); running it again "
+                     "as attempt {}",
+                     id_, repo, why, context.attempt);
+        } else if (recovered) {
           progress = recovered.value();
           log_->info("deploy {}: {} was in flight; provider says {}", id_, repo,
                      progress->status == DeployStatus::running     ? "still running"
@@ -765,14 +777,16 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
         return;
       }
       const std::string error = progress->error.empty() ? "deploy failed" : progress->error;
-      const int attempts = step_snapshot(repo).attempts();
-      if (attempts <= policy.retries && !cancel_requested()) {
+      const Step current = step_snapshot(repo);
+      const int attempts = current.attempts();
+      const int used = retries_used(current);
+      if (used < policy.retries && !cancel_requested()) {
         shared_->step_retries->inc();
         if (!commit([&](Record& r) { return mark_retrying(r, repo, error); },
                     {{"step_retrying", repo}})) {
           return;
         }
-        const auto backoff = policy.retry_backoff * (1 << std::min(attempts - 1, 10));
+        const auto backoff = policy.retry_backoff * (1 << std::min(used, 10));
         pause(std::chrono::duration_cast<milliseconds>(backoff));
         context.attempt = attempts + 1;
         progress.reset();

@@ -29,6 +29,7 @@ struct GateCheck {
   bool healthy = false;    // every service of the repo reports ok, newer than `since`
   bool no_services = false;  // the repo has no services to wait for
   std::string detail;      // what is missing, for the error when the gate times out
+  std::vector<std::string> unhealthy;  // the services not yet healthy ("http"), for operators
 };
 
 class HealthGateSource {

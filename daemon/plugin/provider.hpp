@@ -23,12 +23,15 @@ struct DeployContext {
   int attempt = 1;
 };
 
-enum class DeployStatus { running, succeeded, failed };
+// `interrupted` (from recover() only): the attempt ended because orgd stopped or died while it
+// ran (an exec command killed with orgd), not because the deploy failed; the orchestrator runs
+// the step again as a new attempt that does not count against its retries.
+enum class DeployStatus { running, succeeded, failed, interrupted };
 
 struct DeployProgress {
   DeployStatus status = DeployStatus::running;
   std::string handle;  // the provider's id of the started deploy, for poll/rollback/resume
-  std::string error;   // set when failed
+  std::string error;   // set when failed or interrupted
 };
 
 using LogSink = std::function<void(std::string_view line)>;
@@ -43,7 +46,8 @@ class DeployTarget {
   virtual bool can_rollback() const = 0;
   // Re-checks a step that was in flight when its orgd died, before its start was recorded with a
   // handle: what became of the deploy `context` names (deploy id, repo, env, attempt)? not_found
-  // means the provider knows nothing of it and the orchestrator may start it again.
+  // means the provider knows nothing of it and the orchestrator may start it again; interrupted
+  // that it was started and ended with orgd, so it runs again as a new attempt.
   virtual Result<DeployProgress> recover(const DeployContext& context) {
     (void)context;
     return not_found("provider keeps no record of started deploys");

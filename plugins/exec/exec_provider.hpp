@@ -34,8 +34,9 @@ namespace orgd {
 //   <deploy_id>.<attempt>.json     {exit_code, status, error, finished_at} once it has ended
 //                                  (exit_code is null when there is none: timeout, signal).
 // recover() reads them: result → that result; marker alone → orgd died while the command ran
-// (and the command with it) → failed, "interrupted: ..."; neither → not_found. Without a state
-// directory (targets built directly in tests) no files are written and recover() knows nothing.
+// (and the command with it) → interrupted, "interrupted: ..." (run again as a new attempt);
+// neither → not_found. Without a state directory (targets built directly in tests) no files are
+// written and recover() knows nothing.
 class ExecDeployTarget final : public DeployTarget {
  public:
   struct Settings {
