@@ -231,9 +231,11 @@ class DeployRunTest : public ::testing::Test {
            "repos:\n" + repos;
   }
 
-  static std::string repo(const std::string& name, const std::string& target_extra = "") {
-    return "  " + name + ":\n    deploy:\n      dev: {provider: scripted, script: " + name +
-           target_extra + "}\n";
+  static std::string repo(const std::string& name, const std::string& target_extra = "",
+                          const std::string& depends_on = "") {
+    return "  " + name + ":\n" +
+           (depends_on.empty() ? "" : "    depends_on: [" + depends_on + "]\n") +
+           "    deploy:\n      dev: {provider: scripted, script: " + name + target_extra + "}\n";
   }
 
   void start(const std::string& yaml, deploy::OrchestratorOptions options = {}) {
@@ -379,6 +381,180 @@ TEST_F(DeployRunTest, AnExecCommandThatDiedWithOrgdRunsAgainOnResume) {
   EXPECT_EQ(step(record, "api").attempts(), 2);
   EXPECT_EQ(step(record, "api").interrupted_attempts(), 1);
   EXPECT_EQ(testing::read_file(out), id + "\n") << "the command ran once after the crash";
+}
+
+// ---- The bounded executor and provider calls under a deadline ----------------------------------
+
+std::size_t threads_of_this_process() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] const auto& entry : fs::directory_iterator("/proc/self/task")) ++n;
+  return n;
+}
+
+TEST_F(DeployRunTest, ManyConcurrentDeploysDoNotTakeAThreadEach) {
+  // 40 deploys whose steps stay running (polled) until released: before, each deploy had a
+  // thread and each running step another.
+  constexpr int kDeploys = 40;
+  std::string repos;
+  for (int i = 0; i < kDeploys; ++i) {
+    const std::string name = "r" + std::to_string(i);
+    repos += repo(name);
+    auto& target = script(name);
+    target.on_start = [](const DeployContext& c) -> Result<DeployProgress> {
+      return DeployProgress{DeployStatus::running, c.deploy_id, {}};
+    };
+  }
+  std::atomic<bool> done{false};
+  for (auto& [name, target] : scripts_) {
+    target->on_poll = [&done](const DeployContext& c) -> Result<DeployProgress> {
+      return DeployProgress{done ? DeployStatus::succeeded : DeployStatus::running, c.deploy_id,
+                            {}};
+    };
+  }
+  deploy::OrchestratorOptions options;
+  options.executor_threads = 2;
+  options.provider_threads = 4;
+  start(config(repos, "  max_active: 50\n"), options);
+  const std::size_t before = threads_of_this_process();
+  std::vector<std::string> ids;
+  for (int i = 0; i < kDeploys; ++i) ids.push_back(deploy({"r" + std::to_string(i)}));
+  // Every step is running (started, now polled): the moment the old design had most threads.
+  ASSERT_TRUE(wait_until(
+      [&] {
+        for (const auto& id : ids) {
+          auto record = get(id);
+          if (!record || record->steps(0).state() != DeployStep::running) return false;
+        }
+        return true;
+      },
+      30s));
+  const std::size_t during = threads_of_this_process();
+  EXPECT_LE(during, before + options.provider_threads)
+      << "threads before the deploys: " << before << ", while " << kDeploys << " run: " << during;
+  done = true;
+  for (const auto& id : ids) EXPECT_EQ(wait_finished(id).state(), DeployRecord::succeeded);
+}
+
+TEST_F(DeployRunTest, AHungProviderStartFailsTheAttemptAtItsDeadlineAndIsRetried) {
+  auto& api = script("api");
+  api.hang_start = true;
+  start(config(repo("api", ", step_timeout: 1s, retries: 1")));
+  const std::string id = deploy({"api"});
+  const auto record = wait_finished(id, 60s);
+  EXPECT_EQ(record.state(), DeployRecord::failed) << record.DebugString();
+  EXPECT_EQ(step(record, "api").attempts(), 2) << record.DebugString();
+  EXPECT_EQ(step(record, "api").error(), "start did not return within 1s");
+  EXPECT_TRUE(publisher_.has("step_retrying api"));
+  EXPECT_EQ(api.start_attempts(), (std::vector<int>{1, 2}));
+  // Both calls still hang: their threads are counted, not forgotten.
+  EXPECT_EQ(metrics_.gauge("orgd_provider_calls_hung", "").value(), 2);
+}
+
+TEST_F(DeployRunTest, StopWhileAProviderHangsIsBoundedAndHandsTheDeployOver) {
+  auto& api = script("api");
+  api.hang_start = true;
+  start(config(repo("api")));
+  const std::string id = deploy({"api"});
+  ASSERT_TRUE(wait_until([&] { return api.hung() == 1; }, 20s));
+  std::atomic<bool> stopped{false};
+  std::thread stopper([&] {
+    orchestrator_->stop(1s);
+    stopped = true;
+  });
+  // Generous for a loaded machine; without a bound it would wait for the provider forever.
+  const bool bounded = wait_until([&] { return stopped.load(); }, 15s);
+  if (!bounded) api.release();
+  stopper.join();
+  EXPECT_TRUE(bounded) << "stop() waited for the hung provider call";
+  // The runner's lease is released: another replica resumes the deploy at once.
+  auto bucket = KvBucket::open(js_, {deploy::kLeasesBucket, "test", std::chrono::seconds{2}, 1, 1});
+  ASSERT_TRUE(bucket);
+  auto lease = bucket.value()->get(deploy::DeployStore::deploy_lease(id));
+  ASSERT_TRUE(lease);
+  EXPECT_FALSE(lease.value().has_value());
+}
+
+// ---- What a waiting health gate and a step that cannot roll back show --------------------------
+
+constexpr const char* kGate = ", health_gate: {enabled: true, timeout: 10m, soak: 0s}";
+
+deploy::GateCheck unhealthy(std::vector<std::string> services) {
+  deploy::GateCheck check;
+  check.detail = "http no report since deploy";
+  check.unhealthy = std::move(services);
+  return check;
+}
+
+TEST_F(DeployRunTest, AStepWaitingForItsHealthGateSaysWhatItWaitsFor) {
+  health_.set(unhealthy({"http"}));
+  start(config(repo("api", kGate)));
+  const std::string id = deploy({"api"});
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto record = get(id);
+        return record && step(*record, "api").waiting_for() == "health: api/http";
+      },
+      20s));
+  bool event_says_it = false;
+  for (const auto& e : publisher_.events()) {
+    event_says_it |= e.kind() == "health_gate_waiting" && e.step().repo() == "api" &&
+                     e.step().waiting_for() == "health: api/http";
+  }
+  EXPECT_TRUE(event_says_it);
+  health_.set({true, false, {}, {}});
+  const auto record = wait_finished(id);
+  EXPECT_EQ(record.state(), DeployRecord::succeeded);
+  EXPECT_TRUE(step(record, "api").waiting_for().empty()) << record.DebugString();
+  EXPECT_TRUE(publisher_.has("health_gate_passed api"));
+}
+
+TEST_F(DeployRunTest, CancelEndsAHealthGateWait) {
+  // The gate would wait 10 minutes.
+  health_.set(unhealthy({"http"}));
+  start(config(repo("api", kGate)));
+  const std::string id = deploy({"api"});
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto record = get(id);
+        return record && !step(*record, "api").waiting_for().empty();
+      },
+      20s));
+  v1::DeployCancelRequest cancel;
+  cancel.set_deploy_id(id);
+  cancel.set_reason("operator");
+  ASSERT_TRUE(orchestrator_->cancel(cancel));
+  const auto record = wait_finished(id, 20s);
+  EXPECT_EQ(record.state(), DeployRecord::cancelled) << record.DebugString();
+  EXPECT_EQ(step(record, "api").state(), DeployStep::cancelled) << record.DebugString();
+  EXPECT_NE(step(record, "api").error().find("cancelled while waiting for health: api/http"),
+            std::string::npos)
+      << step(record, "api").error();
+}
+
+TEST_F(DeployRunTest, AStepThatCannotRollBackSaysWhyInItsEvent) {
+  script("api").can_roll_back = false;
+  script("web").on_start = [](const DeployContext& c) -> Result<DeployProgress> {
+    return DeployProgress{DeployStatus::failed, c.deploy_id, "boom"};
+  };
+  start(config(repo("api") + repo("web", "", "api")));
+  v1::DeployRequest request;
+  request.set_env("dev");
+  request.add_repos("api");
+  request.add_repos("web");
+  request.set_on_failure("rollback");
+  auto accepted = orchestrator_->deploy(request);
+  ASSERT_TRUE(accepted);
+  const auto record = wait_finished(accepted.value().deploy_id());
+  EXPECT_EQ(record.state(), DeployRecord::failed) << record.DebugString();
+  EXPECT_EQ(step(record, "api").state(), DeployStep::succeeded);
+  const std::string why = "provider scripted cannot roll this target back";
+  EXPECT_EQ(step(record, "api").rollback_error(), why);
+  bool event_says_why = false;
+  for (const auto& e : publisher_.events()) {
+    event_says_why |= e.kind() == "rollback_failed" && e.step().repo() == "api" &&
+                      e.step().rollback_error() == why;
+  }
+  EXPECT_TRUE(event_says_why) << ::testing::PrintToString(publisher_.kinds());
 }
 
 }  // namespace
