@@ -355,6 +355,7 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
         resumed_(resumed),
         log_(shared_->log),
         strand_(asio::make_strand(shared_->executor->context())),
+        lease_strand_(asio::make_strand(shared_->executor->context())),
         tick_(strand_) {}
 
   void start() {
@@ -500,16 +501,12 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
       return;
     }
     if (waiting_for_slot_) {
-      if (std::chrono::steady_clock::now() >= next_renewal_) renew_lease_only();
-      if (lost()) {
-        end();
-        return;
-      }
+      renew_in_background(/*with_refresh=*/false);
       arm_tick();
       return;
     }
     if (!running_) return;
-    maybe_renew();
+    renew_in_background(/*with_refresh=*/true);
     if (lost()) {
       end();
       return;
@@ -636,8 +633,11 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
   // Wakes decide() at the next lease renewal, and at least every second.
   void arm_tick() {
     if (ended_) return;
-    const auto until =
-        std::min(next_renewal_, std::chrono::steady_clock::now() + milliseconds{1000});
+    // A renewal in progress wakes decide() itself when it is done.
+    const auto now = std::chrono::steady_clock::now();
+    const auto until = renewing_.load() ? now + milliseconds{1000}
+                                        : std::clamp(next_renewal_.load(), now + milliseconds{10},
+                                                     now + milliseconds{1000});
     tick_.expires_at(until);
     tick_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
       if (ec == asio::error::operation_aborted) return;
@@ -742,13 +742,22 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
     }
   }
 
-  // Every lease_ttl/3: the lease, and a look at the record for a cancel request written by
-  // another replica.
-  void maybe_renew() {
-    if (std::chrono::steady_clock::now() < next_renewal_) return;
-    renew_lease_only();
-    if (lost()) return;
-    refresh();
+  // Every lease_ttl/3: the lease, and (`with_refresh`) a look at the record for a cancel
+  // request written by another replica. On a strand of its own: while NATS is unreachable these
+  // KV calls wait out their timeout, and the steps' polls and gate checks must not wait behind
+  // them. Once done, decide() runs again and sees a lost lease.
+  void renew_in_background(bool with_refresh) {
+    if (std::chrono::steady_clock::now() < next_renewal_.load() || renewing_.exchange(true)) {
+      return;
+    }
+    asio::post(lease_strand_, [self = shared_from_this(), with_refresh] {
+      if (!self->should_stop()) {
+        self->renew_lease_only();
+        if (with_refresh && !self->lost()) self->refresh();
+      }
+      self->renewing_ = false;
+      self->wake();
+    });
   }
 
   void refresh() {
@@ -1274,16 +1283,19 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
 
   std::shared_ptr<Shared> shared_;
   const std::string id_;
-  std::uint64_t lease_revision_;  // strand only (as everything not guarded below)
+  std::uint64_t lease_revision_;  // lease strand only (after begin())
   const bool resumed_;
   std::shared_ptr<spdlog::logger> log_;
+  // Everything not guarded below is used on strand_ only.
   asio::strand<asio::io_context::executor_type> strand_;
+  asio::strand<asio::io_context::executor_type> lease_strand_;  // lease renewal and refresh
   asio::steady_timer tick_;
   std::shared_ptr<const Inventory> inventory_;  // set before any step starts
   int parallel_ = 1;
   std::vector<std::string> repos_;
   std::set<std::string> lost_locks_;
-  std::chrono::steady_clock::time_point next_renewal_;
+  std::atomic<std::chrono::steady_clock::time_point> next_renewal_{};
+  std::atomic<bool> renewing_{false};
   std::map<std::string, StepPtr> steps_;  // steps in flight here, by repo
   bool waiting_for_slot_ = false;
   bool has_slot_ = false;
