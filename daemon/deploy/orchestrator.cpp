@@ -986,6 +986,11 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
       on_progress(step, DeployProgress{DeployStatus::running, snapshot.handle(), {}});
       return;
     }
+    recover(step);
+  }
+
+  void recover(const StepPtr& step) {
+    if (should_stop()) return step_done(step);
     auto target = step->target->target;
     const DeployContext context = step->context;
     call_provider(
@@ -1035,7 +1040,19 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
       start_attempt(step);
       return;
     }
-    on_progress(step, DeployProgress{DeployStatus::failed, {}, recovered.error().message});
+    // The provider could not answer (its API unreachable right after the crash, a call past
+    // its deadline): that says nothing about the deploy, so ask again, as a poll would.
+    if (++step->poll_errors < kMaxPollErrors) {
+      log_->warn("deploy {}: cannot ask the provider about {} yet ({}); asking again", id_, repo,
+                 recovered.error().message);
+      step->timer.expires_after(shared_->options.poll_interval);
+      step->timer.async_wait([self = shared_from_this(), step](const boost::system::error_code&) {
+        self->recover(step);
+      });
+      return;
+    }
+    on_progress(step, DeployProgress{DeployStatus::failed, {},
+                                     "recover failed: " + recovered.error().message});
   }
 
   void start_attempt(const StepPtr& step) {

@@ -366,6 +366,23 @@ TEST_F(DeployRunTest, AStepWhoseProviderSaysItFailedStillFailsOnResume) {
   EXPECT_TRUE(api.start_attempts().empty()) << "a failed deploy is not started again";
 }
 
+TEST_F(DeployRunTest, AProviderThatCannotAnswerYetIsAskedAgainOnResume) {
+  // Right after a crash the provider's API may be unreachable for a moment: that says nothing
+  // about the deploy, so it is no reason to fail the step.
+  auto& api = script("api");
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  api.on_recover = [calls](const DeployContext& c) -> Result<DeployProgress> {
+    if (++*calls <= 2) return unavailable("provider API unreachable");
+    return DeployProgress{DeployStatus::interrupted, c.deploy_id, "interrupted: orgd stopped"};
+  };
+  const std::string id = left_by_a_crash("api");
+  start(config(repo("api")));
+  const auto record = wait_finished(id);
+  EXPECT_EQ(record.state(), DeployRecord::succeeded) << record.DebugString();
+  EXPECT_EQ(calls->load(), 3);
+  EXPECT_EQ(api.start_attempts(), std::vector<int>{2});
+}
+
 TEST_F(DeployRunTest, AnExecCommandThatDiedWithOrgdRunsAgainOnResume) {
   // The exec provider's own marker: attempt 1 started, no result (orgd died, the command with
   // it). The resumed deploy runs the command again, as attempt 2.
