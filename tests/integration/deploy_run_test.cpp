@@ -491,6 +491,38 @@ TEST_F(DeployRunTest, StopWhileAProviderHangsIsBoundedAndHandsTheDeployOver) {
   EXPECT_FALSE(lease.value().has_value());
 }
 
+TEST_F(DeployRunTest, StopWhileNatsIsDownIsBounded) {
+  // The step's record writes and lease renewals wait on KV calls that NATS cannot answer.
+  auto& api = script("api");
+  api.on_start = [](const DeployContext& c) -> Result<DeployProgress> {
+    return DeployProgress{DeployStatus::running, c.deploy_id, {}};
+  };
+  auto finished = std::make_shared<std::atomic<bool>>(false);
+  api.on_poll = [finished](const DeployContext& c) -> Result<DeployProgress> {
+    return DeployProgress{*finished ? DeployStatus::succeeded : DeployStatus::running,
+                          c.deploy_id, {}};
+  };
+  start(config(repo("api")));
+  const std::string id = deploy({"api"});
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto record = get(id);
+        return record && !step(*record, "api").handle().empty();
+      },
+      20s));
+  server_.stop();
+  *finished = true;  // its success now has to be written, and cannot be
+  std::atomic<bool> stopped{false};
+  std::thread stopper([&] {
+    orchestrator_->stop(1s);
+    stopped = true;
+  });
+  const bool bounded = wait_until([&] { return stopped.load(); }, 20s);
+  if (!bounded) server_.start();
+  stopper.join();
+  EXPECT_TRUE(bounded) << "stop() waited for NATS";
+}
+
 // ---- What a waiting health gate and a step that cannot roll back show --------------------------
 
 constexpr const char* kGate = ", health_gate: {enabled: true, timeout: 10m, soak: 0s}";
