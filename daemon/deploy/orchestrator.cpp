@@ -89,10 +89,14 @@ class DeployExecutor : public std::enable_shared_from_this<DeployExecutor> {
   }
 
   asio::io_context& context() { return io_; }
+  bool stopped() const { return stopped_.load(); }
 
-  // Pending handlers are dropped; a thread still inside one at `deadline` (a KV call that NATS
-  // does not answer) is left to finish on its own, counted in `abandoned`.
+  // A thread still inside a handler at `deadline` (a KV call that NATS does not answer) is left
+  // to finish on its own, counted in `abandoned`. Otherwise the handlers still queued (runs that
+  // have ended: cancelled timers) run here once, so none keeps its run, and with it this
+  // executor, alive.
   void stop(std::chrono::steady_clock::time_point deadline, Counter& abandoned) {
+    stopped_.store(true);
     work_.reset();
     io_.stop();
     std::unique_lock lock(mutex_);
@@ -106,6 +110,10 @@ class DeployExecutor : public std::enable_shared_from_this<DeployExecutor> {
       } else {
         thread.detach();
       }
+    }
+    if (all_done) {
+      io_.restart();
+      io_.poll();
     }
   }
 
@@ -132,6 +140,7 @@ class DeployExecutor : public std::enable_shared_from_this<DeployExecutor> {
   std::mutex mutex_;  // guards live_
   std::condition_variable cv_;
   int live_ = 0;
+  std::atomic<bool> stopped_{false};
 };
 
 // Provider calls run here, off the executor: a call blocks for as long as the provider takes (an
@@ -658,6 +667,9 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
     ended_ = true;
     tick_.cancel();
     for (auto& [repo, step] : steps_) step->timer.cancel();
+    for (auto& call : calls_) {
+      if (auto pending = call.lock()) pending->timer.cancel();
+    }
     if (has_slot_) {
       has_slot_ = false;
       shared_->release_slot();
@@ -895,19 +907,23 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
 
   using Outcome = std::function<void(Result<DeployProgress>)>;
 
+  // A provider call in flight: its deadline, and whether it was answered (on the strand only).
+  struct PendingCall {
+    explicit PendingCall(asio::strand<asio::io_context::executor_type>& strand) : timer(strand) {}
+    asio::steady_timer timer;
+    bool settled = false;
+    bool hung = false;
+  };
+
   // Runs `call` on the provider threads; `done` runs on this run's strand with its result, or
   // with "<op> did not return within <limit>" once `limit` has passed. A call past its deadline
   // is left to return on its own (counted in orgd_provider_calls_hung until it does); what it
   // returns then is dropped.
   void call_provider(const std::string& op, Duration limit,
                      std::function<Result<DeployProgress>()> call, Outcome done) {
-    struct Pending {
-      explicit Pending(asio::strand<asio::io_context::executor_type>& strand) : timer(strand) {}
-      asio::steady_timer timer;
-      bool settled = false;  // on the strand only
-      bool hung = false;
-    };
-    auto pending = std::make_shared<Pending>(strand_);
+    auto pending = std::make_shared<PendingCall>(strand_);
+    std::erase_if(calls_, [](const std::weak_ptr<PendingCall>& call) { return call.expired(); });
+    calls_.push_back(pending);
     auto self = shared_from_this();
     pending->timer.expires_after(limit);
     pending->timer.async_wait([self, pending, op, limit, done](const boost::system::error_code& ec) {
@@ -930,6 +946,8 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
       } catch (const std::exception& e) {
         result = internal_error("provider " + op + " threw: " + e.what());
       }
+      // After stop() nothing runs the answer: posting it would only keep the run alive.
+      if (self->shared_->executor->stopped()) return;
       asio::post(self->strand_, [self, pending, result = std::move(result), done]() mutable {
         if (pending->settled) {
           if (pending->hung) self->shared_->provider_hung->dec();
@@ -1204,7 +1222,7 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
         succeed(repo, true);
         return step_done(step);
       }
-      set_waiting(step, "health: ok held for " + format_duration(config.soak));
+      set_waiting(step, "health: ok, holding for " + format_duration(config.soak));
     } else {
       step->healthy_since.reset();
       step->gate_detail = check.detail;
@@ -1314,6 +1332,7 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
   std::atomic<std::chrono::steady_clock::time_point> next_renewal_{};
   std::atomic<bool> renewing_{false};
   std::map<std::string, StepPtr> steps_;  // steps in flight here, by repo
+  std::vector<std::weak_ptr<PendingCall>> calls_;  // provider calls in flight, for end()
   bool waiting_for_slot_ = false;
   bool has_slot_ = false;
   bool running_ = false;  // loaded and marked running: decide() may act
