@@ -413,9 +413,9 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
   void join(std::chrono::steady_clock::time_point deadline) {
     std::unique_lock lock(done_mutex_);
     if (done_cv_.wait_until(lock, deadline, [&] { return finished_.load(); })) return;
-    lock.unlock();
-    std::lock_guard use(mutex_);
-    abandoned_ = true;
+    // Not under mutex_: a commit holds it for as long as its KV call takes, and this must not
+    // wait for that.
+    abandoned_.store(true);
   }
 
  private:
@@ -1342,7 +1342,7 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
   Record record_;
   std::uint64_t revision_ = 0;
   bool lost_ = false;
-  bool abandoned_ = false;
+  std::atomic<bool> abandoned_{false};  // also read under mutex_ before publishing
   bool claimed_ = false;  // the record names us as owner
   std::string env_;       // set by load(), then constant
 
