@@ -470,6 +470,8 @@ std::vector<std::string> DeployProgress::render(TimePoint now, std::size_t colum
     std::string healthy = is_set(step.healthy_at()) ? "healthy" : "";
     std::string detail = step.state() == DeployStep::failed && !step.error().empty()
                              ? "error: " + sanitize_line(step.error())
+                         : step.state() == DeployStep::cancelled && !step.error().empty()
+                             ? sanitize_line(step.error())
                              : step_detail(step, /*with_error=*/false);
     if (detail.empty()) detail = r.last_line;
     std::string took = is_set(step.started_at()) ? step_took(step, now) : "";

@@ -475,6 +475,10 @@ TEST(OrgctlDeployProgress, LiveViewShowsTheGateWaitUntilTheStepMovesOn) {
   EXPECT_THAT(p.render(kNoon, 200)[1], HasSubstr("waiting for health: api/http"));
   p.apply(event("step_succeeded", step("api", DeployStep::succeeded, 1), kNoon));
   EXPECT_THAT(p.render(kNoon, 200)[1], Not(HasSubstr("waiting for")));
+  auto cancelled = step("web", DeployStep::cancelled, 1);
+  cancelled.set_error("cancelled while waiting for health: web/http");
+  p.apply(event("step_cancelled", cancelled, kNoon));
+  EXPECT_THAT(p.render(kNoon, 200)[2], HasSubstr("cancelled while waiting for health: web/http"));
   p.apply(event("rollback_failed", not_rolled_back(), kNoon));
   EXPECT_THAT(p.render(kNoon, 200)[1],
               HasSubstr("not rolled back: provider local cannot roll this target back"));
