@@ -965,6 +965,12 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
     return std::min<Duration>(policy.step_timeout, std::chrono::minutes{1});
   }
 
+  // Start and rollback: the step timeout, or longer when the provider ends its calls itself.
+  static Duration action_limit(const TargetEntry& target) {
+    const auto own = target.target->max_call_duration();
+    return own ? std::max<Duration>(target.policy.step_timeout, *own) : target.policy.step_timeout;
+  }
+
   // ---- steps -------------------------------------------------------------------------------
 
   void begin_step(const std::string& repo, Mode mode) {
@@ -1088,7 +1094,7 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
     const DeployContext context = step->context;
     LogSink sink = log_sink(step->repo, context.attempt);
     call_provider(
-        "start", step->policy.step_timeout,
+        "start", action_limit(*step->target),
         [target, context, sink] { return target->start(context, sink); },
         [self = shared_from_this(), step](Result<DeployProgress> r) {
           self->on_progress(step, r ? r.value()
@@ -1296,7 +1302,7 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
     auto provider = target.target;
     LogSink sink = log_sink(step->repo, context.attempt);
     call_provider(
-        "rollback", step->policy.step_timeout,
+        "rollback", action_limit(target),
         [provider, context, sink] { return provider->rollback(context, sink); },
         [self = shared_from_this(), step](Result<DeployProgress> result) {
           if (self->should_stop()) return self->step_done(step);

@@ -15,7 +15,8 @@
 #include "daemon/core/errors.hpp"
 
 // The provider SPI (DESIGN.md §8). Providers take validated settings and never read raw config
-// after construction; the orchestrator calls targets synchronously from its own worker threads.
+// after construction; the orchestrator calls targets synchronously from its provider threads,
+// each call under a deadline (a call past it fails the attempt and keeps its thread).
 namespace orgd {
 
 struct DeployContext {
@@ -44,6 +45,11 @@ class DeployTarget {
   virtual Result<DeployProgress> poll(const DeployContext& context, const std::string& handle) = 0;
   virtual Result<DeployProgress> rollback(const DeployContext& context, const LogSink& log) = 0;
   virtual bool can_rollback() const = 0;
+  // The longest a start() or rollback() can take when the provider bounds its own calls (exec
+  // kills its command after `timeout`). The orchestrator then never abandons such a call sooner,
+  // even with a shorter step_timeout: the work it does is still running, and a new attempt
+  // beside it would run it twice at once.
+  virtual std::optional<Duration> max_call_duration() const { return std::nullopt; }
   // Re-checks a step that was in flight when its orgd died, before its start was recorded with a
   // handle: what became of the deploy `context` names (deploy id, repo, env, attempt)? not_found
   // means the provider knows nothing of it and the orchestrator may start it again; interrupted

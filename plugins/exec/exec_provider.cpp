@@ -367,6 +367,11 @@ Result<DeployProgress> ExecDeployTarget::recover(const DeployContext& context) {
                    std::to_string(context.attempt) + " never started");
 }
 
+std::optional<Duration> ExecDeployTarget::max_call_duration() const {
+  return settings_.timeout + std::chrono::duration_cast<Duration>(kKillGrace + kDrainGrace) +
+         std::chrono::seconds{5};
+}
+
 Result<DeployProgress> ExecDeployTarget::rollback(const DeployContext& context,
                                                   const LogSink& log) {
   if (!settings_.rollback_command) {

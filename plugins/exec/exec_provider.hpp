@@ -60,6 +60,8 @@ class ExecDeployTarget final : public DeployTarget {
   Result<DeployProgress> poll(const DeployContext& context, const std::string& handle) override;
   Result<DeployProgress> rollback(const DeployContext& context, const LogSink& log) override;
   bool can_rollback() const override { return settings_.rollback_command.has_value(); }
+  // `timeout`, then the kill grace and the output drain.
+  std::optional<Duration> max_call_duration() const override;
   Result<DeployProgress> recover(const DeployContext& context) override;
 
  private:

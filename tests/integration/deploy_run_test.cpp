@@ -523,6 +523,19 @@ TEST_F(DeployRunTest, StopWhileNatsIsDownIsBounded) {
   EXPECT_TRUE(bounded) << "stop() waited for NATS";
 }
 
+TEST_F(DeployRunTest, AnExecCommandIsNotAbandonedBeforeItsOwnTimeout) {
+  // step_timeout is shorter than the command, whose own timeout (10m) bounds the call: a new
+  // attempt beside the running command would run it twice at once.
+  const fs::path out = fs::path(dir_.path()) / "ran";
+  start(config("  api:\n    deploy:\n      dev: {provider: shell, step_timeout: 1s, retries: 1, "
+               "command: 'sleep 2; echo $ORGD_DEPLOY_ID >> " + out.string() + "'}\n"));
+  const std::string id = deploy({"api"});
+  const auto record = wait_finished(id);
+  EXPECT_EQ(record.state(), DeployRecord::succeeded) << record.DebugString();
+  EXPECT_EQ(step(record, "api").attempts(), 1) << record.DebugString();
+  EXPECT_EQ(testing::read_file(out), id + "\n") << "the command ran once";
+}
+
 // ---- What a waiting health gate and a step that cannot roll back show --------------------------
 
 constexpr const char* kGate = ", health_gate: {enabled: true, timeout: 10m, soak: 0s}";
