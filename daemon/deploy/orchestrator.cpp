@@ -776,7 +776,8 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
     auto loaded = shared_->kv()->load(id_);
     if (!loaded || !loaded.value()) return;
     std::lock_guard lock(mutex_);
-    if (loaded.value()->revision == revision_) return;
+    // Not newer than ours: a commit wrote since this was read.
+    if (loaded.value()->revision <= revision_) return;
     if (loaded.value()->record.owner() != owner()) {
       log_->warn("deploy {}: now run by {}; stopping here", id_, loaded.value()->record.owner());
       lost_ = true;
