@@ -253,8 +253,8 @@ std::string format_event_line(const v1::DeployEvent& event, bool local_time) {
   } else if (kind == "step_interrupted") {
     what = fmt::format("{}{} (now attempt {}){}", who, kind, step.attempts(), error);
   } else if (kind == "health_gate_waiting") {
-    what = who + (step.waiting_for().empty() ? kind
-                                             : "waiting for " + sanitize_line(step.waiting_for()));
+    what = who +
+           (step.waiting_for().empty() ? kind : "waiting for " + sanitize_line(step.waiting_for()));
   } else if (kind == "rollback_failed") {
     what = who + "not rolled back" +
            (step.rollback_error().empty() ? "" : ": " + sanitize_line(step.rollback_error()));

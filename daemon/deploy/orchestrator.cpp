@@ -240,9 +240,8 @@ struct Orchestrator::Shared {
     deploys_resumed = &metrics.counter("orgd_deploys_resumed_total",
                                        "Deploys resumed after their runner's lease expired");
     for (const char* state : {"succeeded", "failed", "cancelled", "rolled_back"}) {
-      deploys_finished[state] = &metrics.counter("orgd_deploys_finished_total",
-                                                 "Deploys finished, by final state",
-                                                 {{"state", state}});
+      deploys_finished[state] = &metrics.counter(
+          "orgd_deploys_finished_total", "Deploys finished, by final state", {{"state", state}});
     }
     steps_started = &metrics.counter("orgd_deploy_steps_started_total", "Deploy steps started");
     step_retries = &metrics.counter("orgd_deploy_step_retries_total", "Deploy step retries");
@@ -256,17 +255,16 @@ struct Orchestrator::Shared {
                                  "Deploy KV operations that failed (NATS unavailable)");
     active_gauge = &metrics.gauge("orgd_deploys_running", "Deploys this orgd is running");
     for (const char* op : {"start", "poll", "recover", "rollback"}) {
-      provider_timeouts[op] =
-          &metrics.counter("orgd_provider_call_timeouts_total",
-                           "Provider calls that did not return within their deadline",
-                           {{"op", op}});
+      provider_timeouts[op] = &metrics.counter(
+          "orgd_provider_call_timeouts_total",
+          "Provider calls that did not return within their deadline", {{"op", op}});
     }
     provider_hung = &metrics.gauge(
         "orgd_provider_calls_hung",
         "Provider calls past their deadline that have not returned yet (each holds a thread)");
-    threads_abandoned = &metrics.counter(
-        "orgd_deploy_threads_abandoned_total",
-        "Deploy executor and provider threads left busy when orgd stopped");
+    threads_abandoned =
+        &metrics.counter("orgd_deploy_threads_abandoned_total",
+                         "Deploy executor and provider threads left busy when orgd stopped");
     executor = DeployExecutor::create(
         options.executor_threads,
         metrics.gauge("orgd_deploy_executor_threads", "Threads running deploys and steps"));
@@ -562,8 +560,8 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
           [&](Record& r) {
             for (const auto& repo : unlocked) {
               mark_started(r, repo, "", now);
-              mark_failed(r, repo, "the lock of " + repo + "/" + env_ + " is held by another deploy",
-                          now);
+              mark_failed(r, repo,
+                          "the lock of " + repo + "/" + env_ + " is held by another deploy", now);
             }
             return true;
           },
@@ -927,7 +925,8 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
     calls_.push_back(pending);
     auto self = shared_from_this();
     pending->timer.expires_after(limit);
-    pending->timer.async_wait([self, pending, op, limit, done](const boost::system::error_code& ec) {
+    pending->timer.async_wait([self, pending, op, limit,
+                               done](const boost::system::error_code& ec) {
       if (ec == asio::error::operation_aborted || pending->settled) return;
       pending->settled = true;
       pending->hung = true;
@@ -1019,7 +1018,8 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
     auto target = step->target->target;
     const DeployContext context = step->context;
     call_provider(
-        "recover", query_limit(step->policy), [target, context] { return target->recover(context); },
+        "recover", query_limit(step->policy),
+        [target, context] { return target->recover(context); },
         [self = shared_from_this(), step](Result<DeployProgress> r) {
           self->on_recovered(step, std::move(r));
         });
@@ -1044,9 +1044,10 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
       }
       shared_->steps_interrupted->inc();
       step->context.attempt = step_snapshot(repo).attempts();
-      log_->info("deploy {}: {} was in flight when its orgd stopped ({}); running it again as "
-                 "attempt {}",
-                 id_, repo, why, step->context.attempt);
+      log_->info(
+          "deploy {}: {} was in flight when its orgd stopped ({}); running it again as "
+          "attempt {}",
+          id_, repo, why, step->context.attempt);
       start_attempt(step);
       return;
     }
@@ -1076,8 +1077,9 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
       });
       return;
     }
-    on_progress(step, DeployProgress{DeployStatus::failed, {},
-                                     "recover failed: " + recovered.error().message});
+    on_progress(
+        step,
+        DeployProgress{DeployStatus::failed, {}, "recover failed: " + recovered.error().message});
   }
 
   void start_attempt(const StepPtr& step) {
@@ -1098,8 +1100,8 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
         "start", action_limit(*step->target),
         [target, context, sink] { return target->start(context, sink); },
         [self = shared_from_this(), step](Result<DeployProgress> r) {
-          self->on_progress(step, r ? r.value()
-                                    : DeployProgress{DeployStatus::failed, {}, r.error().message});
+          self->on_progress(
+              step, r ? r.value() : DeployProgress{DeployStatus::failed, {}, r.error().message});
         });
   }
 
@@ -1115,16 +1117,16 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
     step->progress = progress;
     if (progress.status == DeployStatus::running) {
       if (std::chrono::steady_clock::now() - step->attempt_started > step->policy.step_timeout) {
-        step->progress = DeployProgress{DeployStatus::failed, progress.handle,
-                                        "timed out after " + format_duration(step->policy.step_timeout)};
+        step->progress =
+            DeployProgress{DeployStatus::failed, progress.handle,
+                           "timed out after " + format_duration(step->policy.step_timeout)};
         attempt_failed(step);
         return;
       }
       step->timer.expires_after(shared_->options.poll_interval);
-      step->timer.async_wait(
-          [self = shared_from_this(), step](const boost::system::error_code&) {
-            self->poll(step);
-          });
+      step->timer.async_wait([self = shared_from_this(), step](const boost::system::error_code&) {
+        self->poll(step);
+      });
       return;
     }
     if (progress.status == DeployStatus::succeeded) {
@@ -1208,8 +1210,9 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
     const std::string& repo = step->repo;
     const HealthGateConfig& config = step->policy.health_gate;
     if (cancel_requested()) {
-      cancel_step(step, "cancelled while waiting for " +
-                            (step->waiting_for.empty() ? std::string{"health"} : step->waiting_for));
+      cancel_step(step,
+                  "cancelled while waiting for " +
+                      (step->waiting_for.empty() ? std::string{"health"} : step->waiting_for));
       return;
     }
     GateCheck check;
@@ -1236,7 +1239,7 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
       std::vector<std::string> names;
       for (const auto& service : check.unhealthy) names.push_back(repo + "/" + service);
       set_waiting(step, "health: " + (names.empty() ? (check.detail.empty() ? repo : check.detail)
-                                                     : join_names(names)));
+                                                    : join_names(names)));
     }
     if (now >= step->gate_deadline) {
       fail_step(repo, fmt::format("health gate: not healthy within {}: {}",
@@ -1262,7 +1265,8 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
     const auto now = shared_->clock.now();
     const std::string& repo = step->repo;
     log_->info("deploy {}: {} {}", id_, repo, why);
-    commit([&](Record& r) { return mark_cancelled(r, repo, why, now); }, {{"step_cancelled", repo}});
+    commit([&](Record& r) { return mark_cancelled(r, repo, why, now); },
+           {{"step_cancelled", repo}});
     step_done(step);
   }
 
@@ -1314,10 +1318,10 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
                          {{"rolled_back", repo}});
             return self->step_done(step);
           }
-          const std::string error =
-              !result ? result.error().message
-                      : (result.value().error.empty() ? "rollback did not succeed"
-                                                      : result.value().error);
+          const std::string error = !result
+                                        ? result.error().message
+                                        : (result.value().error.empty() ? "rollback did not succeed"
+                                                                        : result.value().error);
           self->rollback_failed(repo, "rollback: " + error);
           self->step_done(step);
         });
@@ -1338,7 +1342,7 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
   std::set<std::string> lost_locks_;
   std::atomic<std::chrono::steady_clock::time_point> next_renewal_{};
   std::atomic<bool> renewing_{false};
-  std::map<std::string, StepPtr> steps_;  // steps in flight here, by repo
+  std::map<std::string, StepPtr> steps_;           // steps in flight here, by repo
   std::vector<std::weak_ptr<PendingCall>> calls_;  // provider calls in flight, for end()
   bool waiting_for_slot_ = false;
   bool has_slot_ = false;
@@ -1350,8 +1354,8 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
   std::uint64_t revision_ = 0;
   bool lost_ = false;
   std::atomic<bool> abandoned_{false};  // also read under mutex_ before publishing
-  bool claimed_ = false;  // the record names us as owner
-  std::string env_;       // set by load(), then constant
+  bool claimed_ = false;                // the record names us as owner
+  std::string env_;                     // set by load(), then constant
 
   std::atomic<bool> stopping_{false};
   std::atomic<bool> wake_posted_{false};

@@ -201,10 +201,10 @@ class DeployRunTest : public ::testing::Test {
  protected:
   DeployRunTest() {
     EXPECT_EQ(natsConnection_JetStream(&js_, client_.get(), nullptr), NATS_OK);
-    registry_.add_factory("remote", [this](const ProviderConfig& c, const ProviderEnvironment&,
-                                           const std::string&) {
-      return std::make_unique<ScriptedProvider>(c.name, scripts_);
-    });
+    registry_.add_factory(
+        "remote", [this](const ProviderConfig& c, const ProviderEnvironment&, const std::string&) {
+          return std::make_unique<ScriptedProvider>(c.name, scripts_);
+        });
   }
 
   ~DeployRunTest() override {
@@ -223,12 +223,16 @@ class DeployRunTest : public ::testing::Test {
   // `repos`: the repos: block; `deploy`: extra lines of the deploy: block.
   std::string config(const std::string& repos, const std::string& deploy = "") {
     return "org: acme\n"
-           "nats:\n  urls: [" + server_.url() + "]\n  data_dir: " + dir_.path().string() + "\n"
+           "nats:\n  urls: [" +
+           server_.url() + "]\n  data_dir: " + dir_.path().string() +
+           "\n"
            "http:\n  enabled: false\n"
            "log:\n  level: warn\n"
-           "deploy:\n  lease_ttl: 2s\n  retry_backoff: 50ms\n  health_gate: false\n" + deploy +
+           "deploy:\n  lease_ttl: 2s\n  retry_backoff: 50ms\n  health_gate: false\n" +
+           deploy +
            "providers:\n  scripted: {type: remote}\n  shell: {type: exec}\n"
-           "repos:\n" + repos;
+           "repos:\n" +
+           repos;
   }
 
   static std::string repo(const std::string& name, const std::string& target_extra = "",
@@ -246,8 +250,8 @@ class DeployRunTest : public ::testing::Test {
     options.instance_id = "orgd-test";
     options.prefix = "org.acme";
     options.poll_interval = 20ms;
-    orchestrator_ = std::make_unique<Orchestrator>(options, inventory_, publisher_, health_,
-                                                   metrics_, clock_);
+    orchestrator_ =
+        std::make_unique<Orchestrator>(options, inventory_, publisher_, health_, metrics_, clock_);
     auto attached = orchestrator_->attach(js_);
     ASSERT_TRUE(attached) << attached.error().message;
   }
@@ -391,8 +395,9 @@ TEST_F(DeployRunTest, AnExecCommandThatDiedWithOrgdRunsAgainOnResume) {
   const fs::path state = fs::path(dir_.path()) / "exec" / "api" / "dev";
   fs::create_directories(state);
   std::ofstream(state / (id + ".1.started")) << "{}\n";
-  start(config("  api:\n    deploy:\n      dev: {provider: shell, command: 'echo $ORGD_DEPLOY_ID >> " +
-               out.string() + "'}\n"));
+  start(config(
+      "  api:\n    deploy:\n      dev: {provider: shell, command: 'echo $ORGD_DEPLOY_ID >> " +
+      out.string() + "'}\n"));
   const auto record = wait_finished(id);
   EXPECT_EQ(record.state(), DeployRecord::succeeded) << record.DebugString();
   EXPECT_EQ(step(record, "api").attempts(), 2);
@@ -424,8 +429,8 @@ TEST_F(DeployRunTest, ManyConcurrentDeploysDoNotTakeAThreadEach) {
   std::atomic<bool> done{false};
   for (auto& [name, target] : scripts_) {
     target->on_poll = [&done](const DeployContext& c) -> Result<DeployProgress> {
-      return DeployProgress{done ? DeployStatus::succeeded : DeployStatus::running, c.deploy_id,
-                            {}};
+      return DeployProgress{
+          done ? DeployStatus::succeeded : DeployStatus::running, c.deploy_id, {}};
     };
   }
   deploy::OrchestratorOptions options;
@@ -499,8 +504,8 @@ TEST_F(DeployRunTest, StopWhileNatsIsDownIsBounded) {
   };
   auto finished = std::make_shared<std::atomic<bool>>(false);
   api.on_poll = [finished](const DeployContext& c) -> Result<DeployProgress> {
-    return DeployProgress{*finished ? DeployStatus::succeeded : DeployStatus::running,
-                          c.deploy_id, {}};
+    return DeployProgress{
+        *finished ? DeployStatus::succeeded : DeployStatus::running, c.deploy_id, {}};
   };
   start(config(repo("api")));
   const std::string id = deploy({"api"});
@@ -527,8 +532,10 @@ TEST_F(DeployRunTest, AnExecCommandIsNotAbandonedBeforeItsOwnTimeout) {
   // step_timeout is shorter than the command, whose own timeout (10m) bounds the call: a new
   // attempt beside the running command would run it twice at once.
   const fs::path out = fs::path(dir_.path()) / "ran";
-  start(config("  api:\n    deploy:\n      dev: {provider: shell, step_timeout: 1s, retries: 1, "
-               "command: 'sleep 2; echo $ORGD_DEPLOY_ID >> " + out.string() + "'}\n"));
+  start(
+      config("  api:\n    deploy:\n      dev: {provider: shell, step_timeout: 1s, retries: 1, "
+             "command: 'sleep 2; echo $ORGD_DEPLOY_ID >> " +
+             out.string() + "'}\n"));
   const std::string id = deploy({"api"});
   const auto record = wait_finished(id);
   EXPECT_EQ(record.state(), DeployRecord::succeeded) << record.DebugString();
