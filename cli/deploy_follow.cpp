@@ -248,6 +248,11 @@ class Follower {
       if (row.step.state() == v1::DeployStep::failed && !row.step.error().empty()) {
         write_out(fmt::format("{} failed: {}\n", row.repo, sanitize_line(row.step.error())));
       }
+      // A step that stays deployed although the deploy was to be rolled back, and why.
+      if (!row.step.rollback_error().empty()) {
+        write_out(fmt::format("{} not rolled back: {}\n", row.repo,
+                              sanitize_line(row.step.rollback_error())));
+      }
     }
     if (options_.live) write_out(fmt::format("deploy {} {}\n", progress_.deploy_id(), state));
   }

@@ -250,6 +250,14 @@ std::string format_event_line(const v1::DeployEvent& event, bool local_time) {
     what = fmt::format("{}{} (attempt {})", who, kind, step.attempts());
   } else if (kind == "step_retrying" || kind == "step_failed") {
     what = fmt::format("{}{} (attempt {}){}", who, kind, step.attempts(), error);
+  } else if (kind == "step_interrupted") {
+    what = fmt::format("{}{} (now attempt {}){}", who, kind, step.attempts(), error);
+  } else if (kind == "health_gate_waiting") {
+    what = who +
+           (step.waiting_for().empty() ? kind : "waiting for " + sanitize_line(step.waiting_for()));
+  } else if (kind == "rollback_failed") {
+    what = who + "not rolled back" +
+           (step.rollback_error().empty() ? "" : ": " + sanitize_line(step.rollback_error()));
   } else if (kind == "finished") {
     what = "finished: " + state_name(event.state());
   } else if (kind == "accepted") {
@@ -285,6 +293,18 @@ std::string format_deploy_summaries(
   return join(parts, "; ");
 }
 
+std::string step_detail(const v1::DeployStep& step, bool with_error) {
+  std::vector<std::string> parts;
+  if (step.state() == DeployStep::running && !step.waiting_for().empty()) {
+    parts.push_back("waiting for " + sanitize_line(step.waiting_for()));
+  }
+  if (with_error && !step.error().empty()) parts.push_back(sanitize_line(step.error()));
+  if (!step.rollback_error().empty()) {
+    parts.push_back("not rolled back: " + sanitize_line(step.rollback_error()));
+  }
+  return join(parts, "; ");
+}
+
 std::string render_deploy_record(const DeployRecord& record, TimePoint now) {
   std::string out = fmt::format("deploy {} to {} ({}): {}\n", record.deploy_id(), record.env(),
                                 ref_text(record.ref()), state_name(record.state()));
@@ -314,13 +334,13 @@ std::string render_deploy_record(const DeployRecord& record, TimePoint now) {
   if (!record.error().empty()) out += "error: " + sanitize_line(record.error()) + "\n";
   std::vector<std::vector<std::string>> rows;
   for (const auto& step : record.steps()) {
+    const std::string detail = step_detail(step);
     rows.push_back({std::to_string(step.wave() + 1), step.repo(), state_name(step.state()),
                     std::to_string(step.attempts()), step_took(step, now),
-                    is_set(step.healthy_at()) ? "yes" : "-",
-                    step.error().empty() ? "-" : sanitize_line(step.error())});
+                    is_set(step.healthy_at()) ? "yes" : "-", detail.empty() ? "-" : detail});
   }
   out +=
-      "\n" + render_table({"WAVE", "REPO", "STATE", "ATTEMPTS", "TOOK", "HEALTHY", "ERROR"}, rows);
+      "\n" + render_table({"WAVE", "REPO", "STATE", "ATTEMPTS", "TOOK", "HEALTHY", "DETAIL"}, rows);
   return out;
 }
 
@@ -376,6 +396,7 @@ bool DeployProgress::merge_step(Row& row, const DeployStep& step) {
       *merged.mutable_healthy_at() = current.healthy_at();
     }
     if (merged.error().empty()) merged.set_error(current.error());
+    if (merged.rollback_error().empty()) merged.set_rollback_error(current.rollback_error());
   }
   row.step = std::move(merged);
   return forward;
@@ -449,7 +470,10 @@ std::vector<std::string> DeployProgress::render(TimePoint now, std::size_t colum
     std::string healthy = is_set(step.healthy_at()) ? "healthy" : "";
     std::string detail = step.state() == DeployStep::failed && !step.error().empty()
                              ? "error: " + sanitize_line(step.error())
-                             : r.last_line;
+                         : step.state() == DeployStep::cancelled && !step.error().empty()
+                             ? sanitize_line(step.error())
+                             : step_detail(step, /*with_error=*/false);
+    if (detail.empty()) detail = r.last_line;
     std::string took = is_set(step.started_at()) ? step_took(step, now) : "";
     lines.push_back(truncate_columns(
         fmt::format("  {} {:<{}}  {:<11} {:<7}  {:<4} {:>6}  {}", r.wave + 1, r.repo, repo_width,

@@ -68,7 +68,12 @@ std::string format_deploy_summary(const std::string& env, const v1::DeploySummar
 std::string format_deploy_summaries(
     const google::protobuf::Map<std::string, v1::DeploySummary>& deploys, TimePoint now);
 
-// `orgctl deploy get`: a header and one row per step.
+// What a step's row says beside its state: "waiting for health: api/http" while its gate waits,
+// its error (with `with_error`), "not rolled back: <why>" when a rollback did not happen; parts
+// joined by "; ", empty when there is nothing to say.
+std::string step_detail(const v1::DeployStep& step, bool with_error = true);
+
+// `orgctl deploy get`: a header and one row per step (DETAIL: step_detail).
 std::string render_deploy_record(const v1::DeployRecord& record, TimePoint now);
 // `orgctl deploy list`: ID, ENV, STATE, REPOS, CREATED.
 std::string render_deploy_list(const v1::DeployList& list, TimePoint now);

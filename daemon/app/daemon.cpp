@@ -88,6 +88,7 @@ class Daemon::HealthGate final : public deploy::HealthGateSource {
       const bool fresh = service.has_last_report_at() &&
                          from_timestamp(service.last_report_at()) > since;
       if (service.status() == v1::Health::ok && !service.stale() && fresh) continue;
+      check.unhealthy.push_back(service.name());
       if (!waiting.empty()) waiting += ", ";
       waiting += service.name() + " " +
                  (fresh ? v1::Health::Status_Name(service.status()) : "no report since deploy");

@@ -185,6 +185,38 @@ bool mark_retrying(Record& record, const std::string& repo, const std::string& e
   step->clear_handle();
   step->clear_deployed_at();
   step->clear_healthy_at();
+  step->clear_waiting_for();
+  return true;
+}
+
+bool mark_interrupted(Record& record, const std::string& repo, const std::string& error) {
+  if (!mark_retrying(record, repo, error)) return false;
+  Step* step = find_step(record, repo);
+  step->set_interrupted_attempts(step->interrupted_attempts() + 1);
+  return true;
+}
+
+int retries_used(const Step& step) {
+  return std::max(0, step.attempts() - 1 - step.interrupted_attempts());
+}
+
+bool mark_waiting(Record& record, const std::string& repo, const std::string& what) {
+  Step* step = find_step(record, repo);
+  if (step == nullptr || step->state() != Step::running || step->waiting_for() == what) {
+    return false;
+  }
+  step->set_waiting_for(what);
+  return true;
+}
+
+bool mark_cancelled(Record& record, const std::string& repo, const std::string& why,
+                    Clock::time_point now) {
+  Step* step = find_step(record, repo);
+  if (step == nullptr || step->state() != Step::running) return false;
+  step->set_state(Step::cancelled);
+  step->set_error(why);
+  step->clear_waiting_for();
+  set_time(step->mutable_finished_at(), now);
   return true;
 }
 
@@ -193,6 +225,7 @@ bool mark_succeeded(Record& record, const std::string& repo, Clock::time_point n
   if (step == nullptr || step->state() != Step::running) return false;
   step->set_state(Step::succeeded);
   step->clear_error();
+  step->clear_waiting_for();
   set_time(step->mutable_finished_at(), now);
   return true;
 }
@@ -203,6 +236,7 @@ bool mark_failed(Record& record, const std::string& repo, const std::string& err
   if (step == nullptr || step->state() != Step::running) return false;
   step->set_state(Step::failed);
   step->set_error(error);
+  step->clear_waiting_for();
   set_time(step->mutable_finished_at(), now);
   if (record.error().empty()) record.set_error(repo + ": " + error);
   return true;

@@ -55,6 +55,16 @@ bool mark_deployed(Record& record, const std::string& repo, Clock::time_point no
 bool mark_healthy(Record& record, const std::string& repo, Clock::time_point now);
 // A failed attempt that will be retried: the step stays running, its deploy state is reset.
 bool mark_retrying(Record& record, const std::string& repo, const std::string& error);
+// An attempt that orgd's stop or crash ended (the provider says "interrupted"): like a retry, but
+// it does not count against the step's retries.
+bool mark_interrupted(Record& record, const std::string& repo, const std::string& error);
+// The retries a step has used: its attempts after the first, less the interrupted ones.
+int retries_used(const Step& step);
+// What a running step waits for now (empty: nothing); false when it already says so.
+bool mark_waiting(Record& record, const std::string& repo, const std::string& what);
+// A running step that a cancel ended before it finished (e.g. while its health gate waited).
+bool mark_cancelled(Record& record, const std::string& repo, const std::string& why,
+                    Clock::time_point now);
 bool mark_succeeded(Record& record, const std::string& repo, Clock::time_point now);
 bool mark_failed(Record& record, const std::string& repo, const std::string& error,
                  Clock::time_point now);

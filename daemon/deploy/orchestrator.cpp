@@ -4,6 +4,11 @@
 #include <google/protobuf/struct.pb.h>
 
 #include <algorithm>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <deque>
 #include <functional>
 #include <set>
 
@@ -18,6 +23,7 @@ namespace orgd::deploy {
 
 namespace {
 
+namespace asio = boost::asio;
 using std::chrono::milliseconds;
 
 constexpr std::size_t kMaxLogLinesPerStep = 1000;
@@ -48,6 +54,12 @@ v1::DeployRecord::State summary_state(Step::State state) {
   }
 }
 
+std::string join_names(const std::vector<std::string>& names) {
+  std::string out;
+  for (const auto& name : names) out += (out.empty() ? "" : ", ") + name;
+  return out;
+}
+
 std::vector<std::vector<std::string>> waves_of(const Record& record) {
   std::vector<std::vector<std::string>> waves;
   for (const Step& step : record.steps()) {
@@ -66,11 +78,158 @@ void set_waves(google::protobuf::RepeatedPtrField<google::protobuf::ListValue>* 
   }
 }
 
+// A fixed set of threads that run every deploy's decisions, record writes and timers (each
+// DeployRun on its own strand). Waiting is done by asio timers, so a step polling its provider,
+// backing off before a retry or waiting for its health gate holds no thread; work that blocks
+// (a KV call, bounded by the JetStream timeout) holds one for its duration. Held by shared_ptr
+// from its own threads, so threads left behind by a bounded stop() still find it.
+class DeployExecutor : public std::enable_shared_from_this<DeployExecutor> {
+ public:
+  static std::shared_ptr<DeployExecutor> create(int threads, Gauge& gauge) {
+    std::shared_ptr<DeployExecutor> executor{new DeployExecutor()};
+    const int n = std::max(1, threads);
+    for (int i = 0; i < n; ++i) {
+      executor->threads_.emplace_back([executor] { executor->work(); });
+    }
+    executor->live_ = n;
+    gauge.set(n);
+    return executor;
+  }
+
+  asio::io_context& context() { return io_; }
+  bool stopped() const { return stopped_.load(); }
+
+  // A thread still inside a handler at `deadline` (a KV call that NATS does not answer) is left
+  // to finish on its own, counted in `abandoned`. Otherwise the handlers still queued (runs that
+  // have ended: cancelled timers) run here once, so none keeps its run, and with it this
+  // executor, alive.
+  void stop(std::chrono::steady_clock::time_point deadline, Counter& abandoned) {
+    stopped_.store(true);
+    work_.reset();
+    io_.stop();
+    std::unique_lock lock(mutex_);
+    const bool all_done = cv_.wait_until(lock, deadline, [&] { return live_ == 0; });
+    if (!all_done) abandoned.inc(live_);
+    lock.unlock();
+    for (auto& thread : threads_) {
+      if (!thread.joinable()) continue;
+      if (all_done) {
+        thread.join();
+      } else {
+        thread.detach();
+      }
+    }
+    if (all_done) {
+      io_.restart();
+      io_.poll();
+    }
+  }
+
+ private:
+  DeployExecutor() : work_(asio::make_work_guard(io_)) {}
+
+  void work() {
+    for (;;) {
+      try {
+        io_.run();
+        break;
+      } catch (const std::exception& e) {
+        logging::get("deploy")->error("deploy executor: a handler threw: {}", e.what());
+      }
+    }
+    std::lock_guard lock(mutex_);
+    --live_;
+    cv_.notify_all();
+  }
+
+  asio::io_context io_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  std::vector<std::thread> threads_;
+  std::mutex mutex_;  // guards live_
+  std::condition_variable cv_;
+  int live_ = 0;
+  std::atomic<bool> stopped_{false};
+};
+
+// Provider calls run here, off the executor: a call blocks for as long as the provider takes (an
+// exec command runs to completion inside start()). At most `max_threads` threads, started on
+// demand and kept until stop(): an exec command dies with the thread that forked it
+// (PR_SET_PDEATHSIG), so a thread must outlive its calls. The caller waits on a timer, not on the
+// call; a call past its deadline keeps its thread until it returns (DeployRun counts it as hung),
+// so hung providers take at most `max_threads` threads and later calls queue.
+class ProviderCalls : public std::enable_shared_from_this<ProviderCalls> {
+ public:
+  ProviderCalls(std::size_t max_threads, Gauge& gauge)
+      : max_threads_(std::max<std::size_t>(1, max_threads)), gauge_(gauge) {}
+
+  void submit(std::function<void()> job) {
+    std::lock_guard lock(mutex_);
+    if (stopping_) return;  // the caller's deadline answers it
+    queue_.push_back(std::move(job));
+    if (idle_ == 0 && threads_.size() < max_threads_) {
+      ++live_;
+      threads_.emplace_back([self = shared_from_this()] { self->work(); });
+      gauge_.set(static_cast<double>(threads_.size()));
+    }
+    cv_.notify_one();
+  }
+
+  // Queued calls are dropped; threads still in a call at `deadline` are left to it.
+  void stop(std::chrono::steady_clock::time_point deadline, Counter& abandoned) {
+    std::unique_lock lock(mutex_);
+    stopping_ = true;
+    queue_.clear();
+    cv_.notify_all();
+    const bool all_done = cv_.wait_until(lock, deadline, [&] { return live_ == 0; });
+    if (!all_done) abandoned.inc(live_);
+    std::vector<std::thread> threads;
+    threads.swap(threads_);
+    lock.unlock();
+    for (auto& thread : threads) {
+      if (all_done) {
+        thread.join();
+      } else {
+        thread.detach();
+      }
+    }
+  }
+
+ private:
+  void work() {
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      ++idle_;
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      --idle_;
+      if (stopping_) break;
+      auto job = std::move(queue_.front());
+      queue_.pop_front();
+      lock.unlock();
+      job();
+      lock.lock();
+    }
+    --live_;
+    cv_.notify_all();
+  }
+
+  const std::size_t max_threads_;
+  Gauge& gauge_;
+  std::mutex mutex_;  // guards everything below
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> queue_;
+  std::vector<std::thread> threads_;
+  int live_ = 0;
+  int idle_ = 0;
+  bool stopping_ = false;
+};
+
 }  // namespace
 
+class DeployRun;
+
 // What the orchestrator and its runs share. Runs hold it by shared_ptr, so a run whose provider
-// call outlives stop() (detached) still has a valid store; `Publisher` and `HealthGateSource`
-// belong to the daemon and are only touched by runs that are not abandoned.
+// call outlives stop() still has a valid store; `Publisher` and `HealthGateSource` belong to the
+// daemon and are only touched by runs that are not abandoned.
 struct Orchestrator::Shared {
   Shared(OrchestratorOptions opts, std::shared_ptr<const Inventory> inv, Publisher& pub,
          const HealthGateSource& gate, MetricsRegistry& registry, const Clock& clk)
@@ -89,18 +248,37 @@ struct Orchestrator::Shared {
     deploys_resumed = &metrics.counter("orgd_deploys_resumed_total",
                                        "Deploys resumed after their runner's lease expired");
     for (const char* state : {"succeeded", "failed", "cancelled", "rolled_back"}) {
-      deploys_finished[state] = &metrics.counter("orgd_deploys_finished_total",
-                                                 "Deploys finished, by final state",
-                                                 {{"state", state}});
+      deploys_finished[state] = &metrics.counter(
+          "orgd_deploys_finished_total", "Deploys finished, by final state", {{"state", state}});
     }
     steps_started = &metrics.counter("orgd_deploy_steps_started_total", "Deploy steps started");
     step_retries = &metrics.counter("orgd_deploy_step_retries_total", "Deploy step retries");
+    steps_interrupted = &metrics.counter(
+        "orgd_deploy_steps_interrupted_total",
+        "Deploy step attempts found interrupted by an orgd stop or crash, run again");
     commit_conflicts = &metrics.counter(
         "orgd_deploy_commit_conflicts_total",
         "Deploy record writes that lost a compare-and-set and were merged and retried");
     kv_errors = &metrics.counter("orgd_deploy_kv_errors_total",
                                  "Deploy KV operations that failed (NATS unavailable)");
     active_gauge = &metrics.gauge("orgd_deploys_running", "Deploys this orgd is running");
+    for (const char* op : {"start", "poll", "recover", "rollback"}) {
+      provider_timeouts[op] = &metrics.counter(
+          "orgd_provider_call_timeouts_total",
+          "Provider calls that did not return within their deadline", {{"op", op}});
+    }
+    provider_hung = &metrics.gauge(
+        "orgd_provider_calls_hung",
+        "Provider calls past their deadline that have not returned yet (each holds a thread)");
+    threads_abandoned =
+        &metrics.counter("orgd_deploy_threads_abandoned_total",
+                         "Deploy executor and provider threads left busy when orgd stopped");
+    executor = DeployExecutor::create(
+        options.executor_threads,
+        metrics.gauge("orgd_deploy_executor_threads", "Threads running deploys and steps"));
+    provider_calls = std::make_shared<ProviderCalls>(
+        static_cast<std::size_t>(std::max(1, options.provider_threads)),
+        metrics.gauge("orgd_provider_threads", "Threads making provider calls"));
   }
 
   std::shared_ptr<const Inventory> current_inventory() {
@@ -133,6 +311,15 @@ struct Orchestrator::Shared {
     }
   }
 
+  // At most deploy.max_active runs at once; the others wait in line without a thread.
+  bool take_slot(const std::shared_ptr<DeployRun>& run);
+  void release_slot();
+
+  void stop_threads(std::chrono::steady_clock::time_point deadline) {
+    executor->stop(deadline, *threads_abandoned);
+    provider_calls->stop(deadline, *threads_abandoned);
+  }
+
   OrchestratorOptions options;
   Publisher& publisher;
   const HealthGateSource& health;
@@ -144,10 +331,12 @@ struct Orchestrator::Shared {
   std::unique_ptr<DeployStore> store_owner;
   std::vector<std::unique_ptr<DeployStore>> retired_stores;  // of earlier connections
   std::shared_ptr<spdlog::logger> log;
+  std::shared_ptr<DeployExecutor> executor;
+  std::shared_ptr<ProviderCalls> provider_calls;
 
-  std::mutex slots_mutex;  // guards active
-  std::condition_variable slots_cv;
+  std::mutex slots_mutex;  // guards active, waiting_for_slot
   int active = 0;
+  std::deque<std::weak_ptr<DeployRun>> waiting_for_slot;
 
   Counter* deploys_accepted = nullptr;
   Counter* deploys_duplicate = nullptr;
@@ -156,14 +345,19 @@ struct Orchestrator::Shared {
   std::map<std::string, Counter*> deploys_finished;
   Counter* steps_started = nullptr;
   Counter* step_retries = nullptr;
+  Counter* steps_interrupted = nullptr;
   Counter* commit_conflicts = nullptr;
   Counter* kv_errors = nullptr;
   Gauge* active_gauge = nullptr;
+  std::map<std::string, Counter*> provider_timeouts;
+  Gauge* provider_hung = nullptr;
+  Counter* threads_abandoned = nullptr;
 };
 
-// One deploy run by this orgd: a main thread that decides (deploy_state's next_actions), one
-// thread per step in flight (provider calls and the health gate), all writing the record
-// through commit(), which is revision-checked against KV.
+// One deploy run by this orgd, on its own strand of the deploy executor: decide() applies
+// deploy_state's next_actions, each step in flight is a chain of provider calls (on the provider
+// threads, under a deadline) and timers (polls, retry backoff, the health gate), and every change
+// is written through commit(), revision-checked against KV.
 class DeployRun : public std::enable_shared_from_this<DeployRun> {
  public:
   using Shared = Orchestrator::Shared;
@@ -175,10 +369,13 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
         id_(std::move(id)),
         lease_revision_(lease_revision),
         resumed_(resumed),
-        log_(shared_->log) {}
+        log_(shared_->log),
+        strand_(asio::make_strand(shared_->executor->context())),
+        lease_strand_(asio::make_strand(shared_->executor->context())),
+        tick_(strand_) {}
 
   void start() {
-    main_ = std::thread([self = shared_from_this()] { self->main(); });
+    post([self = shared_from_this()] { self->begin(); });
   }
 
   void request_stop() {
@@ -187,92 +384,104 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
       stopping_.store(true);
     }
     stop_cv_.notify_all();
-    wake();
+    post([self = shared_from_this()] { self->end_stopped(); });
   }
 
+  // Something changed (a commit, a cancel request): decide again, soon.
   void wake() {
-    {
-      std::lock_guard lock(wake_mutex_);
-      woken_ = true;
-    }
-    wake_cv_.notify_all();
+    if (wake_posted_.exchange(true)) return;
+    post([self = shared_from_this()] {
+      self->wake_posted_ = false;
+      self->decide();
+    });
+  }
+
+  // Called by Shared::release_slot when this run's turn has come.
+  void slot_granted() {
+    post([self = shared_from_this()] {
+      if (self->ended_) {
+        self->shared_->release_slot();
+        return;
+      }
+      self->has_slot_ = true;
+      self->waiting_for_slot_ = false;
+      if (self->should_stop()) {
+        self->end_stopped();
+        return;
+      }
+      self->after_slot();
+    });
   }
 
   bool finished() const { return finished_.load(); }
 
-  // Joins the run's threads; those still busy at the deadline (a provider call that does not
-  // return) are detached and the run is abandoned: it never touches the daemon again.
+  // Waits until the run has ended, at most until `deadline`; a run still busy then (its strand
+  // inside a KV call that NATS does not answer) is abandoned: it never touches the daemon again.
   void join(std::chrono::steady_clock::time_point deadline) {
-    std::vector<std::thread> threads;
-    {
-      std::unique_lock lock(threads_mutex_);
-      threads_cv_.wait_until(lock, deadline, [&] { return live_threads_ == 0 && finished_; });
-      if (live_threads_ != 0 || !finished_) {
-        std::lock_guard use(mutex_);
-        abandoned_ = true;
-      }
-    }
-    std::lock_guard lock(threads_mutex_);
-    const bool abandoned = [&] {
-      std::lock_guard use(mutex_);
-      return abandoned_;
-    }();
-    for (auto& [repo, thread] : steps_) {
-      if (!thread.joinable()) continue;
-      if (abandoned) {
-        thread.detach();
-      } else {
-        thread.join();
-      }
-    }
-    steps_.clear();
-    if (main_.joinable()) {
-      if (abandoned) {
-        main_.detach();
-      } else {
-        main_.join();
-      }
-    }
+    std::unique_lock lock(done_mutex_);
+    if (done_cv_.wait_until(lock, deadline, [&] { return finished_.load(); })) return;
+    // Not under mutex_: a commit holds it for as long as its KV call takes, and this must not
+    // wait for that.
+    abandoned_.store(true);
   }
 
  private:
-  // ---- main thread -------------------------------------------------------------------------
+  // A step in flight: what its provider calls and timers carry from one to the next.
+  struct StepRun {
+    explicit StepRun(asio::strand<asio::io_context::executor_type>& strand) : timer(strand) {}
+    std::string repo;
+    const TargetEntry* target = nullptr;
+    StepPolicy policy;
+    DeployContext context;
+    std::optional<DeployProgress> progress;
+    std::string committed_handle;
+    std::chrono::steady_clock::time_point attempt_started;
+    int poll_errors = 0;
+    asio::steady_timer timer;  // polls, retry backoff, gate checks
+    // The health gate.
+    Clock::time_point gate_since;
+    std::chrono::steady_clock::time_point gate_deadline;
+    std::optional<std::chrono::steady_clock::time_point> healthy_since;
+    std::string gate_detail;
+    std::string waiting_for;  // as last written to the record
+  };
+  using StepPtr = std::shared_ptr<StepRun>;
 
-  void main() {
-    run();
-    {
-      std::lock_guard lock(threads_mutex_);
-      finished_ = true;
-    }
-    threads_cv_.notify_all();
+  template <class F>
+  void post(F&& f) {
+    asio::post(strand_, std::forward<F>(f));
   }
 
-  void run() {
-    DeployStore* store = shared_->kv();
-    if (!take_slot()) {
-      store->release_lease(DeployStore::deploy_lease(id_), owner());
+  // ---- the run -------------------------------------------------------------------------------
+
+  void begin() {
+    if (should_stop()) {
+      end_stopped();
       return;
     }
-    struct SlotRelease {
-      Shared& shared;
-      ~SlotRelease() {
-        {
-          std::lock_guard lock(shared.slots_mutex);
-          --shared.active;
-          shared.active_gauge->set(shared.active);
-        }
-        shared.slots_cv.notify_one();
-      }
-    } slot{*shared_};
+    next_renewal_ = std::chrono::steady_clock::now() + renew_interval();
+    if (!shared_->take_slot(shared_from_this())) {
+      // In line behind deploy.max_active others: the lease is renewed by the tick meanwhile.
+      waiting_for_slot_ = true;
+      arm_tick();
+      return;
+    }
+    has_slot_ = true;
+    after_slot();
+  }
 
+  void after_slot() {
+    DeployStore* store = shared_->kv();
     if (!load()) {
       store->release_lease(DeployStore::deploy_lease(id_), owner());
+      end();
       return;
     }
     repos_.clear();
     for (const Step& step : record_.steps()) repos_.push_back(step.repo());
     if (is_terminal(record_.state())) {
       finalize(/*checked=*/true);
+      end();
       return;
     }
     inventory_ = shared_->current_inventory();
@@ -292,126 +501,191 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
             },
             {{resumed_ && !was_pending ? "resumed" : "", ""}})) {
       abandon_quietly();
+      end_stopped();
       return;
     }
+    running_ = true;
     next_renewal_ = std::chrono::steady_clock::now() + renew_interval();
-    loop();
+    decide();
   }
 
-  void loop() {
-    while (!stopping_.load() && !lost()) {
-      reap_steps();
-      maybe_renew();
-      if (lost()) break;
-      NextActions next;
-      {
-        std::lock_guard lock(mutex_);
-        next = next_actions(record_, parallel_);
-      }
-      const auto now = shared_->clock.now();
-      if (!next.skip.empty()) {
-        std::vector<std::pair<std::string, std::string>> events;
-        for (const auto& repo : next.skip) events.emplace_back("step_skipped", repo);
-        commit(
-            [&](Record& r) {
-              bool changed = false;
-              for (const auto& repo : next.skip) changed |= mark_skipped(r, repo, next.skip_as, now);
-              return changed;
-            },
-            events);
-      }
-      if (next.finish) {
-        const Record::State state = *next.finish;
-        // Before the record says finished: until then no other deploy may take these locks
-        // over, so they are still ours to delete unread. A crash in between leaves a deploy
-        // that is resumed, finds nothing to do, and finishes.
-        std::vector<std::string> held;
-        for (const auto& repo : repos_) {
-          if (lost_locks_.count(repo) == 0) held.push_back(repo);
+  // One pass of what the old main loop did per wake-up: renew, decide, start what is due.
+  void decide() {
+    if (ended_) return;
+    if (should_stop()) {
+      end_stopped();
+      return;
+    }
+    if (waiting_for_slot_) {
+      renew_in_background(/*with_refresh=*/false);
+      arm_tick();
+      return;
+    }
+    if (!running_) return;
+    renew_in_background(/*with_refresh=*/true);
+    if (lost()) {
+      end();
+      return;
+    }
+    // A cancel ends waits at once: gate checks and retry backoffs run now and see it.
+    if (cancel_requested()) {
+      for (auto& [repo, step] : steps_) step->timer.cancel();
+    }
+    NextActions next;
+    {
+      std::lock_guard lock(mutex_);
+      next = next_actions(record_, parallel_);
+    }
+    const auto now = shared_->clock.now();
+    if (!next.skip.empty()) {
+      std::vector<std::pair<std::string, std::string>> events;
+      for (const auto& repo : next.skip) events.emplace_back("step_skipped", repo);
+      commit(
+          [&](Record& r) {
+            bool changed = false;
+            for (const auto& repo : next.skip) changed |= mark_skipped(r, repo, next.skip_as, now);
+            return changed;
+          },
+          events);
+    }
+    if (next.finish) {
+      finish(*next.finish, now);
+      return;
+    }
+    if (next.rollback && steps_.count(*next.rollback) == 0) {
+      begin_step(*next.rollback, Mode::rollback);
+    }
+    // A step whose lock another deploy holds now (this deploy gave its locks up and crashed
+    // before it was marked finished, or the lock's entry was removed by hand) fails instead
+    // of running next to that deploy.
+    std::vector<std::string> unlocked;
+    for (const auto& repo : next.start) {
+      if (lost_locks_.count(repo) != 0) unlocked.push_back(repo);
+    }
+    if (!unlocked.empty()) {
+      std::vector<std::pair<std::string, std::string>> events;
+      for (const auto& repo : unlocked) events.emplace_back("step_failed", repo);
+      commit(
+          [&](Record& r) {
+            for (const auto& repo : unlocked) {
+              mark_started(r, repo, "", now);
+              mark_failed(r, repo,
+                          "the lock of " + repo + "/" + env_ + " is held by another deploy", now);
+            }
+            return true;
+          },
+          events);
+      arm_tick();
+      return;  // the commit woke us: decide again with the record as it is now
+    }
+    if (!next.start.empty()) {
+      // One write for the steps starting together; each is persisted before its provider
+      // is called, so a resume knows it may be in flight.
+      std::vector<std::pair<std::string, std::string>> events;
+      for (const auto& repo : next.start) events.emplace_back("step_started", repo);
+      const bool started = commit(
+          [&](Record& r) {
+            bool changed = false;
+            for (const auto& repo : next.start) {
+              const TargetEntry* target = inventory_->target(repo, env_);
+              changed |= mark_started(r, repo, target ? target->provider : "", now);
+            }
+            return changed;
+          },
+          events);
+      if (started) {
+        for (const auto& repo : next.start) {
+          shared_->steps_started->inc();
+          begin_step(repo, Mode::fresh);
         }
-        shared_->kv()->drop_locks(held, env_);
-        std::vector<std::pair<std::string, std::string>> events;
-        if (state == Record::cancelled) events.emplace_back("cancelled", "");
-        events.emplace_back("finished", "");
-        if (commit(
-                [&](Record& r) {
-                  mark_finished(r, state, now);
-                  return true;
-                },
-                events)) {
-          shared_->deploys_finished[Record::State_Name(state)]->inc();
-          const std::string error = [&] {
-            std::lock_guard lock(mutex_);
-            return record_.error();
-          }();
-          log_->info("deploy {} to {} finished: {}{}", id_, env_, Record::State_Name(state),
-                     error.empty() ? "" : " (" + error + ")");
-          finalize();
-        }
-        return;
       }
-      if (next.rollback && !has_thread(*next.rollback)) spawn(*next.rollback, Mode::rollback);
-      // A step whose lock another deploy holds now (this deploy gave its locks up and crashed
-      // before it was marked finished, or the lock's entry was removed by hand) fails instead
-      // of running next to that deploy.
-      std::vector<std::string> unlocked;
-      for (const auto& repo : next.start) {
-        if (lost_locks_.count(repo) != 0) unlocked.push_back(repo);
+    }
+    // Steps in flight without a runner here: a resumed deploy's, re-checked with the provider.
+    std::vector<std::string> orphans;
+    {
+      std::lock_guard lock(mutex_);
+      for (const Step& step : record_.steps()) {
+        if (step.state() == Step::running) orphans.push_back(step.repo());
       }
-      if (!unlocked.empty()) {
-        std::vector<std::pair<std::string, std::string>> events;
-        for (const auto& repo : unlocked) events.emplace_back("step_failed", repo);
-        commit(
+    }
+    for (const auto& repo : orphans) {
+      if (steps_.count(repo) == 0) begin_step(repo, Mode::resume);
+    }
+    arm_tick();
+  }
+
+  void finish(Record::State state, Clock::time_point now) {
+    // Before the record says finished: until then no other deploy may take these locks
+    // over, so they are still ours to delete unread. A crash in between leaves a deploy
+    // that is resumed, finds nothing to do, and finishes.
+    std::vector<std::string> held;
+    for (const auto& repo : repos_) {
+      if (lost_locks_.count(repo) == 0) held.push_back(repo);
+    }
+    shared_->kv()->drop_locks(held, env_);
+    std::vector<std::pair<std::string, std::string>> events;
+    if (state == Record::cancelled) events.emplace_back("cancelled", "");
+    events.emplace_back("finished", "");
+    if (commit(
             [&](Record& r) {
-              for (const auto& repo : unlocked) {
-                mark_started(r, repo, "", now);
-                mark_failed(r, repo, "the lock of " + repo + "/" + env_ + " is held by another deploy",
-                            now);
-              }
+              mark_finished(r, state, now);
               return true;
             },
-            events);
-        continue;
-      }
-      if (!next.start.empty()) {
-        // One write for the steps starting together; each is persisted before its provider
-        // is called, so a resume knows it may be in flight.
-        std::vector<std::pair<std::string, std::string>> events;
-        for (const auto& repo : next.start) events.emplace_back("step_started", repo);
-        const bool started = commit(
-            [&](Record& r) {
-              bool changed = false;
-              for (const auto& repo : next.start) {
-                const TargetEntry* target = inventory_->target(repo, env_);
-                changed |= mark_started(r, repo, target ? target->provider : "", now);
-              }
-              return changed;
-            },
-            events);
-        if (started) {
-          for (const auto& repo : next.start) {
-            shared_->steps_started->inc();
-            spawn(repo, Mode::fresh);
-          }
-        }
-      }
-      // Steps in flight without a thread here: a resumed deploy's, re-checked with the provider.
-      std::vector<std::string> orphans;
-      {
+            events)) {
+      shared_->deploys_finished[Record::State_Name(state)]->inc();
+      const std::string error = [&] {
         std::lock_guard lock(mutex_);
-        for (const Step& step : record_.steps()) {
-          if (step.state() == Step::running) orphans.push_back(step.repo());
-        }
-      }
-      for (const auto& repo : orphans) {
-        if (!has_thread(repo)) spawn(repo, Mode::resume);
-      }
-      wait_for_change();
+        return record_.error();
+      }();
+      log_->info("deploy {} to {} finished: {}{}", id_, env_, Record::State_Name(state),
+                 error.empty() ? "" : " (" + error + ")");
+      finalize();
+      end();
+      return;
     }
-    if (stopping_.load() && !lost()) {
-      // Stopped, not finished: hand the deploy over at once instead of after the lease expires.
-      shared_->kv()->release_lease(DeployStore::deploy_lease(id_), owner());
+    end_stopped();
+  }
+
+  // Wakes decide() at the next lease renewal, and at least every second.
+  void arm_tick() {
+    if (ended_) return;
+    // A renewal in progress wakes decide() itself when it is done.
+    const auto now = std::chrono::steady_clock::now();
+    const auto until = renewing_.load() ? now + milliseconds{1000}
+                                        : std::clamp(next_renewal_.load(), now + milliseconds{10},
+                                                     now + milliseconds{1000});
+    tick_.expires_at(until);
+    tick_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+      if (ec == asio::error::operation_aborted) return;
+      self->decide();
+    });
+  }
+
+  // Stopped, not finished: hand the deploy over at once instead of after the lease expires.
+  void end_stopped() {
+    if (ended_) return;
+    if (!lost()) shared_->kv()->release_lease(DeployStore::deploy_lease(id_), owner());
+    end();
+  }
+
+  // The run is over here (finished, stopped or lost): timers end, the slot goes to the next.
+  void end() {
+    if (ended_) return;
+    ended_ = true;
+    tick_.cancel();
+    for (auto& [repo, step] : steps_) step->timer.cancel();
+    for (auto& call : calls_) {
+      if (auto pending = call.lock()) pending->timer.cancel();
     }
+    if (has_slot_) {
+      has_slot_ = false;
+      shared_->release_slot();
+    }
+    {
+      std::lock_guard lock(done_mutex_);
+      finished_.store(true);
+    }
+    done_cv_.notify_all();
   }
 
   // `checked`: the locks may have been taken over already (the record was finished before).
@@ -420,25 +694,6 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
     if (checked) store->release_locks(repos_, env_, id_);
     (void)store->clear_active(id_);
     store->release_lease(DeployStore::deploy_lease(id_), owner());
-  }
-
-  bool take_slot() {
-    std::unique_lock lock(shared_->slots_mutex);
-    const int max_active = std::max(1, shared_->current_inventory()->settings().max_active);
-    next_renewal_ = std::chrono::steady_clock::now() + renew_interval();
-    while (shared_->active >= max_active) {
-      if (stopping_.load()) return false;
-      shared_->slots_cv.wait_for(lock, milliseconds{200});
-      if (std::chrono::steady_clock::now() >= next_renewal_) {
-        lock.unlock();
-        renew_lease_only();
-        lock.lock();
-        if (lost()) return false;
-      }
-    }
-    ++shared_->active;
-    shared_->active_gauge->set(shared_->active);
-    return true;
   }
 
   bool load() {
@@ -468,7 +723,7 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
 
   std::chrono::milliseconds renew_interval() const {
     const auto ttl = shared_->current_inventory()->settings().lease_ttl;
-    return std::max(milliseconds{100}, ttl / 3);
+    return std::max(milliseconds{100}, std::chrono::duration_cast<milliseconds>(ttl) / 3);
   }
 
   void renew_lease_only() {
@@ -506,20 +761,30 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
     }
   }
 
-  // Every lease_ttl/3: the lease, and a look at the record for a cancel request written by
-  // another replica.
-  void maybe_renew() {
-    if (std::chrono::steady_clock::now() < next_renewal_) return;
-    renew_lease_only();
-    if (lost()) return;
-    refresh();
+  // Every lease_ttl/3: the lease, and (`with_refresh`) a look at the record for a cancel
+  // request written by another replica. On a strand of its own: while NATS is unreachable these
+  // KV calls wait out their timeout, and the steps' polls and gate checks must not wait behind
+  // them. Once done, decide() runs again and sees a lost lease.
+  void renew_in_background(bool with_refresh) {
+    if (std::chrono::steady_clock::now() < next_renewal_.load() || renewing_.exchange(true)) {
+      return;
+    }
+    asio::post(lease_strand_, [self = shared_from_this(), with_refresh] {
+      if (!self->should_stop()) {
+        self->renew_lease_only();
+        if (with_refresh && !self->lost()) self->refresh();
+      }
+      self->renewing_ = false;
+      self->wake();
+    });
   }
 
   void refresh() {
     auto loaded = shared_->kv()->load(id_);
     if (!loaded || !loaded.value()) return;
     std::lock_guard lock(mutex_);
-    if (loaded.value()->revision == revision_) return;
+    // Not newer than ours: a commit wrote since this was read.
+    if (loaded.value()->revision <= revision_) return;
     if (loaded.value()->record.owner() != owner()) {
       log_->warn("deploy {}: now run by {}; stopping here", id_, loaded.value()->record.owner());
       lost_ = true;
@@ -529,14 +794,8 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
     revision_ = loaded.value()->revision;
   }
 
-  void wait_for_change() {
-    std::unique_lock lock(wake_mutex_);
-    const auto until = std::min(next_renewal_, std::chrono::steady_clock::now() + milliseconds{1000});
-    wake_cv_.wait_until(lock, until, [&] { return woken_; });
-    woken_ = false;
-  }
-
-  // Sleeps up to `d`, returning early when the run stops.
+  // Sleeps up to `d`, returning early when the run stops. Only while NATS is unreachable (KV
+  // retries); everything else waits on timers.
   void pause(std::chrono::milliseconds d) {
     std::unique_lock lock(wake_mutex_);
     stop_cv_.wait_for(lock, d, [&] { return stopping_.load(); });
@@ -612,43 +871,6 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
 
   std::string owner() const { return shared_->options.instance_id; }
 
-  // ---- steps -------------------------------------------------------------------------------
-
-  bool has_thread(const std::string& repo) {
-    std::lock_guard lock(threads_mutex_);
-    return steps_.count(repo) != 0;
-  }
-
-  void spawn(const std::string& repo, Mode mode) {
-    std::lock_guard lock(threads_mutex_);
-    ++live_threads_;
-    steps_[repo] = std::thread([self = shared_from_this(), repo, mode] {
-      self->step_main(repo, mode);
-      {
-        std::lock_guard done(self->threads_mutex_);
-        --self->live_threads_;
-        self->done_steps_.insert(repo);
-      }
-      self->threads_cv_.notify_all();
-      self->wake();
-    });
-  }
-
-  void reap_steps() {
-    std::vector<std::thread> done;
-    {
-      std::lock_guard lock(threads_mutex_);
-      for (const auto& repo : done_steps_) {
-        auto it = steps_.find(repo);
-        if (it == steps_.end()) continue;
-        done.push_back(std::move(it->second));
-        steps_.erase(it);
-      }
-      done_steps_.clear();
-    }
-    for (auto& thread : done) thread.join();
-  }
-
   Step step_snapshot(const std::string& repo) const {
     std::lock_guard lock(mutex_);
     const Step* step = find_step(record_, repo);
@@ -689,147 +911,372 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
     return context;
   }
 
-  void step_main(const std::string& repo, Mode mode) {
-    const Step snapshot = step_snapshot(repo);
-    const std::string env = env_;
-    const TargetEntry* target = inventory_->target(repo, env);
-    if (target == nullptr) {
-      fail_step(repo, "no deploy target for " + repo + " in env " + env + " in this orgd's config");
+  // ---- provider calls ----------------------------------------------------------------------
+
+  using Outcome = std::function<void(Result<DeployProgress>)>;
+
+  // A provider call in flight: its deadline, and whether it was answered (on the strand only).
+  struct PendingCall {
+    explicit PendingCall(asio::strand<asio::io_context::executor_type>& strand) : timer(strand) {}
+    asio::steady_timer timer;
+    bool settled = false;
+    bool hung = false;
+  };
+
+  // Runs `call` on the provider threads; `done` runs on this run's strand with its result, or
+  // with "<op> did not return within <limit>" once `limit` has passed. A call past its deadline
+  // is left to return on its own (counted in orgd_provider_calls_hung until it does); what it
+  // returns then is dropped.
+  void call_provider(const std::string& op, Duration limit,
+                     std::function<Result<DeployProgress>()> call, Outcome done) {
+    auto pending = std::make_shared<PendingCall>(strand_);
+    std::erase_if(calls_, [](const std::weak_ptr<PendingCall>& call) { return call.expired(); });
+    calls_.push_back(pending);
+    auto self = shared_from_this();
+    pending->timer.expires_after(limit);
+    pending->timer.async_wait([self, pending, op, limit,
+                               done](const boost::system::error_code& ec) {
+      if (ec == asio::error::operation_aborted || pending->settled) return;
+      pending->settled = true;
+      pending->hung = true;
+      self->shared_->provider_hung->inc();
+      if (auto it = self->shared_->provider_timeouts.find(op);
+          it != self->shared_->provider_timeouts.end()) {
+        it->second->inc();
+      }
+      self->log_->warn("deploy {}: provider {} did not return within {}; its thread is left to it",
+                       self->id_, op, format_duration(limit));
+      done(unavailable(op + " did not return within " + format_duration(limit)));
+    });
+    shared_->provider_calls->submit([self, pending, call = std::move(call), done, op]() {
+      Result<DeployProgress> result = internal_error("provider " + op + " threw");
+      try {
+        result = call();
+      } catch (const std::exception& e) {
+        result = internal_error("provider " + op + " threw: " + e.what());
+      }
+      // After stop() nothing runs the answer: posting it would only keep the run alive.
+      if (self->shared_->executor->stopped()) return;
+      asio::post(self->strand_, [self, pending, result = std::move(result), done]() mutable {
+        if (pending->settled) {
+          if (pending->hung) self->shared_->provider_hung->dec();
+          return;
+        }
+        pending->settled = true;
+        pending->timer.cancel();
+        done(std::move(result));
+      });
+    });
+  }
+
+  // Poll and recover ask a question; they get a shorter deadline than start and rollback.
+  static Duration query_limit(const StepPolicy& policy) {
+    return std::min<Duration>(policy.step_timeout, std::chrono::minutes{1});
+  }
+
+  // Start and rollback: the step timeout, or longer when the provider ends its calls itself.
+  static Duration action_limit(const TargetEntry& target) {
+    const auto own = target.target->max_call_duration();
+    return own ? std::max<Duration>(target.policy.step_timeout, *own) : target.policy.step_timeout;
+  }
+
+  // ---- steps -------------------------------------------------------------------------------
+
+  void begin_step(const std::string& repo, Mode mode) {
+    auto step = std::make_shared<StepRun>(strand_);
+    step->repo = repo;
+    steps_[repo] = step;
+    step->target = inventory_->target(repo, env_);
+    if (step->target == nullptr) {
+      fail_step(repo,
+                "no deploy target for " + repo + " in env " + env_ + " in this orgd's config");
+      step_done(step);
       return;
     }
+    step->policy = step->target->policy;
     if (mode == Mode::rollback) {
-      roll_back(repo, *target);
+      roll_back(step);
       return;
     }
-    const StepPolicy& policy = target->policy;
-    DeployContext context = context_for(repo, snapshot.attempts());
-    std::optional<DeployProgress> progress;
-    if (mode == Mode::resume) {
-      if (is_set(snapshot.healthy_at())) {
+    const Step snapshot = step_snapshot(repo);
+    step->context = context_for(repo, snapshot.attempts());
+    if (mode == Mode::fresh) {
+      start_attempt(step);
+      return;
+    }
+    if (is_set(snapshot.healthy_at())) {
+      succeed(repo, false);
+      step_done(step);
+      return;
+    }
+    if (is_set(snapshot.deployed_at())) {
+      gate_begin(step);
+      return;
+    }
+    step->attempt_started = std::chrono::steady_clock::now();
+    if (!snapshot.handle().empty()) {
+      step->committed_handle = snapshot.handle();
+      on_progress(step, DeployProgress{DeployStatus::running, snapshot.handle(), {}});
+      return;
+    }
+    recover(step);
+  }
+
+  void recover(const StepPtr& step) {
+    if (should_stop()) return step_done(step);
+    auto target = step->target->target;
+    const DeployContext context = step->context;
+    call_provider(
+        "recover", query_limit(step->policy),
+        [target, context] { return target->recover(context); },
+        [self = shared_from_this(), step](Result<DeployProgress> r) {
+          self->on_recovered(step, std::move(r));
+        });
+  }
+
+  void step_done(const StepPtr& step) {
+    auto it = steps_.find(step->repo);
+    if (it != steps_.end() && it->second == step) steps_.erase(it);
+    wake();
+  }
+
+  void on_recovered(const StepPtr& step, Result<DeployProgress> recovered) {
+    if (should_stop()) return step_done(step);
+    const std::string& repo = step->repo;
+    if (recovered && recovered.value().status == DeployStatus::interrupted) {
+      // Ended with orgd, not by the deploy: a new attempt, not one of the step's retries.
+      const std::string why =
+          recovered.value().error.empty() ? "interrupted" : recovered.value().error;
+      if (!commit([&](Record& r) { return mark_interrupted(r, repo, why); },
+                  {{"step_interrupted", repo}})) {
+        return step_done(step);
+      }
+      shared_->steps_interrupted->inc();
+      step->context.attempt = step_snapshot(repo).attempts();
+      log_->info(
+          "deploy {}: {} was in flight when its orgd stopped ({}); running it again as "
+          "attempt {}",
+          id_, repo, why, step->context.attempt);
+      start_attempt(step);
+      return;
+    }
+    if (recovered) {
+      const DeployProgress progress = recovered.value();
+      log_->info("deploy {}: {} was in flight; provider says {}", id_, repo,
+                 progress.status == DeployStatus::running     ? "still running"
+                 : progress.status == DeployStatus::succeeded ? "succeeded"
+                                                              : "failed");
+      on_progress(step, progress);
+      return;
+    }
+    if (recovered.error().code == ErrorCode::not_found) {
+      log_->info("deploy {}: {} was in flight; provider has no record of it, starting it", id_,
+                 repo);
+      start_attempt(step);
+      return;
+    }
+    // The provider could not answer (its API unreachable right after the crash, a call past
+    // its deadline): that says nothing about the deploy, so ask again, as a poll would.
+    if (++step->poll_errors < kMaxPollErrors) {
+      log_->warn("deploy {}: cannot ask the provider about {} yet ({}); asking again", id_, repo,
+                 recovered.error().message);
+      step->timer.expires_after(shared_->options.poll_interval);
+      step->timer.async_wait([self = shared_from_this(), step](const boost::system::error_code&) {
+        self->recover(step);
+      });
+      return;
+    }
+    on_progress(
+        step,
+        DeployProgress{DeployStatus::failed, {}, "recover failed: " + recovered.error().message});
+  }
+
+  void start_attempt(const StepPtr& step) {
+    if (should_stop()) return step_done(step);
+    if (cancel_requested()) {
+      // Cancelled before this attempt began (backing off before a retry, or a resumed step's
+      // new attempt): it does not start.
+      cancel_step(step, "cancelled before attempt " + std::to_string(step->context.attempt));
+      return;
+    }
+    step->attempt_started = std::chrono::steady_clock::now();
+    step->poll_errors = 0;
+    step->progress.reset();
+    auto target = step->target->target;
+    const DeployContext context = step->context;
+    LogSink sink = log_sink(step->repo, context.attempt);
+    call_provider(
+        "start", action_limit(*step->target),
+        [target, context, sink] { return target->start(context, sink); },
+        [self = shared_from_this(), step](Result<DeployProgress> r) {
+          self->on_progress(
+              step, r ? r.value() : DeployProgress{DeployStatus::failed, {}, r.error().message});
+        });
+  }
+
+  void on_progress(const StepPtr& step, DeployProgress progress) {
+    if (should_stop()) return step_done(step);
+    const std::string& repo = step->repo;
+    if (progress.status == DeployStatus::running && !progress.handle.empty() &&
+        progress.handle != step->committed_handle) {
+      const std::string handle = progress.handle;
+      commit([&](Record& r) { return mark_handle(r, repo, handle); }, {});
+      step->committed_handle = handle;
+    }
+    step->progress = progress;
+    if (progress.status == DeployStatus::running) {
+      if (std::chrono::steady_clock::now() - step->attempt_started > step->policy.step_timeout) {
+        step->progress =
+            DeployProgress{DeployStatus::failed, progress.handle,
+                           "timed out after " + format_duration(step->policy.step_timeout)};
+        attempt_failed(step);
+        return;
+      }
+      step->timer.expires_after(shared_->options.poll_interval);
+      step->timer.async_wait([self = shared_from_this(), step](const boost::system::error_code&) {
+        self->poll(step);
+      });
+      return;
+    }
+    if (progress.status == DeployStatus::succeeded) {
+      if (!step->policy.health_gate.enabled) {
         succeed(repo, false);
-        return;
+        return step_done(step);
       }
-      if (is_set(snapshot.deployed_at())) {
-        gate(repo, policy);
-        return;
-      }
-      if (!snapshot.handle().empty()) {
-        progress = DeployProgress{DeployStatus::running, snapshot.handle(), {}};
-      } else {
-        auto recovered = target->target->recover(context);
-        if (recovered) {
-          progress = recovered.value();
-          log_->info("deploy {}: {} was in flight; provider says {}", id_, repo,
-                     progress->status == DeployStatus::running     ? "still running"
-                     : progress->status == DeployStatus::succeeded ? "succeeded"
-                                                                   : "failed");
-        } else if (recovered.error().code == ErrorCode::not_found) {
-          log_->info("deploy {}: {} was in flight; provider has no record of it, starting it",
-                     id_, repo);
-        } else {
-          progress = DeployProgress{DeployStatus::failed, {}, recovered.error().message};
-        }
-      }
-    }
-    for (;;) {
-      if (should_stop()) return;
-      const auto attempt_started = std::chrono::steady_clock::now();
-      if (!progress) {
-        auto started = target->target->start(context, log_sink(repo, context.attempt));
-        progress = started ? started.value()
-                           : DeployProgress{DeployStatus::failed, {}, started.error().message};
-      }
-      if (progress->status == DeployStatus::running && !progress->handle.empty()) {
-        const std::string handle = progress->handle;
-        commit([&](Record& r) { return mark_handle(r, repo, handle); }, {});
-      }
-      int poll_errors = 0;
-      while (progress->status == DeployStatus::running) {
-        if (should_stop()) return;
-        if (std::chrono::steady_clock::now() - attempt_started > policy.step_timeout) {
-          progress = DeployProgress{DeployStatus::failed, progress->handle,
-                                    "timed out after " + format_duration(policy.step_timeout)};
-          break;
-        }
-        pause(shared_->options.poll_interval);
-        if (should_stop()) return;
-        auto polled = target->target->poll(context, progress->handle);
-        if (polled) {
-          poll_errors = 0;
-          progress = polled.value();
-        } else if (++poll_errors >= kMaxPollErrors) {
-          progress = DeployProgress{DeployStatus::failed, progress->handle,
-                                    "poll failed: " + polled.error().message};
-        }
-      }
-      if (should_stop()) return;
-      if (progress->status == DeployStatus::succeeded) {
-        if (!policy.health_gate.enabled) {
-          succeed(repo, false);
-          return;
-        }
-        const auto now = shared_->clock.now();
-        commit([&](Record& r) { return mark_deployed(r, repo, now); }, {});
-        gate(repo, policy);
-        return;
-      }
-      const std::string error = progress->error.empty() ? "deploy failed" : progress->error;
-      const int attempts = step_snapshot(repo).attempts();
-      if (attempts <= policy.retries && !cancel_requested()) {
-        shared_->step_retries->inc();
-        if (!commit([&](Record& r) { return mark_retrying(r, repo, error); },
-                    {{"step_retrying", repo}})) {
-          return;
-        }
-        const auto backoff = policy.retry_backoff * (1 << std::min(attempts - 1, 10));
-        pause(std::chrono::duration_cast<milliseconds>(backoff));
-        context.attempt = attempts + 1;
-        progress.reset();
-        continue;
-      }
-      fail_step(repo, error);
+      const auto now = shared_->clock.now();
+      commit([&](Record& r) { return mark_deployed(r, repo, now); }, {});
+      gate_begin(step);
       return;
     }
+    attempt_failed(step);
+  }
+
+  void poll(const StepPtr& step) {
+    if (should_stop()) return step_done(step);
+    auto target = step->target->target;
+    const DeployContext context = step->context;
+    const std::string handle = step->progress ? step->progress->handle : std::string{};
+    call_provider(
+        "poll", query_limit(step->policy),
+        [target, context, handle] { return target->poll(context, handle); },
+        [self = shared_from_this(), step, handle](Result<DeployProgress> polled) {
+          if (polled) {
+            step->poll_errors = 0;
+            self->on_progress(step, polled.value());
+          } else if (++step->poll_errors >= kMaxPollErrors) {
+            self->on_progress(step, DeployProgress{DeployStatus::failed, handle,
+                                                   "poll failed: " + polled.error().message});
+          } else {
+            self->on_progress(step, DeployProgress{DeployStatus::running, handle, {}});
+          }
+        });
+  }
+
+  void attempt_failed(const StepPtr& step) {
+    const std::string& repo = step->repo;
+    const std::string error =
+        !step->progress || step->progress->error.empty() ? "deploy failed" : step->progress->error;
+    const Step current = step_snapshot(repo);
+    const int used = retries_used(current);
+    if (used < step->policy.retries && !cancel_requested()) {
+      shared_->step_retries->inc();
+      if (!commit([&](Record& r) { return mark_retrying(r, repo, error); },
+                  {{"step_retrying", repo}})) {
+        return step_done(step);
+      }
+      const auto backoff = step->policy.retry_backoff * (1 << std::min(used, 10));
+      step->context.attempt = current.attempts() + 1;
+      step->timer.expires_after(backoff);
+      step->timer.async_wait([self = shared_from_this(), step](const boost::system::error_code&) {
+        self->start_attempt(step);
+      });
+      return;
+    }
+    fail_step(repo, error);
+    step_done(step);
   }
 
   // The health gate: the repo's services report ok, newer than the step's end, held for
-  // `soak`; otherwise the step fails at `timeout`.
-  void gate(const std::string& repo, const StepPolicy& policy) {
-    const HealthGateConfig& config = policy.health_gate;
+  // `soak`; otherwise the step fails at `timeout`. Checked every poll interval on a timer; what
+  // it waits for is written to the step (waiting_for) and published when it changes.
+  void gate_begin(const StepPtr& step) {
+    const HealthGateConfig& config = step->policy.health_gate;
     if (!config.enabled) {
-      succeed(repo, false);
+      succeed(step->repo, false);
+      return step_done(step);
+    }
+    const Step snapshot = step_snapshot(step->repo);
+    step->gate_since = from_timestamp(snapshot.deployed_at());
+    step->gate_deadline = std::chrono::steady_clock::now() + config.timeout;
+    step->healthy_since.reset();
+    step->gate_detail = "no report yet";
+    step->waiting_for = snapshot.waiting_for();
+    gate_check(step);
+  }
+
+  void gate_check(const StepPtr& step) {
+    if (should_stop()) return step_done(step);
+    const std::string& repo = step->repo;
+    const HealthGateConfig& config = step->policy.health_gate;
+    if (cancel_requested()) {
+      cancel_step(step,
+                  "cancelled while waiting for " +
+                      (step->waiting_for.empty() ? std::string{"health"} : step->waiting_for));
       return;
     }
-    const Step snapshot = step_snapshot(repo);
-    const Clock::time_point since = from_timestamp(snapshot.deployed_at());
-    const auto deadline = std::chrono::steady_clock::now() + config.timeout;
-    std::optional<std::chrono::steady_clock::time_point> healthy_since;
-    std::string detail = "no report yet";
-    for (;;) {
-      if (should_stop()) return;
-      GateCheck check;
-      {
-        std::lock_guard lock(mutex_);
-        if (abandoned_) return;
-        check = shared_->health.check(repo, since);
-      }
-      const auto now = std::chrono::steady_clock::now();
-      if (check.no_services) break;
-      if (check.healthy) {
-        if (!healthy_since) healthy_since = now;
-        if (now - *healthy_since >= config.soak) break;
-      } else {
-        healthy_since.reset();
-        detail = check.detail;
-      }
-      if (now >= deadline) {
-        fail_step(repo, fmt::format("health gate: not healthy within {}: {}",
-                                    format_duration(config.timeout), detail));
-        return;
-      }
-      pause(shared_->options.poll_interval);
+    GateCheck check;
+    {
+      std::lock_guard lock(mutex_);
+      if (abandoned_) return;
+      check = shared_->health.check(repo, step->gate_since);
     }
-    succeed(repo, true);
+    const auto now = std::chrono::steady_clock::now();
+    if (check.no_services) {
+      succeed(repo, true);
+      return step_done(step);
+    }
+    if (check.healthy) {
+      if (!step->healthy_since) step->healthy_since = now;
+      if (now - *step->healthy_since >= config.soak) {
+        succeed(repo, true);
+        return step_done(step);
+      }
+      set_waiting(step, "health: ok, holding for " + format_duration(config.soak));
+    } else {
+      step->healthy_since.reset();
+      step->gate_detail = check.detail;
+      std::vector<std::string> names;
+      for (const auto& service : check.unhealthy) names.push_back(repo + "/" + service);
+      set_waiting(step, "health: " + (names.empty() ? (check.detail.empty() ? repo : check.detail)
+                                                    : join_names(names)));
+    }
+    if (now >= step->gate_deadline) {
+      fail_step(repo, fmt::format("health gate: not healthy within {}: {}",
+                                  format_duration(config.timeout), step->gate_detail));
+      return step_done(step);
+    }
+    step->timer.expires_after(shared_->options.poll_interval);
+    step->timer.async_wait([self = shared_from_this(), step](const boost::system::error_code&) {
+      self->gate_check(step);
+    });
+  }
+
+  void set_waiting(const StepPtr& step, const std::string& what) {
+    if (what == step->waiting_for) return;
+    const std::string& repo = step->repo;
+    if (commit([&](Record& r) { return mark_waiting(r, repo, what); },
+               {{"health_gate_waiting", repo}})) {
+      step->waiting_for = what;
+    }
+  }
+
+  void cancel_step(const StepPtr& step, const std::string& why) {
+    const auto now = shared_->clock.now();
+    const std::string& repo = step->repo;
+    log_->info("deploy {}: {} {}", id_, repo, why);
+    commit([&](Record& r) { return mark_cancelled(r, repo, why, now); },
+           {{"step_cancelled", repo}});
+    step_done(step);
   }
 
   void succeed(const std::string& repo, bool gated) {
@@ -852,66 +1299,113 @@ class DeployRun : public std::enable_shared_from_this<DeployRun> {
     commit([&](Record& r) { return mark_failed(r, repo, error, now); }, {{"step_failed", repo}});
   }
 
-  void roll_back(const std::string& repo, const TargetEntry& target) {
+  void rollback_failed(const std::string& repo, const std::string& why) {
+    log_->warn("deploy {}: {} is not rolled back: {}", id_, repo, why);
+    commit([&](Record& r) { return mark_rollback_failed(r, repo, why); },
+           {{"rollback_failed", repo}});
+  }
+
+  void roll_back(const StepPtr& step) {
+    const TargetEntry& target = *step->target;
     if (!target.target->can_rollback()) {
-      commit(
-          [&](Record& r) {
-            return mark_rollback_failed(
-                r, repo, "provider " + target.provider + " cannot roll this target back");
-          },
-          {{"step_failed", repo}});
-      return;
+      rollback_failed(step->repo, "provider " + target.provider + " cannot roll this target back");
+      return step_done(step);
     }
-    const Step snapshot = step_snapshot(repo);
-    DeployContext context = context_for(repo, snapshot.attempts());
-    auto result = target.target->rollback(context, log_sink(repo, context.attempt));
-    if (should_stop()) return;
-    if (result && result.value().status == DeployStatus::succeeded) {
-      const auto now = shared_->clock.now();
-      commit([&](Record& r) { return mark_rolled_back(r, repo, now); }, {{"rolled_back", repo}});
-      return;
-    }
-    const std::string error =
-        !result ? result.error().message
-                : (result.value().error.empty() ? "rollback did not succeed" : result.value().error);
-    log_->warn("deploy {}: rolling {} back failed: {}", id_, repo, error);
-    commit([&](Record& r) { return mark_rollback_failed(r, repo, "rollback: " + error); },
-           {{"step_failed", repo}});
+    const Step snapshot = step_snapshot(step->repo);
+    const DeployContext context = context_for(step->repo, snapshot.attempts());
+    auto provider = target.target;
+    LogSink sink = log_sink(step->repo, context.attempt);
+    call_provider(
+        "rollback", action_limit(target),
+        [provider, context, sink] { return provider->rollback(context, sink); },
+        [self = shared_from_this(), step](Result<DeployProgress> result) {
+          if (self->should_stop()) return self->step_done(step);
+          const std::string& repo = step->repo;
+          if (result && result.value().status == DeployStatus::succeeded) {
+            const auto now = self->shared_->clock.now();
+            self->commit([&](Record& r) { return mark_rolled_back(r, repo, now); },
+                         {{"rolled_back", repo}});
+            return self->step_done(step);
+          }
+          const std::string error = !result
+                                        ? result.error().message
+                                        : (result.value().error.empty() ? "rollback did not succeed"
+                                                                        : result.value().error);
+          self->rollback_failed(repo, "rollback: " + error);
+          self->step_done(step);
+        });
   }
 
   std::shared_ptr<Shared> shared_;
   const std::string id_;
-  std::uint64_t lease_revision_;  // main thread only
+  std::uint64_t lease_revision_;  // lease strand only (after begin())
   const bool resumed_;
   std::shared_ptr<spdlog::logger> log_;
+  // Everything not guarded below is used on strand_ only.
+  asio::strand<asio::io_context::executor_type> strand_;
+  asio::strand<asio::io_context::executor_type> lease_strand_;  // lease renewal and refresh
+  asio::steady_timer tick_;
   std::shared_ptr<const Inventory> inventory_;  // set before any step starts
   int parallel_ = 1;
-  std::vector<std::string> repos_;                      // main thread only
-  std::set<std::string> lost_locks_;                    // main thread only
-  std::chrono::steady_clock::time_point next_renewal_;  // main thread only
+  std::vector<std::string> repos_;
+  std::set<std::string> lost_locks_;
+  std::atomic<std::chrono::steady_clock::time_point> next_renewal_{};
+  std::atomic<bool> renewing_{false};
+  std::map<std::string, StepPtr> steps_;           // steps in flight here, by repo
+  std::vector<std::weak_ptr<PendingCall>> calls_;  // provider calls in flight, for end()
+  bool waiting_for_slot_ = false;
+  bool has_slot_ = false;
+  bool running_ = false;  // loaded and marked running: decide() may act
+  bool ended_ = false;
 
   mutable std::mutex mutex_;  // guards record_, revision_, lost_, abandoned_; held while publishing
   Record record_;
   std::uint64_t revision_ = 0;
   bool lost_ = false;
-  bool abandoned_ = false;
-  bool claimed_ = false;  // the record names us as owner
-  std::string env_;       // set by load(), then constant
+  std::atomic<bool> abandoned_{false};  // also read under mutex_ before publishing
+  bool claimed_ = false;                // the record names us as owner
+  std::string env_;                     // set by load(), then constant
 
   std::atomic<bool> stopping_{false};
-  std::mutex wake_mutex_;  // guards woken_
-  std::condition_variable wake_cv_;
+  std::atomic<bool> wake_posted_{false};
+  std::mutex wake_mutex_;  // pairs with stop_cv_ for pause()
   std::condition_variable stop_cv_;
-  bool woken_ = false;
 
-  std::mutex threads_mutex_;  // guards steps_, done_steps_, live_threads_, finished_
-  std::condition_variable threads_cv_;
-  std::map<std::string, std::thread> steps_;
-  std::set<std::string> done_steps_;
-  int live_threads_ = 0;
+  std::mutex done_mutex_;  // pairs with done_cv_ for join()
+  std::condition_variable done_cv_;
   std::atomic<bool> finished_{false};
-  std::thread main_;
 };
+
+bool Orchestrator::Shared::take_slot(const std::shared_ptr<DeployRun>& run) {
+  std::lock_guard lock(slots_mutex);
+  const int max_active = std::max(1, current_inventory()->settings().max_active);
+  if (active < max_active) {
+    ++active;
+    active_gauge->set(active);
+    return true;
+  }
+  waiting_for_slot.push_back(run);
+  return false;
+}
+
+void Orchestrator::Shared::release_slot() {
+  std::shared_ptr<DeployRun> next;
+  {
+    std::lock_guard lock(slots_mutex);
+    --active;
+    while (!waiting_for_slot.empty()) {
+      next = waiting_for_slot.front().lock();
+      waiting_for_slot.pop_front();
+      if (next && !next->finished()) {
+        ++active;
+        break;
+      }
+      next.reset();
+    }
+    active_gauge->set(active);
+  }
+  if (next) next->slot_granted();
+}
 
 // ---- Orchestrator ------------------------------------------------------------------------------
 
@@ -994,6 +1488,7 @@ void Orchestrator::stop(std::chrono::milliseconds budget) {
     store->release_lease(kSchedulerLease, options_.instance_id);
   }
   scheduler_.store(false);
+  shared_->stop_threads(deadline);
 }
 
 void Orchestrator::scheduler_loop() {

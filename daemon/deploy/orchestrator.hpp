@@ -30,6 +30,7 @@ struct GateCheck {
   bool healthy = false;    // every service of the repo reports ok, newer than `since`
   bool no_services = false;  // the repo has no services to wait for
   std::string detail;      // what is missing, for the error when the gate times out
+  std::vector<std::string> unhealthy;  // the services not yet healthy ("http"), for operators
 };
 
 class HealthGateSource {
@@ -44,6 +45,11 @@ struct OrchestratorOptions {
   int replicas = 1;         // of the KV buckets
   // How often a step's provider is polled, and the health gate checked.
   std::chrono::milliseconds poll_interval{250};
+  // Threads running every deploy and step (waits are timers, not threads).
+  int executor_threads = 4;
+  // At most this many provider calls at once, each on its own thread (exec's start() blocks
+  // for the whole command); hung calls keep theirs, so this also bounds what they can take.
+  int provider_threads = 64;
 };
 
 class DeployRun;

@@ -368,10 +368,15 @@ Result<DeployProgress> ExecDeployTarget::recover(const DeployContext& context) {
   if (!stem) return stem.error();
   std::error_code ec;
   if (fs::exists(stem.value() + ".started", ec)) {
-    return DeployProgress{DeployStatus::failed, context.deploy_id, kInterrupted};
+    return DeployProgress{DeployStatus::interrupted, context.deploy_id, kInterrupted};
   }
   return not_found("exec provider: deploy " + context.deploy_id + " attempt " +
                    std::to_string(context.attempt) + " never started");
+}
+
+std::optional<Duration> ExecDeployTarget::max_call_duration() const {
+  return settings_.timeout + std::chrono::duration_cast<Duration>(kKillGrace + kDrainGrace) +
+         std::chrono::seconds{5};
 }
 
 Result<DeployProgress> ExecDeployTarget::rollback(const DeployContext& context,

@@ -40,8 +40,9 @@ namespace orgd {
 //   <deploy_id>.<attempt>.json     {exit_code, status, error, finished_at} once it has ended
 //                                  (exit_code is null when there is none: timeout, signal).
 // recover() reads them: result → that result; marker alone → orgd died while the command ran
-// (and the command with it) → failed, "interrupted: ..."; neither → not_found. Without a state
-// directory (targets built directly in tests) no files are written and recover() knows nothing.
+// (and the command with it) → interrupted, "interrupted: ..." (run again as a new attempt);
+// neither → not_found. Without a state directory (targets built directly in tests) no files are
+// written and recover() knows nothing.
 class ExecDeployTarget final : public DeployTarget {
  public:
   struct Settings {
@@ -70,6 +71,8 @@ class ExecDeployTarget final : public DeployTarget {
   Result<DeployProgress> poll(const DeployContext& context, const std::string& handle) override;
   Result<DeployProgress> rollback(const DeployContext& context, const LogSink& log) override;
   bool can_rollback() const override { return settings_.rollback_command.has_value(); }
+  // `timeout`, then the kill grace and the output drain.
+  std::optional<Duration> max_call_duration() const override;
   Result<DeployProgress> recover(const DeployContext& context) override;
 
  private:

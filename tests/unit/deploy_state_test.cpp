@@ -189,6 +189,49 @@ TEST(DeployState, RetryingCountsTheAttemptAndForgetsTheOldHandle) {
   EXPECT_EQ(api.provider(), "exec");
 }
 
+TEST(DeployState, AnInterruptedAttemptIsANewAttemptButNotARetry) {
+  Record r = three_waves();
+  ASSERT_TRUE(mark_started(r, "api", "exec", t0));
+  EXPECT_EQ(retries_used(*find_step(r, "api")), 0);
+  ASSERT_TRUE(mark_interrupted(r, "api", "interrupted: orgd stopped"));
+  const Step& api = *find_step(r, "api");
+  EXPECT_EQ(api.state(), Step::running);
+  EXPECT_EQ(api.attempts(), 2);
+  EXPECT_EQ(api.interrupted_attempts(), 1);
+  EXPECT_EQ(retries_used(api), 0);
+  ASSERT_TRUE(mark_retrying(r, "api", "exit 1"));
+  EXPECT_EQ(retries_used(*find_step(r, "api")), 1);
+  ASSERT_TRUE(mark_failed(r, "api", "exit 1", t0));
+  EXPECT_FALSE(mark_interrupted(r, "api", "late")) << "only a running step";
+}
+
+TEST(DeployState, WaitingForIsSetWhileRunningAndClearedWhenTheStepEnds) {
+  Record r = three_waves();
+  ASSERT_TRUE(mark_started(r, "api", "local", t0));
+  ASSERT_TRUE(mark_waiting(r, "api", "health: api/http"));
+  EXPECT_FALSE(mark_waiting(r, "api", "health: api/http")) << "unchanged: nothing to write";
+  EXPECT_EQ(find_step(r, "api")->waiting_for(), "health: api/http");
+  ASSERT_TRUE(mark_succeeded(r, "api", t0 + 1s));
+  EXPECT_TRUE(find_step(r, "api")->waiting_for().empty());
+  EXPECT_FALSE(mark_waiting(r, "api", "health: api/http"));
+}
+
+TEST(DeployState, ACancelledRunningStepEndsTheDeployCancelled) {
+  Record r = three_waves();
+  ASSERT_TRUE(mark_started(r, "api", "local", t0));
+  ASSERT_TRUE(mark_waiting(r, "api", "health: api/http"));
+  ASSERT_TRUE(request_cancel(r, "operator", t0));
+  ASSERT_TRUE(mark_cancelled(r, "api", "cancelled while waiting for health: api/http", t0));
+  const Step& api = *find_step(r, "api");
+  EXPECT_EQ(api.state(), Step::cancelled);
+  EXPECT_TRUE(api.waiting_for().empty());
+  EXPECT_TRUE(api.has_finished_at());
+  auto next = next_actions(r, 4);
+  EXPECT_EQ(next.skip.size(), 3U);
+  ASSERT_TRUE(next.finish);
+  EXPECT_EQ(*next.finish, Record::cancelled);
+}
+
 TEST(DeployState, MergeTakesOnlyACancelRequestFromOthers) {
   Record ours = three_waves();
   mark_running(ours, "replica-a", t0);

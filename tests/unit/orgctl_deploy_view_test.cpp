@@ -232,7 +232,7 @@ TEST(OrgctlDeployFormat, RecordTableHasOneRowPerStepWithOneBasedWaves) {
   auto text = render_deploy_record(r, kNoon);
   EXPECT_THAT(text, HasSubstr("deploy d-1 to dev (ref abc): failed\n"));
   EXPECT_THAT(text, HasSubstr("error: web failed\n"));
-  EXPECT_THAT(text, HasSubstr("WAVE  REPO  STATE      ATTEMPTS  TOOK  HEALTHY  ERROR\n"));
+  EXPECT_THAT(text, HasSubstr("WAVE  REPO  STATE      ATTEMPTS  TOOK  HEALTHY  DETAIL\n"));
   EXPECT_THAT(text, HasSubstr("1     api   succeeded  1         45s   yes      -\n"));
   EXPECT_THAT(text, HasSubstr("2     web   failed     3         -     -        exit status 2\n"));
 }
@@ -423,6 +423,65 @@ TEST(OrgctlDeployRequestId, RandomHexOfFixedLength) {
   EXPECT_EQ(a.size(), 32U);
   EXPECT_EQ(a.find_first_not_of("0123456789abcdef"), std::string::npos) << a;
   EXPECT_NE(a, b);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A step waiting for its health gate, and a step that was not rolled back
+
+DeployStep waiting_step() {
+  auto s = step("api", DeployStep::running, 1);
+  s.set_waiting_for("health: api/http");
+  return s;
+}
+
+DeployStep not_rolled_back() {
+  auto s = step("api", DeployStep::succeeded, 1);
+  s.set_rollback_error("provider local cannot roll this target back");
+  return s;
+}
+
+TEST(OrgctlDeployEventLine, GateWaitsAndMissedRollbacksSayWhy) {
+  EXPECT_EQ(format_event_line(event("health_gate_waiting", waiting_step(), kNoon), false),
+            "12:00:00 api waiting for health: api/http");
+  EXPECT_EQ(format_event_line(event("rollback_failed", not_rolled_back(), kNoon), false),
+            "12:00:00 api not rolled back: provider local cannot roll this target back");
+  auto again = step("api", DeployStep::running, 2);
+  again.set_error("interrupted: orgd stopped while the command ran");
+  EXPECT_EQ(format_event_line(event("step_interrupted", again, kNoon), false),
+            "12:00:00 api step_interrupted (now attempt 2): interrupted: orgd stopped while the "
+            "command ran");
+}
+
+TEST(OrgctlDeployFormat, RecordTableSaysWhatAStepWaitsForAndWhyItWasNotRolledBack) {
+  DeployRecord r;
+  r.set_deploy_id("d-1");
+  r.set_env("dev");
+  r.set_state(DeployRecord::running);
+  *r.add_steps() = waiting_step();
+  auto* web = r.add_steps();
+  *web = not_rolled_back();
+  web->set_repo("web");
+  auto text = render_deploy_record(r, kNoon);
+  EXPECT_THAT(text, HasSubstr("api   running    1         -     -        waiting for health: "
+                              "api/http\n"));
+  EXPECT_THAT(text, HasSubstr("web   succeeded  1         -     -        not rolled back: provider "
+                              "local cannot roll this target back\n"));
+}
+
+TEST(OrgctlDeployProgress, LiveViewShowsTheGateWaitUntilTheStepMovesOn) {
+  auto p = planned();
+  p.apply(event("step_started", step("api", DeployStep::running, 1), kNoon));
+  p.apply(event("health_gate_waiting", waiting_step(), kNoon));
+  EXPECT_THAT(p.render(kNoon, 200)[1], HasSubstr("waiting for health: api/http"));
+  p.apply(event("step_succeeded", step("api", DeployStep::succeeded, 1), kNoon));
+  EXPECT_THAT(p.render(kNoon, 200)[1], Not(HasSubstr("waiting for")));
+  auto cancelled = step("web", DeployStep::cancelled, 1);
+  cancelled.set_error("cancelled while waiting for health: web/http");
+  p.apply(event("step_cancelled", cancelled, kNoon));
+  EXPECT_THAT(p.render(kNoon, 200)[2], HasSubstr("cancelled while waiting for health: web/http"));
+  p.apply(event("rollback_failed", not_rolled_back(), kNoon));
+  EXPECT_THAT(p.render(kNoon, 200)[1],
+              HasSubstr("not rolled back: provider local cannot roll this target back"));
 }
 
 }  // namespace

@@ -678,7 +678,7 @@ TEST_F(ExecProviderTest, StartedWithoutResultRecoversAsInterrupted) {
   auto t = target("{command: 'true'}");
   auto recovered = t->recover(context());
   ASSERT_TRUE(recovered) << recovered.error().message;
-  EXPECT_EQ(recovered.value().status, DeployStatus::failed);
+  EXPECT_EQ(recovered.value().status, DeployStatus::interrupted);
   EXPECT_EQ(recovered.value().error, "interrupted: orgd stopped while the command ran");
   EXPECT_EQ(recovered.value().handle, "d-1");
 }
