@@ -240,6 +240,10 @@ void Daemon::start() {
         return on_deploy_command(command, dedup_id);
       },
       *nats_, *rejections_, metrics_);
+  deploy_commands_->set_carried_out_query(
+      [this](const BusMessage& command, const std::string& dedup_id) {
+        return deploy_command_carried_out(command, dedup_id);
+      });
 
   log->info("connecting to NATS at {}", redact_urls(config_.nats.urls));
   nats_->connect();
@@ -532,6 +536,19 @@ Result<Ok> Daemon::on_deploy_command(const BusMessage& command, const std::strin
   auto accepted = orchestrator_->deploy(request, dedup_id);
   if (!accepted) return accepted.error();
   return Ok{};
+}
+
+Result<bool> Daemon::deploy_command_carried_out(const BusMessage& command,
+                                                const std::string& dedup_id) {
+  const Encoding encoding =
+      encoding_from_content_type(command.header(kContentTypeHeader).value_or(std::string()));
+  v1::DeployRequest request;
+  // Undecodable: it was dead-lettered at its first delivery already.
+  if (!decode(command.data, encoding, request, static_cast<std::size_t>(config_.nats.max_payload))) {
+    return true;
+  }
+  return orchestrator_->request_known(request.request_id().empty() ? dedup_id
+                                                                   : request.request_id());
 }
 
 void Daemon::on_deploy_event(const BusMessage& message) {

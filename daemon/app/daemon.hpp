@@ -102,6 +102,7 @@ class Daemon {
   void refresh_gauges();
   void on_deploy_event(const BusMessage& message);
   Result<Ok> on_deploy_command(const BusMessage& command, const std::string& dedup_id);
+  Result<bool> deploy_command_carried_out(const BusMessage& command, const std::string& dedup_id);
   std::shared_ptr<const deploy::Inventory> build_inventory(const Config& config) const;
 
   Config config_;
