@@ -209,6 +209,7 @@ void Daemon::start() {
 
   nats_ = std::make_unique<NatsConnection>(
       std::move(settings), [this](ConnectionState s) { on_connection_state(s); });
+  nats_->set_metrics(metrics_);
   rejections_ = std::make_unique<Rejections>(prefix_, *nats_, metrics_);
   router_ = std::make_unique<ApiRouter>(prefix_, static_cast<std::size_t>(config_.nats.max_payload),
                                         *nats_, *rejections_, metrics_);
@@ -576,6 +577,7 @@ void Daemon::schedule_sweep() {
 void Daemon::refresh_gauges() {
   services_gauge_->set(static_cast<double>(health_.service_count()));
   connected_gauge_->set(connected_ ? 1 : 0);
+  if (nats_) nats_->refresh_dropped();
 }
 
 HttpResponse Daemon::on_http(const HttpRequest& request) {
