@@ -210,6 +210,10 @@ void Daemon::start() {
   nats_ = std::make_unique<NatsConnection>(
       std::move(settings), [this](ConnectionState s) { on_connection_state(s); });
   nats_->set_metrics(metrics_);
+  events_ = std::make_unique<AckedPublisher>(*nats_, metrics_);
+  AckedPublisherSettings health_state_settings;
+  health_state_settings.kind = "health_state";
+  health_states_ = std::make_unique<AckedPublisher>(*nats_, metrics_, health_state_settings);
   rejections_ = std::make_unique<Rejections>(prefix_, *nats_, metrics_);
   router_ = std::make_unique<ApiRouter>(prefix_, static_cast<std::size_t>(config_.nats.max_payload),
                                         *nats_, *rejections_, metrics_);
@@ -228,7 +232,7 @@ void Daemon::start() {
   deploy_options.prefix = prefix_;
   deploy_options.replicas = config_.nats.replicas;
   deploy_options.poll_interval = options_.deploy_poll_interval;
-  orchestrator_ = std::make_unique<deploy::Orchestrator>(deploy_options, inventory_, *nats_,
+  orchestrator_ = std::make_unique<deploy::Orchestrator>(deploy_options, inventory_, *events_,
                                                          *health_gate_, metrics_, clock_);
   CommandIntakeSettings intake;
   intake.prefix = prefix_;
@@ -459,13 +463,14 @@ void Daemon::publish_health_update(const HealthRegistry::Update& update) {
     state.subject = fmt::format("{}.state.health.{}.{}", prefix_, update.service->repo(),
                                 update.service->service());
     state.data = encode(*update.service, Encoding::json);
-    (void)nats_->publish(state);
+    // Acknowledged and ordered per service: an older state never lands after a newer one.
+    (void)health_states_->publish_latest(state);
   }
   if (update.repo_change) {
     BusMessage event;
     event.subject = fmt::format("{}.events.health.{}.changed", prefix_, update.repo_change->repo());
     event.data = encode(*update.repo_change, Encoding::json);
-    (void)nats_->publish(event);
+    (void)events_->publish(event);
     logging::get("health")->info(
         "repo {} is {} (was {}, by {})", update.repo_change->repo(),
         v1::Health::Status_Name(update.repo_change->health()),
@@ -693,7 +698,10 @@ void Daemon::stop() {
   }
   if (sweep_timer_) asio::post(io_, [this] { sweep_timer_->cancel(); });
   if (http_) http_->stop();
-  // 3. Flush what handlers published, then close.
+  // 3. Flush what handlers published (events and states wait for their acks), then close.
+  for (auto* publisher : {events_.get(), health_states_.get()}) {
+    if (publisher != nullptr) publisher->stop(std::chrono::milliseconds(500));
+  }
   if (nats_) nats_->close(std::chrono::milliseconds(500));
   {
     std::lock_guard lock(subs_mutex_);

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "daemon/bus/acked_publisher.hpp"
 #include "daemon/bus/nats_connection.hpp"
 #include "daemon/bus/service_discovery.hpp"
 #include "daemon/core/clock.hpp"
@@ -124,6 +125,10 @@ class Daemon {
 
   std::unique_ptr<EmbeddedNatsServer> embedded_;
   std::unique_ptr<NatsConnection> nats_;
+  // Acknowledged JetStream publishes: the audit trail (ORGD_EVENTS) and the last state of each
+  // service (ORGD_HEALTH, newest state per subject). After nats_: they go first.
+  std::unique_ptr<AckedPublisher> events_;
+  std::unique_ptr<AckedPublisher> health_states_;
   std::unique_ptr<Rejections> rejections_;
   std::unique_ptr<ApiRouter> router_;
   std::unique_ptr<ServiceDiscovery> discovery_;

@@ -23,16 +23,6 @@ void check(natsStatus s, const char* what) {
   if (s != NATS_OK) throw std::runtime_error(fmt::format("nats: {}: {}", what, status_text(s)));
 }
 
-// Builds a nats.c message from ours. The caller destroys it.
-natsMsg* to_nats(const BusMessage& m) {
-  natsMsg* msg = nullptr;
-  natsStatus s = natsMsg_Create(&msg, m.subject.c_str(), m.reply.empty() ? nullptr : m.reply.c_str(),
-                                m.data.data(), static_cast<int>(m.data.size()));
-  if (s != NATS_OK) return nullptr;
-  for (const auto& [k, v] : m.headers) natsMsgHeader_Add(msg, k.c_str(), v.c_str());
-  return msg;
-}
-
 void wipe(std::string& s) {
   if (!s.empty()) sodium_memzero(s.data(), s.size());
   s.clear();
@@ -385,7 +375,7 @@ std::string NatsConnection::connected_url() const {
 
 Result<Ok> NatsConnection::publish(const BusMessage& message) {
   if (conn_ == nullptr) return unavailable("not connected to NATS");
-  natsMsg* msg = to_nats(message);
+  natsMsg* msg = message.to_nats();
   if (msg == nullptr) return internal_error("cannot build a NATS message");
   natsStatus s = natsConnection_PublishMsg(conn_, msg);
   natsMsg_Destroy(msg);
@@ -396,7 +386,7 @@ Result<Ok> NatsConnection::publish(const BusMessage& message) {
 Result<BusMessage> NatsConnection::request(const BusMessage& message,
                                            std::chrono::milliseconds timeout) {
   if (conn_ == nullptr) return unavailable("not connected to NATS");
-  natsMsg* msg = to_nats(message);
+  natsMsg* msg = message.to_nats();
   if (msg == nullptr) return internal_error("cannot build a NATS message");
   natsMsg* reply = nullptr;
   natsStatus s = natsConnection_RequestMsg(&reply, conn_, msg, timeout.count());
