@@ -201,19 +201,21 @@ bool AckedPublisher::send(Item item, std::unique_lock<std::mutex>& lock) {
     options.PublishAsync.AckHandler = [](jsCtx*, natsMsg* msg, jsPubAck* ack, jsPubAckErr* error,
                                          void* closure) {
       auto* gate = static_cast<Gate*>(closure);
-      std::lock_guard gate_lock(gate->mutex);
-      if (gate->owner == nullptr) {
-        natsMsg_Destroy(msg);
-        return;
-      }
-      AckedPublisher* self = gate->owner;
-      guard_callback("jetstream.ack", self->callback_errors_, [&] {
-        std::string why;
-        if (ack == nullptr) {
-          why = error != nullptr && error->ErrText != nullptr ? error->ErrText
-                                                               : "no acknowledgement";
+      guard_callback("jetstream.ack", nullptr, [&] {
+        std::lock_guard gate_lock(gate->mutex);
+        if (gate->owner == nullptr) {
+          natsMsg_Destroy(msg);
+          return;
         }
-        self->on_ack(msg, ack != nullptr, why);
+        AckedPublisher* self = gate->owner;
+        guard_callback("jetstream.ack", self->callback_errors_, [&] {
+          std::string why;
+          if (ack == nullptr) {
+            why = error != nullptr && error->ErrText != nullptr ? error->ErrText
+                                                                 : "no acknowledgement";
+          }
+          self->on_ack(msg, ack != nullptr, why);
+        });
       });
     };
     jsCtx* js = nullptr;
