@@ -148,7 +148,7 @@ struct NatsConnection::Credentials {
   static natsStatus sign(char** err_text, unsigned char** signature, int* length,
                          const char* nonce, void* closure) {
     auto* self = static_cast<Credentials*>(closure);
-    return guard_callback_or("nats.sign", self->errors, NATS_ERR, [&] {
+    return guard_callback_or("nats.credentials", self->errors, NATS_ERR, [&] {
       natsStatus s = nats_Sign(self->seed.c_str(), nonce, signature, length);
       if (s != NATS_OK && err_text != nullptr) {
         *err_text = strdup("signing the server nonce failed");
@@ -159,7 +159,7 @@ struct NatsConnection::Credentials {
 
   static natsStatus user_jwt(char** jwt, char** err_text, void* closure) {
     auto* self = static_cast<Credentials*>(closure);
-    return guard_callback_or("nats.user_jwt", self->errors, NATS_ERR, [&] {
+    return guard_callback_or("nats.credentials", self->errors, NATS_ERR, [&] {
       *jwt = strdup(self->jwt.c_str());
       return *jwt != nullptr ? NATS_OK : NATS_NO_MEMORY;
     });
@@ -233,7 +233,7 @@ void NatsConnection::on_closed(natsConnection*, void* self) {
   auto* me = static_cast<NatsConnection*>(self);
   me->set_state(ConnectionState::closed);
   // Notified under the lock: close() may destroy this object as soon as it sees the flag.
-  guard_callback("nats.closed", me->state_errors_, [&] {
+  guard_callback("nats.state", me->state_errors_, [&] {
     std::lock_guard lock(me->closed_mutex_);
     me->closed_delivered_ = true;
     me->closed_cv_.notify_all();
@@ -259,7 +259,7 @@ void NatsConnection::connect() {
             opts,
             [](natsConnection*, int attempts, void* self) -> int64_t {
               auto* me = static_cast<NatsConnection*>(self);
-              return guard_callback_or("nats.reconnect_delay", me->state_errors_, int64_t{1000},
+              return guard_callback_or("nats.state", me->state_errors_, int64_t{1000},
                                        [&]() -> int64_t {
                 auto base = me->settings_.reconnect_wait.count();
                 int64_t delay = std::max<int64_t>(base, 1);
