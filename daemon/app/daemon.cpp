@@ -213,6 +213,8 @@ void Daemon::start() {
   events_ = std::make_unique<AckedPublisher>(*nats_, metrics_);
   AckedPublisherSettings health_state_settings;
   health_state_settings.kind = "health_state";
+  // One state per service at most waits, so retrying longer costs little: about 5 minutes.
+  health_state_settings.max_attempts = 64;
   health_states_ = std::make_unique<AckedPublisher>(*nats_, metrics_, health_state_settings);
   rejections_ = std::make_unique<Rejections>(prefix_, *nats_, metrics_);
   router_ = std::make_unique<ApiRouter>(prefix_, static_cast<std::size_t>(config_.nats.max_payload),

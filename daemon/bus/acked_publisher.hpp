@@ -28,8 +28,9 @@ struct AckedPublisherSettings {
   std::size_t max_in_flight = 1024;
   // Messages waiting to go out (first attempts and retries); beyond it publish() refuses.
   std::size_t max_queued = 16'384;
-  // Attempts per message, the first included; then it is given up (counted and logged).
-  int max_attempts = 5;
+  // Attempts per message, the first included; then it is given up (counted and logged). With
+  // the delays below, 8 attempts span about 16 s plus the ack timeouts.
+  int max_attempts = 8;
   // No ack within this: the attempt failed (the server may still have stored it: events carry
   // Nats-Msg-Id, so the stream drops the duplicate of a retry).
   std::chrono::milliseconds ack_timeout{5000};
