@@ -205,7 +205,19 @@ void CommandIntake::handle(natsMsg* raw) {
   if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
     sequence = meta->Sequence.Stream;
     delivered = meta->NumDelivered;
+    const bool ours = meta->Stream != nullptr && std::string_view(meta->Stream) == kCmdStream;
     jsMsgMetaData_Destroy(meta);
+    if (!ours) sequence = 0;
+  }
+  // Anyone can publish on the delivery subject: what did not come from ORGD_CMD (no JetStream
+  // metadata naming it) was never stored, de-duplicated or audited, and is not a command.
+  if (sequence == 0) {
+    rejections_.reject(command,
+                       invalid_argument(fmt::format("not a delivery of stream {}: publish "
+                                                    "commands on {}",
+                                                    kCmdStream, subject())),
+                       "cmd", Encoding::json);
+    return;
   }
   const std::string dedup =
       command.header("Nats-Msg-Id").value_or(fmt::format("{}:{}", kCmdStream, sequence));

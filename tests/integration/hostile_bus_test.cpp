@@ -186,5 +186,25 @@ TEST_F(HostileBusTest, AnAdvisoryTheServerDoesNotConfirmIsRefused) {
   EXPECT_TRUE(status_answers());
 }
 
+TEST_F(HostileBusTest, ACommandPublishedStraightToTheDeliverySubjectIsRefused) {
+  // The consumer's delivery subject is a plain subject: a client can publish a "command" there
+  // that never went through ORGD_CMD (no stream sequence, no de-duplication, no audit).
+  Collector accepted(client.get(), "org.acme.events.deploy.*.accepted");
+  publish_command("org.acme.cmd.deploy", R"({"repos":["api"],"env":"dev","requestId":"real"})");
+  ASSERT_TRUE(wait_until([&] { return accepted.size() == 1; }, 10s));
+  publish("_ORGD_DELIVER.org.acme.deploy",
+          R"({"repos":["api"],"env":"dev","requestId":"forged"})");
+  ASSERT_EQ(natsConnection_Flush(client.get()), NATS_OK);
+  auto refused = [&] {
+    return daemon->metrics()
+        .counter("orgd_messages_rejected_total", "", {{"kind", "cmd"}, {"code", "invalid_argument"}})
+        .value();
+  };
+  ASSERT_TRUE(wait_until([&] { return refused() == 1 || accepted.size() > 1; }, 10s));
+  EXPECT_EQ(accepted.size(), 1u) << "a command that bypassed the stream was carried out";
+  EXPECT_EQ(refused(), 1);
+  EXPECT_TRUE(status_answers());
+}
+
 }  // namespace
 }  // namespace orgd
