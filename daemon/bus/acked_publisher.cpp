@@ -91,9 +91,7 @@ Result<Ok> AckedPublisher::publish_latest(const BusMessage& message) {
   return Ok{};
 }
 
-bool AckedPublisher::idle_locked() const {
-  return queued_ == 0 && in_flight_.empty();
-}
+bool AckedPublisher::idle_locked() const { return queued_ == 0 && in_flight_.empty(); }
 
 std::size_t AckedPublisher::pending() const {
   std::lock_guard lock(mutex_);
@@ -212,7 +210,7 @@ bool AckedPublisher::send(Item item, std::unique_lock<std::mutex>& lock) {
           std::string why;
           if (ack == nullptr) {
             why = error != nullptr && error->ErrText != nullptr ? error->ErrText
-                                                                 : "no acknowledgement";
+                                                                : "no acknowledgement";
           }
           self->on_ack(msg, ack != nullptr, why);
         });
@@ -287,9 +285,8 @@ void AckedPublisher::failed(Item item, const std::string& why) {
   std::uint64_t suppressed = 0;
   if (log_limiter_.allow(&suppressed)) {
     logging::get("bus")->warn(
-        "{} publish on {} failed (attempt {} of {}): {}{}{}", settings_.kind,
-        item.message.subject, attempts, settings_.max_attempts, why,
-        again ? "; trying again" : "; given up",
+        "{} publish on {} failed (attempt {} of {}): {}{}{}", settings_.kind, item.message.subject,
+        attempts, settings_.max_attempts, why, again ? "; trying again" : "; given up",
         suppressed > 0 ? fmt::format(" ({} similar lines not logged)", suppressed) : "");
   }
   const auto when = SteadyClock::now() + delay_after(item.attempts);

@@ -80,7 +80,7 @@ class AckedPublisher final : public Publisher {
  private:
   struct Item {
     BusMessage message;
-    int attempts = 0;  // made so far
+    int attempts = 0;        // made so far
     std::string latest_key;  // empty for audit messages
   };
   struct Latest {
@@ -118,15 +118,15 @@ class AckedPublisher final : public Publisher {
   std::condition_variable wake_;
   std::condition_variable idle_;
   bool stopping_ = false;
-  __jsCtx* js_ = nullptr;  // created by the worker on first use
+  __jsCtx* js_ = nullptr;   // created by the worker on first use
   std::deque<Item> ready_;  // audit messages to send now, in order
   std::multimap<std::chrono::steady_clock::time_point, Item> retries_;  // audit retries
-  std::map<std::string, Latest> latest_;  // by subject
+  std::map<std::string, Latest> latest_;                                // by subject
   std::deque<std::string> latest_ready_;  // subjects whose next state may go out now
   std::multimap<std::chrono::steady_clock::time_point, std::string> latest_retries_;
   std::unordered_map<__natsMsg*, Item> in_flight_;  // by nats.c's message
-  std::size_t queued_ = 0;  // ready_ + retries_ + states waiting in latest_
-  Gate* gate_;  // deliberately never freed: see Gate
+  std::size_t queued_ = 0;                          // ready_ + retries_ + states waiting in latest_
+  Gate* gate_;                                      // deliberately never freed: see Gate
   std::thread worker_;
 };
 

@@ -259,14 +259,14 @@ void NatsConnection::connect() {
             opts,
             [](natsConnection*, int attempts, void* self) -> int64_t {
               auto* me = static_cast<NatsConnection*>(self);
-              return guard_callback_or("nats.state", me->state_errors_, int64_t{1000},
-                                       [&]() -> int64_t {
-                auto base = me->settings_.reconnect_wait.count();
-                int64_t delay = std::max<int64_t>(base, 1);
-                for (int i = 1; i < attempts && delay < 30'000; ++i) delay *= 2;
-                delay = std::min<int64_t>(delay, 30'000);
-                return delay + randombytes_uniform(static_cast<uint32_t>(delay / 4 + 1));
-              });
+              return guard_callback_or(
+                  "nats.state", me->state_errors_, int64_t{1000}, [&]() -> int64_t {
+                    auto base = me->settings_.reconnect_wait.count();
+                    int64_t delay = std::max<int64_t>(base, 1);
+                    for (int i = 1; i < attempts && delay < 30'000; ++i) delay *= 2;
+                    delay = std::min<int64_t>(delay, 30'000);
+                    return delay + randombytes_uniform(static_cast<uint32_t>(delay / 4 + 1));
+                  });
             },
             this),
         "reconnect delay");

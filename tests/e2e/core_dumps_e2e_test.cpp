@@ -36,9 +36,9 @@ std::string core_limit_line(pid_t pid) {
 TEST(CoreDumpsE2eTest, OrgdRunsWithCoreDumpsOff) {
   NatsServer server;
   TempDir dir("orgd-core");
-  testing::write_file(dir / "orgd.yaml",
-                      "org: acme\nnats:\n  urls: [" + server.url() + "]\n  data_dir: " +
-                          dir.path().string() + "\nhttp:\n  enabled: false\nlog:\n  level: info\n");
+  testing::write_file(dir / "orgd.yaml", "org: acme\nnats:\n  urls: [" + server.url() +
+                                             "]\n  data_dir: " + dir.path().string() +
+                                             "\nhttp:\n  enabled: false\nlog:\n  level: info\n");
   // orgd starts with core dumps allowed up to the hard limit (shells often set the soft one to
   // 0), so what it shows is its own doing.
   rlimit inherited{};
@@ -55,8 +55,7 @@ TEST(CoreDumpsE2eTest, OrgdRunsWithCoreDumpsOff) {
   // Running and connected: start-up (and so the hardening at its start) is behind it.
   ASSERT_TRUE(wait_until(
       [&] {
-        return !orgd.running() ||
-               orgd.stderr_text().find("ready: serving") != std::string::npos ||
+        return !orgd.running() || orgd.stderr_text().find("ready: serving") != std::string::npos ||
                orgd.stdout_text().find("ready: serving") != std::string::npos;
       },
       30s));

@@ -1,10 +1,11 @@
 // Acknowledged JetStream publishes against a real nats-server: failures are counted and retried,
 // given up after a bound, and a last-state stream always ends with the newest state, also when
 // the server goes away in the middle of a burst of changes.
+#include "daemon/bus/acked_publisher.hpp"
+
 #include <gtest/gtest.h>
 #include <nats/nats.h>
 
-#include "daemon/bus/acked_publisher.hpp"
 #include "daemon/bus/nats_connection.hpp"
 #include "daemon/bus/streams.hpp"
 #include "tests/support/nats_server.hpp"
@@ -54,8 +55,8 @@ class AckedPublisherTest : public ::testing::Test {
 
   std::string last_on(const std::string& stream, const std::string& subject) {
     natsMsg* msg = nullptr;
-    if (js_GetLastMsg(&msg, nats->jetstream(), stream.c_str(), subject.c_str(), nullptr,
-                      nullptr) != NATS_OK) {
+    if (js_GetLastMsg(&msg, nats->jetstream(), stream.c_str(), subject.c_str(), nullptr, nullptr) !=
+        NATS_OK) {
       return "<none>";
     }
     std::string data(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));

@@ -1,6 +1,8 @@
 // The command intake against a real nats-server, with a handler that hangs the way a replica
 // stuck mid-command does: the server runs out of deliveries and says so in an advisory, which
 // the intake confirms before it dead-letters the command.
+#include "daemon/events/command_intake.hpp"
+
 #include <gtest/gtest.h>
 #include <nats/nats.h>
 
@@ -9,7 +11,6 @@
 
 #include "daemon/bus/nats_connection.hpp"
 #include "daemon/bus/streams.hpp"
-#include "daemon/events/command_intake.hpp"
 #include "daemon/events/rejections.hpp"
 #include "tests/support/collector.hpp"
 #include "tests/support/nats_server.hpp"
@@ -123,9 +124,9 @@ TEST_F(CommandIntakeTest, ACommandThatRanOutOfDeliveriesIsDeadLetteredOnce) {
   const std::string advisory =
       R"({"type":"io.nats.jetstream.advisory.v1.max_deliver","stream":"ORGD_CMD",)"
       R"("consumer":"orgd_cmd_deploy","stream_seq":1,"deliveries":2})";
-  natsConnection_PublishString(client.get(),
-                               "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.ORGD_CMD.orgd_cmd_deploy",
-                               advisory.c_str());
+  natsConnection_PublishString(
+      client.get(), "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.ORGD_CMD.orgd_cmd_deploy",
+      advisory.c_str());
   natsConnection_Flush(client.get());
   ASSERT_TRUE(wait_until([&] { return advisories("refused") == 1; }, 10s));
   EXPECT_EQ(dlq.size(), 1u);

@@ -23,8 +23,12 @@ TEST(DaemonAckedPublishTest, AHealthStateTheStreamRefusedIsCountedAndRetried) {
   TempDir dir;
   const std::string yaml =
       "org: acme\n"
-      "nats:\n  urls: [" + server.url() + "]\n  connect_timeout: 2s\n"
-      "  reconnect_wait: 100ms\n  data_dir: " + dir.path().string() + "\n"
+      "nats:\n  urls: [" +
+      server.url() +
+      "]\n  connect_timeout: 2s\n"
+      "  reconnect_wait: 100ms\n  data_dir: " +
+      dir.path().string() +
+      "\n"
       "http:\n  enabled: false\n"
       "log:\n  level: warn\n"
       "repos:\n  api:\n    health: {services: [http]}\n";
@@ -43,8 +47,7 @@ TEST(DaemonAckedPublishTest, AHealthStateTheStreamRefusedIsCountedAndRetried) {
 
   ASSERT_EQ(js_DeleteStream(js, kHealthStream, nullptr, nullptr), NATS_OK);
   const std::string report = R"({"status":"ok","version":"1.0.0"})";
-  ASSERT_EQ(natsConnection_PublishString(client.get(), "org.acme.health.api.http",
-                                         report.c_str()),
+  ASSERT_EQ(natsConnection_PublishString(client.get(), "org.acme.health.api.http", report.c_str()),
             NATS_OK);
   ASSERT_TRUE(wait_until([&] { return count("failed") >= 1; }, 15s));
   EXPECT_EQ(count("acked"), 0);
@@ -54,9 +57,9 @@ TEST(DaemonAckedPublishTest, AHealthStateTheStreamRefusedIsCountedAndRetried) {
   }
   ASSERT_TRUE(wait_until([&] { return count("acked") == 1; }, 20s));
   natsMsg* stored = nullptr;
-  ASSERT_EQ(js_GetLastMsg(&stored, js, kHealthStream, "org.acme.state.health.api.http", nullptr,
-                          nullptr),
-            NATS_OK);
+  ASSERT_EQ(
+      js_GetLastMsg(&stored, js, kHealthStream, "org.acme.state.health.api.http", nullptr, nullptr),
+      NATS_OK);
   const std::string state(natsMsg_GetData(stored),
                           static_cast<std::size_t>(natsMsg_GetDataLength(stored)));
   natsMsg_Destroy(stored);

@@ -38,8 +38,12 @@ class HostileBusTest : public ::testing::Test {
   void SetUp() override {
     const std::string yaml =
         "org: acme\n"
-        "nats:\n  urls: [" + server.url() + "]\n  connect_timeout: 2s\n"
-        "  reconnect_wait: 100ms\n  data_dir: " + dir.path().string() + "\n"
+        "nats:\n  urls: [" +
+        server.url() +
+        "]\n  connect_timeout: 2s\n"
+        "  reconnect_wait: 100ms\n  data_dir: " +
+        dir.path().string() +
+        "\n"
         "http:\n  enabled: false\n"
         "log:\n  level: warn\n"
         "deploy:\n  health_gate: false\n"
@@ -48,8 +52,8 @@ class HostileBusTest : public ::testing::Test {
     DaemonOptions options;
     options.command_backoff = {200ms};
     options.command_max_deliver = kMaxDeliver;
-    daemon = std::make_unique<Daemon>(load_config_string(yaml, "test.yaml", Environment()),
-                                      options, Environment());
+    daemon = std::make_unique<Daemon>(load_config_string(yaml, "test.yaml", Environment()), options,
+                                      Environment());
     daemon->start();
     ASSERT_TRUE(wait_until([&] { return daemon->ready(); }, 15s)) << "orgd never became ready";
     ASSERT_EQ(natsConnection_JetStream(&js, client.get(), nullptr), NATS_OK);
@@ -77,9 +81,9 @@ class HostileBusTest : public ::testing::Test {
   }
 
   void publish(const char* subject, const std::string& body) {
-    ASSERT_EQ(natsConnection_Publish(client.get(), subject, body.data(),
-                                     static_cast<int>(body.size())),
-              NATS_OK);
+    ASSERT_EQ(
+        natsConnection_Publish(client.get(), subject, body.data(), static_cast<int>(body.size())),
+        NATS_OK);
   }
 
   bool status_answers() {
@@ -151,8 +155,8 @@ TEST_F(HostileBusTest, MalformedAdvisoriesAreCountedAndOrgdKeepsAnswering) {
 TEST_F(HostileBusTest, AMadeUpAdvisoryDoesNotDeadLetterAnAcceptedCommand) {
   Collector dlq(client.get(), "org.acme.dlq.>");
   Collector accepted(client.get(), "org.acme.events.deploy.*.accepted");
-  const std::uint64_t sequence = publish_command(
-      "org.acme.cmd.deploy", R"({"repos":["api"],"env":"dev","requestId":"once"})");
+  const std::uint64_t sequence =
+      publish_command("org.acme.cmd.deploy", R"({"repos":["api"],"env":"dev","requestId":"once"})");
   ASSERT_TRUE(wait_until([&] { return accepted.size() == 1; }, 10s));
   publish(kAdvisory, advisory_for(sequence, kMaxDeliver));
   ASSERT_EQ(natsConnection_Flush(client.get()), NATS_OK);
@@ -167,15 +171,14 @@ TEST_F(HostileBusTest, AnAdvisoryTheServerDoesNotConfirmIsRefused) {
   Collector dlq(client.get(), "org.acme.dlq.>");
   // A stored message that is not this consumer's (another command op), a sequence the stream
   // never had, and a delivery count that is not the consumer's max_deliver.
-  const std::uint64_t other =
-      publish_command("org.acme.cmd.secrets.sync", R"({"names":["X"]})");
+  const std::uint64_t other = publish_command("org.acme.cmd.secrets.sync", R"({"names":["X"]})");
   ASSERT_GT(other, 0u);
   publish(kAdvisory, advisory_for(other, kMaxDeliver));
   publish(kAdvisory, advisory_for(other + 1000, kMaxDeliver));
   publish(kAdvisory, advisory_for(other, kMaxDeliver + 7));
   Collector accepted(client.get(), "org.acme.events.deploy.*.accepted");
-  const std::uint64_t sequence = publish_command(
-      "org.acme.cmd.deploy", R"({"repos":["api"],"env":"dev","requestId":"two"})");
+  const std::uint64_t sequence =
+      publish_command("org.acme.cmd.deploy", R"({"repos":["api"],"env":"dev","requestId":"two"})");
   ASSERT_TRUE(wait_until([&] { return accepted.size() == 1; }, 10s));
   publish(kAdvisory, advisory_for(sequence, kMaxDeliver + 7));
   ASSERT_EQ(natsConnection_Flush(client.get()), NATS_OK);
@@ -192,12 +195,12 @@ TEST_F(HostileBusTest, ACommandPublishedStraightToTheDeliverySubjectIsRefused) {
   Collector accepted(client.get(), "org.acme.events.deploy.*.accepted");
   publish_command("org.acme.cmd.deploy", R"({"repos":["api"],"env":"dev","requestId":"real"})");
   ASSERT_TRUE(wait_until([&] { return accepted.size() == 1; }, 10s));
-  publish("_ORGD_DELIVER.org.acme.deploy",
-          R"({"repos":["api"],"env":"dev","requestId":"forged"})");
+  publish("_ORGD_DELIVER.org.acme.deploy", R"({"repos":["api"],"env":"dev","requestId":"forged"})");
   ASSERT_EQ(natsConnection_Flush(client.get()), NATS_OK);
   auto refused = [&] {
     return daemon->metrics()
-        .counter("orgd_messages_rejected_total", "", {{"kind", "cmd"}, {"code", "invalid_argument"}})
+        .counter("orgd_messages_rejected_total", "",
+                 {{"kind", "cmd"}, {"code", "invalid_argument"}})
         .value();
   };
   ASSERT_TRUE(wait_until([&] { return refused() == 1 || accepted.size() > 1; }, 10s));

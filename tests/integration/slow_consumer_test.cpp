@@ -59,15 +59,14 @@ TEST(SlowConsumerTest, DropsAreCountedPerSubscriptionAndWarningsAreRateLimited) 
   // A handler slower than the flood, with little room: nats.c keeps dropping and accepting,
   // and reports a new slow-consumer episode each time it starts dropping again.
   std::atomic<std::int64_t> handled{0};
-  auto sub = nats.subscribe(
-      "flood.>", "",
-      [&](BusMessage) {
-        const auto until = std::chrono::steady_clock::now() + 20us;
-        while (std::chrono::steady_clock::now() < until) {
-        }
-        ++handled;
-      },
-      {.messages = 50, .bytes = 1 << 20});
+  auto sub = nats.subscribe("flood.>", "",
+                            [&](BusMessage) {
+                              const auto until = std::chrono::steady_clock::now() + 20us;
+                              while (std::chrono::steady_clock::now() < until) {
+                              }
+                              ++handled;
+                            },
+                            {.messages = 50, .bytes = 1 << 20});
   nats.flush(2s);
 
   constexpr std::int64_t kMessages = 300'000;
@@ -86,11 +85,10 @@ TEST(SlowConsumerTest, DropsAreCountedPerSubscriptionAndWarningsAreRateLimited) 
 
   ASSERT_GT(sub->dropped(), 0) << "the flood never overran the subscription";
   nats.refresh_dropped();
-  EXPECT_EQ(metrics
-                .counter("orgd_nats_slow_consumer_dropped_total", "",
-                         {{"subscription", "flood.>"}})
-                .value(),
-            static_cast<double>(sub->dropped()));
+  EXPECT_EQ(
+      metrics.counter("orgd_nats_slow_consumer_dropped_total", "", {{"subscription", "flood.>"}})
+          .value(),
+      static_cast<double>(sub->dropped()));
   // At most 10 lines per started second (the limiter's windows are whole seconds, so a run
   // touches at most seconds + 2 of them), however many episodes there were.
   EXPECT_GE(sink->count(), 1);

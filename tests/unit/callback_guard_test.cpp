@@ -1,10 +1,11 @@
 // The guard every nats.c callback runs behind: nothing escapes it, each escape is counted, and
 // the log limiter lets a bounded number of lines through.
+#include "daemon/bus/callback_guard.hpp"
+
 #include <gtest/gtest.h>
 
 #include <stdexcept>
 
-#include "daemon/bus/callback_guard.hpp"
 #include "daemon/core/log_limiter.hpp"
 
 namespace orgd {
@@ -16,9 +17,8 @@ TEST(CallbackGuardTest, CatchesEverythingCountsItAndReturnsTheFallback) {
   EXPECT_EQ(errors.value(), 0);
   guard_callback("test.callback", &errors, [] { throw std::runtime_error("bad input"); });
   guard_callback("test.callback", &errors, [] { throw 42; });
-  EXPECT_EQ(guard_callback_or("test.callback", &errors, -1, []() -> int {
-              throw std::out_of_range("x");
-            }),
+  EXPECT_EQ(guard_callback_or("test.callback", &errors, -1,
+                              []() -> int { throw std::out_of_range("x"); }),
             -1);
   EXPECT_EQ(guard_callback_or("test.callback", &errors, -1, [] { return 7; }), 7);
   bool ran = false;

@@ -1,12 +1,12 @@
 // Core dumps are off after disable_core_dumps(), checked in a child process so the test runner
 // itself stays as it was.
+#include "daemon/core/process_hardening.hpp"
+
 #include <gtest/gtest.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
-
-#include "daemon/core/process_hardening.hpp"
 
 namespace orgd {
 namespace {
