@@ -12,8 +12,11 @@
 #include "daemon/core/errors.hpp"
 #include "daemon/core/file_checks.hpp"
 #include "daemon/core/logging.hpp"
+#include "daemon/core/process_hardening.hpp"
 
 int main(int argc, char** argv) {
+  // Before anything reads a secret: a core of orgd would hold every credential it keeps.
+  const std::string core_dumps = orgd::disable_core_dumps();
   CLI::App app{"orgd: the organization controller daemon on NATS"};
   std::string config_path;
   bool check_config = false;
@@ -80,6 +83,9 @@ int main(int argc, char** argv) {
   if (!log_level.empty()) config.log.level = log_level;
   if (!log_format.empty()) config.log.format = log_format;
   orgd::logging::setup(config.log);
+  if (!core_dumps.empty()) {
+    orgd::logging::get("orgd")->warn("core dumps could not be turned off: {}", core_dumps);
+  }
 
   try {
     orgd::DaemonOptions options;

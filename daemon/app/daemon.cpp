@@ -207,6 +207,13 @@ void Daemon::start() {
   nats_ = std::make_unique<NatsConnection>(std::move(settings), [this](ConnectionState s) {
     if (supervisor_) supervisor_->on_state(s);
   });
+  nats_->set_metrics(metrics_);
+  events_ = std::make_unique<AckedPublisher>(*nats_, metrics_);
+  AckedPublisherSettings health_state_settings;
+  health_state_settings.kind = "health_state";
+  // One state per service at most waits, so retrying longer costs little: about 5 minutes.
+  health_state_settings.max_attempts = 64;
+  health_states_ = std::make_unique<AckedPublisher>(*nats_, metrics_, health_state_settings);
   rejections_ = std::make_unique<Rejections>(prefix_, *nats_, metrics_);
   router_ = std::make_unique<ApiRouter>(prefix_, static_cast<std::size_t>(config_.nats.max_payload),
                                         *nats_, *rejections_, metrics_);
@@ -225,7 +232,7 @@ void Daemon::start() {
   deploy_options.prefix = prefix_;
   deploy_options.replicas = config_.nats.replicas;
   deploy_options.poll_interval = options_.deploy_poll_interval;
-  orchestrator_ = std::make_unique<deploy::Orchestrator>(deploy_options, inventory_, *nats_,
+  orchestrator_ = std::make_unique<deploy::Orchestrator>(deploy_options, inventory_, *events_,
                                                          *health_gate_, metrics_, clock_);
   CommandIntakeSettings intake;
   intake.prefix = prefix_;
@@ -238,6 +245,10 @@ void Daemon::start() {
         return on_deploy_command(command, dedup_id);
       },
       *nats_, *rejections_, metrics_);
+  deploy_commands_->set_carried_out_query(
+      [this](const BusMessage& command, const std::string& dedup_id) {
+        return deploy_command_carried_out(command, dedup_id);
+      });
 
   supervise_connection();
   // HTTP once everything its routes read exists.
@@ -427,13 +438,14 @@ void Daemon::publish_health_update(const HealthRegistry::Update& update) {
     state.subject = fmt::format("{}.state.health.{}.{}", prefix_, update.service->repo(),
                                 update.service->service());
     state.data = encode(*update.service, Encoding::json);
-    (void)nats_->publish(state);
+    // Acknowledged and ordered per service: an older state never lands after a newer one.
+    (void)health_states_->publish_latest(state);
   }
   if (update.repo_change) {
     BusMessage event;
     event.subject = fmt::format("{}.events.health.{}.changed", prefix_, update.repo_change->repo());
     event.data = encode(*update.repo_change, Encoding::json);
-    (void)nats_->publish(event);
+    (void)events_->publish(event);
     logging::get("health")->info(
         "repo {} is {} (was {}, by {})", update.repo_change->repo(),
         v1::Health::Status_Name(update.repo_change->health()),
@@ -544,6 +556,19 @@ Result<Ok> Daemon::on_deploy_command(const BusMessage& command, const std::strin
   return Ok{};
 }
 
+Result<bool> Daemon::deploy_command_carried_out(const BusMessage& command,
+                                                const std::string& dedup_id) {
+  const Encoding encoding =
+      encoding_from_content_type(command.header(kContentTypeHeader).value_or(std::string()));
+  v1::DeployRequest request;
+  // Undecodable: it was dead-lettered at its first delivery already.
+  if (!decode(command.data, encoding, request, static_cast<std::size_t>(config_.nats.max_payload))) {
+    return true;
+  }
+  return orchestrator_->request_known(request.request_id().empty() ? dedup_id
+                                                                   : request.request_id());
+}
+
 void Daemon::on_deploy_event(const BusMessage& message) {
   // P.events.deploy.<id>.<kind>. Log lines are the bulk of deploy events and change no
   // summary; an event of any other kind only prompts re-reading the record it names, so its
@@ -577,6 +602,7 @@ void Daemon::schedule_sweep() {
 
 void Daemon::refresh_gauges() {
   services_gauge_->set(static_cast<double>(health_.service_count()));
+  if (nats_) nats_->refresh_dropped();
 }
 
 HttpResponse Daemon::on_http(const HttpRequest& request) {
@@ -707,7 +733,12 @@ void Daemon::stop() {
   }
   if (sweep_timer_) asio::post(io_, [this] { sweep_timer_->cancel(); });
   if (http_) http_->stop();
-  // 4. Flush what handlers published, then close.
+  // 4. Flush what handlers published (events and states wait for their acks), then close.
+  for (auto* publisher : {events_.get(), health_states_.get()}) {
+    if (publisher != nullptr) {
+      publisher->stop(std::clamp(left() / 4, milliseconds(100), milliseconds(500)));
+    }
+  }
   if (nats_) nats_->close(std::clamp(left(), milliseconds(200), milliseconds(1000)));
   if (supervisor_) supervisor_->join();
   work_.reset();

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "daemon/bus/connection_supervisor.hpp"
+#include "daemon/bus/acked_publisher.hpp"
 #include "daemon/bus/nats_connection.hpp"
 #include "daemon/bus/service_discovery.hpp"
 #include "daemon/core/clock.hpp"
@@ -103,6 +104,7 @@ class Daemon {
   void refresh_gauges();
   void on_deploy_event(const BusMessage& message);
   Result<Ok> on_deploy_command(const BusMessage& command, const std::string& dedup_id);
+  Result<bool> deploy_command_carried_out(const BusMessage& command, const std::string& dedup_id);
   std::shared_ptr<const deploy::Inventory> build_inventory(const Config& config) const;
 
   Config config_;
@@ -125,6 +127,10 @@ class Daemon {
   std::unique_ptr<EmbeddedNatsServer> embedded_;
   std::unique_ptr<NatsConnection> nats_;
   std::unique_ptr<ConnectionSupervisor> supervisor_;
+  // Acknowledged JetStream publishes: the audit trail (ORGD_EVENTS) and the last state of each
+  // service (ORGD_HEALTH, newest state per subject). After nats_: they go first.
+  std::unique_ptr<AckedPublisher> events_;
+  std::unique_ptr<AckedPublisher> health_states_;
   std::unique_ptr<Rejections> rejections_;
   std::unique_ptr<ApiRouter> router_;
   std::unique_ptr<ServiceDiscovery> discovery_;

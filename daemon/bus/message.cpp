@@ -48,4 +48,15 @@ BusMessage BusMessage::copy_from(natsMsg* msg) {
   return out;
 }
 
+natsMsg* BusMessage::to_nats() const {
+  natsMsg* msg = nullptr;
+  if (natsMsg_Create(&msg, subject.c_str(), reply.empty() ? nullptr : reply.c_str(), data.data(),
+                     static_cast<int>(data.size())) != NATS_OK) {
+    return nullptr;
+  }
+  // A header nats.c refuses is left out rather than the message.
+  for (const auto& [k, v] : headers) (void)natsMsgHeader_Add(msg, k.c_str(), v.c_str());
+  return msg;
+}
+
 }  // namespace orgd

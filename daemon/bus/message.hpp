@@ -24,6 +24,8 @@ struct BusMessage {
 
   // Copies subject, reply, data and headers of a nats.c message (which stays owned by the caller).
   static BusMessage copy_from(__natsMsg* msg);
+  // A nats.c message with the same content, owned by the caller; null if nats.c refuses it.
+  __natsMsg* to_nats() const;
 };
 
 }  // namespace orgd

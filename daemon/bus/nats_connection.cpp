@@ -6,10 +6,12 @@
 
 #include <condition_variable>
 #include <cstring>
+#include <map>
 #include <stdexcept>
 #include <thread>
 
 #include "daemon/bus/backoff.hpp"
+#include "daemon/bus/callback_guard.hpp"
 #include "daemon/bus/nkeys.hpp"
 #include "daemon/core/logging.hpp"
 
@@ -20,16 +22,6 @@ std::string status_text(natsStatus s) { return natsStatus_GetText(s); }
 
 void check(natsStatus s, const char* what) {
   if (s != NATS_OK) throw std::runtime_error(fmt::format("nats: {}: {}", what, status_text(s)));
-}
-
-// Builds a nats.c message from ours. The caller destroys it.
-natsMsg* to_nats(const BusMessage& m) {
-  natsMsg* msg = nullptr;
-  natsStatus s = natsMsg_Create(&msg, m.subject.c_str(), m.reply.empty() ? nullptr : m.reply.c_str(),
-                                m.data.data(), static_cast<int>(m.data.size()));
-  if (s != NATS_OK) return nullptr;
-  for (const auto& [k, v] : m.headers) natsMsgHeader_Add(msg, k.c_str(), v.c_str());
-  return msg;
 }
 
 // The calling thread's last nats.c error text ("" when there is none: nats.c returns NULL).
@@ -103,10 +95,89 @@ const char* to_string(ConnectionState state) {
   return "unknown";
 }
 
+// Messages nats.c dropped because a subscription's handler fell behind, per subscription
+// subject: orgd_nats_slow_consumer_dropped_total{subscription}. nats.c keeps a running count per
+// subscription and reports a slow consumer only when one starts dropping again, so the counters
+// are brought up to nats.c's count at each report, before /metrics renders, and when an owned
+// subscription ends. Subscriptions that orgd created elsewhere (the command intake's) are
+// counted at their reports only.
+class NatsConnection::DropCounters {
+ public:
+  void set_metrics(MetricsRegistry* metrics) {
+    std::lock_guard lock(mutex_);
+    metrics_ = metrics;
+  }
+
+  // An owned subscription: refreshed with the others, until untrack().
+  void track(natsSubscription* sub, const std::string& subject) {
+    std::lock_guard lock(mutex_);
+    subs_[sub] = Entry{counter_for(subject), 0, true};
+  }
+
+  void untrack(natsSubscription* sub) {
+    std::lock_guard lock(mutex_);
+    auto it = subs_.find(sub);
+    if (it == subs_.end()) return;
+    update_locked(sub, it->second);
+    subs_.erase(it);
+  }
+
+  // At a slow-consumer report; returns nats.c's count for the subscription.
+  std::int64_t update(natsSubscription* sub) {
+    std::lock_guard lock(mutex_);
+    auto it = subs_.find(sub);
+    if (it == subs_.end()) {
+      const char* subject = natsSubscription_GetSubject(sub);
+      it = subs_.emplace(sub, Entry{counter_for(subject != nullptr ? subject : "?"), 0, false})
+               .first;
+    }
+    return update_locked(sub, it->second);
+  }
+
+  void refresh() {
+    std::lock_guard lock(mutex_);
+    for (auto& [sub, entry] : subs_) {
+      if (entry.owned) update_locked(sub, entry);
+    }
+  }
+
+ private:
+  struct Entry {
+    Counter* counter = nullptr;
+    std::int64_t seen = 0;  // nats.c's count when last added to the counter
+    bool owned = false;
+  };
+
+  Counter* counter_for(const std::string& subject) {
+    if (metrics_ == nullptr) return nullptr;
+    return &metrics_->counter("orgd_nats_slow_consumer_dropped_total",
+                              "Messages nats.c dropped because orgd's handler fell behind, by "
+                              "subscription subject",
+                              {{"subscription", subject}});
+  }
+
+  std::int64_t update_locked(natsSubscription* sub, Entry& entry) {
+    std::int64_t dropped = 0;
+    if (natsSubscription_GetDropped(sub, &dropped) != NATS_OK) return entry.seen;
+    // A subscription created at the address of an ended one starts from zero.
+    if (dropped < entry.seen) entry.seen = 0;
+    if (entry.counter != nullptr && dropped > entry.seen) {
+      entry.counter->inc(static_cast<double>(dropped - entry.seen));
+    }
+    entry.seen = dropped;
+    return dropped;
+  }
+
+  std::mutex mutex_;  // guards metrics_, subs_
+  MetricsRegistry* metrics_ = nullptr;
+  std::map<natsSubscription*, Entry> subs_;
+};
+
 // Secrets used by nats.c's signature/JWT callbacks; they live as long as the connection.
 struct NatsConnection::Credentials {
   std::string seed;
   std::string jwt;
+  Counter* errors = nullptr;
   ~Credentials() {
     wipe(seed);
     wipe(jwt);
@@ -115,15 +186,21 @@ struct NatsConnection::Credentials {
   static natsStatus sign(char** err_text, unsigned char** signature, int* length,
                          const char* nonce, void* closure) {
     auto* self = static_cast<Credentials*>(closure);
-    natsStatus s = nats_Sign(self->seed.c_str(), nonce, signature, length);
-    if (s != NATS_OK && err_text != nullptr) *err_text = strdup("signing the server nonce failed");
-    return s;
+    return guard_callback_or("nats.credentials", self->errors, NATS_ERR, [&] {
+      natsStatus s = nats_Sign(self->seed.c_str(), nonce, signature, length);
+      if (s != NATS_OK && err_text != nullptr) {
+        *err_text = strdup("signing the server nonce failed");
+      }
+      return s;
+    });
   }
 
   static natsStatus user_jwt(char** jwt, char** err_text, void* closure) {
     auto* self = static_cast<Credentials*>(closure);
-    *jwt = strdup(self->jwt.c_str());
-    return *jwt != nullptr ? NATS_OK : NATS_NO_MEMORY;
+    return guard_callback_or("nats.credentials", self->errors, NATS_ERR, [&] {
+      *jwt = strdup(self->jwt.c_str());
+      return *jwt != nullptr ? NATS_OK : NATS_NO_MEMORY;
+    });
   }
 };
 
@@ -140,7 +217,38 @@ struct NatsConnection::Retired {
 };
 
 NatsConnection::NatsConnection(NatsConnectionSettings settings, StateListener on_state)
-    : settings_(std::move(settings)), on_state_(std::move(on_state)) {}
+    : settings_(std::move(settings)),
+      on_state_(std::move(on_state)),
+      drops_(std::make_shared<DropCounters>()) {}
+
+void NatsConnection::set_metrics(MetricsRegistry& metrics) {
+  state_errors_ = &CallbackErrors::counter(metrics, "nats.state");
+  async_error_errors_ = &CallbackErrors::counter(metrics, "nats.error_handler");
+  message_errors_ = &CallbackErrors::counter(metrics, "nats.message");
+  credential_errors_ = &CallbackErrors::counter(metrics, "nats.credentials");
+  drops_->set_metrics(&metrics);
+}
+
+void NatsConnection::refresh_dropped() { drops_->refresh(); }
+
+void NatsConnection::on_async_error(natsSubscription* sub, int status) {
+  const auto err = static_cast<natsStatus>(status);
+  const char* subject = sub != nullptr ? natsSubscription_GetSubject(sub) : nullptr;
+  if (err == NATS_SLOW_CONSUMER && sub != nullptr) {
+    const std::int64_t dropped = drops_->update(sub);
+    // nats.c reports each time a subscription starts dropping again, which under a flood is
+    // hundreds of times a second: the counter has them all, the log a few.
+    if (async_error_log_.allow()) {
+      logging::get("bus")->warn("slow consumer on {}: {} messages dropped so far",
+                                subject != nullptr ? subject : "?", dropped);
+    }
+    return;
+  }
+  if (async_error_log_.allow()) {
+    logging::get("bus")->warn("nats async error on {}: {}", subject ? subject : "connection",
+                              natsStatus_GetText(err));
+  }
+}
 
 NatsConnection::~NatsConnection() {
   close(std::chrono::milliseconds{500});
@@ -157,7 +265,10 @@ NatsConnection::~NatsConnection() {
 
 void NatsConnection::set_state(ConnectionState s) {
   state_.store(s);
-  if (on_state_) on_state_(s);
+  // Called from nats.c's callbacks: the listener's exceptions stop here.
+  guard_callback("nats.state", state_errors_, [&] {
+    if (on_state_) on_state_(s);
+  });
 }
 
 bool NatsConnection::current(natsConnection* conn) const {
@@ -194,6 +305,13 @@ void NatsConnection::on_reconnected(natsConnection* nc, void* self) {
 // one attempt more, and the reason the last pass failed.
 std::int64_t NatsConnection::reconnect_delay(natsConnection* nc, int attempts, void* self) {
   auto* me = static_cast<NatsConnection*>(self);
+  return guard_callback_or("nats.state", me->state_errors_,
+                           std::int64_t{me->settings_.reconnect_wait.count()},
+                           [&] { return me->next_reconnect_delay(nc, attempts); });
+}
+
+std::int64_t NatsConnection::next_reconnect_delay(natsConnection* nc, int attempts) {
+  auto* me = this;
   me->attempts_.fetch_add(1);
   const char* text = nullptr;
   const natsStatus err = natsConnection_GetLastError(nc, &text);
@@ -220,9 +338,11 @@ void NatsConnection::on_closed(natsConnection* nc, void* self) {
   }
   me->set_state(ConnectionState::closed);
   // Notified under the lock: close() may destroy this object as soon as it sees the flag.
-  std::lock_guard lock(me->closed_mutex_);
-  me->closed_delivered_ = true;
-  me->closed_cv_.notify_all();
+  guard_callback("nats.state", me->state_errors_, [&] {
+    std::lock_guard lock(me->closed_mutex_);
+    me->closed_delivered_ = true;
+    me->closed_cv_.notify_all();
+  });
 }
 
 void NatsConnection::connect() {
@@ -250,18 +370,18 @@ void NatsConnection::connect() {
   check(natsOptions_SetErrorHandler(
             opts,
             [](natsConnection* nc, natsSubscription* sub, natsStatus err, void* self) {
-              const char* subj = sub != nullptr ? natsSubscription_GetSubject(sub) : nullptr;
-              logging::get("bus")->warn("nats async error on {}: {}", subj ? subj : "connection",
-                                        natsStatus_GetText(err));
-              // A refusal while reconnecting is reported only here; nats.c gives up after the
-              // same one twice, and the closed callback no longer knows why.
               auto* me = static_cast<NatsConnection*>(self);
-              if (sub == nullptr && err == NATS_CONNECTION_AUTH_FAILED && me->current(nc)) {
-                const char* text = nullptr;
-                natsConnection_GetLastError(nc, &text);
-                me->set_last_error(
-                    describe_failure(err, text != nullptr ? text : "", me->settings_.urls));
-              }
+              guard_callback("nats.error_handler", me->async_error_errors_, [&] {
+                me->on_async_error(sub, err);
+                // A refusal while reconnecting is reported only here; nats.c gives up after the
+                // same one twice, and the closed callback no longer knows why.
+                if (sub == nullptr && err == NATS_CONNECTION_AUTH_FAILED && me->current(nc)) {
+                  const char* text = nullptr;
+                  natsConnection_GetLastError(nc, &text);
+                  me->set_last_error(
+                      describe_failure(err, text != nullptr ? text : "", me->settings_.urls));
+                }
+              });
             },
             this),
         "error handler");
@@ -285,6 +405,7 @@ void NatsConnection::connect() {
           "creds_file");
   } else if (!settings_.jwt.empty()) {
     credentials_ = std::make_unique<Credentials>();
+    credentials_->errors = credential_errors_;
     credentials_->jwt = settings_.jwt;
     credentials_->seed = settings_.jwt_seed;
     check(natsOptions_SetUserCredentialsCallbacks(opts, &Credentials::user_jwt, credentials_.get(),
@@ -292,6 +413,7 @@ void NatsConnection::connect() {
           "jwt");
   } else if (!settings_.nkey_seed.empty()) {
     credentials_ = std::make_unique<Credentials>();
+    credentials_->errors = credential_errors_;
     credentials_->seed = settings_.nkey_seed;
     std::string public_key;
     try {
@@ -412,7 +534,7 @@ std::string NatsConnection::connected_url() const {
 
 Result<Ok> NatsConnection::publish(const BusMessage& message) {
   if (conn_ == nullptr) return unavailable("not connected to NATS");
-  natsMsg* msg = to_nats(message);
+  natsMsg* msg = message.to_nats();
   if (msg == nullptr) return internal_error("cannot build a NATS message");
   natsStatus s = natsConnection_PublishMsg(conn_, msg);
   natsMsg_Destroy(msg);
@@ -423,7 +545,7 @@ Result<Ok> NatsConnection::publish(const BusMessage& message) {
 Result<BusMessage> NatsConnection::request(const BusMessage& message,
                                            std::chrono::milliseconds timeout) {
   if (conn_ == nullptr) return unavailable("not connected to NATS");
-  natsMsg* msg = to_nats(message);
+  natsMsg* msg = message.to_nats();
   if (msg == nullptr) return internal_error("cannot build a NATS message");
   natsMsg* reply = nullptr;
   natsStatus s = natsConnection_RequestMsg(&reply, conn_, msg, timeout.count());
@@ -446,39 +568,39 @@ void NatsConnection::flush(std::chrono::milliseconds timeout) {
 
 struct NatsConnection::Subscription::Closure {
   MessageHandler handler;
+  Counter* errors = nullptr;
   std::mutex mutex;
   std::condition_variable cv;
   bool complete = false;
 
-  static void on_message(natsConnection*, natsSubscription* sub, natsMsg* msg, void* closure) {
+  static void on_message(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
     auto* self = static_cast<Closure*>(closure);
-    BusMessage copy = BusMessage::copy_from(msg);
-    natsMsg_Destroy(msg);
-    // No exception may cross into nats.c.
-    try {
+    guard_callback("nats.message", self->errors, [&] {
+      std::unique_ptr<natsMsg, decltype(&natsMsg_Destroy)> owned(msg, natsMsg_Destroy);
+      BusMessage copy = BusMessage::copy_from(msg);
+      owned.reset();
       self->handler(std::move(copy));
-    } catch (const std::exception& e) {
-      logging::get("bus")->error("message handler failed on {}: {}",
-                                 natsSubscription_GetSubject(sub), e.what());
-    } catch (...) {
-      logging::get("bus")->error("message handler failed on {}", natsSubscription_GetSubject(sub));
-    }
+    });
   }
 
   static void on_complete(void* closure) {
     auto* self = static_cast<Closure*>(closure);
-    std::lock_guard lock(self->mutex);
-    self->complete = true;
-    self->cv.notify_all();
+    guard_callback("nats.message", self->errors, [&] {
+      std::lock_guard lock(self->mutex);
+      self->complete = true;
+      self->cv.notify_all();
+    });
   }
 };
 
 std::unique_ptr<NatsConnection::Subscription> NatsConnection::subscribe(
-    const std::string& subject, const std::string& queue_group, MessageHandler handler) {
+    const std::string& subject, const std::string& queue_group, MessageHandler handler,
+    PendingLimits limits) {
   if (conn_ == nullptr) throw std::runtime_error("nats: subscribe before connect");
   std::unique_ptr<Subscription> sub(new Subscription());
   sub->closure_ = std::make_shared<Subscription::Closure>();
   sub->closure_->handler = std::move(handler);
+  sub->closure_->errors = message_errors_;
   sub->subject_ = subject;
   sub->conn_ = conn_;
   natsStatus s =
@@ -492,7 +614,9 @@ std::unique_ptr<NatsConnection::Subscription> NatsConnection::subscribe(
   natsSubscription_SetOnCompleteCB(sub->sub_, &Subscription::Closure::on_complete,
                                    sub->closure_.get());
   // Room for bursts; beyond this nats.c drops and reports a slow consumer (counted).
-  natsSubscription_SetPendingLimits(sub->sub_, 262'144, 256 * 1024 * 1024);
+  natsSubscription_SetPendingLimits(sub->sub_, limits.messages, limits.bytes);
+  sub->drops_ = drops_;
+  drops_->track(sub->sub_, subject);
   return sub;
 }
 
@@ -541,6 +665,8 @@ int64_t NatsConnection::Subscription::dropped() const {
 
 NatsConnection::Subscription::~Subscription() {
   if (sub_ == nullptr) return;
+  // While nats.c still answers for it.
+  if (drops_) drops_->untrack(sub_);
   unsubscribe();
   // The closure must outlive the last callback: wait for nats.c's completion signal.
   bool complete;

@@ -12,6 +12,8 @@
 #include "daemon/bus/message.hpp"
 #include "daemon/bus/publisher.hpp"
 #include "daemon/core/errors.hpp"
+#include "daemon/core/log_limiter.hpp"
+#include "daemon/http/metrics.hpp"
 
 struct __natsConnection;
 struct __natsOptions;
@@ -56,6 +58,13 @@ struct NatsConnectionSettings {
 // URLs as they may be logged: user information ("user:password@") is replaced by "***@".
 std::string redact_urls(const std::vector<std::string>& urls);
 
+// Bounds of what nats.c holds for a subscription whose handler is behind; beyond them it drops
+// messages (counted per subscription) and reports a slow consumer.
+struct PendingLimits {
+  int messages = 262'144;
+  int bytes = 256 * 1024 * 1024;
+};
+
 enum class ConnectionState { connecting, connected, disconnected, closed };
 const char* to_string(ConnectionState state);
 
@@ -73,6 +82,15 @@ class NatsConnection final : public Publisher {
   ~NatsConnection();
   NatsConnection(const NatsConnection&) = delete;
   NatsConnection& operator=(const NatsConnection&) = delete;
+
+  // Where callback errors (orgd_callback_errors_total) and slow-consumer drops
+  // (orgd_nats_slow_consumer_dropped_total{subscription}) are counted. Call before connect();
+  // without it they are only logged.
+  void set_metrics(MetricsRegistry& metrics);
+  // Brings the slow-consumer drop counters of this connection's subscriptions up to nats.c's
+  // counts (drops between two slow-consumer reports are only seen here); called before
+  // /metrics renders.
+  void refresh_dropped();
 
   // Throws std::runtime_error on invalid settings, or (without retry_on_failed_connect) when no
   // server can be reached or the connection is refused. With retry_on_failed_connect a refused
@@ -110,6 +128,8 @@ class NatsConnection final : public Publisher {
   Result<BusMessage> request(const BusMessage& message, std::chrono::milliseconds timeout);
   void flush(std::chrono::milliseconds timeout);
 
+  class DropCounters;
+
   // A subscription whose handler runs on the subscription's nats.c delivery thread with an owned
   // copy of each message. Messages of one subscription arrive in order.
   class Subscription {
@@ -132,12 +152,14 @@ class NatsConnection final : public Publisher {
     __natsSubscription* sub_ = nullptr;
     __natsConnection* conn_ = nullptr;  // the connection it was made on
     std::shared_ptr<Closure> closure_;
+    std::shared_ptr<DropCounters> drops_;
     std::string subject_;
   };
 
   // queue_group empty: every orgd instance gets each message.
   std::unique_ptr<Subscription> subscribe(const std::string& subject,
-                                          const std::string& queue_group, MessageHandler handler);
+                                          const std::string& queue_group, MessageHandler handler,
+                                          PendingLimits limits = PendingLimits{});
 
   // Closes the connection (pending publishes are flushed first when connected); the whole close
   // is bounded by `timeout`. Anything blocked on a request (a KV call) returns at once.
@@ -149,6 +171,8 @@ class NatsConnection final : public Publisher {
   static void on_disconnected(__natsConnection*, void* self);
   static void on_reconnected(__natsConnection*, void* self);
   static void on_closed(__natsConnection*, void* self);
+  // nats.c's asynchronous errors (slow consumer, permissions, ...); `status` is a natsStatus.
+  void on_async_error(__natsSubscription* sub, int status);
   void set_state(ConnectionState s);
   // One natsConnection_Connect with the prepared options; installs the connection it makes.
   int open();  // a natsStatus
@@ -157,6 +181,7 @@ class NatsConnection final : public Publisher {
   bool current(__natsConnection* conn) const;
   void set_last_error(std::string reason);
   static std::int64_t reconnect_delay(__natsConnection*, int attempts, void* self);
+  std::int64_t next_reconnect_delay(__natsConnection*, int attempts);
 
   struct Credentials;
   struct Retired;
@@ -179,6 +204,14 @@ class NatsConnection final : public Publisher {
   bool closed_delivered_ = false;
   std::mutex retired_mutex_;  // guards retired_
   std::vector<Retired> retired_;
+
+  // Callback errors by callback; null without set_metrics().
+  Counter* state_errors_ = nullptr;
+  Counter* async_error_errors_ = nullptr;
+  Counter* message_errors_ = nullptr;
+  Counter* credential_errors_ = nullptr;
+  std::shared_ptr<DropCounters> drops_;
+  LogLimiter async_error_log_;
 };
 
 }  // namespace orgd

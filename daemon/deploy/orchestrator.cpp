@@ -2186,4 +2186,12 @@ void Orchestrator::fill_status(v1::OrgStatus& org) const {
   for (auto& repo : *org.mutable_repos()) fill_status(repo);
 }
 
+Result<bool> Orchestrator::request_known(const std::string& request_id) {
+  DeployStore* store = shared_->kv();
+  if (!attached_.load() || store == nullptr) return unavailable("the KV buckets are not open");
+  auto existing = store->deploy_of_request(request_id);
+  if (!existing) return existing.error();
+  return existing.value().has_value();
+}
+
 }  // namespace orgd::deploy

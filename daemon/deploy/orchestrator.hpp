@@ -97,6 +97,9 @@ class Orchestrator {
   Result<v1::DeployRecord> get(const v1::DeployGetRequest& request);
   Result<v1::DeployList> list(const v1::DeployListRequest& request);
   Result<v1::DeployRecord> cancel(const v1::DeployCancelRequest& request);
+  // Whether a deploy request with this id was accepted (the command intake asks before it
+  // believes that a command ran out of deliveries).
+  Result<bool> request_known(const std::string& request_id);
 
   // The last deploy of each configured repo+env (RepoStatus.deploys), read from the deploy
   // records in KV: at start (the recent index), on every scheduler tick (deploys indexed since),

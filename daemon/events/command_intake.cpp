@@ -5,7 +5,11 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <memory>
+#include <optional>
+#include <utility>
 
+#include "daemon/bus/callback_guard.hpp"
 #include "daemon/bus/streams.hpp"
 #include "daemon/core/logging.hpp"
 #include "daemon/events/codec.hpp"
@@ -14,12 +18,48 @@ namespace orgd {
 
 namespace {
 
-constexpr std::size_t kMaxRememberedErrors = 1000;
+// Commands whose outcome this intake remembers (the newest by stream sequence).
+constexpr std::size_t kMaxRemembered = 10000;
 constexpr std::int64_t kNanosPerMilli = 1'000'000;
 
 bool retryable(ErrorCode code) {
   return code == ErrorCode::conflict || code == ErrorCode::unavailable ||
          code == ErrorCode::internal;
+}
+
+struct MsgDeleter {
+  void operator()(natsMsg* msg) const { natsMsg_Destroy(msg); }
+};
+using MsgPtr = std::unique_ptr<natsMsg, MsgDeleter>;
+
+struct Advisory {
+  std::uint64_t sequence = 0;
+  std::uint64_t deliveries = 0;
+};
+
+// A max-deliveries advisory as the server writes it, read with checked access: any other shape
+// (wrong types, missing fields, another stream or consumer) is malformed.
+std::optional<Advisory> parse_advisory(std::string_view body, std::string_view stream,
+                                       std::string_view consumer) {
+  const auto json = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
+  if (!json.is_object()) return std::nullopt;
+  auto unsigned_field = [&](const char* key) -> std::optional<std::uint64_t> {
+    const auto it = json.find(key);
+    if (it == json.end() || !it->is_number_unsigned()) return std::nullopt;
+    return it->get<std::uint64_t>();
+  };
+  // Optional in the server's format, but never of another stream or consumer when present.
+  auto names = [&](const char* key, std::string_view expected) {
+    const auto it = json.find(key);
+    return it == json.end() || (it->is_string() && it->get_ref<const std::string&>() == expected);
+  };
+  auto sequence = unsigned_field("stream_seq");
+  auto deliveries = unsigned_field("deliveries");
+  if (!sequence || *sequence == 0 || !deliveries || !names("stream", stream) ||
+      !names("consumer", consumer)) {
+    return std::nullopt;
+  }
+  return Advisory{*sequence, *deliveries};
 }
 
 }  // namespace
@@ -39,6 +79,16 @@ CommandIntake::CommandIntake(CommandIntakeSettings settings, Handler handler,
   dead_lettered_ =
       &metrics_.counter("orgd_commands_total", "Commands from ORGD_CMD, by op and result",
                         {{"op", settings_.op}, {"result", "dead_lettered"}});
+  const char* advisories_help =
+      "Max-deliveries advisories received, by op and what was done with them";
+  advisory_malformed_ = &metrics_.counter("orgd_command_advisories_total", advisories_help,
+                                          {{"op", settings_.op}, {"result", "malformed"}});
+  advisory_refused_ = &metrics_.counter("orgd_command_advisories_total", advisories_help,
+                                        {{"op", settings_.op}, {"result", "refused"}});
+  advisory_dead_lettered_ = &metrics_.counter("orgd_command_advisories_total", advisories_help,
+                                              {{"op", settings_.op}, {"result", "dead_lettered"}});
+  message_errors_ = &CallbackErrors::counter(metrics_, "cmd.message");
+  advisory_errors_ = &CallbackErrors::counter(metrics_, "cmd.advisory");
 }
 
 CommandIntake::~CommandIntake() { stop(); }
@@ -181,14 +231,22 @@ void CommandIntake::release_subscriptions() {
 }
 
 void CommandIntake::on_message(natsConnection*, natsSubscription*, natsMsg* msg, void* self) {
-  static_cast<CommandIntake*>(self)->handle(msg);
+  auto* me = static_cast<CommandIntake*>(self);
+  guard_callback("cmd.message", me->message_errors_, [&] { me->handle(msg); });
 }
 
 void CommandIntake::on_advisory(natsConnection*, natsSubscription*, natsMsg* msg, void* self) {
-  static_cast<CommandIntake*>(self)->handle_advisory(msg);
+  auto* me = static_cast<CommandIntake*>(self);
+  MsgPtr owned(msg);
+  guard_callback("cmd.advisory", me->advisory_errors_,
+                 [&] { me->handle_advisory(BusMessage::copy_from(owned.get())); });
 }
 
-void CommandIntake::handle(natsMsg* msg) {
+void CommandIntake::handle(natsMsg* raw) {
+  // Destroyed however this ends (an exception included); an unsettled command is redelivered
+  // after the ack wait.
+  MsgPtr owned(raw);
+  natsMsg* msg = owned.get();
   const BusMessage command = BusMessage::copy_from(msg);
   std::uint64_t sequence = 0;
   std::uint64_t delivered = 1;
@@ -196,16 +254,34 @@ void CommandIntake::handle(natsMsg* msg) {
   if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
     sequence = meta->Sequence.Stream;
     delivered = meta->NumDelivered;
+    const bool ours = meta->Stream != nullptr && std::string_view(meta->Stream) == kCmdStream;
     jsMsgMetaData_Destroy(meta);
+    if (!ours) sequence = 0;
+  }
+  // Anyone can publish on the delivery subject: what did not come from ORGD_CMD (no JetStream
+  // metadata naming it) was never stored, de-duplicated or audited, and is not a command.
+  if (sequence == 0) {
+    rejections_.reject(command,
+                       invalid_argument(fmt::format("not a delivery of stream {}: publish "
+                                                    "commands on {}",
+                                                    kCmdStream, subject())),
+                       "cmd", Encoding::json);
+    return;
   }
   const std::string dedup =
       command.header("Nats-Msg-Id").value_or(fmt::format("{}:{}", kCmdStream, sequence));
   // The command as it arrived, for the dead letter: its subject is P.cmd.<op>.
   BusMessage original = command;
   original.reply.clear();
-  Result<Ok> result = handler_(command, dedup);
+  Result<Ok> result = internal_error("the command handler failed");
+  try {
+    result = handler_(command, dedup);
+  } catch (const std::exception& e) {
+    result = internal_error(fmt::format("the command handler failed: {}", e.what()));
+  }
   if (result) {
     natsMsg_Ack(msg, nullptr);
+    remember_settled(sequence);
     accepted_->inc();
   } else if (retryable(result.error().code) &&
              delivered < static_cast<std::uint64_t>(settings_.max_deliver)) {
@@ -221,6 +297,7 @@ void CommandIntake::handle(natsMsg* msg) {
   } else {
     // Invalid input, or the last delivery: it will not get better by waiting.
     natsMsg_Term(msg, nullptr);
+    remember_settled(sequence);
     Error error = result.error();
     if (retryable(error.code)) {
       error.message = fmt::format("gave up after {} deliveries: {}", delivered, error.message);
@@ -228,50 +305,110 @@ void CommandIntake::handle(natsMsg* msg) {
     rejections_.reject(original, error, "cmd", Encoding::json);
     dead_lettered_->inc();
   }
-  natsMsg_Destroy(msg);
 }
 
-void CommandIntake::handle_advisory(natsMsg* msg) {
-  const std::string body(natsMsg_GetData(msg), static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
-  natsMsg_Destroy(msg);
-  const auto advisory = nlohmann::json::parse(body, nullptr, false);
-  if (!advisory.is_object() || !advisory.contains("stream_seq") ||
-      !advisory["stream_seq"].is_number_unsigned()) {
+void CommandIntake::handle_advisory(const BusMessage& message) {
+  auto log = logging::get("cmd");
+  const auto advisory = parse_advisory(message.data, kCmdStream, durable_name());
+  if (!advisory) {
+    advisory_malformed_->inc();
+    if (advisory_log_.allow()) {
+      log->warn("ignored a malformed max-deliveries advisory on {} ({} bytes)", message.subject,
+                message.data.size());
+    }
     return;
   }
-  const auto sequence = advisory["stream_seq"].get<std::uint64_t>();
-  const auto deliveries = advisory.value("deliveries", 0);
-  natsMsg* stored = nullptr;
-  jsErrCode err = static_cast<jsErrCode>(0);
-  if (js_GetMsg(&stored, js_, kCmdStream, sequence, nullptr, &err) != NATS_OK) {
-    logging::get("cmd")->warn("command {} of {} reached max deliveries but cannot be read: {}",
-                              sequence, kCmdStream, nats_GetLastError(nullptr));
+  auto confirmed = confirm_exhausted(advisory->sequence, advisory->deliveries);
+  if (auto* refused = std::get_if<std::string>(&confirmed)) {
+    advisory_refused_->inc();
+    if (advisory_log_.allow()) {
+      log->warn("max-deliveries advisory for {} sequence {} not acted on: {}", kCmdStream,
+                advisory->sequence, *refused);
+    }
     return;
   }
-  BusMessage original = BusMessage::copy_from(stored);
-  natsMsg_Destroy(stored);
+  BusMessage original = std::move(std::get<Confirmed>(confirmed).command);
   original.reply.clear();
-  std::string reason = last_error(sequence);
+  std::string reason = last_error(advisory->sequence);
+  remember_settled(advisory->sequence);
   rejections_.reject(original,
-                     unavailable(fmt::format("max deliveries ({}) reached{}", deliveries,
+                     unavailable(fmt::format("max deliveries ({}) reached{}",
+                                             advisory->deliveries,
                                              reason.empty() ? "" : ": " + reason)),
                      "cmd", Encoding::json);
   dead_lettered_->inc();
+  advisory_dead_lettered_->inc();
+}
+
+std::variant<CommandIntake::Confirmed, std::string> CommandIntake::confirm_exhausted(
+    std::uint64_t sequence, std::uint64_t deliveries) {
+  if (js_ == nullptr) return std::string("not consuming yet");
+  // This orgd acked, terminated or already dead-lettered it.
+  if (settled_here(sequence)) return std::string("this orgd has already settled the command");
+  // The server: the consumer exists with that max_deliver and has delivered that far.
+  const std::string durable = durable_name();
+  jsConsumerInfo* info = nullptr;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  if (js_GetConsumerInfo(&info, js_, kCmdStream, durable.c_str(), nullptr, &err) != NATS_OK) {
+    return fmt::format("consumer {} cannot be read: {}", durable, nats_GetLastError(nullptr));
+  }
+  const auto max_deliver = info->Config != nullptr ? info->Config->MaxDeliver : 0;
+  const auto delivered_up_to = info->Delivered.Stream;
+  jsConsumerInfo_Destroy(info);
+  if (max_deliver <= 0 || deliveries != static_cast<std::uint64_t>(max_deliver)) {
+    return fmt::format("{} deliveries is not the consumer's max_deliver ({})", deliveries,
+                       max_deliver);
+  }
+  if (delivered_up_to < sequence) {
+    return fmt::format("the consumer has not delivered sequence {} yet", sequence);
+  }
+  // The stream: the command is stored, and is this intake's.
+  natsMsg* stored = nullptr;
+  err = static_cast<jsErrCode>(0);
+  if (js_GetMsg(&stored, js_, kCmdStream, sequence, nullptr, &err) != NATS_OK) {
+    return fmt::format("the stream has no message {}", sequence);
+  }
+  MsgPtr owned(stored);
+  BusMessage command = BusMessage::copy_from(stored);
+  if (command.subject != subject()) {
+    return fmt::format("message {} is on {}, not {}", sequence, command.subject, subject());
+  }
+  // The handler side: a command it already carried out (its ack was lost, or another replica
+  // did it) is not a dead letter.
+  if (carried_out_) {
+    const std::string dedup =
+        command.header("Nats-Msg-Id").value_or(fmt::format("{}:{}", kCmdStream, sequence));
+    auto done = carried_out_(command, dedup);
+    if (!done) return "cannot tell whether it was carried out: " + done.error().message;
+    if (done.value()) return std::string("the command was carried out");
+  }
+  return Confirmed{std::move(command)};
 }
 
 void CommandIntake::remember_error(std::uint64_t sequence, const std::string& error) {
-  std::lock_guard lock(errors_mutex_);
-  errors_[sequence] = error;
-  while (errors_.size() > kMaxRememberedErrors) errors_.erase(errors_.begin());
+  std::lock_guard lock(seen_mutex_);
+  seen_[sequence].last_error = error;
+  while (seen_.size() > kMaxRemembered) seen_.erase(seen_.begin());
+}
+
+void CommandIntake::remember_settled(std::uint64_t sequence) {
+  if (sequence == 0) return;
+  std::lock_guard lock(seen_mutex_);
+  seen_[sequence].settled = true;
+  while (seen_.size() > kMaxRemembered) seen_.erase(seen_.begin());
+}
+
+bool CommandIntake::settled_here(std::uint64_t sequence) {
+  std::lock_guard lock(seen_mutex_);
+  auto it = seen_.find(sequence);
+  return it != seen_.end() && it->second.settled;
 }
 
 std::string CommandIntake::last_error(std::uint64_t sequence) {
-  std::lock_guard lock(errors_mutex_);
-  auto it = errors_.find(sequence);
-  if (it == errors_.end()) return {};
-  std::string error = std::move(it->second);
-  errors_.erase(it);
-  return error;
+  std::lock_guard lock(seen_mutex_);
+  auto it = seen_.find(sequence);
+  if (it == seen_.end()) return {};
+  return std::exchange(it->second.last_error, std::string());
 }
 
 }  // namespace orgd
