@@ -9,8 +9,10 @@
 #include <string_view>
 #include <vector>
 
+#include "daemon/core/config_values.hpp"
 #include "daemon/core/duration.hpp"
 #include "daemon/core/environment.hpp"
+#include "daemon/core/yaml_schema.hpp"
 
 namespace orgd {
 
@@ -185,9 +187,12 @@ struct Config {
   }
 };
 
-// Names of repos, providers, environments, services and secrets end up as NATS subject tokens
-// and KV keys: [A-Za-z0-9_-]+, at most 100 characters.
-bool valid_name(std::string_view name);
+// A provider's reader of its settings (DESIGN.md §8: providers see this map only): a target's
+// are everything in repos.<repo>.deploy.<env> but reserved_target_keys(); a provider's own are
+// everything in providers.<name> but `type`. Problems name "deploy.<env>.<key>" and
+// "providers.<name>.<key>".
+SettingsReader target_settings(const DeployTargetConfig& target, const std::string& source_file);
+SettingsReader provider_settings(const ProviderConfig& config, const std::string& source_file);
 
 // Loads and validates a config. Every problem is collected and raised together as a ConfigError
 // whose lines read "<file>:<line>: <key>: <problem>". Environment overrides (DESIGN.md §7) are

@@ -6,23 +6,10 @@
 #include <unordered_map>
 #include <vector>
 
+#include "daemon/core/dependency_cycle.hpp"
 #include "daemon/core/errors.hpp"
 
 namespace orgd {
-
-// One repo of the inventory and the repos it must be deployed after.
-struct RepoNode {
-  std::string name;
-  std::vector<std::string> depends_on;
-};
-
-// The repos of one dependency cycle, in cycle order, e.g. {"a", "b", "c"} for a -> b -> c -> a
-// (a depends on b, b on c, c on a). The cycle starts at its repo listed first in `repos`, so the
-// answer is deterministic. Dependencies on repos not in `repos` are ignored.
-std::optional<std::vector<std::string>> find_cycle(const std::vector<RepoNode>& repos);
-
-// "a -> b -> c -> a" for {"a", "b", "c"}.
-std::string describe_cycle(const std::vector<std::string>& cycle);
 
 // Orders deploys so that a repo goes out after the repos it depends on. Built once per inventory
 // (O(V + E)); each plan is one pass over a topological order of the whole graph, so ordering

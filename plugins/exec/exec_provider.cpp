@@ -389,7 +389,7 @@ Result<DeployProgress> ExecDeployTarget::rollback(const DeployContext& context,
 
 std::unique_ptr<DeployTarget> ExecProvider::make_deploy_target(const DeployTargetConfig& target,
                                                                const std::string& source_file) {
-  SettingsReader reader = SettingsReader::for_target(target, source_file);
+  SettingsReader reader = target_settings(target, source_file);
   ExecDeployTarget::Settings settings;
   settings.command = reader.required_string("command");
   settings.workdir = reader.string("workdir").value_or(settings.workdir);
@@ -424,7 +424,7 @@ std::unique_ptr<DeployTarget> ExecProvider::make_deploy_target(const DeployTarge
 std::unique_ptr<Provider> make_exec_provider(const ProviderConfig& config,
                                              const ProviderEnvironment& env,
                                              const std::string& source_file) {
-  SettingsReader reader = SettingsReader::for_provider(config, source_file);
+  SettingsReader reader = provider_settings(config, source_file);
   reader.finish();
   // The data dir holds the results that outlive a restart; without one (tests) there are none.
   return std::make_unique<ExecProvider>(config.name, env.data_dir, env.clock, env.environment);

@@ -132,7 +132,7 @@ LocalProvider::LocalProvider(std::string name, std::string data_dir,
 
 std::unique_ptr<DeployTarget> LocalProvider::make_deploy_target(const DeployTargetConfig& target,
                                                                 const std::string& source_file) {
-  SettingsReader reader = SettingsReader::for_target(target, source_file);
+  SettingsReader reader = target_settings(target, source_file);
   LocalDeployTarget::Settings settings;
   settings.duration = reader.duration("duration", settings.duration);
   settings.fail = reader.boolean("fail", settings.fail);
@@ -143,7 +143,7 @@ std::unique_ptr<DeployTarget> LocalProvider::make_deploy_target(const DeployTarg
 std::unique_ptr<Provider> make_local_provider(const ProviderConfig& config,
                                               const ProviderEnvironment& env,
                                               const std::string& source_file) {
-  SettingsReader reader = SettingsReader::for_provider(config, source_file);
+  SettingsReader reader = provider_settings(config, source_file);
   reader.finish();
   if (env.data_dir.empty()) {
     throw ConfigError({source_file + ": providers." + config.name +

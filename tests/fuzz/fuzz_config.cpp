@@ -22,7 +22,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         if (!target.settings.IsMap() || target.provider.empty()) __builtin_trap();
         // What a provider does with the target's settings: typed reads, then unknown keys.
         try {
-          orgd::SettingsReader reader = orgd::SettingsReader::for_target(target, "fuzz.yaml");
+          orgd::SettingsReader reader = orgd::target_settings(target, "fuzz.yaml");
           (void)reader.string("command");
           (void)reader.duration("duration", std::chrono::seconds{1});
           (void)reader.boolean("fail", false);

@@ -1,0 +1,85 @@
+#include "daemon/core/yaml_schema.hpp"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <array>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "daemon/core/errors.hpp"
+
+namespace orgd {
+namespace {
+
+using ::testing::ElementsAre;
+
+std::vector<std::string> problems_of(SettingsReader& reader) {
+  try {
+    reader.finish();
+  } catch (const ConfigError& e) {
+    return e.problems();
+  }
+  return {};
+}
+
+TEST(SettingsReaderTest, CollectsEveryProblemInFileOrder) {
+  const YAML::Node settings = YAML::Load("tiemout: 5s\nduration: soon\nfail: maybe\n");
+  SettingsReader reader{settings, "orgd.yaml", 7, "deploy.production", {"provider"}};
+  (void)reader.boolean("fail", false);
+  (void)reader.duration("duration", Duration{});
+  (void)reader.required_string("command");
+  EXPECT_THAT(problems_of(reader),
+              ElementsAre("orgd.yaml:1: deploy.production.tiemout: unknown key",
+                          "orgd.yaml:2: deploy.production.duration: expected a duration such as "
+                          "500ms, 30s or 5m",
+                          "orgd.yaml:3: deploy.production.fail: expected true or false",
+                          "orgd.yaml:7: deploy.production.command: required key missing"));
+}
+
+TEST(SettingsReaderTest, LeavesOrgdKeysToOrgd) {
+  const YAML::Node settings = YAML::Load("provider: files\nretries: 2\nduration: 1s\n");
+  SettingsReader reader{settings, "orgd.yaml", 1, "deploy.dev", {"provider", "retries"}};
+  EXPECT_EQ(reader.duration("duration", Duration{}), std::chrono::seconds{1});
+  EXPECT_THAT(problems_of(reader), ElementsAre());
+}
+
+// The settings' problems are formatted by the config's reader: a key from the file never
+// breaks the one-line message.
+TEST(SettingsReaderTest, UnknownKeyWithControlCharactersStaysOnOneLine) {
+  const YAML::Node settings = YAML::Load("\"a\\nb\": 1\n");
+  SettingsReader reader{settings, "orgd.yaml", 1, "deploy.dev", {}};
+  EXPECT_THAT(problems_of(reader), ElementsAre("orgd.yaml:1: deploy.dev.a\\nb: unknown key"));
+}
+
+TEST(SchemaReaderTest, MappingReportsUnknownAndDuplicateKeys) {
+  constexpr auto kKeys = std::to_array<std::string_view>({"level", "format"});
+  SchemaReader schema{"test.yaml"};
+  const YAML::Node root = schema.parse("log:\n  level: info\n  lvl: x\n  level: warn\n");
+  const auto entries = schema.mapping(root["log"], "log", 1, kKeys);
+  ASSERT_TRUE(entries.has_value());
+  EXPECT_EQ(entries->size(), 1u);
+  try {
+    schema.fail();
+  } catch (const ConfigError& e) {
+    EXPECT_THAT(e.problems(),
+                ElementsAre("test.yaml:3: log.lvl: unknown key (expected one of: level, format)",
+                            "test.yaml:4: log.level: duplicate key (first at line 2)"));
+  }
+}
+
+TEST(SchemaReaderTest, ParseRejectsASecondDocument) {
+  SchemaReader schema{"test.yaml"};
+  try {
+    (void)schema.parse("org: a\n---\norg: b\n");
+    FAIL() << "a second document was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_THAT(e.problems(),
+                ElementsAre("test.yaml:2: more than one YAML document ('---'): a config is a "
+                            "single document"));
+  }
+}
+
+}  // namespace
+}  // namespace orgd
