@@ -55,8 +55,9 @@ TEST(CoreDumpsE2eTest, OrgdRunsWithCoreDumpsOff) {
   // Running and connected: start-up (and so the hardening at its start) is behind it.
   ASSERT_TRUE(wait_until(
       [&] {
-        return !orgd.running() || orgd.stderr_text().find("ready: serving") != std::string::npos ||
-               orgd.stdout_text().find("ready: serving") != std::string::npos;
+        constexpr const char* kReady = "NATS connection ready";
+        return !orgd.running() || orgd.stderr_text().find(kReady) != std::string::npos ||
+               orgd.stdout_text().find(kReady) != std::string::npos;
       },
       30s));
   ASSERT_TRUE(orgd.running()) << orgd.describe();

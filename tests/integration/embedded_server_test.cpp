@@ -429,7 +429,7 @@ TEST(EmbeddedNatsServerInDaemon, KilledServerIsRestartedCountedAndOrgdReconnects
   // On the same port, with orgd connected again and serving.
   auto answered = [&] {
     try {
-      auto client = testing::connect_client(url);
+      auto client = testing::connect_client(daemon.nats_url());
       return testing::request(client.get(), "org.acme.api.status", "", 2s).has_value();
     } catch (const std::runtime_error&) {
       return false;
