@@ -6,6 +6,7 @@
 #include <iostream>
 
 #include "daemon/bus/nkeys.hpp"
+#include "daemon/core/config_values.hpp"
 #include "daemon/events/codec.hpp"
 
 namespace orgd::cli {
@@ -14,21 +15,6 @@ namespace {
 std::string env_or(const char* name, const std::string& fallback) {
   const char* v = std::getenv(name);
   return v != nullptr && *v != '\0' ? std::string(v) : fallback;
-}
-
-std::vector<std::string> split_urls(const std::string& text) {
-  std::vector<std::string> out;
-  std::size_t start = 0;
-  while (start <= text.size()) {
-    auto comma = text.find(',', start);
-    auto part = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    while (!part.empty() && part.front() == ' ') part.erase(0, 1);
-    while (!part.empty() && part.back() == ' ') part.pop_back();
-    if (!part.empty()) out.push_back(part);
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
-  return out;
 }
 
 }  // namespace
@@ -60,7 +46,9 @@ ExitCode Client::connect() {
   NatsConnectionSettings s;
   std::string servers = options_.server;
   if (servers.empty()) servers = env_or("NATS_URLS", env_or("NATS_URL", "nats://127.0.0.1:4222"));
-  s.urls = split_urls(servers);
+  for (auto& url : split_urls(servers)) {
+    if (!url.empty()) s.urls.push_back(std::move(url));
+  }
   s.name = "orgctl";
   s.creds_file = options_.creds.empty() ? env_or("NATS_CREDS_FILE", "") : options_.creds;
   std::string nkey_file = options_.nkey.empty() ? env_or("NATS_NKEY_FILE", "") : options_.nkey;

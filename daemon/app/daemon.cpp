@@ -17,6 +17,7 @@
 #include "daemon/bus/nkeys.hpp"
 #include "daemon/bus/streams.hpp"
 #include "daemon/core/build_info.hpp"
+#include "daemon/core/config_values.hpp"
 #include "daemon/core/logging.hpp"
 #include "daemon/core/timestamps.hpp"
 #include "orgd/v1/health.pb.h"

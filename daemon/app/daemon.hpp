@@ -27,7 +27,7 @@
 #include "daemon/events/rejections.hpp"
 #include "daemon/health/health_registry.hpp"
 #include "daemon/http/http_server.hpp"
-#include "daemon/http/metrics.hpp"
+#include "daemon/core/metrics.hpp"
 
 namespace orgd {
 

@@ -14,7 +14,7 @@
 #include "daemon/bus/message.hpp"
 #include "daemon/bus/publisher.hpp"
 #include "daemon/core/log_limiter.hpp"
-#include "daemon/http/metrics.hpp"
+#include "daemon/core/metrics.hpp"
 
 struct __jsCtx;
 struct __natsMsg;

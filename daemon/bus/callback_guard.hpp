@@ -3,7 +3,7 @@
 #include <exception>
 #include <utility>
 
-#include "daemon/http/metrics.hpp"
+#include "daemon/core/metrics.hpp"
 
 namespace orgd {
 

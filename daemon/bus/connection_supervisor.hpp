@@ -14,7 +14,7 @@
 #include "daemon/bus/nats_connection.hpp"
 #include "daemon/bus/streams.hpp"
 #include "daemon/core/errors.hpp"
-#include "daemon/http/metrics.hpp"
+#include "daemon/core/metrics.hpp"
 
 namespace orgd {
 

@@ -13,6 +13,7 @@
 #include "daemon/bus/backoff.hpp"
 #include "daemon/bus/callback_guard.hpp"
 #include "daemon/bus/nkeys.hpp"
+#include "daemon/core/config_values.hpp"
 #include "daemon/core/logging.hpp"
 
 namespace orgd {
@@ -67,23 +68,6 @@ std::string describe_failure(natsStatus status, const std::string& text,
 }
 
 }  // namespace
-
-std::string redact_urls(const std::vector<std::string>& urls) {
-  std::string out;
-  for (const auto& url : urls) {
-    if (!out.empty()) out += ',';
-    auto scheme = url.find("://");
-    auto host_start = scheme == std::string::npos ? 0 : scheme + 3;
-    auto at = url.find('@', host_start);
-    auto slash = url.find('/', host_start);
-    if (at != std::string::npos && (slash == std::string::npos || at < slash)) {
-      out += url.substr(0, host_start) + "***" + url.substr(at);
-    } else {
-      out += url;
-    }
-  }
-  return out;
-}
 
 const char* to_string(ConnectionState state) {
   switch (state) {

@@ -13,7 +13,7 @@
 #include "daemon/bus/publisher.hpp"
 #include "daemon/core/errors.hpp"
 #include "daemon/core/log_limiter.hpp"
-#include "daemon/http/metrics.hpp"
+#include "daemon/core/metrics.hpp"
 
 struct __natsConnection;
 struct __natsOptions;
@@ -54,9 +54,6 @@ struct NatsConnectionSettings {
   // in the background (daemon).
   bool retry_on_failed_connect = true;
 };
-
-// URLs as they may be logged: user information ("user:password@") is replaced by "***@".
-std::string redact_urls(const std::vector<std::string>& urls);
 
 // Bounds of what nats.c holds for a subscription whose handler is behind; beyond them it drops
 // messages (counted per subscription) and reports a slow consumer.

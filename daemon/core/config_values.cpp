@@ -53,17 +53,8 @@ bool valid_ipv6_text(std::string_view addr) {
   return !zone_id.empty() && valid_host_name(zone_id);
 }
 
-// The URL with any user:password@ replaced, for messages.
-std::string redacted_url(std::string_view url) {
-  const auto scheme_end = url.find("://");
-  const std::size_t authority = scheme_end == std::string_view::npos ? 0 : scheme_end + 3;
-  const auto at = url.find('@', authority);
-  if (at == std::string_view::npos) return quoted(url);
-  std::string out{url.substr(0, authority)};
-  out += "***";
-  out += url.substr(at);
-  return quoted(out);
-}
+// The URL with any user:password@ replaced, quoted, for messages.
+std::string redacted_url(std::string_view url) { return quoted(redact_url(url)); }
 
 }  // namespace
 
@@ -164,6 +155,29 @@ std::optional<std::string> url_problem(std::string_view url) {
     }
   }
   return std::nullopt;
+}
+
+std::string redact_url(std::string_view url) {
+  const auto scheme = url.find("://");
+  const std::size_t host_start = scheme == std::string_view::npos ? 0 : scheme + 3;
+  const auto at = url.find('@', host_start);
+  const auto slash = url.find('/', host_start);
+  if (at == std::string_view::npos || (slash != std::string_view::npos && slash < at)) {
+    return std::string(url);
+  }
+  std::string out{url.substr(0, host_start)};
+  out += "***";
+  out += url.substr(at);
+  return out;
+}
+
+std::string redact_urls(const std::vector<std::string>& urls) {
+  std::string out;
+  for (const auto& url : urls) {
+    if (!out.empty()) out += ',';
+    out += redact_url(url);
+  }
+  return out;
 }
 
 std::vector<std::string> split_urls(std::string_view text) {

@@ -44,6 +44,10 @@ std::optional<std::string> subject_problem(std::string_view subject);
 
 // A NATS server URL (nats, tls, ws, wss, or host:port without a scheme).
 std::optional<std::string> url_problem(std::string_view url);
+// A URL as it may be logged: user information ("user:password@") is replaced by "***@".
+std::string redact_url(std::string_view url);
+// URLs as they may be logged, comma-separated, each redacted.
+std::string redact_urls(const std::vector<std::string>& urls);
 // "a, b" -> {"a", "b"}, each trimmed (empty parts kept, so url_problem reports them).
 std::vector<std::string> split_urls(std::string_view text);
 

@@ -17,7 +17,7 @@
 #include "daemon/core/errors.hpp"
 #include "daemon/deploy/deploy_store.hpp"
 #include "daemon/deploy/inventory.hpp"
-#include "daemon/http/metrics.hpp"
+#include "daemon/core/metrics.hpp"
 #include "orgd/v1/deploy.pb.h"
 #include "orgd/v1/status.pb.h"
 

@@ -16,7 +16,7 @@
 #include "daemon/core/errors.hpp"
 #include "daemon/core/log_limiter.hpp"
 #include "daemon/events/rejections.hpp"
-#include "daemon/http/metrics.hpp"
+#include "daemon/core/metrics.hpp"
 
 struct __jsCtx;
 struct __natsConnection;

@@ -13,7 +13,7 @@
 #include "daemon/core/clock.hpp"
 #include "daemon/core/errors.hpp"
 #include "daemon/events/codec.hpp"
-#include "daemon/http/metrics.hpp"
+#include "daemon/core/metrics.hpp"
 
 namespace orgd {
 

@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "daemon/core/logging.hpp"
-#include "daemon/http/metrics.hpp"
+#include "daemon/core/metrics.hpp"
 
 namespace orgd {
 namespace {

@@ -20,7 +20,7 @@
 #include "daemon/deploy/inventory.hpp"
 #include "daemon/deploy/orchestrator.hpp"
 #include "daemon/events/codec.hpp"
-#include "daemon/http/metrics.hpp"
+#include "daemon/core/metrics.hpp"
 #include "daemon/plugin/registry.hpp"
 #include "orgd/v1/deploy.pb.h"
 #include "tests/support/nats_server.hpp"

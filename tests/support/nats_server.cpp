@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
+#include "daemon/core/config_values.hpp"
 #include "tests/support/subprocess.hpp"
 #include "tests/support/wait.hpp"
 
@@ -26,18 +27,6 @@ std::chrono::milliseconds remaining(Clock::time_point deadline) {
 std::string unique_server_name() {
   static std::atomic<int> counter{0};
   return "orgd-test-" + std::to_string(::getpid()) + "-" + std::to_string(++counter);
-}
-
-std::vector<std::string> split_urls(const std::string& urls) {
-  std::vector<std::string> out;
-  std::size_t start = 0;
-  while (start <= urls.size()) {
-    auto end = urls.find(',', start);
-    if (end == std::string::npos) end = urls.size();
-    if (end > start) out.push_back(urls.substr(start, end - start));
-    start = end + 1;
-  }
-  return out;
 }
 
 // Distinct free loopback ports, for the cluster's routes which every node must know up front.

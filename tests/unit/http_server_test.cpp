@@ -22,7 +22,7 @@
 #include <thread>
 #include <vector>
 
-#include "daemon/http/metrics.hpp"
+#include "daemon/core/metrics.hpp"
 
 namespace orgd {
 namespace {

@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
 
-#include "daemon/bus/nats_connection.hpp"
+#include "daemon/core/config_values.hpp"
 
 namespace orgd {
 namespace {

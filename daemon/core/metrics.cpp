@@ -1,4 +1,4 @@
-#include "daemon/http/metrics.hpp"
+#include "daemon/core/metrics.hpp"
 
 #include <algorithm>
 #include <charconv>
