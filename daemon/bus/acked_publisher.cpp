@@ -52,6 +52,19 @@ AckedPublisher::~AckedPublisher() {
   std::lock_guard lock(mutex_);
   if (js_ != nullptr) jsCtx_Destroy(js_);
   js_ = nullptr;
+  // With an ack outstanding nats.c may still call the gate after this object is gone.
+  if (in_flight_.empty() && !orphaned_acks_) {
+    delete gate_;
+  } else {
+    park_gate(gate_);
+  }
+}
+
+void AckedPublisher::park_gate(Gate* gate) {
+  static std::mutex parked_mutex;
+  static std::vector<std::unique_ptr<Gate>> parked;
+  std::lock_guard lock(parked_mutex);
+  parked.emplace_back(gate);
 }
 
 Result<Ok> AckedPublisher::publish(const BusMessage& message) {
@@ -191,7 +204,20 @@ void AckedPublisher::run() {
 // Called with the lock held; releases it around nats.c's publish call.
 bool AckedPublisher::send(Item item, std::unique_lock<std::mutex>& lock) {
   ++item.attempts;
+  if (js_ != nullptr && js_generation_ != nats_.generation()) {
+    // NatsConnection::reopen() replaced the connection: the old context's acks will not come,
+    // so what waits for them is sent again on a context of the new connection.
+    jsCtx_Destroy(js_);
+    js_ = nullptr;
+    orphaned_acks_ = orphaned_acks_ || !in_flight_.empty();
+    auto orphans = std::move(in_flight_);
+    in_flight_.clear();
+    for (auto& [orphan_msg, orphan] : orphans) {
+      failed(std::move(orphan), "the NATS connection was replaced before the ack");
+    }
+  }
   if (js_ == nullptr && nats_.raw() != nullptr) {
+    js_generation_ = nats_.generation();
     jsOptions options;
     jsOptions_Init(&options);
     options.PublishAsync.MaxPending = static_cast<int64_t>(settings_.max_in_flight) + 16;

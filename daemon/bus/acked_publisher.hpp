@@ -95,6 +95,9 @@ class AckedPublisher final : public Publisher {
     AckedPublisher* owner = nullptr;
   };
 
+  // Keeps a gate that nats.c may still call reachable for the rest of the process (a few per
+  // process: publishers are made at start).
+  static void park_gate(Gate* gate);
   void on_ack(__natsMsg* msg, bool ok, const std::string& error);
   void run();
   bool send(Item item, std::unique_lock<std::mutex>& lock);
@@ -126,7 +129,12 @@ class AckedPublisher final : public Publisher {
   std::multimap<std::chrono::steady_clock::time_point, std::string> latest_retries_;
   std::unordered_map<__natsMsg*, Item> in_flight_;  // by nats.c's message
   std::size_t queued_ = 0;                          // ready_ + retries_ + states waiting in latest_
-  Gate* gate_;                                      // deliberately never freed: see Gate
+  // Freed with this object when no ack can come any more; otherwise parked (see park_gate).
+  Gate* gate_;
+  // The connection generation js_ was made on, and whether an earlier context was given up
+  // with acks outstanding (those may still call the gate).
+  std::uint64_t js_generation_ = 0;
+  bool orphaned_acks_ = false;
   std::thread worker_;
 };
 

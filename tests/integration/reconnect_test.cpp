@@ -221,6 +221,16 @@ TEST(ReconnectTest, AConnectionGivenUpAfterARefusalIsMadeAgainWithEverythingOnIt
   auto d = make_daemon(config_yaml(server->url(), data.str()));
   d->start();
   ASSERT_TRUE(wait_until([&] { return d->ready(); }, 15s)) << "orgd never became ready";
+  {
+    // A deploy on the first connection: orgd's acknowledged publishers make their JetStream
+    // context there, and must not keep using it once the connection is replaced.
+    auto first = connect_client(server->url());
+    Collector finished(first.get(), "org.acme.events.deploy.*.finished");
+    const std::string body = R"({"repos":["api"],"env":"dev","requestId":"before-refusal"})";
+    ASSERT_TRUE(testing::request(first.get(), "org.acme.api.deploy", body, 5000ms).has_value());
+    ASSERT_TRUE(wait_until([&] { return finished.size() >= 1; }, 20s))
+        << "no finished event on the first connection";
+  }
 
   server.reset();
   NatsServerOptions refusing;
@@ -260,7 +270,7 @@ TEST(ReconnectTest, AConnectionGivenUpAfterARefusalIsMadeAgainWithEverythingOnIt
   jsPubAck_Destroy(ack);
   jsCtx_Destroy(js);
   EXPECT_TRUE(wait_until([&] { return finished.size() >= 1; }, 20s))
-      << "the command was not consumed on the new connection";
+      << "the command was not consumed, or its events not published, on the new connection";
   d->stop();
 }
 
