@@ -564,12 +564,18 @@ TEST_F(DeployRunTest, AStepWaitingForItsHealthGateSaysWhatItWaitsFor) {
         return record && step(*record, "api").waiting_for() == "health: api/http";
       },
       20s));
-  bool event_says_it = false;
-  for (const auto& e : publisher_.events()) {
-    event_says_it |= e.kind() == "health_gate_waiting" && e.step().repo() == "api" &&
-                     e.step().waiting_for() == "health: api/http";
-  }
-  EXPECT_TRUE(event_says_it);
+  // The record is written before its event is published: wait for the event too.
+  EXPECT_TRUE(wait_until(
+      [&] {
+        for (const auto& e : publisher_.events()) {
+          if (e.kind() == "health_gate_waiting" && e.step().repo() == "api" &&
+              e.step().waiting_for() == "health: api/http") {
+            return true;
+          }
+        }
+        return false;
+      },
+      20s));
   health_.set({true, false, {}, {}});
   const auto record = wait_finished(id);
   EXPECT_EQ(record.state(), DeployRecord::succeeded);
