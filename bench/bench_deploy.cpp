@@ -426,7 +426,10 @@ class KvReplay {
       if (w.remove) {
         check(kvStore_Delete(kv, key), "baseline kvStore_Delete");
         revision = 0;
-      } else if (w.bucket == Bucket::deploys && keys[i].rfind("active.", 0) == 0) {
+      } else if (w.bucket == Bucket::deploys && (keys[i].rfind("active.", 0) == 0 ||
+                                                 keys[i].rfind("index.", 0) == 0)) {
+        // Keys that outlive one deploy (the active key, the recent-deploys index): a write
+        // whatever the revision, as the replay does not carry revisions from run to run.
         check(kvStore_Put(&revision, kv, key, payload_.data(), len), "baseline kvStore_Put");
       } else if (revision == 0) {
         check(kvStore_Create(&revision, kv, key, payload_.data(), len), "baseline kvStore_Create");
