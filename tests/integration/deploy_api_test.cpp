@@ -19,6 +19,7 @@
 #include "orgd/v1/deploy.pb.h"
 #include "orgd/v1/status.pb.h"
 #include "tests/support/collector.hpp"
+#include "tests/support/deploy_api.hpp"
 #include "tests/support/http_client.hpp"
 #include "tests/support/nats_server.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -36,22 +37,11 @@ using testing::TempDir;
 using testing::wait_until;
 using v1::DeployRecord;
 
-struct Reply {
-  std::string data;
-  std::optional<std::string> error_code;
-  std::optional<std::string> error;
-};
+using Reply = testing::ApiReply;
 
-std::optional<Reply> call(natsConnection* conn, const std::string& subject, const std::string& data,
-                          int timeout_ms = 10000) {
-  natsMsg* reply = nullptr;
-  const natsStatus s = natsConnection_Request(&reply, conn, subject.c_str(), data.data(),
-                                              static_cast<int>(data.size()), timeout_ms);
-  if (s != NATS_OK) return std::nullopt;
-  BusMessage copy = BusMessage::copy_from(reply);
-  natsMsg_Destroy(reply);
-  return Reply{copy.data, copy.header("Nats-Service-Error-Code"),
-               copy.header("Nats-Service-Error")};
+std::optional<Reply> call(natsConnection* conn, const std::string& subject,
+                          const std::string& data) {
+  return testing::api_call(conn, subject, data);
 }
 
 std::string local_repo(const std::string& name, const std::string& duration) {
@@ -91,36 +81,15 @@ class DeployApiTest : public ::testing::Test {
   }
 
   v1::DeployAccepted deploy(const std::string& body) {
-    auto reply = call(client.get(), "org.acme.api.deploy", body);
-    EXPECT_TRUE(reply.has_value());
-    v1::DeployAccepted accepted;
-    if (reply) {
-      EXPECT_FALSE(reply->error_code) << reply->data;
-      EXPECT_TRUE(decode(reply->data, Encoding::json, accepted, 1 << 20)) << reply->data;
-    }
-    return accepted;
+    return testing::api_deploy(client.get(), "org.acme", body);
   }
 
   std::optional<DeployRecord> get(const std::string& id) {
-    auto reply = call(client.get(), "org.acme.api.deploy.get", R"({"deployId":")" + id + R"("})");
-    if (!reply || reply->error_code) return std::nullopt;
-    DeployRecord record;
-    if (!decode(reply->data, Encoding::json, record, 1 << 22)) return std::nullopt;
-    return record;
+    return testing::api_deploy_get(client.get(), "org.acme", id);
   }
 
   DeployRecord wait_finished(const std::string& id, std::chrono::milliseconds deadline = 30s) {
-    DeployRecord last;
-    const bool done = wait_until(
-        [&] {
-          auto record = get(id);
-          if (!record) return false;
-          last = *record;
-          return last.state() != DeployRecord::pending && last.state() != DeployRecord::running;
-        },
-        deadline, 50ms);
-    EXPECT_TRUE(done) << "deploy " << id << " did not finish: " << last.DebugString();
-    return last;
+    return testing::wait_deploy_finished(client.get(), "org.acme", id, deadline, 50ms);
   }
 
   std::optional<v1::RepoStatus> repo_status(const std::string& name) {

@@ -13,6 +13,7 @@
 #include "orgd/v1/deploy.pb.h"
 #include "orgd/v1/status.pb.h"
 #include "tests/support/collector.hpp"
+#include "tests/support/deploy_api.hpp"
 #include "tests/support/nats_server.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/wait.hpp"
@@ -30,22 +31,11 @@ using testing::wait_until;
 using v1::DeployRecord;
 using v1::DeployStep;
 
-struct Reply {
-  std::string data;
-  std::optional<std::string> error_code;
-  std::optional<std::string> error;
-};
+using Reply = testing::ApiReply;
 
 std::optional<Reply> call(natsConnection* conn, const std::string& subject,
                           const std::string& data) {
-  natsMsg* reply = nullptr;
-  const natsStatus s = natsConnection_Request(&reply, conn, subject.c_str(), data.data(),
-                                              static_cast<int>(data.size()), 10000);
-  if (s != NATS_OK) return std::nullopt;
-  BusMessage copy = BusMessage::copy_from(reply);
-  natsMsg_Destroy(reply);
-  return Reply{copy.data, copy.header("Nats-Service-Error-Code"),
-               copy.header("Nats-Service-Error")};
+  return testing::api_call(conn, subject, data);
 }
 
 // A repo block: `deploy: {dev: {...target}}` plus depends_on.
@@ -90,36 +80,15 @@ class DeployTest : public ::testing::Test {
   }
 
   v1::DeployAccepted deploy(const std::string& body) {
-    auto reply = call(client.get(), "org.acme.api.deploy", body);
-    EXPECT_TRUE(reply.has_value());
-    v1::DeployAccepted accepted;
-    if (reply) {
-      EXPECT_FALSE(reply->error_code) << reply->data;
-      EXPECT_TRUE(decode(reply->data, Encoding::json, accepted, 1 << 20)) << reply->data;
-    }
-    return accepted;
+    return testing::api_deploy(client.get(), "org.acme", body);
   }
 
   std::optional<DeployRecord> get(const std::string& id) {
-    auto reply = call(client.get(), "org.acme.api.deploy.get", R"({"deployId":")" + id + R"("})");
-    if (!reply || reply->error_code) return std::nullopt;
-    DeployRecord record;
-    if (!decode(reply->data, Encoding::json, record, 1 << 22)) return std::nullopt;
-    return record;
+    return testing::api_deploy_get(client.get(), "org.acme", id);
   }
 
   DeployRecord wait_finished(const std::string& id, std::chrono::milliseconds deadline = 20s) {
-    DeployRecord last;
-    const bool done = wait_until(
-        [&] {
-          auto record = get(id);
-          if (!record) return false;
-          last = *record;
-          return last.state() != DeployRecord::pending && last.state() != DeployRecord::running;
-        },
-        deadline);
-    EXPECT_TRUE(done) << "deploy " << id << " did not finish: " << last.DebugString();
-    return last;
+    return testing::wait_deploy_finished(client.get(), "org.acme", id, deadline, 10ms);
   }
 
   static const DeployStep& step(const DeployRecord& record, const std::string& repo) {
