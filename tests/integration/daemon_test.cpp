@@ -1,12 +1,13 @@
 // The daemon in-process against a real nats-server: health in, status out, bad input rejected,
 // state rebuilt after a restart, service discovery, HTTP endpoints, reload.
+#include "daemon/app/daemon.hpp"
+
 #include <gtest/gtest.h>
 #include <nats/nats.h>
-#include <nlohmann/json.hpp>
 
 #include <fstream>
+#include <nlohmann/json.hpp>
 
-#include "daemon/app/daemon.hpp"
 #include "daemon/bus/streams.hpp"
 #include "daemon/events/codec.hpp"
 #include "orgd/v1/health.pb.h"
@@ -29,7 +30,9 @@ using v1::Health;
 
 std::string config_yaml(const std::string& url, const std::string& extra_repos = "") {
   return "org: acme\n"
-         "nats:\n  urls: [" + url + "]\n  connect_timeout: 2s\n  reconnect_wait: 100ms\n"
+         "nats:\n  urls: [" +
+         url +
+         "]\n  connect_timeout: 2s\n  reconnect_wait: 100ms\n"
          "http:\n  listen: 127.0.0.1:0\n"
          "log:\n  level: warn\n"
          "providers:\n  local: {type: local}\n"
@@ -37,7 +40,8 @@ std::string config_yaml(const std::string& url, const std::string& extra_repos =
          "  api:\n    deploy:\n      dev: {provider: local}\n"
          "    health: {services: [http], ttl: 30s}\n"
          "  web:\n    depends_on: [api]\n    health: {services: [http]}\n"
-         "  worker:\n    depends_on: [api]\n" + extra_repos;
+         "  worker:\n    depends_on: [api]\n" +
+         extra_repos;
 }
 
 struct Reply {
@@ -265,8 +269,9 @@ TEST_F(DaemonTest, ServiceDiscoveryListsOrgdWithLiveStats) {
   auto d = start_daemon(config_yaml(server.url()));
   ASSERT_TRUE(request(client.get(), "org.acme.api.status", "").has_value());
   const std::string id = d->discovery().identity().id;
-  for (const std::string& subject : std::vector<std::string>{"$SRV.PING", "$SRV.PING.orgd", "$SRV.PING.orgd." + id, "$SRV.INFO", "$SRV.INFO.orgd",
-        "$SRV.INFO.orgd." + id, "$SRV.STATS", "$SRV.STATS.orgd", "$SRV.STATS.orgd." + id}) {
+  for (const std::string& subject : std::vector<std::string>{
+           "$SRV.PING", "$SRV.PING.orgd", "$SRV.PING.orgd." + id, "$SRV.INFO", "$SRV.INFO.orgd",
+           "$SRV.INFO.orgd." + id, "$SRV.STATS", "$SRV.STATS.orgd", "$SRV.STATS.orgd." + id}) {
     auto r = request(client.get(), subject, "");
     ASSERT_TRUE(r.has_value()) << subject;
     auto j = nlohmann::json::parse(r->data);
@@ -301,13 +306,20 @@ TEST_F(DaemonTest, HttpEndpoints) {
   EXPECT_EQ(status->status, 200);
   EXPECT_NE(status->body.find(R"("org":"acme")"), std::string::npos);
   ASSERT_TRUE(request(client.get(), "org.acme.api.status", "").has_value());
-  auto metrics = testing::http_get(d->http_port(), "/metrics");
-  ASSERT_TRUE(metrics.has_value());
+  // The handler counts the request once its reply is sent: the reply can arrive first.
+  std::optional<testing::HttpResult> metrics;
+  ASSERT_TRUE(testing::wait_until(
+      [&] {
+        metrics = testing::http_get(d->http_port(), "/metrics");
+        return metrics && metrics->body.find(
+                              R"(orgd_api_request_duration_seconds_count{endpoint="status"} 1)") !=
+                              std::string::npos;
+      },
+      10s));
   for (const char* needle :
        {"# TYPE orgd_api_request_duration_seconds histogram",
-        R"(orgd_api_request_duration_seconds_count{endpoint="status"} 1)",
-        "orgd_nats_connected 1", "orgd_jetstream_ready 1", "orgd_build_info{",
-        R"(orgd_messages_in_total{kind="api"} 1)"}) {
+        R"(orgd_api_request_duration_seconds_count{endpoint="status"} 1)", "orgd_nats_connected 1",
+        "orgd_jetstream_ready 1", "orgd_build_info{", R"(orgd_messages_in_total{kind="api"} 1)"}) {
     EXPECT_NE(metrics->body.find(needle), std::string::npos) << needle << "\n" << metrics->body;
   }
   auto missing = testing::http_get(d->http_port(), "/nope");
