@@ -6,6 +6,9 @@
 
 #include <thread>
 
+#include "daemon/core/config.hpp"
+#include "daemon/core/environment.hpp"
+#include "daemon/deploy/inventory.hpp"
 #include "tests/support/wait.hpp"
 
 namespace orgd::testing {
@@ -87,6 +90,29 @@ TEST(ScriptedTarget, AHungCallWaitsUntilReleasedAndLaterHangsBlockAgain) {
   target.on_start("api", {Outcome::succeeded().hang()});
   EXPECT_TRUE(target.start(context("api", 3), {})) << "after release_all() hangs return at once";
   EXPECT_EQ(target.calls("api", Call::start).back().context.attempt, 3);
+}
+
+TEST(ScriptedTarget, AnInventoryDeploysThroughItWithTheScriptedProvider) {
+  auto target = std::make_shared<ScriptedTarget>();
+  target->set_can_rollback(false);
+  target->on_start("web", {Outcome::failed("web is broken")});
+  ProviderRegistry registry;
+  registry.add_factory("remote", scripted_provider_factory(target));
+  const Config config = load_config_string(
+      "org: acme\n"
+      "providers:\n  scripted: {type: remote}\n"
+      "repos:\n"
+      "  api:\n    deploy:\n      dev: {provider: scripted}\n"
+      "  web:\n    deploy:\n      dev: {provider: scripted}\n",
+      "test.yaml", Environment());
+  const auto inventory = deploy::Inventory::build(config, registry, ProviderEnvironment{});
+  const auto* api = inventory->target("api", "dev");
+  const auto* web = inventory->target("web", "dev");
+  ASSERT_TRUE(api && web);
+  EXPECT_FALSE(web->target->can_rollback());
+  EXPECT_EQ(api->target->start(context("api"), {}).value().status, DeployStatus::succeeded);
+  EXPECT_EQ(web->target->start(context("web"), {}).value().status, DeployStatus::failed);
+  EXPECT_EQ(target->count("web", Call::start), 1);
 }
 
 }  // namespace
