@@ -38,7 +38,7 @@ Result<std::unique_ptr<KvBucket>> MemoryKvStore::open(const BucketSpec& spec) {
   std::lock_guard lock(state_->mutex);
   if (state_->unavailable) return unavailable("creating KV bucket " + spec.name + ": no store");
   state_->buckets[spec.name].ttl = spec.ttl;
-  return std::unique_ptr<KvBucket>(std::make_unique<MemoryKvBucket>(state_, spec.name));
+  return std::unique_ptr<KvBucket>(new MemoryKvBucket(state_, spec.name));
 }
 
 void MemoryKvStore::set_unavailable(bool unavailable) {

@@ -37,6 +37,8 @@ class MemoryKvStore {
   void lose_data();
   const Clock& clock() const { return state_->clock; }
 
+ private:
+  friend class MemoryKvBucket;
   struct Entry {
     std::string value;
     std::uint64_t revision = 0;
@@ -56,16 +58,12 @@ class MemoryKvStore {
     std::map<std::string, Bucket> buckets;
   };
 
- private:
   std::shared_ptr<State> state_;
 };
 
 // A handle to one bucket of a MemoryKvStore (made by MemoryKvStore::open).
 class MemoryKvBucket final : public KvBucket {
  public:
-  MemoryKvBucket(std::shared_ptr<MemoryKvStore::State> state, std::string name)
-      : state_(std::move(state)), name_(std::move(name)) {}
-
   const std::string& name() const override { return name_; }
 
   Result<std::optional<KvEntry>> get(const std::string& key) override;
@@ -77,6 +75,10 @@ class MemoryKvBucket final : public KvBucket {
   Result<std::vector<std::string>> keys(const std::string& filter) override;
 
  private:
+  friend class MemoryKvStore;  // open() makes them
+  MemoryKvBucket(std::shared_ptr<MemoryKvStore::State> state, std::string name)
+      : state_(std::move(state)), name_(std::move(name)) {}
+
   // The bucket with its expired entries gone, or why it cannot be reached. Called with the
   // state's mutex held.
   Result<MemoryKvStore::Bucket*> reach(const std::string& what, const std::string& key);

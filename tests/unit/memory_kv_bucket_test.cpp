@@ -1,9 +1,13 @@
 // What only the memory buckets have (the contract they share with JetStream is in
 // tests/integration/kv_bucket_contract_test.cpp): time that moves on a manual clock, a store
-// that comes back empty, subject filters.
+// that comes back empty, compare-and-set under concurrent writers, subject filters.
 #include "daemon/bus/memory_kv_bucket.hpp"
 
 #include <gtest/gtest.h>
+
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "daemon/core/clock.hpp"
 
@@ -47,6 +51,30 @@ TEST(MemoryKvBucket, ALostStoreIsUnavailableUntilItsBucketIsOpenedAgain) {
   EXPECT_FALSE(kv.open({"locks", "", Duration{0}, 1, 1}));
   kv.set_unavailable(false);
   EXPECT_TRUE(bucket.value()->put("api.dev", "d2"));
+}
+
+TEST(MemoryKvBucket, ConcurrentCompareAndSetLosesNoUpdate) {
+  ManualClock clock;
+  MemoryKvStore kv{clock};
+  auto opened = kv.open({"counters", "", Duration{0}, 1, 1});
+  ASSERT_TRUE(opened);
+  KvBucket& bucket = *opened.value();
+  ASSERT_TRUE(bucket.create("n", "0"));
+  constexpr int kThreads = 4;
+  constexpr int kIncrements = 200;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < kIncrements;) {
+        auto current = bucket.get("n");
+        if (!current || !current.value()) continue;
+        const int n = std::stoi(current.value()->value);
+        if (bucket.update("n", std::to_string(n + 1), current.value()->revision)) ++i;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(bucket.get("n").value()->value, std::to_string(kThreads * kIncrements));
 }
 
 TEST(SubjectMatches, TokensWildcardsAndTails) {
