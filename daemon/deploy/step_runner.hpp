@@ -1,0 +1,107 @@
+#pragma once
+
+// One deploy step in flight on this orgd (DESIGN.md §8): a chain of provider calls (start, poll,
+// recover, rollback; each on the provider threads, under a deadline) and timers (polls, retry
+// backoff, the health gate), on its run's strand. A fresh step starts an attempt; a resumed one
+// asks its provider what became of the attempt in flight; a rollback step rolls back. Every
+// change is written through the run's RecordCommitter; when the step ends here, it tells its run.
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "daemon/deploy/deploy_executor.hpp"
+#include "daemon/deploy/health_gate.hpp"
+#include "daemon/deploy/orchestrator_context.hpp"
+#include "daemon/deploy/record_committer.hpp"
+
+namespace orgd::deploy {
+
+class StepRunner;
+
+// What a step needs of the run it belongs to.
+class StepHost {
+ public:
+  virtual ~StepHost() = default;
+  // The run stops here (stopped, lease lost, abandoned): its steps do no more.
+  virtual bool should_stop() const = 0;
+  // The step has ended here (done, failed, cancelled, or stopped): decide again.
+  virtual void step_done(const std::shared_ptr<StepRunner>& step) = 0;
+};
+
+class StepRunner : public std::enable_shared_from_this<StepRunner> {
+ public:
+  enum class Mode { fresh, resume, rollback };
+
+  // `target` is null when this orgd's config has no deploy target for the step: it fails.
+  StepRunner(std::shared_ptr<StepHost> run, std::shared_ptr<OrchestratorContext> shared,
+             RecordCommitter& record, Strand strand, std::string repo, const TargetEntry* target);
+
+  void begin(Mode mode);
+  const std::string& repo() const { return repo_; }
+
+  // Ends the wait the step is in (a poll, a retry backoff, a gate check): it runs now.
+  void cut_wait() { timer_.cancel(); }
+  // The run is over: the step's timer and its provider calls' deadlines end.
+  void cancel_timers();
+
+ private:
+  using Outcome = std::function<void(Result<DeployProgress>)>;
+
+  // A provider call in flight: its deadline, and whether it was answered (on the strand only).
+  struct PendingCall {
+    explicit PendingCall(Strand& strand) : timer(strand) {}
+    Timer timer;
+    bool settled = false;
+    bool hung = false;
+  };
+
+  void call_provider(const std::string& op, Duration limit,
+                     std::function<Result<DeployProgress>()> call, Outcome done);
+  static Duration query_limit(const StepPolicy& policy);
+  static Duration action_limit(const TargetEntry& target);
+  LogSink log_sink(int attempt);
+
+  void recover();
+  void on_recovered(Result<DeployProgress> recovered);
+  void start_attempt();
+  void on_progress(DeployProgress progress);
+  void poll();
+  void attempt_failed();
+  void gate_begin();
+  void gate_check();
+  void set_waiting(const std::string& what);
+  void cancel_step(const std::string& why);
+  void succeed(const std::string& repo, bool gated);
+  void fail_step(const std::string& repo, const std::string& error);
+  void rollback_failed(const std::string& repo, const std::string& why);
+  void roll_back();
+
+  bool should_stop() const { return run_->should_stop(); }
+  void step_done() { run_->step_done(shared_from_this()); }
+
+  // Everything here is used on the run's strand only.
+  std::shared_ptr<StepHost> run_;
+  std::shared_ptr<OrchestratorContext> shared_;
+  RecordCommitter& record_;  // the run's
+  Strand strand_;
+  const std::string id_;
+  const std::string repo_;
+  const TargetEntry* target_ = nullptr;
+  std::shared_ptr<spdlog::logger> log_;
+  // What the step's provider calls and timers carry from one to the next.
+  StepPolicy policy_;
+  DeployContext context_;
+  std::optional<DeployProgress> progress_;
+  std::string committed_handle_;
+  std::chrono::steady_clock::time_point attempt_started_;
+  int poll_errors_ = 0;
+  Timer timer_;  // polls, retry backoff, gate checks
+  HealthGate gate_;
+  std::vector<std::weak_ptr<PendingCall>> calls_;  // provider calls in flight, for cancel_timers()
+};
+
+}  // namespace orgd::deploy
