@@ -2,18 +2,16 @@
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
-#include <fmt/format.h>
 #include <sodium.h>
 
 #include <algorithm>
 #include <csignal>
 #include <future>
-#include <filesystem>
 
 #include "daemon/app/ports_file.hpp"
 #include "daemon/app/registry_health_gate.hpp"
 #include "daemon/bus/embedded_server.hpp"
-#include "daemon/bus/nkeys.hpp"
+#include "daemon/bus/nats_settings.hpp"
 #include "daemon/bus/streams.hpp"
 #include "daemon/core/build_info.hpp"
 #include "daemon/core/config_values.hpp"
@@ -23,38 +21,8 @@
 #include "orgd/v1/status.pb.h"
 
 namespace orgd {
-namespace {
 
 namespace asio = boost::asio;
-
-// "nats://127.0.0.1:4222" -> host, port (for the embedded server's listen address).
-std::pair<std::string, std::uint16_t> host_port_of(const std::string& url) {
-  std::string rest = url;
-  if (auto p = rest.find("://"); p != std::string::npos) rest = rest.substr(p + 3);
-  if (auto at = rest.rfind('@'); at != std::string::npos) rest = rest.substr(at + 1);
-  if (auto slash = rest.find('/'); slash != std::string::npos) rest = rest.substr(0, slash);
-  auto colon = rest.rfind(':');
-  if (colon == std::string::npos) return {rest, 4222};
-  std::string host = rest.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  int port = std::stoi(rest.substr(colon + 1));
-  if (port < 0 || port > 65535) throw std::runtime_error("invalid port in " + url);
-  return {host, static_cast<std::uint16_t>(port)};
-}
-
-std::string read_env_secret(const Environment& env, const std::string& name,
-                            const char* what) {
-  if (name.empty()) return {};
-  auto value = env.get(name);
-  if (!value || value->empty()) {
-    throw std::runtime_error(fmt::format("{}: environment variable {} is not set", what, name));
-  }
-  return *value;
-}
-
-}  // namespace
 
 // What the HTTP routes read: the supervisor's readiness, the gauges, the org's status.
 class Daemon::HttpSources final : public RouteSources {
@@ -112,31 +80,6 @@ std::shared_ptr<const deploy::Inventory> Daemon::build_inventory(const Config& c
   return deploy::Inventory::build(config, providers_, environment);
 }
 
-NatsConnectionSettings Daemon::connection_settings() const {
-  const NatsConfig& n = config_.nats;
-  NatsConnectionSettings s;
-  s.urls = n.urls;
-  s.name = "orgd";
-  s.creds_file = n.creds_file;
-  if (!n.nkey_file.empty()) s.nkey_seed = nkeys::read_seed_file(n.nkey_file);
-  s.token = n.token;
-  if (!n.token_env.empty()) s.token = read_env_secret(env_, n.token_env, "nats.token_env");
-  s.user = n.user;
-  s.password = read_env_secret(env_, n.password_env, "nats.password_env");
-  if (!n.jwt_env.empty() || !n.nkey_seed_env.empty()) {
-    s.jwt = read_env_secret(env_, n.jwt_env, "nats.jwt_env");
-    s.jwt_seed = read_env_secret(env_, n.nkey_seed_env, "nats.nkey_seed_env");
-  }
-  s.tls = {n.tls.ca_file, n.tls.cert_file, n.tls.key_file};
-  for (const auto& u : n.urls) {
-    if (u.rfind("tls://", 0) == 0) s.tls_required = true;
-  }
-  s.connect_timeout = n.connect_timeout;
-  s.reconnect_wait = n.reconnect_wait;
-  s.retry_on_failed_connect = true;
-  return s;
-}
-
 void Daemon::start() {
   if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialize");
   auto log = logging::get("orgd");
@@ -144,12 +87,7 @@ void Daemon::start() {
             build::kRevision, org_, prefix_, config_.repos.size());
 
   if (config_.nats.embedded) {
-    auto [host, port] = host_port_of(config_.nats.urls.at(0));
-    EmbeddedServerSettings es;
-    es.binary = config_.nats.server_binary;
-    es.host = host;
-    es.port = port;
-    es.store_dir = (std::filesystem::path(config_.nats.data_dir) / "nats").string();
+    EmbeddedServerSettings es = embedded_server_settings(config_.nats);
     // One that dies is started again on its port (the connection reconnects) and counted.
     es.restart_on_exit = true;
     es.on_restart = [restarts = &metrics_.counter("orgd_embedded_server_restarts_total",
@@ -163,7 +101,7 @@ void Daemon::start() {
   }
 
   // Secrets and credential files are read before anything listens, so a bad one stops start-up.
-  NatsConnectionSettings settings = connection_settings();
+  NatsConnectionSettings settings = nats_connection_settings(config_.nats, env_);
   if (embedded_) settings.urls = {embedded_->url()};  // its actual port when configured as 0
 
   work_.emplace(io_.get_executor());

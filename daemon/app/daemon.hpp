@@ -93,7 +93,6 @@ class Daemon {
   static const Clock& default_clock();
 
  private:
-  NatsConnectionSettings connection_settings() const;
   // What the connection supervisor puts in place on every (re)connect, in order.
   void supervise_connection();
   void on_api_request(std::size_t endpoint, BusMessage message);
