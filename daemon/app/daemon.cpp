@@ -1,6 +1,5 @@
 #include "daemon/app/daemon.hpp"
 
-#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <sodium.h>
 
@@ -16,6 +15,7 @@
 #include "daemon/core/build_info.hpp"
 #include "daemon/core/config_values.hpp"
 #include "daemon/core/logging.hpp"
+#include "daemon/events/api_dispatcher.hpp"
 #include "daemon/health/health_service.hpp"
 #include "daemon/http/routes.hpp"
 #include "orgd/v1/status.pb.h"
@@ -64,7 +64,6 @@ Daemon::Daemon(Config config, DaemonOptions options, Environment env, const Cloc
       .gauge("orgd_build_info", "Build of the running orgd",
              {{"version", build::kVersion}, {"revision", build::kRevision}})
       .set(1);
-  inflight_gauge_ = &metrics_.gauge("orgd_api_inflight_requests", "API requests being handled");
   metrics_.counter("orgd_config_reloads_total", "Config reloads (SIGHUP), by result",
                    {{"result", "ok"}});
   metrics_.counter("orgd_config_reloads_total", "Config reloads (SIGHUP), by result",
@@ -132,6 +131,13 @@ void Daemon::start() {
   router_ = std::make_unique<ApiRouter>(prefix_, static_cast<std::size_t>(config_.nats.max_payload),
                                         *nats_, *rejections_, metrics_);
   register_api();
+  ApiDispatcherSettings api_settings;
+  api_settings.max_inflight = options_.max_inflight_requests;
+  api_settings.kv_endpoints.assign(router_->endpoint_count(), false);
+  for (std::size_t i = 0; i < router_->endpoint_count(); ++i) {
+    api_settings.kv_endpoints[i] = router_->endpoint_name(i).rfind("deploy", 0) == 0;
+  }
+  api_ = std::make_unique<ApiDispatcher>(*router_, *nats_, io_, api_settings, metrics_);
   ServiceIdentity identity;
   identity.name = "orgd";
   identity.version = build::kVersion;
@@ -213,7 +219,7 @@ void Daemon::supervise_connection() {
                                 [this](BusMessage m) { health_service_->on_report(std::move(m)); });
   for (std::size_t i = 0; i < router_->endpoint_count(); ++i) {
     supervisor_->add_subscription(router_->endpoint_subject(i), kApiQueueGroup,
-                                  [this, i](BusMessage m) { on_api_request(i, std::move(m)); });
+                                  [this, i](BusMessage m) { api_->on_request(i, std::move(m)); });
   }
   supervisor_->add_subscription(prefix_ + ".events.deploy.*.*", "",
                                 [this](BusMessage m) { on_deploy_event(m); });
@@ -237,51 +243,7 @@ void Daemon::supervise_connection() {
   });
 }
 
-void Daemon::on_api_request(std::size_t endpoint, BusMessage message) {
-  // Deploy requests beyond this wait for a KV handler: the rest get 503 at once.
-  constexpr std::size_t kMaxKvWaiting = 256;
-  const bool kv_bound = endpoint < kv_endpoints_.size() && kv_endpoints_[endpoint];
-  const bool kv_full = kv_bound && kv_waiting_.load() >= kMaxKvWaiting;
-  if (stopping_ || inflight_.load() >= options_.max_inflight_requests || kv_full) {
-    if (kv_full) kv_busy_->inc();
-    if (!message.reply.empty()) {
-      Encoding enc =
-          encoding_from_content_type(message.header(kContentTypeHeader).value_or(std::string()));
-      (void)nats_->publish(
-          make_error_reply(message.reply,
-                           unavailable(stopping_ ? "orgd is shutting down"
-                                       : kv_full ? "orgd is busy with deploy requests; try again"
-                                                 : "orgd is overloaded"),
-                           enc));
-    }
-    return;
-  }
-  inflight_.fetch_add(1);
-  inflight_gauge_->inc();
-  if (kv_bound) kv_waiting_.fetch_add(1);
-  auto handle = [this, endpoint, kv_bound, m = std::move(message)] {
-    router_->dispatch(endpoint, m);
-    if (kv_bound) kv_waiting_.fetch_sub(1);
-    inflight_gauge_->dec();
-    if (inflight_.fetch_sub(1) == 1) {
-      std::lock_guard lock(inflight_mutex_);
-      inflight_cv_.notify_all();
-    }
-  };
-  if (kv_bound) {
-    asio::post(*kv_pool_, std::move(handle));
-  } else {
-    asio::post(io_, std::move(handle));
-  }
-}
-
 void Daemon::register_api() {
-  // Threads for the deploy handlers: each waits on KV round trips, so a few let a burst of
-  // deploy requests overlap without taking the io threads.
-  constexpr int kKvThreads = 4;
-  kv_pool_ = std::make_unique<asio::thread_pool>(kKvThreads);
-  kv_busy_ = &metrics_.counter("orgd_api_kv_busy_total",
-                               "Deploy API requests refused (503) because too many were waiting");
   router_->add<v1::StatusRequest, v1::OrgStatus>(
       "status", [this](const v1::StatusRequest&) -> Result<v1::OrgStatus> {
         return org_status();
@@ -306,10 +268,6 @@ void Daemon::register_api() {
       "repos", [this](const v1::ReposRequest&) -> Result<v1::RepoList> {
         return health_.repo_list();
       });
-  kv_endpoints_.assign(router_->endpoint_count(), false);
-  for (std::size_t i = 0; i < router_->endpoint_count(); ++i) {
-    kv_endpoints_[i] = router_->endpoint_name(i).rfind("deploy", 0) == 0;
-  }
 }
 
 Result<Ok> Daemon::on_deploy_command(const BusMessage& command, const std::string& dedup_id) {
@@ -448,7 +406,7 @@ void Daemon::stop() {
                                                              std::chrono::steady_clock::now()),
                     milliseconds(0));
   };
-  stopping_ = true;
+  if (api_) api_->stop_taking();
   if (health_service_) health_service_->stop_sweep();
   log->info("stopping: draining subscriptions and in-flight requests");
   if (supervisor_) supervisor_->stop_retrying();
@@ -462,11 +420,7 @@ void Daemon::stop() {
   if (supervisor_) supervisor_->drain(drain_deadline);
   if (deploy_commands_) deploy_commands_->stop(drain_deadline);
   // 2. Finish in-flight handlers.
-  {
-    std::unique_lock lock(inflight_mutex_);
-    inflight_cv_.wait_until(lock, began + options_.shutdown_budget / 2,
-                            [&] { return inflight_.load() == 0; });
-  }
+  if (api_) api_->wait_idle(began + options_.shutdown_budget / 2);
   // 3. Deploys stop where they are; their leases are released so another replica resumes them.
   // A KV call that hangs (NATS lost mid-stop) must not hold the exit: when the orchestrator has
   // not stopped within its share, NATS is closed under it, which ends the call at once.

@@ -1,10 +1,8 @@
 #pragma once
 
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/thread_pool.hpp>
 
 #include <atomic>
-#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -30,6 +28,7 @@
 
 namespace orgd {
 
+class ApiDispatcher;
 class EmbeddedNatsServer;
 class HealthService;
 class HttpRoutes;
@@ -95,7 +94,6 @@ class Daemon {
  private:
   // What the connection supervisor puts in place on every (re)connect, in order.
   void supervise_connection();
-  void on_api_request(std::size_t endpoint, BusMessage message);
   void register_api();
   // The health picture with each env's last deploy: P.api.status and /status.
   v1::OrgStatus org_status() const;
@@ -141,20 +139,9 @@ class Daemon {
   std::unique_ptr<deploy::Orchestrator> orchestrator_;
   std::unique_ptr<CommandIntake> deploy_commands_;
 
-  std::atomic<bool> stopping_{false};
   std::atomic<bool> stopped_{false};
-  std::atomic<std::size_t> inflight_{0};
-  std::mutex inflight_mutex_;
-  std::condition_variable inflight_cv_;
-  // API endpoints whose handlers do KV round trips (deploy*) run here, not on the io threads
-  // that serve probes, /status and P.api.status; bounded by kv_waiting_. Last member: its
-  // destructor joins the handlers before anything they use goes.
-  std::vector<bool> kv_endpoints_;  // by endpoint index, set by register_api()
-  std::atomic<std::size_t> kv_waiting_{0};
-  Counter* kv_busy_ = nullptr;
-  std::unique_ptr<boost::asio::thread_pool> kv_pool_;
-
-  Gauge* inflight_gauge_ = nullptr;
+  // Last member: its destructor joins the deploy API handlers before anything they use goes.
+  std::unique_ptr<ApiDispatcher> api_;
 };
 
 }  // namespace orgd
