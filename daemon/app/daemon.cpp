@@ -1,107 +1,46 @@
 #include "daemon/app/daemon.hpp"
 
-#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
-#include <fmt/format.h>
-#include <nats/nats.h>
-#include <nlohmann/json.hpp>
 #include <sodium.h>
 
 #include <algorithm>
 #include <csignal>
 #include <future>
-#include <filesystem>
 
 #include "daemon/app/ports_file.hpp"
+#include "daemon/app/registry_health_gate.hpp"
 #include "daemon/bus/embedded_server.hpp"
-#include "daemon/bus/nkeys.hpp"
+#include "daemon/bus/nats_settings.hpp"
 #include "daemon/bus/streams.hpp"
 #include "daemon/core/build_info.hpp"
 #include "daemon/core/config_values.hpp"
 #include "daemon/core/logging.hpp"
-#include "daemon/core/timestamps.hpp"
-#include "orgd/v1/health.pb.h"
+#include "daemon/events/api_dispatcher.hpp"
+#include "daemon/health/health_service.hpp"
+#include "daemon/http/routes.hpp"
 #include "orgd/v1/status.pb.h"
 
 namespace orgd {
-namespace {
 
 namespace asio = boost::asio;
 
-std::vector<RepoHealthSpec> health_specs(const Config& config) {
-  std::vector<RepoHealthSpec> out;
-  for (const auto& [name, repo] : config.repos) {
-    RepoHealthSpec spec;
-    spec.name = name;
-    spec.depends_on = repo.depends_on;
-    for (const auto& [env, target] : repo.deploy) spec.envs.push_back(env);
-    spec.services = repo.health.services;
-    spec.ttl = repo.health.ttl;
-    out.push_back(std::move(spec));
-  }
-  return out;
-}
-
-// "nats://127.0.0.1:4222" -> host, port (for the embedded server's listen address).
-std::pair<std::string, std::uint16_t> host_port_of(const std::string& url) {
-  std::string rest = url;
-  if (auto p = rest.find("://"); p != std::string::npos) rest = rest.substr(p + 3);
-  if (auto at = rest.rfind('@'); at != std::string::npos) rest = rest.substr(at + 1);
-  if (auto slash = rest.find('/'); slash != std::string::npos) rest = rest.substr(0, slash);
-  auto colon = rest.rfind(':');
-  if (colon == std::string::npos) return {rest, 4222};
-  std::string host = rest.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  int port = std::stoi(rest.substr(colon + 1));
-  if (port < 0 || port > 65535) throw std::runtime_error("invalid port in " + url);
-  return {host, static_cast<std::uint16_t>(port)};
-}
-
-std::string read_env_secret(const Environment& env, const std::string& name,
-                            const char* what) {
-  if (name.empty()) return {};
-  auto value = env.get(name);
-  if (!value || value->empty()) {
-    throw std::runtime_error(fmt::format("{}: environment variable {} is not set", what, name));
-  }
-  return *value;
-}
-
-}  // namespace
-
-// The health gate's view of the health registry: every service of the repo (configured or
-// reported) says ok, is not stale, and reported after the step's deploy ended.
-class Daemon::HealthGate final : public deploy::HealthGateSource {
+// What the HTTP routes read: the supervisor's readiness, the gauges, the org's status.
+class Daemon::HttpSources final : public RouteSources {
  public:
-  explicit HealthGate(const HealthRegistry& health) : health_(health) {}
+  explicit HttpSources(Daemon& daemon) : daemon_(daemon) {}
 
-  deploy::GateCheck check(const std::string& repo, Clock::time_point since) const override {
-    deploy::GateCheck check;
-    auto status = health_.repo_status(repo);
-    if (!status || status.value().services().empty()) {
-      check.no_services = true;
-      return check;
-    }
-    std::string waiting;
-    for (const auto& service : status.value().services()) {
-      const bool fresh = service.has_last_report_at() &&
-                         from_timestamp(service.last_report_at()) > since;
-      if (service.status() == v1::Health::ok && !service.stale() && fresh) continue;
-      check.unhealthy.push_back(service.name());
-      if (!waiting.empty()) waiting += ", ";
-      waiting += service.name() + " " +
-                 (fresh ? v1::Health::Status_Name(service.status()) : "no report since deploy");
-      if (service.stale()) waiting += " (stale)";
-    }
-    check.healthy = waiting.empty();
-    check.detail = waiting;
-    return check;
+  ProbeReadiness readiness() const override {
+    const Readiness r = daemon_.supervisor_ ? daemon_.supervisor_->readiness() : Readiness{};
+    return {r.ready, to_string(r.nats), r.streams, r.subscriptions, r.reason, r.connect_attempts};
   }
+  void refresh_gauges() override {
+    daemon_.health_service_->refresh_gauges();
+    if (daemon_.nats_) daemon_.nats_->refresh_dropped();
+  }
+  std::string status_json() const override { return encode(daemon_.org_status(), Encoding::json); }
 
  private:
-  const HealthRegistry& health_;
+  Daemon& daemon_;
 };
 
 const Clock& Daemon::default_clock() {
@@ -125,10 +64,6 @@ Daemon::Daemon(Config config, DaemonOptions options, Environment env, const Cloc
       .gauge("orgd_build_info", "Build of the running orgd",
              {{"version", build::kVersion}, {"revision", build::kRevision}})
       .set(1);
-  health_in_ = &metrics_.counter("orgd_messages_in_total", "Inputs received, by kind",
-                                 {{"kind", "health"}});
-  inflight_gauge_ = &metrics_.gauge("orgd_api_inflight_requests", "API requests being handled");
-  services_gauge_ = &metrics_.gauge("orgd_health_services", "Services known to the health view");
   metrics_.counter("orgd_config_reloads_total", "Config reloads (SIGHUP), by result",
                    {{"result", "ok"}});
   metrics_.counter("orgd_config_reloads_total", "Config reloads (SIGHUP), by result",
@@ -144,31 +79,6 @@ std::shared_ptr<const deploy::Inventory> Daemon::build_inventory(const Config& c
   return deploy::Inventory::build(config, providers_, environment);
 }
 
-NatsConnectionSettings Daemon::connection_settings() const {
-  const NatsConfig& n = config_.nats;
-  NatsConnectionSettings s;
-  s.urls = n.urls;
-  s.name = "orgd";
-  s.creds_file = n.creds_file;
-  if (!n.nkey_file.empty()) s.nkey_seed = nkeys::read_seed_file(n.nkey_file);
-  s.token = n.token;
-  if (!n.token_env.empty()) s.token = read_env_secret(env_, n.token_env, "nats.token_env");
-  s.user = n.user;
-  s.password = read_env_secret(env_, n.password_env, "nats.password_env");
-  if (!n.jwt_env.empty() || !n.nkey_seed_env.empty()) {
-    s.jwt = read_env_secret(env_, n.jwt_env, "nats.jwt_env");
-    s.jwt_seed = read_env_secret(env_, n.nkey_seed_env, "nats.nkey_seed_env");
-  }
-  s.tls = {n.tls.ca_file, n.tls.cert_file, n.tls.key_file};
-  for (const auto& u : n.urls) {
-    if (u.rfind("tls://", 0) == 0) s.tls_required = true;
-  }
-  s.connect_timeout = n.connect_timeout;
-  s.reconnect_wait = n.reconnect_wait;
-  s.retry_on_failed_connect = true;
-  return s;
-}
-
 void Daemon::start() {
   if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialize");
   auto log = logging::get("orgd");
@@ -176,12 +86,7 @@ void Daemon::start() {
             build::kRevision, org_, prefix_, config_.repos.size());
 
   if (config_.nats.embedded) {
-    auto [host, port] = host_port_of(config_.nats.urls.at(0));
-    EmbeddedServerSettings es;
-    es.binary = config_.nats.server_binary;
-    es.host = host;
-    es.port = port;
-    es.store_dir = (std::filesystem::path(config_.nats.data_dir) / "nats").string();
+    EmbeddedServerSettings es = embedded_server_settings(config_.nats);
     // One that dies is started again on its port (the connection reconnects) and counted.
     es.restart_on_exit = true;
     es.on_restart = [restarts = &metrics_.counter("orgd_embedded_server_restarts_total",
@@ -195,7 +100,7 @@ void Daemon::start() {
   }
 
   // Secrets and credential files are read before anything listens, so a bad one stops start-up.
-  NatsConnectionSettings settings = connection_settings();
+  NatsConnectionSettings settings = nats_connection_settings(config_.nats, env_);
   if (embedded_) settings.urls = {embedded_->url()};  // its actual port when configured as 0
 
   work_.emplace(io_.get_executor());
@@ -216,9 +121,23 @@ void Daemon::start() {
   health_state_settings.max_attempts = 64;
   health_states_ = std::make_unique<AckedPublisher>(*nats_, metrics_, health_state_settings);
   rejections_ = std::make_unique<Rejections>(prefix_, *nats_, metrics_);
+  HealthServiceSettings health_settings;
+  health_settings.prefix = prefix_;
+  health_settings.max_payload = static_cast<std::size_t>(config_.nats.max_payload);
+  health_settings.sweep_interval = options_.health_sweep_interval;
+  health_service_ = std::make_unique<HealthService>(
+      health_settings, health_, *nats_, *rejections_, *health_states_, *events_,
+      [this] { return orchestrator_ && orchestrator_->is_follower(); }, metrics_, io_);
   router_ = std::make_unique<ApiRouter>(prefix_, static_cast<std::size_t>(config_.nats.max_payload),
                                         *nats_, *rejections_, metrics_);
   register_api();
+  ApiDispatcherSettings api_settings;
+  api_settings.max_inflight = options_.max_inflight_requests;
+  api_settings.kv_endpoints.assign(router_->endpoint_count(), false);
+  for (std::size_t i = 0; i < router_->endpoint_count(); ++i) {
+    api_settings.kv_endpoints[i] = router_->endpoint_name(i).rfind("deploy", 0) == 0;
+  }
+  api_ = std::make_unique<ApiDispatcher>(*router_, *nats_, io_, api_settings, metrics_);
   ServiceIdentity identity;
   identity.name = "orgd";
   identity.version = build::kVersion;
@@ -227,7 +146,7 @@ void Daemon::start() {
   discovery_ = std::make_unique<ServiceDiscovery>(
       identity, [this] { return router_->stats(); },
       clock_.now());
-  health_gate_ = std::make_unique<HealthGate>(health_);
+  health_gate_ = std::make_unique<RegistryHealthGate>(health_);
   deploy::OrchestratorOptions deploy_options;
   deploy_options.instance_id = discovery_->identity().id;
   deploy_options.prefix = prefix_;
@@ -262,8 +181,10 @@ void Daemon::start() {
     hs.read_timeout = config_.http.read_timeout;
     hs.write_timeout = config_.http.write_timeout;
     hs.metrics = &metrics_;
-    http_ = std::make_unique<HttpServer>(io_, hs,
-                                         [this](const HttpRequest& r) { return on_http(r); });
+    http_sources_ = std::make_unique<HttpSources>(*this);
+    http_routes_ = std::make_unique<HttpRoutes>(*http_sources_, metrics_);
+    http_ = std::make_unique<HttpServer>(
+        io_, hs, [routes = http_routes_.get()](const HttpRequest& r) { return routes->handle(r); });
     http_->start();
     log->info("http listening on {}:{}", hs.host, http_->port());
   }
@@ -276,7 +197,7 @@ void Daemon::start() {
   log->info("connecting to NATS at {}", redact_urls(config_.nats.urls));
   nats_->connect();
   supervisor_->start();
-  schedule_sweep();
+  health_service_->start_sweep();
 }
 
 void Daemon::supervise_connection() {
@@ -290,20 +211,15 @@ void Daemon::supervise_connection() {
   // lost its store gets both back.
   supervisor_->add_step("deploy KV buckets",
                         [this] { return orchestrator_->attach(nats_->jetstream()); });
-  supervisor_->add_step("health picture", [this]() -> Result<Ok> {
-    // Once per process: what this orgd learned since is newer than what the stream holds.
-    if (!health_rebuilt_) rebuild_health();
-    health_rebuilt_ = true;
-    return Ok{};
-  });
+  supervisor_->add_step("health picture", [this] { return health_service_->rebuild_once(); });
   // Health reports are handled on their subscription's own thread, in arrival order: ordering
   // per service matters (an old "down" must not overtake a newer "ok"), and the work is a decode
   // and an in-memory update, which never blocks.
   supervisor_->add_subscription(prefix_ + ".health.>", "",
-                                [this](BusMessage m) { on_health_report(std::move(m)); });
+                                [this](BusMessage m) { health_service_->on_report(std::move(m)); });
   for (std::size_t i = 0; i < router_->endpoint_count(); ++i) {
     supervisor_->add_subscription(router_->endpoint_subject(i), kApiQueueGroup,
-                                  [this, i](BusMessage m) { on_api_request(i, std::move(m)); });
+                                  [this, i](BusMessage m) { api_->on_request(i, std::move(m)); });
   }
   supervisor_->add_subscription(prefix_ + ".events.deploy.*.*", "",
                                 [this](BusMessage m) { on_deploy_event(m); });
@@ -327,183 +243,10 @@ void Daemon::supervise_connection() {
   });
 }
 
-void Daemon::rebuild_health() {
-  // The last state of every service, from the last-value stream ORGD_HEALTH, read through an
-  // ephemeral push consumer that delivers the last message of each subject (one pass, however
-  // many services the org has).
-  auto log = logging::get("health");
-  auto started = std::chrono::steady_clock::now();
-  jsCtx* js = nats_->jetstream();
-  jsStreamInfo* info = nullptr;
-  jsErrCode jerr = static_cast<jsErrCode>(0);
-  if (js_GetStreamInfo(&info, js, kHealthStream, nullptr, &jerr) != NATS_OK) {
-    log->warn("cannot read {}: health starts empty", kHealthStream);
-    return;
-  }
-  std::uint64_t expected = info->State.Msgs;
-  jsStreamInfo_Destroy(info);
-  if (expected == 0) return;
-
-  std::string filter = prefix_ + ".state.health.>";
-  jsSubOptions so;
-  jsSubOptions_Init(&so);
-  so.Stream = kHealthStream;
-  so.Config.DeliverPolicy = js_DeliverLastPerSubject;
-  so.Config.AckPolicy = js_AckNone;
-  so.Config.MaxAckPending = -1;
-  natsSubscription* sub = nullptr;
-  if (js_SubscribeSync(&sub, js, filter.c_str(), nullptr, &so, &jerr) != NATS_OK) {
-    log->warn("cannot read {} (error {}): health starts empty", kHealthStream,
-              static_cast<int>(jerr));
-    return;
-  }
-  natsSubscription_SetPendingLimits(sub, -1, -1);
-  std::size_t restored = 0;
-  std::size_t bad = 0;
-  for (std::uint64_t i = 0; i < expected; ++i) {
-    natsMsg* msg = nullptr;
-    if (natsSubscription_NextMsg(&msg, sub, 2000) != NATS_OK) break;
-    v1::ServiceHealth state;
-    std::string_view data(natsMsg_GetData(msg),
-                          static_cast<std::size_t>(natsMsg_GetDataLength(msg)));
-    if (decode(data, Encoding::json, state, 1 << 20).ok()) {
-      health_.restore(state);
-      ++restored;
-    } else {
-      ++bad;
-    }
-    jsMsgMetaData* meta = nullptr;
-    bool last = false;
-    if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
-      last = meta->NumPending == 0;
-      jsMsgMetaData_Destroy(meta);
-    }
-    natsMsg_Destroy(msg);
-    if (last) break;
-  }
-  natsSubscription_Unsubscribe(sub);
-  natsSubscription_Destroy(sub);
-  log->info("health rebuilt from {} in {} ms: {} services{}", kHealthStream,
-            std::chrono::duration_cast<std::chrono::milliseconds>(
-                std::chrono::steady_clock::now() - started)
-                .count(),
-            restored, bad ? fmt::format(" ({} unreadable states skipped)", bad) : std::string());
-}
-
-void Daemon::on_health_report(BusMessage message) {
-  health_in_->inc();
-  Encoding encoding =
-      encoding_from_content_type(message.header(kContentTypeHeader).value_or(std::string()));
-  // P.health.<repo>.<service>
-  std::string_view rest = message.subject;
-  rest.remove_prefix(std::min(rest.size(), prefix_.size() + sizeof(".health.") - 1));
-  auto dot = rest.find('.');
-  if (dot == std::string_view::npos || rest.find('.', dot + 1) != std::string_view::npos) {
-    rejections_->reject(message,
-                        invalid_argument("health subject must be " + prefix_ +
-                                         ".health.<repo>.<service>"),
-                        "health", encoding);
-    return;
-  }
-  std::string_view repo = rest.substr(0, dot);
-  std::string_view service = rest.substr(dot + 1);
-  v1::HealthReport report;
-  if (auto d = decode(message.data, encoding, report,
-                      static_cast<std::size_t>(config_.nats.max_payload));
-      !d.ok()) {
-    rejections_->reject(message, d.error(), "health", encoding);
-    return;
-  }
-  auto result = health_.report(repo, service, report);
-  if (!result.ok()) {
-    rejections_->reject(message, result.error(), "health", encoding);
-    return;
-  }
-  publish_health_update(result.value());
-  health_processed_.fetch_add(1, std::memory_order_relaxed);
-  if (!message.reply.empty()) {
-    BusMessage ack;
-    ack.subject = message.reply;
-    ack.data = encoding == Encoding::json ? "{}" : "";
-    ack.headers.emplace_back(std::string(kContentTypeHeader), std::string(content_type(encoding)));
-    (void)nats_->publish(ack);
-  }
-}
-
-void Daemon::publish_health_update(const HealthRegistry::Update& update) {
-  // Every replica ingests every report and keeps the same picture; the scheduler lease holder
-  // alone publishes the changes, so ORGD_HEALTH and ORGD_EVENTS get one copy, not one per replica.
-  if (orchestrator_ && orchestrator_->is_follower()) return;
-  if (update.service) {
-    BusMessage state;
-    state.subject = fmt::format("{}.state.health.{}.{}", prefix_, update.service->repo(),
-                                update.service->service());
-    state.data = encode(*update.service, Encoding::json);
-    // Acknowledged and ordered per service: an older state never lands after a newer one.
-    (void)health_states_->publish_latest(state);
-  }
-  if (update.repo_change) {
-    BusMessage event;
-    event.subject = fmt::format("{}.events.health.{}.changed", prefix_, update.repo_change->repo());
-    event.data = encode(*update.repo_change, Encoding::json);
-    (void)events_->publish(event);
-    logging::get("health")->info(
-        "repo {} is {} (was {}, by {})", update.repo_change->repo(),
-        v1::Health::Status_Name(update.repo_change->health()),
-        v1::Health::Status_Name(update.repo_change->previous()), update.repo_change->service());
-  }
-}
-
-void Daemon::on_api_request(std::size_t endpoint, BusMessage message) {
-  // Deploy requests beyond this wait for a KV handler: the rest get 503 at once.
-  constexpr std::size_t kMaxKvWaiting = 256;
-  const bool kv_bound = endpoint < kv_endpoints_.size() && kv_endpoints_[endpoint];
-  const bool kv_full = kv_bound && kv_waiting_.load() >= kMaxKvWaiting;
-  if (stopping_ || inflight_.load() >= options_.max_inflight_requests || kv_full) {
-    if (kv_full) kv_busy_->inc();
-    if (!message.reply.empty()) {
-      Encoding enc =
-          encoding_from_content_type(message.header(kContentTypeHeader).value_or(std::string()));
-      (void)nats_->publish(
-          make_error_reply(message.reply,
-                           unavailable(stopping_ ? "orgd is shutting down"
-                                       : kv_full ? "orgd is busy with deploy requests; try again"
-                                                 : "orgd is overloaded"),
-                           enc));
-    }
-    return;
-  }
-  inflight_.fetch_add(1);
-  inflight_gauge_->inc();
-  if (kv_bound) kv_waiting_.fetch_add(1);
-  auto handle = [this, endpoint, kv_bound, m = std::move(message)] {
-    router_->dispatch(endpoint, m);
-    if (kv_bound) kv_waiting_.fetch_sub(1);
-    inflight_gauge_->dec();
-    if (inflight_.fetch_sub(1) == 1) {
-      std::lock_guard lock(inflight_mutex_);
-      inflight_cv_.notify_all();
-    }
-  };
-  if (kv_bound) {
-    asio::post(*kv_pool_, std::move(handle));
-  } else {
-    asio::post(io_, std::move(handle));
-  }
-}
-
 void Daemon::register_api() {
-  // Threads for the deploy handlers: each waits on KV round trips, so a few let a burst of
-  // deploy requests overlap without taking the io threads.
-  constexpr int kKvThreads = 4;
-  kv_pool_ = std::make_unique<asio::thread_pool>(kKvThreads);
-  kv_busy_ = &metrics_.counter("orgd_api_kv_busy_total",
-                               "Deploy API requests refused (503) because too many were waiting");
   router_->add<v1::StatusRequest, v1::OrgStatus>(
       "status", [this](const v1::StatusRequest&) -> Result<v1::OrgStatus> {
-        auto status = health_.org_status(org_);
-        orchestrator_->fill_status(status);
-        return status;
+        return org_status();
       });
   router_->add<v1::RepoStatusRequest, v1::RepoStatus>(
       "status.repo", [this](const v1::RepoStatusRequest& r) -> Result<v1::RepoStatus> {
@@ -525,10 +268,6 @@ void Daemon::register_api() {
       "repos", [this](const v1::ReposRequest&) -> Result<v1::RepoList> {
         return health_.repo_list();
       });
-  kv_endpoints_.assign(router_->endpoint_count(), false);
-  for (std::size_t i = 0; i < router_->endpoint_count(); ++i) {
-    kv_endpoints_[i] = router_->endpoint_name(i).rfind("deploy", 0) == 0;
-  }
 }
 
 Result<Ok> Daemon::on_deploy_command(const BusMessage& command, const std::string& dedup_id) {
@@ -589,49 +328,14 @@ void Daemon::on_deploy_event(const BusMessage& message) {
   orchestrator_->observe(event);
 }
 
-void Daemon::schedule_sweep() {
-  if (!sweep_timer_) sweep_timer_ = std::make_unique<asio::steady_timer>(io_);
-  sweep_timer_->expires_after(options_.health_sweep_interval);
-  sweep_timer_->async_wait([this](const boost::system::error_code& ec) {
-    if (ec || stopping_) return;
-    for (const auto& update : health_.sweep()) {
-      if (nats_ && health_rebuilt_) publish_health_update(update);
-    }
-    schedule_sweep();
-  });
+v1::OrgStatus Daemon::org_status() const {
+  auto status = health_.org_status(org_);
+  if (orchestrator_) orchestrator_->fill_status(status);
+  return status;
 }
 
-void Daemon::refresh_gauges() {
-  services_gauge_->set(static_cast<double>(health_.service_count()));
-  if (nats_) nats_->refresh_dropped();
-}
-
-HttpResponse Daemon::on_http(const HttpRequest& request) {
-  std::string path = request.target.substr(0, request.target.find('?'));
-  if (request.method != "GET" && request.method != "HEAD") {
-    return {405, "text/plain; charset=utf-8", "method not allowed\n", {{"Allow", "GET, HEAD"}}};
-  }
-  if (path == "/healthz") return {200, "text/plain; charset=utf-8", "ok\n", {}};
-  if (path == "/readyz") {
-    const Readiness r = supervisor_ ? supervisor_->readiness() : Readiness{};
-    nlohmann::json j = {{"ready", r.ready},
-                        {"nats", to_string(r.nats)},
-                        {"streams", r.streams ? "ready" : "not ready"},
-                        {"subscriptions", r.subscriptions ? "active" : "not yet"},
-                        {"nats_connect_attempts", r.connect_attempts}};
-    if (!r.ready) j["reason"] = r.reason;
-    return {r.ready ? 200 : 503, "application/json", j.dump() + "\n", {}};
-  }
-  if (path == "/metrics") {
-    refresh_gauges();
-    return {200, "text/plain; version=0.0.4; charset=utf-8", metrics_.render(), {}};
-  }
-  if (path == "/status") {
-    auto status = health_.org_status(org_);
-    if (orchestrator_) orchestrator_->fill_status(status);
-    return {200, "application/json", encode(status, Encoding::json) + "\n", {}};
-  }
-  return {404, "text/plain; charset=utf-8", "not found\n", {}};
+std::uint64_t Daemon::health_reports_processed() const {
+  return health_service_ ? health_service_->reports_processed() : 0;
 }
 
 std::uint16_t Daemon::http_port() const { return http_ ? http_->port() : 0; }
@@ -702,7 +406,8 @@ void Daemon::stop() {
                                                              std::chrono::steady_clock::now()),
                     milliseconds(0));
   };
-  stopping_ = true;
+  if (api_) api_->stop_taking();
+  if (health_service_) health_service_->stop_sweep();
   log->info("stopping: draining subscriptions and in-flight requests");
   if (supervisor_) supervisor_->stop_retrying();
   // Without NATS nothing can be drained or released, and every KV call would wait for its
@@ -715,11 +420,7 @@ void Daemon::stop() {
   if (supervisor_) supervisor_->drain(drain_deadline);
   if (deploy_commands_) deploy_commands_->stop(drain_deadline);
   // 2. Finish in-flight handlers.
-  {
-    std::unique_lock lock(inflight_mutex_);
-    inflight_cv_.wait_until(lock, began + options_.shutdown_budget / 2,
-                            [&] { return inflight_.load() == 0; });
-  }
+  if (api_) api_->wait_idle(began + options_.shutdown_budget / 2);
   // 3. Deploys stop where they are; their leases are released so another replica resumes them.
   // A KV call that hangs (NATS lost mid-stop) must not hold the exit: when the orchestrator has
   // not stopped within its share, NATS is closed under it, which ends the call at once.
@@ -732,7 +433,6 @@ void Daemon::stop() {
     }
     stopped.wait();
   }
-  if (sweep_timer_) asio::post(io_, [this] { sweep_timer_->cancel(); });
   if (http_) http_->stop();
   // 4. Flush what handlers published (events and states wait for their acks), then close.
   for (auto* publisher : {events_.get(), health_states_.get()}) {

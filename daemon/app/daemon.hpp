@@ -1,11 +1,8 @@
 #pragma once
 
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/thread_pool.hpp>
 
 #include <atomic>
-#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -31,7 +28,11 @@
 
 namespace orgd {
 
+class ApiDispatcher;
 class EmbeddedNatsServer;
+class HealthService;
+class HttpRoutes;
+class RegistryHealthGate;
 
 struct DaemonOptions {
   // Re-read on SIGHUP; empty means the embedded default.
@@ -86,22 +87,16 @@ class Daemon {
   const ServiceDiscovery& discovery() const { return *discovery_; }
   // Null before start().
   deploy::Orchestrator* orchestrator() { return orchestrator_.get(); }
-  std::uint64_t health_reports_processed() const { return health_processed_.load(); }
+  std::uint64_t health_reports_processed() const;
 
   static const Clock& default_clock();
 
  private:
-  NatsConnectionSettings connection_settings() const;
   // What the connection supervisor puts in place on every (re)connect, in order.
   void supervise_connection();
-  void rebuild_health();
-  void on_health_report(BusMessage message);
-  void on_api_request(std::size_t endpoint, BusMessage message);
-  void publish_health_update(const HealthRegistry::Update& update);
-  void schedule_sweep();
-  HttpResponse on_http(const HttpRequest& request);
   void register_api();
-  void refresh_gauges();
+  // The health picture with each env's last deploy: P.api.status and /status.
+  v1::OrgStatus org_status() const;
   void on_deploy_event(const BusMessage& message);
   Result<Ok> on_deploy_command(const BusMessage& command, const std::string& dedup_id);
   Result<bool> deploy_command_carried_out(const BusMessage& command, const std::string& dedup_id);
@@ -122,7 +117,6 @@ class Daemon {
   boost::asio::io_context io_;
   std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work_;
   std::vector<std::thread> threads_;
-  std::unique_ptr<boost::asio::steady_timer> sweep_timer_;
 
   std::unique_ptr<EmbeddedNatsServer> embedded_;
   std::unique_ptr<NatsConnection> nats_;
@@ -132,36 +126,22 @@ class Daemon {
   std::unique_ptr<AckedPublisher> events_;
   std::unique_ptr<AckedPublisher> health_states_;
   std::unique_ptr<Rejections> rejections_;
+  std::unique_ptr<HealthService> health_service_;
   std::unique_ptr<ApiRouter> router_;
   std::unique_ptr<ServiceDiscovery> discovery_;
+  class HttpSources;
+  std::unique_ptr<HttpSources> http_sources_;
+  std::unique_ptr<HttpRoutes> http_routes_;
   std::unique_ptr<HttpServer> http_;
   ProviderRegistry providers_;
   std::shared_ptr<const deploy::Inventory> inventory_;  // the config's; replaced on reload
-  class HealthGate;
-  std::unique_ptr<HealthGate> health_gate_;
+  std::unique_ptr<RegistryHealthGate> health_gate_;
   std::unique_ptr<deploy::Orchestrator> orchestrator_;
   std::unique_ptr<CommandIntake> deploy_commands_;
-  // Set once the health picture was rebuilt from ORGD_HEALTH: changes found before would
-  // overwrite the stored states with an empty picture's.
-  std::atomic<bool> health_rebuilt_{false};
 
-  std::atomic<bool> stopping_{false};
   std::atomic<bool> stopped_{false};
-  std::atomic<std::size_t> inflight_{0};
-  std::mutex inflight_mutex_;
-  std::condition_variable inflight_cv_;
-  std::atomic<std::uint64_t> health_processed_{0};
-  // API endpoints whose handlers do KV round trips (deploy*) run here, not on the io threads
-  // that serve probes, /status and P.api.status; bounded by kv_waiting_. Last member: its
-  // destructor joins the handlers before anything they use goes.
-  std::vector<bool> kv_endpoints_;  // by endpoint index, set by register_api()
-  std::atomic<std::size_t> kv_waiting_{0};
-  Counter* kv_busy_ = nullptr;
-  std::unique_ptr<boost::asio::thread_pool> kv_pool_;
-
-  Counter* health_in_ = nullptr;
-  Gauge* inflight_gauge_ = nullptr;
-  Gauge* services_gauge_ = nullptr;
+  // Last member: its destructor joins the deploy API handlers before anything they use goes.
+  std::unique_ptr<ApiDispatcher> api_;
 };
 
 }  // namespace orgd

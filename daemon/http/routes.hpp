@@ -1,0 +1,46 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "daemon/http/http_server.hpp"
+
+namespace orgd {
+
+class MetricsRegistry;
+
+// What /readyz tells: the connection's readiness, in the words of its JSON.
+struct ProbeReadiness {
+  bool ready = false;
+  std::string nats = "connecting";  // the connection's state
+  bool streams = false;
+  bool subscriptions = false;
+  std::string reason;  // why not ready; empty when ready
+  std::uint64_t connect_attempts = 0;
+};
+
+// What the routes read from the subsystems behind them.
+class RouteSources {
+ public:
+  virtual ~RouteSources() = default;
+  virtual ProbeReadiness readiness() const = 0;
+  // Before /metrics renders: the gauges read at scrape time.
+  virtual void refresh_gauges() = 0;
+  // The org's status as JSON (/status).
+  virtual std::string status_json() const = 0;
+};
+
+// orgd's HTTP paths: /healthz, /readyz, /metrics and /status, GET or HEAD. Runs on the HTTP
+// server's io threads, so nothing here blocks.
+class HttpRoutes {
+ public:
+  HttpRoutes(RouteSources& sources, const MetricsRegistry& metrics);
+
+  HttpResponse handle(const HttpRequest& request) const;
+
+ private:
+  RouteSources& sources_;
+  const MetricsRegistry& metrics_;
+};
+
+}  // namespace orgd
