@@ -65,12 +65,13 @@ Result<std::unique_ptr<KvBucket>> KvBucket::open(jsCtx* js, const BucketSpec& sp
     return unavailable(fmt::format("opening KV bucket {}: {}", spec.name,
                                    nats_GetLastError(nullptr)));
   }
-  return std::unique_ptr<KvBucket>(new KvBucket(kv, spec.name));
+  return std::unique_ptr<KvBucket>(new JetStreamKvBucket(kv, spec.name));
 }
 
-KvBucket::~KvBucket() { kvStore_Destroy(kv_); }
+JetStreamKvBucket::~JetStreamKvBucket() { kvStore_Destroy(kv_); }
 
-Error KvBucket::failure(const std::string& what, const std::string& key, int status) const {
+Error JetStreamKvBucket::failure(const std::string& what, const std::string& key,
+                                 int status) const {
   const auto s = static_cast<natsStatus>(status);
   std::string text = fmt::format("KV {} {}/{}: {}", what, name_, key, nats_GetLastError(nullptr));
   if (is_conflict(s)) return conflict(std::move(text));
@@ -78,7 +79,7 @@ Error KvBucket::failure(const std::string& what, const std::string& key, int sta
   return unavailable(std::move(text));
 }
 
-Result<std::optional<KvEntry>> KvBucket::get(const std::string& key) {
+Result<std::optional<KvEntry>> JetStreamKvBucket::get(const std::string& key) {
   kvEntry* entry = nullptr;
   const natsStatus s = kvStore_Get(&entry, kv_, key.c_str());
   if (s == NATS_NOT_FOUND) return std::optional<KvEntry>{};
@@ -94,7 +95,7 @@ Result<std::optional<KvEntry>> KvBucket::get(const std::string& key) {
   return std::optional<KvEntry>{std::move(out)};
 }
 
-Result<std::uint64_t> KvBucket::create(const std::string& key, const std::string& value) {
+Result<std::uint64_t> JetStreamKvBucket::create(const std::string& key, const std::string& value) {
   std::uint64_t revision = 0;
   const natsStatus s = kvStore_Create(&revision, kv_, key.c_str(), value.data(),
                                       static_cast<int>(value.size()));
@@ -102,8 +103,8 @@ Result<std::uint64_t> KvBucket::create(const std::string& key, const std::string
   return revision;
 }
 
-Result<std::uint64_t> KvBucket::update(const std::string& key, const std::string& value,
-                                       std::uint64_t last_revision) {
+Result<std::uint64_t> JetStreamKvBucket::update(const std::string& key, const std::string& value,
+                                                std::uint64_t last_revision) {
   std::uint64_t revision = 0;
   const natsStatus s = kvStore_Update(&revision, kv_, key.c_str(), value.data(),
                                       static_cast<int>(value.size()), last_revision);
@@ -111,7 +112,7 @@ Result<std::uint64_t> KvBucket::update(const std::string& key, const std::string
   return revision;
 }
 
-Result<std::uint64_t> KvBucket::put(const std::string& key, const std::string& value) {
+Result<std::uint64_t> JetStreamKvBucket::put(const std::string& key, const std::string& value) {
   std::uint64_t revision = 0;
   const natsStatus s =
       kvStore_Put(&revision, kv_, key.c_str(), value.data(), static_cast<int>(value.size()));
@@ -119,13 +120,13 @@ Result<std::uint64_t> KvBucket::put(const std::string& key, const std::string& v
   return revision;
 }
 
-Result<Ok> KvBucket::remove(const std::string& key) {
+Result<Ok> JetStreamKvBucket::remove(const std::string& key) {
   const natsStatus s = kvStore_Delete(kv_, key.c_str());
   if (s != NATS_OK) return failure("delete", key, s);
   return Ok{};
 }
 
-Result<std::vector<std::string>> KvBucket::keys(const std::string& filter) {
+Result<std::vector<std::string>> JetStreamKvBucket::keys(const std::string& filter) {
   // A metadata-only watch of the filter: the server sends the last entry of each matching key,
   // then an empty entry marking the end of what is stored now.
   kvWatchOptions options;

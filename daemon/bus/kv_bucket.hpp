@@ -31,33 +31,55 @@ struct KvEntry {
   std::chrono::system_clock::time_point created;  // when this revision was written
 };
 
-// One JetStream KV bucket (nats.c kvStore). Every call is bounded by the JetStream context's
-// timeout; NATS trouble comes back as `unavailable`, a failed compare-and-set as `conflict`.
-// Thread-safe.
+// A KV bucket: JetStream KV in orgd (JetStreamKvBucket), in memory in tests (MemoryKvBucket).
+// Revisions increase per bucket across all its keys, as JetStream's stream sequence does. Every
+// call is bounded; trouble reaching the store comes back as `unavailable`, a failed
+// compare-and-set as `conflict`. Thread-safe.
 class KvBucket {
  public:
-  // Creates the bucket, or updates its ttl, history and replicas when it exists.
+  // Creates the JetStream bucket, or updates its ttl, history and replicas when it exists.
   static Result<std::unique_ptr<KvBucket>> open(__jsCtx* js, const BucketSpec& spec);
-  ~KvBucket();
+  virtual ~KvBucket() = default;
   KvBucket(const KvBucket&) = delete;
   KvBucket& operator=(const KvBucket&) = delete;
 
-  const std::string& name() const { return name_; }
+  virtual const std::string& name() const = 0;
 
   // The current value; nullopt when the key is absent or deleted.
-  Result<std::optional<KvEntry>> get(const std::string& key);
+  virtual Result<std::optional<KvEntry>> get(const std::string& key) = 0;
   // Writes only when the key is absent (or deleted): conflict otherwise.
-  Result<std::uint64_t> create(const std::string& key, const std::string& value);
+  virtual Result<std::uint64_t> create(const std::string& key, const std::string& value) = 0;
   // Writes only when the key's revision is still `last_revision`: conflict otherwise.
-  Result<std::uint64_t> update(const std::string& key, const std::string& value,
-                               std::uint64_t last_revision);
-  Result<std::uint64_t> put(const std::string& key, const std::string& value);
-  Result<Ok> remove(const std::string& key);
+  virtual Result<std::uint64_t> update(const std::string& key, const std::string& value,
+                                       std::uint64_t last_revision) = 0;
+  virtual Result<std::uint64_t> put(const std::string& key, const std::string& value) = 0;
+  virtual Result<Ok> remove(const std::string& key) = 0;
   // Keys present (not deleted) matching a subject filter such as "deploy.*" or ">".
-  Result<std::vector<std::string>> keys(const std::string& filter);
+  virtual Result<std::vector<std::string>> keys(const std::string& filter) = 0;
+
+ protected:
+  KvBucket() = default;
+};
+
+// One JetStream KV bucket (nats.c kvStore). Every call is bounded by the JetStream context's
+// timeout; NATS trouble comes back as `unavailable`, a failed compare-and-set as `conflict`.
+class JetStreamKvBucket final : public KvBucket {
+ public:
+  ~JetStreamKvBucket() override;
+
+  const std::string& name() const override { return name_; }
+
+  Result<std::optional<KvEntry>> get(const std::string& key) override;
+  Result<std::uint64_t> create(const std::string& key, const std::string& value) override;
+  Result<std::uint64_t> update(const std::string& key, const std::string& value,
+                               std::uint64_t last_revision) override;
+  Result<std::uint64_t> put(const std::string& key, const std::string& value) override;
+  Result<Ok> remove(const std::string& key) override;
+  Result<std::vector<std::string>> keys(const std::string& filter) override;
 
  private:
-  KvBucket(__kvStore* kv, std::string name) : kv_(kv), name_(std::move(name)) {}
+  friend class KvBucket;  // open() makes them
+  JetStreamKvBucket(__kvStore* kv, std::string name) : kv_(kv), name_(std::move(name)) {}
   Error failure(const std::string& what, const std::string& key, int status) const;
 
   __kvStore* kv_;

@@ -18,6 +18,12 @@ class SystemClock final : public Clock {
   time_point now() const override { return std::chrono::system_clock::now(); }
 };
 
+// The one SystemClock, for defaults.
+inline const Clock& system_clock() {
+  static const SystemClock clock;
+  return clock;
+}
+
 // A clock that moves only when told to (tests).
 class ManualClock final : public Clock {
  public:

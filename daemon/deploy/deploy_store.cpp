@@ -47,8 +47,11 @@ std::string new_deploy_id(std::chrono::system_clock::time_point now) {
 }
 
 DeployStore::DeployStore(std::unique_ptr<KvBucket> deploys, std::unique_ptr<KvBucket> locks,
-                         std::unique_ptr<KvBucket> leases)
-    : deploys_(std::move(deploys)), locks_(std::move(locks)), leases_(std::move(leases)) {}
+                         std::unique_ptr<KvBucket> leases, const Clock& clock)
+    : deploys_(std::move(deploys)),
+      locks_(std::move(locks)),
+      leases_(std::move(leases)),
+      clock_(clock) {}
 
 Result<std::optional<StoredRecord>> DeployStore::load(const std::string& deploy_id) {
   auto entry = deploys_->get(record_key(deploy_id));
@@ -155,8 +158,7 @@ Result<Ok> DeployStore::acquire_locks(const std::vector<std::string>& repos,
     // accepting it); a young one may belong to a deploy being accepted right now.
     auto holder_record = load(holder_id);
     const bool orphan = holder_record && !holder_record.value() &&
-                        std::chrono::system_clock::now() - holder.value()->created >
-                            kOrphanLockAge;
+                        clock_.now() - holder.value()->created > kOrphanLockAge;
     const bool stale =
         orphan || (holder_record && holder_record.value() &&
                    is_terminal(holder_record.value()->record.state()));

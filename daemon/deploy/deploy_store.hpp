@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "daemon/bus/kv_bucket.hpp"
+#include "daemon/core/clock.hpp"
 #include "daemon/core/errors.hpp"
 #include "orgd/v1/deploy.pb.h"
 
@@ -36,8 +37,10 @@ struct StoredRecord {
 // their own: a lock whose deploy has finished (or is gone) counts as free.
 class DeployStore {
  public:
+  // Over any buckets: JetStream's in orgd, memory ones (MemoryKvStore) in tests. `clock` tells
+  // the age of a lock, and must run as the buckets' own (the one a MemoryKvStore was given).
   DeployStore(std::unique_ptr<KvBucket> deploys, std::unique_ptr<KvBucket> locks,
-              std::unique_ptr<KvBucket> leases);
+              std::unique_ptr<KvBucket> leases, const Clock& clock = system_clock());
 
   Result<std::optional<StoredRecord>> load(const std::string& deploy_id);
   Result<std::uint64_t> create(const v1::DeployRecord& record);
@@ -92,6 +95,7 @@ class DeployStore {
   std::unique_ptr<KvBucket> deploys_;
   std::unique_ptr<KvBucket> locks_;
   std::unique_ptr<KvBucket> leases_;
+  const Clock& clock_;
 };
 
 // A deploy id: sortable by creation time, a valid subject token and KV key

@@ -69,11 +69,6 @@ std::string sha256_hex(std::string_view data) {
   return std::string(hex.data(), crypto_hash_sha256_BYTES * 2);
 }
 
-const Clock& system_clock() {
-  static const SystemClock clock;
-  return clock;
-}
-
 }  // namespace
 
 bool credential_header(std::string_view name) {
