@@ -1,29 +1,8 @@
 #include "daemon/plugin/registry.hpp"
 
 #include <utility>
-#include <vector>
-
-#include "plugins/exec/exec_provider.hpp"
-#include "plugins/local/local_provider.hpp"
 
 namespace orgd {
-
-namespace {
-
-// The one list of built-in providers. The types the config accepts but that are not here yet
-// (github, cloudflare, synadia, remote) fail in create() with a clear message.
-std::vector<std::pair<std::string, ProviderRegistry::Factory>> builtin_factories() {
-  return {
-      {"local", make_local_provider},
-      {"exec", make_exec_provider},
-  };
-}
-
-}  // namespace
-
-ProviderRegistry::ProviderRegistry() {
-  for (auto& [type, factory] : builtin_factories()) add_factory(type, std::move(factory));
-}
 
 void ProviderRegistry::add_factory(std::string type, Factory factory) {
   factories_[std::move(type)] = std::move(factory);

@@ -28,7 +28,8 @@ class ProviderRegistry {
   using Factory = std::function<std::unique_ptr<Provider>(
       const ProviderConfig&, const ProviderEnvironment&, const std::string& source_file)>;
 
-  // The built-in providers.
+  // The built-in providers. Defined with their list in plugins/builtin_providers.cpp (library
+  // orgd_providers): the providers depend on this header, so it cannot depend on them.
   ProviderRegistry();
 
   // Adds or replaces the factory of a type (tests).

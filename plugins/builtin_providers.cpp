@@ -1,0 +1,29 @@
+// The built-in providers, above both the plugin SPI and the providers: daemon/plugin/ may not
+// depend on plugins/, which depends on it, so ProviderRegistry's default constructor lives here.
+#include <utility>
+#include <vector>
+
+#include "daemon/plugin/registry.hpp"
+#include "plugins/exec/exec_provider.hpp"
+#include "plugins/local/local_provider.hpp"
+
+namespace orgd {
+
+namespace {
+
+// The one list of built-in providers. The types the config accepts but that are not here yet
+// (github, cloudflare, synadia, remote) fail in create() with a clear message.
+std::vector<std::pair<std::string, ProviderRegistry::Factory>> builtin_factories() {
+  return {
+      {"local", make_local_provider},
+      {"exec", make_exec_provider},
+  };
+}
+
+}  // namespace
+
+ProviderRegistry::ProviderRegistry() {
+  for (auto& [type, factory] : builtin_factories()) add_factory(type, std::move(factory));
+}
+
+}  // namespace orgd

@@ -1,0 +1,3 @@
+#pragma once
+
+#include "daemon/core/clock.hpp"

@@ -1,0 +1,2 @@
+#include "daemon/core/clock.hpp"
+#include "daemon/deploy/planner.hpp"

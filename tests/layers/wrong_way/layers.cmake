@@ -1,0 +1,11 @@
+# A layer table as cmake/OrgdLayers.cmake writes it: health and deploy each link core only.
+set(ORGD_LAYER_TARGETS "fixture_core;fixture_deploy;fixture_health")
+set(ORGD_LAYER_OF_fixture_core "core")
+set(ORGD_LAYER_DIRS_fixture_core "daemon/core")
+set(ORGD_LAYER_LINKS_fixture_core "fmt::fmt")
+set(ORGD_LAYER_OF_fixture_deploy "deploy")
+set(ORGD_LAYER_DIRS_fixture_deploy "daemon/deploy")
+set(ORGD_LAYER_LINKS_fixture_deploy "fixture_core")
+set(ORGD_LAYER_OF_fixture_health "health")
+set(ORGD_LAYER_DIRS_fixture_health "daemon/health")
+set(ORGD_LAYER_LINKS_fixture_health "fixture_core")
