@@ -399,6 +399,38 @@ TEST_F(DeployApiTest, CommandsForALockedRepoQueueInOrderAndOthersFlow) {
   jsCtx_Destroy(js);
 }
 
+// A burst of commands is delivered at once and handled one after another: the later ones wait
+// in the client for longer than the first retry delay. They must not be redelivered meanwhile
+// (each redelivery is handled again and burns one of the command's deliveries).
+TEST_F(DeployApiTest, ABurstLongerToHandleThanTheFirstRetryDelayIsNotRedelivered) {
+  // Retry delays of 200 ms, far shorter than handling 300 commands takes.
+  start(config(local_repo("api", "60s")), 200ms);
+  auto holder = deploy(R"({"repos":["api"],"env":"dev"})");
+  ASSERT_FALSE(holder.deploy_id().empty());
+  jsCtx* js = nullptr;
+  ASSERT_EQ(natsConnection_JetStream(&js, client.get(), nullptr), NATS_OK);
+  constexpr int kCommands = 300;
+  const auto began = std::chrono::steady_clock::now();
+  for (int i = 0; i < kCommands; ++i) {
+    publish_command(
+        js, R"({"repos":["api"],"env":"dev","requestId":"b-)" + std::to_string(i) + R"("})");
+  }
+  auto queued = [&] {
+    return daemon->metrics().counter("orgd_deploys_queued_total", "").value();
+  };
+  ASSERT_TRUE(wait_until([&] { return queued() >= kCommands; }, 60s, 20ms)) << queued();
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - began);
+  // A redelivered command is handled again and answered as the deploy its request id made.
+  // Redeliveries due are sent within their delay: wait that long for any to show.
+  std::this_thread::sleep_for(500ms);
+  const double handled_again =
+      daemon->metrics().counter("orgd_deploys_duplicate_total", "").value();
+  EXPECT_EQ(handled_again, 0) << kCommands << " commands handled in " << took.count() << " ms";
+  EXPECT_EQ(queued(), kCommands);
+  jsCtx_Destroy(js);
+}
+
 TEST_F(DeployApiTest, PastTheQueueBoundACommandIsDeadLetteredAtOnce) {
   // 501 commands take longer to queue than the tests' usual 200 ms ack wait.
   start(config(local_repo("api", "60s")), 60s);
