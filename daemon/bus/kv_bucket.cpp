@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <nats/nats.h>
 
+#include <algorithm>
 #include <chrono>
 
 namespace orgd {
@@ -128,10 +129,14 @@ Result<Ok> JetStreamKvBucket::remove(const std::string& key) {
 
 Result<std::vector<std::string>> JetStreamKvBucket::keys(const std::string& filter) {
   // A metadata-only watch of the filter: the server sends the last entry of each matching key,
-  // then an empty entry marking the end of what is stored now.
+  // then an empty entry marking the end of what is stored now. Deletes are received and skipped
+  // here, not by nats.c. A key deleted while the watch starts (its put, counted as pending,
+  // replaced by the delete marker) can leave nats.c 3.4.1 waiting for an end marker that never
+  // comes (fixed in nats.go the same way, PR #1824): the server pushes a listing's entries at
+  // once, so a second with none means it has sent them all.
+  constexpr long kIdleEnd = 1000;  // ms
   kvWatchOptions options;
   kvWatchOptions_Init(&options);
-  options.IgnoreDeletes = true;
   options.MetaOnly = true;
   kvWatcher* watcher = nullptr;
   natsStatus s = kvStore_Watch(&watcher, kv_, filter.c_str(), &options);
@@ -147,7 +152,11 @@ Result<std::vector<std::string>> JetStreamKvBucket::keys(const std::string& filt
       break;
     }
     kvEntry* entry = nullptr;
-    s = kvWatcher_Next(&entry, watcher, left);
+    s = kvWatcher_Next(&entry, watcher, std::min<long>(left, kIdleEnd));
+    if (s == NATS_TIMEOUT && left > kIdleEnd) {
+      s = NATS_OK;
+      break;
+    }
     if (s != NATS_OK) break;
     if (entry == nullptr) break;  // the end of the initial values
     if (kvEntry_Operation(entry) == kvOp_Put) keys.emplace_back(kvEntry_Key(entry));

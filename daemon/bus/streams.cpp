@@ -21,13 +21,17 @@ std::vector<StreamSpec> orgd_streams(const std::string& prefix, int replicas) {
                    1024LL * 1024 * 1024, std::chrono::seconds(120), replicas});
   // One message per subject: the last state of each service, so durability costs grow with
   // state changes, not with heartbeat rate.
+  // Anyone allowed to publish on these subjects writes into the stream: messages far larger
+  // than what orgd itself writes there are refused, so junk cannot push real ones out at
+  // max_payload a message. (A health state is a few hundred bytes; a dead letter keeps 4 KiB of
+  // its body and bounded headers.)
   specs.push_back({kHealthStream, "last known state of each service",
                    {prefix + ".state.health.>"}, 1, std::chrono::seconds(0), -1,
-                   std::chrono::seconds(120), replicas});
+                   std::chrono::seconds(120), replicas, 16 * 1024});
   specs.push_back({kDlqStream, "rejected or undeliverable inputs with the reason",
                    {prefix + ".dlq.>"}, -1,
                    std::chrono::duration_cast<std::chrono::seconds>(hours(24 * 30)),
-                   256LL * 1024 * 1024, std::chrono::seconds(120), replicas});
+                   256LL * 1024 * 1024, std::chrono::seconds(120), replicas, 64 * 1024});
   return specs;
 }
 
@@ -46,6 +50,7 @@ Result<Ok> ensure_stream(jsCtx* js, const StreamSpec& spec) {
   cfg.MaxAge = spec.max_age.count() * kNanos;
   cfg.MaxBytes = spec.max_bytes;
   cfg.Duplicates = spec.duplicate_window.count() * kNanos;
+  cfg.MaxMsgSize = spec.max_msg_size;
   cfg.Replicas = spec.replicas;
   cfg.Discard = js_DiscardOld;
 

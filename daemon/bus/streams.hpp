@@ -20,6 +20,8 @@ struct StreamSpec {
   std::int64_t max_bytes = -1;
   std::chrono::seconds duplicate_window{120};
   int replicas = 1;
+  // Larger messages are refused by the server (-1: up to max_payload).
+  std::int32_t max_msg_size = -1;
 };
 
 // The streams of DESIGN.md §4 for subject prefix P.

@@ -106,5 +106,34 @@ TEST(DeadLetters, FloodOfLargeInvalidReportsCostsBoundedWritesWithoutCredentials
   d.stop();
 }
 
+// ORGD_DLQ and ORGD_HEALTH take what anyone allowed on their subjects publishes: a message far
+// larger than any orgd writes there is refused by the server, so junk of max_payload size
+// cannot push real dead letters or states out.
+TEST(DeadLetters, StreamsRefuseMessagesLargerThanOrgdWritesThere) {
+  NatsServer server;
+  auto client = connect_client(server.url());
+  auto config = load_config_string(config_yaml(server.url()), "test.yaml", Environment());
+  Daemon d(config, DaemonOptions{}, Environment());
+  d.start();
+  ASSERT_TRUE(wait_until([&] { return d.ready(); }, 15s)) << "orgd never became ready";
+  jsCtx* js = nullptr;
+  ASSERT_EQ(natsConnection_JetStream(&js, client.get(), nullptr), NATS_OK);
+  auto publish = [&](const std::string& subject, std::size_t size) {
+    const std::string body(size, 'j');
+    jsPubAck* ack = nullptr;
+    const natsStatus s = js_Publish(&ack, js, subject.c_str(), body.data(),
+                                    static_cast<int>(body.size()), nullptr, nullptr);
+    jsPubAck_Destroy(ack);
+    return s;
+  };
+  EXPECT_NE(publish("org.acme.dlq.junk", 900 * 1024), NATS_OK);
+  EXPECT_NE(publish("org.acme.state.health.api.junk", 100 * 1024), NATS_OK);
+  // What fits is taken: the streams are there and capture these subjects.
+  EXPECT_EQ(publish("org.acme.dlq.junk", 8 * 1024), NATS_OK);
+  EXPECT_EQ(publish("org.acme.state.health.api.junk", 1024), NATS_OK);
+  EXPECT_EQ(dlq_messages(client.get()), 1u);
+  jsCtx_Destroy(js);
+}
+
 }  // namespace
 }  // namespace orgd
