@@ -10,6 +10,7 @@
 #include "tests/support/nats_auth.hpp"
 #include "tests/support/nats_server.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/support/test_pki.hpp"
 
 namespace orgd {
 namespace {
@@ -66,38 +67,10 @@ TEST(NatsConnectionAuth, NkeySeed) {
   EXPECT_THROW(connects(garbage), std::runtime_error);
 }
 
-// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
-struct Pki {
-  testing::TempDir dir{"orgd-pki"};
-  std::string path(const char* name) const { return (dir / name).string(); }
-
-  bool make() {
-    const std::string d = dir.str();
-    const std::string script =
-        "set -e; cd '" + d + "';"
-        "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=orgd-test-ca "
-        "-keyout ca-key.pem -out ca.pem >/dev/null 2>&1;"
-        "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\n' > san.ext;"
-        "openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server-key.pem "
-        "-out server.csr >/dev/null 2>&1;"
-        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 "
-        "-extfile san.ext -out server.pem >/dev/null 2>&1;"
-        "printf 'extendedKeyUsage=clientAuth\\n' > client.ext;"
-        "openssl req -newkey rsa:2048 -nodes -subj /CN=orgd -keyout client-key.pem "
-        "-out client.csr >/dev/null 2>&1;"
-        "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 "
-        "-extfile client.ext -out client.pem >/dev/null 2>&1";
-    return std::system(("bash -c \"" + script + "\"").c_str()) == 0;
-  }
-};
-
 TEST(NatsConnectionAuth, TlsWithClientCertificate) {
-  Pki pki;
+  testing::TestPki pki;
   ASSERT_TRUE(pki.make()) << "openssl could not make the test certificates";
-  NatsServer server(server_with_config("tls {\n  cert_file: \"" + pki.path("server.pem") +
-                                "\"\n  key_file: \"" + pki.path("server-key.pem") +
-                                "\"\n  ca_file: \"" + pki.path("ca.pem") +
-                                "\"\n  verify: true\n}\n"));
+  NatsServer server(server_with_config(pki.server_tls_block(/*verify=*/true)));
   auto good = auth_settings(server.url());
   good.tls = {pki.path("ca.pem"), pki.path("client.pem"), pki.path("client-key.pem")};
   EXPECT_TRUE(connects(good));

@@ -18,6 +18,7 @@
 #include "tests/support/http_client.hpp"
 #include "tests/support/nats_server.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/support/test_pki.hpp"
 #include "tests/support/wait.hpp"
 
 namespace orgd {
@@ -207,6 +208,55 @@ TEST(ReconnectTest, ARefusedCredentialIsReportedAndRetriedUntilAServerTakesIt) {
   server = std::make_unique<NatsServer>(open);
   EXPECT_TRUE(wait_until([&] { return d->ready(); }, 20s))
       << "orgd never connected to the server that takes it";
+  d->stop();
+}
+
+// A6: a TLS failure says so in /readyz and in a warning, and orgd keeps trying: orgd without
+// TLS settings against a server that requires TLS, and orgd trusting another CA than the one
+// that signed the server's certificate.
+TEST(ReconnectTest, ATlsFailureIsReportedAsTlsAndRetried) {
+  testing::TestPki pki;
+  ASSERT_TRUE(pki.make()) << "openssl could not make the test certificates";
+  testing::TestPki other;
+  ASSERT_TRUE(other.make()) << "openssl could not make the test certificates";
+  NatsServerOptions tls;
+  tls.wait_for_jetstream = false;  // the fixture's plain probe is refused
+  tls.extra_config = pki.server_tls_block(/*verify=*/false);
+  NatsServer server(tls);
+  const std::string url = "nats://127.0.0.1:" + std::to_string(server.port());
+  struct Case {
+    const char* name;
+    std::string nats_extra;
+  };
+  const Case cases[] = {
+      {"no TLS settings", ""},
+      {"another CA", "  tls:\n    ca_file: " + other.path("ca.pem") + "\n"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.name);
+    TempDir data("orgd-reconnect-data");
+    CapturedWarnings warnings("bus");
+    auto d = make_daemon(config_yaml(url, data.str(), c.nats_extra));
+    d->start();
+    std::optional<nlohmann::json> status;
+    EXPECT_TRUE(wait_until(
+        [&] {
+          status = readyz(*d);
+          return status && status->value("nats_connect_attempts", 0) >= 2 &&
+                 status->value("reason", "").rfind("TLS", 0) != std::string::npos;
+        },
+        20s))
+        << (status ? status->dump() : "no /readyz");
+    EXPECT_FALSE(status && status->value("ready", true));
+    EXPECT_TRUE(warnings.contains("TLS")) << warnings.text();
+    d->stop();
+  }
+  // With the right CA it connects (the server's certificate names 127.0.0.1).
+  TempDir data("orgd-reconnect-data");
+  auto d = make_daemon(
+      config_yaml(url, data.str(), "  tls:\n    ca_file: " + pki.path("ca.pem") + "\n"));
+  d->start();
+  EXPECT_TRUE(wait_until([&] { return d->ready(); }, 20s)) << readyz(*d).value_or("{}").dump();
   d->stop();
 }
 
