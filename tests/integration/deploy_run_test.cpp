@@ -252,7 +252,8 @@ class DeployRunTest : public ::testing::Test {
     options.poll_interval = 20ms;
     orchestrator_ =
         std::make_unique<Orchestrator>(options, inventory_, publisher_, health_, metrics_, clock_);
-    auto attached = orchestrator_->attach(js_);
+    auto attached = orchestrator_->attach(
+        [js = js_](const BucketSpec& spec) { return KvBucket::open(js, spec); }, js_);
     ASSERT_TRUE(attached) << attached.error().message;
   }
 
