@@ -13,10 +13,11 @@ using std::chrono::milliseconds;
 // deploy service starts runs through the scheduler.
 Orchestrator::Orchestrator(OrchestratorOptions options, std::shared_ptr<const Inventory> inventory,
                            Publisher& publisher, const HealthGateSource& health,
-                           MetricsRegistry& metrics, const Clock& clock)
+                           MetricsRegistry& metrics, const Clock& clock,
+                           DeployRuntime runtime)
     : options_(options),
       shared_(std::make_shared<Shared>(std::move(options), std::move(inventory), publisher, health,
-                                       metrics, clock)),
+                                       metrics, clock, std::move(runtime))),
       last_deploys_(
           std::make_unique<LastDeploys>(shared_, metrics,
                                         [this](const std::string& deploy_id, bool finished) {

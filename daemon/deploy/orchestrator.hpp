@@ -44,9 +44,10 @@ class Orchestrator {
   using Shared = OrchestratorContext;
   using WhenLocked = deploy::WhenLocked;
 
+  // `runtime`: where deploys run and wait (deploy_executor.hpp); orgd leaves it empty.
   Orchestrator(OrchestratorOptions options, std::shared_ptr<const Inventory> inventory,
                Publisher& publisher, const HealthGateSource& health, MetricsRegistry& metrics,
-               const Clock& clock);
+               const Clock& clock, DeployRuntime runtime = {});
   ~Orchestrator();
   Orchestrator(const Orchestrator&) = delete;
   Orchestrator& operator=(const Orchestrator&) = delete;
