@@ -211,8 +211,8 @@ void Daemon::supervise_connection() {
   // lost its store gets both back.
   supervisor_->add_step("deploy KV buckets", [this] {
     __jsCtx* js = nats_->jetstream();
-    return orchestrator_->attach(
-        [js](const BucketSpec& spec) { return KvBucket::open(js, spec); }, js);
+    return orchestrator_->attach([js](const BucketSpec& spec) { return KvBucket::open(js, spec); },
+                                 js);
   });
   supervisor_->add_step("health picture", [this] { return health_service_->rebuild_once(); });
   // Health reports are handled on their subscription's own thread, in arrival order: ordering

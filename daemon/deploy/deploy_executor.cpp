@@ -27,8 +27,7 @@ class AsioWait final : public DeployTimers::Wait {
 }  // namespace
 
 std::unique_ptr<DeployTimers::Wait> AsioDeployTimers::wait_until(const Strand& strand,
-                                                                  time_point when,
-                                                                  Handler handler) {
+                                                                 time_point when, Handler handler) {
   return std::make_unique<AsioWait>(strand, when, std::move(handler));
 }
 

@@ -54,8 +54,7 @@ class DeployTimers {
 class AsioDeployTimers final : public DeployTimers {
  public:
   time_point now() const override { return std::chrono::steady_clock::now(); }
-  std::unique_ptr<Wait> wait_until(const Strand& strand, time_point when,
-                                   Handler handler) override;
+  std::unique_ptr<Wait> wait_until(const Strand& strand, time_point when, Handler handler) override;
 };
 
 // A timer on a strand, used on that strand only: one wait at a time, a new wait cancelling the
@@ -83,9 +82,9 @@ class Timer {
 };
 
 // A fixed set of threads that run every deploy's decisions, record writes and timers (each
-// DeployRun on its own strand). Waiting is done by asio timers, so a step polling its provider,
-// backing off before a retry or waiting for its health gate holds no thread; work that blocks
-// (a KV call, bounded by the JetStream timeout) holds one for its duration. Held by shared_ptr
+// DeployRun on its own strand). Waiting is done by timers (DeployTimers), so a step polling its
+// provider, backing off before a retry or waiting for its health gate holds no thread; work that
+// blocks (a KV call, bounded by the JetStream timeout) holds one for its duration. Held by shared_ptr
 // from its own threads, so threads left behind by a bounded stop() still find it.
 class DeployExecutor : public std::enable_shared_from_this<DeployExecutor> {
  public:
@@ -96,6 +95,7 @@ class DeployExecutor : public std::enable_shared_from_this<DeployExecutor> {
 
   // Driven: runs the handlers that are ready, and those they make ready; how many ran.
   std::size_t run_ready() { return io_.poll(); }
+  // Driven: from now on a thread of its own runs the handlers (not while stop() runs).
   void start_thread();
 
   boost::asio::io_context& context() { return io_; }
@@ -116,7 +116,7 @@ class DeployExecutor : public std::enable_shared_from_this<DeployExecutor> {
   boost::asio::io_context io_;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
   std::vector<std::thread> threads_;
-  std::mutex mutex_;  // guards live_
+  std::mutex mutex_;  // guards live_, and threads_ while start_thread() adds one
   std::condition_variable cv_;
   int live_ = 0;
   std::atomic<bool> stopped_{false};

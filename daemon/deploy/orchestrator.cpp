@@ -13,8 +13,7 @@ using std::chrono::milliseconds;
 // deploy service starts runs through the scheduler.
 Orchestrator::Orchestrator(OrchestratorOptions options, std::shared_ptr<const Inventory> inventory,
                            Publisher& publisher, const HealthGateSource& health,
-                           MetricsRegistry& metrics, const Clock& clock,
-                           DeployRuntime runtime)
+                           MetricsRegistry& metrics, const Clock& clock, DeployRuntime runtime)
     : options_(options),
       shared_(std::make_shared<Shared>(std::move(options), std::move(inventory), publisher, health,
                                        metrics, clock, std::move(runtime))),
@@ -37,11 +36,11 @@ Result<Ok> Orchestrator::attach(const BucketOpener& open, const void* connection
   std::lock_guard lock(attach_mutex_);
   if (shared_->stopping.load()) return unavailable("stopping");
   const auto settings = shared_->current_inventory()->settings();
-  auto store = DeployStore::open(
-      open,
-      deploy_bucket_specs(std::chrono::duration_cast<Duration>(settings.history),
-                          settings.lease_ttl, options_.replicas),
-      shared_->clock);
+  auto store =
+      DeployStore::open(open,
+                        deploy_bucket_specs(std::chrono::duration_cast<Duration>(settings.history),
+                                            settings.lease_ttl, options_.replicas),
+                        shared_->clock);
   if (!store) return store.error();
   // Every connect re-creates the buckets a server may have lost; the store's handles keep
   // reaching them while the JetStream context is the same. A new context (a new connection)

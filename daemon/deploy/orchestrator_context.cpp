@@ -74,9 +74,8 @@ OrchestratorContext::OrchestratorContext(OrchestratorOptions opts,
                        "Deploy executor and provider threads left busy when orgd stopped");
   Gauge& executor_threads =
       metrics.gauge("orgd_deploy_executor_threads", "Threads running deploys and steps");
-  executor = runtime.executor
-                 ? std::move(runtime.executor)
-                 : DeployExecutor::create(options.executor_threads, executor_threads);
+  executor = runtime.executor ? std::move(runtime.executor)
+                              : DeployExecutor::create(options.executor_threads, executor_threads);
   timers = runtime.timers ? std::move(runtime.timers) : std::make_shared<AsioDeployTimers>();
   provider_calls = std::make_shared<ProviderCalls>(
       static_cast<std::size_t>(std::max(1, options.provider_threads)),

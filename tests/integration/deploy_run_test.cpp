@@ -12,11 +12,11 @@
 #include "daemon/core/config.hpp"
 #include "daemon/core/environment.hpp"
 #include "daemon/core/logging.hpp"
+#include "daemon/core/metrics.hpp"
 #include "daemon/deploy/deploy_state.hpp"
 #include "daemon/deploy/deploy_store.hpp"
 #include "daemon/deploy/inventory.hpp"
 #include "daemon/deploy/orchestrator.hpp"
-#include "daemon/core/metrics.hpp"
 #include "daemon/plugin/registry.hpp"
 #include "orgd/v1/deploy.pb.h"
 #include "tests/support/deploy_rig.hpp"
@@ -252,11 +252,12 @@ TEST_F(DeployRunTest, ManyConcurrentDeploysDoNotTakeAThreadEach) {
     const std::string name = "r" + std::to_string(i);
     repos += repo(name);
     target_->fallback(name, Call::start, Outcome::running());
-    target_->fallback(name, Call::poll,
-                      Outcome::computed([&done](const DeployContext& c) -> Result<DeployProgress> {
-                        return DeployProgress{
-                            done ? DeployStatus::succeeded : DeployStatus::running, c.deploy_id, {}};
-                      }));
+    target_->fallback(
+        name, Call::poll,
+        Outcome::computed([&done](const DeployContext& c) -> Result<DeployProgress> {
+          return DeployProgress{
+              done ? DeployStatus::succeeded : DeployStatus::running, c.deploy_id, {}};
+        }));
   }
   deploy::OrchestratorOptions options;
   options.executor_threads = 2;
@@ -323,13 +324,12 @@ TEST_F(DeployRunTest, StopWhileNatsIsDownIsBounded) {
   // The step's record writes and lease renewals wait on KV calls that NATS cannot answer.
   target_->on_start("api", {Outcome::running()});
   auto finished = std::make_shared<std::atomic<bool>>(false);
-  target_->fallback("api", Call::poll,
-                    Outcome::computed([finished](const DeployContext& c) -> Result<DeployProgress> {
-                      return DeployProgress{
-                          *finished ? DeployStatus::succeeded : DeployStatus::running,
-                          c.deploy_id,
-                          {}};
-                    }));
+  target_->fallback(
+      "api", Call::poll,
+      Outcome::computed([finished](const DeployContext& c) -> Result<DeployProgress> {
+        return DeployProgress{
+            *finished ? DeployStatus::succeeded : DeployStatus::running, c.deploy_id, {}};
+      }));
   start(config(repo("api")));
   const std::string id = deploy({"api"});
   ASSERT_TRUE(wait_until(

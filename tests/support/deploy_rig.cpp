@@ -91,11 +91,10 @@ DeployRig::DeployRig(DeployRigSettings settings) : settings_(std::move(settings)
   options.provider_threads = settings_.provider_threads;
   executor_ = deploy::DeployExecutor::create_driven(
       metrics.gauge("orgd_deploy_executor_threads", "Threads running deploys and steps"));
-  shared = std::make_shared<deploy::OrchestratorContext>(
-      options, inventory, publisher, health, metrics, clock,
-      deploy::DeployRuntime{executor_, timers});
-  shared->store_owner =
-      memory_deploy_store(kv, deploy_settings.lease_ttl, deploy_settings.history);
+  shared = std::make_shared<deploy::OrchestratorContext>(options, inventory, publisher, health,
+                                                         metrics, clock,
+                                                         deploy::DeployRuntime{executor_, timers});
+  shared->store_owner = memory_deploy_store(kv, deploy_settings.lease_ttl, deploy_settings.history);
   shared->store.store(shared->store_owner.get());
   other = memory_deploy_store(kv, deploy_settings.lease_ttl, deploy_settings.history);
   // As Orchestrator makes them.

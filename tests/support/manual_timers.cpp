@@ -39,8 +39,8 @@ ManualTimers::time_point ManualTimers::now() const {
 }
 
 std::unique_ptr<deploy::DeployTimers::Wait> ManualTimers::wait_until(const deploy::Strand& strand,
-                                                                      time_point when,
-                                                                      Handler handler) {
+                                                                     time_point when,
+                                                                     Handler handler) {
   std::lock_guard lock(state_->mutex);
   const Key key{when, state_->next_id++};
   state_->waits.emplace(key, Armed{strand, std::move(handler)});

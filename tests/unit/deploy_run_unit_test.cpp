@@ -6,14 +6,16 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <thread>
 
-#include "daemon/deploy/deploy_state.hpp"
-#include "daemon/deploy/lease_keeper.hpp"
-#include "daemon/deploy/orchestrator.hpp"
-#include "daemon/plugin/registry.hpp"
 #include "daemon/core/config.hpp"
 #include "daemon/core/environment.hpp"
 #include "daemon/core/timestamps.hpp"
+#include "daemon/deploy/deploy_state.hpp"
+#include "daemon/deploy/inventory.hpp"
+#include "daemon/deploy/lease_keeper.hpp"
+#include "daemon/deploy/orchestrator.hpp"
+#include "daemon/plugin/registry.hpp"
 #include "tests/support/deploy_rig.hpp"
 #include "tests/support/memory_deploy_store.hpp"
 
@@ -188,8 +190,8 @@ TEST(DeployLease, TheSchedulerLeaseMovesToAnotherOrgdOnceItsHolderStopsRenewingI
 
 TEST(DeployRetry, AFailingStepIsRetriedAfterADoublingBackoffThenFails) {
   DeployRig rig(with_repos(DeployRig::repo("api", ", retries: 2, retry_backoff: 10s")));
-  rig.target->on_start("api",
-                       {Outcome::failed("boom 1"), Outcome::failed("boom 2"), Outcome::failed("boom 3")});
+  rig.target->on_start(
+      "api", {Outcome::failed("boom 1"), Outcome::failed("boom 2"), Outcome::failed("boom 3")});
   const std::string id = rig.deploy({"api"});
   rig.run_until_idle();
   EXPECT_EQ(rig.target->count("api", Call::start), 1);
@@ -249,10 +251,10 @@ TEST(DeployRetry, AFailedStepWithPolicyRollbackRollsBackTheStepsBeforeIt) {
 TEST(DeployPoll, PollErrorsShortOfTheLimitAreRiddenOut) {
   DeployRig rig(with_repos(DeployRig::repo("api")));
   rig.target->on_start("api", {Outcome::running("h1")});
-  rig.target->on_poll("api", {Outcome::error(unavailable("provider API unreachable")).times(4),
-                              Outcome::running("h1"),
-                              Outcome::error(unavailable("provider API unreachable")).times(4),
-                              Outcome::succeeded("h1")});
+  rig.target->on_poll(
+      "api",
+      {Outcome::error(unavailable("provider API unreachable")).times(4), Outcome::running("h1"),
+       Outcome::error(unavailable("provider API unreachable")).times(4), Outcome::succeeded("h1")});
   const std::string id = rig.deploy({"api"});
   rig.advance(10 * 250ms);
   EXPECT_EQ(rig.target->count("api", Call::poll), 10);
