@@ -84,8 +84,8 @@ class Timer {
 // A fixed set of threads that run every deploy's decisions, record writes and timers (each
 // DeployRun on its own strand). Waiting is done by timers (DeployTimers), so a step polling its
 // provider, backing off before a retry or waiting for its health gate holds no thread; work that
-// blocks (a KV call, bounded by the JetStream timeout) holds one for its duration. Held by shared_ptr
-// from its own threads, so threads left behind by a bounded stop() still find it.
+// blocks (a KV call, bounded by the JetStream timeout) holds one for its duration. Held by
+// shared_ptr from its own threads, so threads left behind by a bounded stop() still find it.
 class DeployExecutor : public std::enable_shared_from_this<DeployExecutor> {
  public:
   static std::shared_ptr<DeployExecutor> create(int threads, Gauge& gauge);
