@@ -138,6 +138,10 @@ std::string DeployRig::deploy(const std::vector<std::string>& repos,
   return accepted ? accepted.value().deploy_id() : std::string{};
 }
 
+Result<v1::DeployAccepted> DeployRig::deploy(const v1::DeployRequest& request) {
+  return service_->deploy(request, {}, deploy::WhenLocked::refuse);
+}
+
 Result<v1::DeployRecord> DeployRig::cancel(const std::string& id, const std::string& reason) {
   v1::DeployCancelRequest request;
   request.set_deploy_id(id);

@@ -85,6 +85,7 @@ class DeployRig {
 
   // The deploy API. deploy() expects the request to be accepted and gives the deploy id.
   std::string deploy(const std::vector<std::string>& repos, const std::string& on_failure = "");
+  Result<v1::DeployAccepted> deploy(const v1::DeployRequest& request);
   Result<v1::DeployRecord> cancel(const std::string& id, const std::string& reason = "operator");
   // The record as KV holds it.
   v1::DeployRecord record(const std::string& id);

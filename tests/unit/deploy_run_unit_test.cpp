@@ -491,6 +491,30 @@ TEST(DeployHang, AStartThatHangsFailsItsAttemptAtItsDeadlineAndIsRetried) {
   EXPECT_EQ(rig.gauge("orgd_provider_calls_hung"), 2);
 }
 
+// ---- Requests ----------------------------------------------------------------------------------
+
+TEST(DeployRequest, ARequestIdClaimedByAnOrgdThatDiedIsFreeAgainAfterTheGrace) {
+  DeployRig rig(with_repos(DeployRig::repo("api")));
+  // Claimed, then nothing: the orgd accepting it died before writing the record.
+  ASSERT_TRUE(rig.other->claim_request("req-1", "20231114-221320-00000000"));
+  v1::DeployRequest request;
+  request.set_env("dev");
+  request.add_repos("api");
+  request.set_request_id("req-1");
+  auto early = rig.deploy(request);
+  ASSERT_FALSE(early);
+  EXPECT_EQ(early.error().code, ErrorCode::unavailable);
+  EXPECT_EQ(early.error().message, "request req-1 is being accepted right now; try again");
+  rig.advance(29s);
+  EXPECT_FALSE(rig.deploy(request)) << "by the orchestrator's clock, not the wall clock";
+  rig.advance(2s);
+  auto accepted = rig.deploy(request);
+  ASSERT_TRUE(accepted) << accepted.error().message;
+  EXPECT_FALSE(accepted.value().duplicate());
+  rig.run_until_idle();
+  EXPECT_EQ(rig.record(accepted.value().deploy_id()).state(), DeployRecord::succeeded);
+}
+
 // ---- The facade on memory buckets ---------------------------------------------------------------
 
 TEST(OrchestratorOnMemoryBuckets, AttachesThroughABucketOpenerAndRunsADeploy) {
@@ -540,6 +564,15 @@ TEST(OrchestratorOnMemoryBuckets, AttachesThroughABucketOpenerAndRunsADeploy) {
   }
   EXPECT_EQ(orchestrator.get(get).value().state(), DeployRecord::succeeded);
   EXPECT_TRUE(publisher.has("finished"));
+
+  // The server comes back with an empty store: the next connect's attach makes the buckets again.
+  kv.lose_data();
+  EXPECT_FALSE(orchestrator.get(get));
+  ASSERT_TRUE(orchestrator.attach(memory_bucket_opener(kv), &kv));
+  auto lost = orchestrator.get(get);
+  ASSERT_FALSE(lost);
+  EXPECT_EQ(lost.error().code, ErrorCode::not_found);
+  EXPECT_TRUE(orchestrator.deploy(request)) << "deploys are accepted again";
   executor->start_thread();  // stops as orgd does
 }
 
