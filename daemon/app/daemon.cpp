@@ -130,14 +130,6 @@ void Daemon::start() {
       [this] { return orchestrator_ && orchestrator_->is_follower(); }, metrics_, io_);
   router_ = std::make_unique<ApiRouter>(prefix_, static_cast<std::size_t>(config_.nats.max_payload),
                                         *nats_, *rejections_, metrics_);
-  register_api();
-  ApiDispatcherSettings api_settings;
-  api_settings.max_inflight = options_.max_inflight_requests;
-  api_settings.kv_endpoints.assign(router_->endpoint_count(), false);
-  for (std::size_t i = 0; i < router_->endpoint_count(); ++i) {
-    api_settings.kv_endpoints[i] = router_->endpoint_name(i).rfind("deploy", 0) == 0;
-  }
-  api_ = std::make_unique<ApiDispatcher>(*router_, *nats_, io_, api_settings, metrics_);
   ServiceIdentity identity;
   identity.name = "orgd";
   identity.version = build::kVersion;
@@ -154,6 +146,16 @@ void Daemon::start() {
   deploy_options.poll_interval = options_.deploy_poll_interval;
   orchestrator_ = std::make_unique<deploy::Orchestrator>(deploy_options, inventory_, *events_,
                                                          *health_gate_, metrics_, clock_);
+  deploy_intake_ = std::make_unique<deploy::DeployIntake>(
+      *orchestrator_, *rejections_, prefix_, static_cast<std::size_t>(config_.nats.max_payload));
+  register_api();
+  ApiDispatcherSettings api_settings;
+  api_settings.max_inflight = options_.max_inflight_requests;
+  api_settings.kv_endpoints.assign(router_->endpoint_count(), false);
+  for (std::size_t i = 0; i < router_->endpoint_count(); ++i) {
+    api_settings.kv_endpoints[i] = router_->endpoint_name(i).rfind("deploy", 0) == 0;
+  }
+  api_ = std::make_unique<ApiDispatcher>(*router_, *nats_, io_, api_settings, metrics_);
   CommandIntakeSettings intake;
   intake.prefix = prefix_;
   intake.op = "deploy";
@@ -162,12 +164,12 @@ void Daemon::start() {
   deploy_commands_ = std::make_unique<CommandIntake>(
       intake,
       [this](const BusMessage& command, const std::string& dedup_id) {
-        return on_deploy_command(command, dedup_id);
+        return deploy_intake_->on_command(command, dedup_id);
       },
       *nats_, *rejections_, metrics_);
   deploy_commands_->set_carried_out_query(
       [this](const BusMessage& command, const std::string& dedup_id) {
-        return deploy_command_carried_out(command, dedup_id);
+        return deploy_intake_->carried_out(command, dedup_id);
       });
 
   supervise_connection();
@@ -225,7 +227,7 @@ void Daemon::supervise_connection() {
                                   [this, i](BusMessage m) { api_->on_request(i, std::move(m)); });
   }
   supervisor_->add_subscription(prefix_ + ".events.deploy.*.*", "",
-                                [this](BusMessage m) { on_deploy_event(m); });
+                                [this](BusMessage m) { deploy_intake_->on_event(m); });
   for (const auto& subject : discovery_->subjects()) {
     supervisor_->add_subscription(subject, "", [this](BusMessage m) {
       if (m.reply.empty()) return;
@@ -258,77 +260,11 @@ void Daemon::register_api() {
         if (status) orchestrator_->fill_status(status.value());
         return status;
       });
-  router_->add<v1::DeployRequest, v1::DeployAccepted>(
-      "deploy", [this](const v1::DeployRequest& r) { return orchestrator_->deploy(r); });
-  router_->add<v1::DeployGetRequest, v1::DeployRecord>(
-      "deploy.get", [this](const v1::DeployGetRequest& r) { return orchestrator_->get(r); });
-  router_->add<v1::DeployListRequest, v1::DeployList>(
-      "deploy.list", [this](const v1::DeployListRequest& r) { return orchestrator_->list(r); });
-  router_->add<v1::DeployCancelRequest, v1::DeployRecord>(
-      "deploy.cancel",
-      [this](const v1::DeployCancelRequest& r) { return orchestrator_->cancel(r); });
+  deploy_intake_->register_api(*router_);
   router_->add<v1::ReposRequest, v1::RepoList>(
       "repos", [this](const v1::ReposRequest&) -> Result<v1::RepoList> {
         return health_.repo_list();
       });
-}
-
-Result<Ok> Daemon::on_deploy_command(const BusMessage& command, const std::string& dedup_id) {
-  const Encoding encoding =
-      encoding_from_content_type(command.header(kContentTypeHeader).value_or(std::string()));
-  v1::DeployRequest request;
-  if (auto decoded = decode(command.data, encoding, request,
-                            static_cast<std::size_t>(config_.nats.max_payload));
-      !decoded) {
-    return decoded.error();
-  }
-  // A command whose repo+env is locked is accepted into the deploy queue (and acked), so it
-  // holds no intake slot and burns no delivery while it waits.
-  auto accepted = orchestrator_->deploy(request, dedup_id, deploy::Orchestrator::WhenLocked::queue);
-  if (!accepted) {
-    if (accepted.error().code == ErrorCode::conflict) {
-      // The queue is full: waiting will not make room soon, so it is a dead letter now, not
-      // after its redeliveries. Acked: it is done with.
-      BusMessage original = command;
-      original.reply.clear();
-      rejections_->reject(original, accepted.error(), "cmd", encoding);
-      return Ok{};
-    }
-    return accepted.error();
-  }
-  return Ok{};
-}
-
-Result<bool> Daemon::deploy_command_carried_out(const BusMessage& command,
-                                                const std::string& dedup_id) {
-  const Encoding encoding =
-      encoding_from_content_type(command.header(kContentTypeHeader).value_or(std::string()));
-  v1::DeployRequest request;
-  // Undecodable: it was dead-lettered at its first delivery already.
-  if (!decode(command.data, encoding, request, static_cast<std::size_t>(config_.nats.max_payload))) {
-    return true;
-  }
-  return orchestrator_->request_known(request.request_id().empty() ? dedup_id
-                                                                   : request.request_id());
-}
-
-void Daemon::on_deploy_event(const BusMessage& message) {
-  // P.events.deploy.<id>.<kind>. Log lines are the bulk of deploy events and change no
-  // summary; an event of any other kind only prompts re-reading the record it names, so its
-  // body is not kept, and one larger than any orgd writes is not even decoded.
-  constexpr std::size_t kMaxDeployEventBytes = 64 * 1024;
-  const std::string head = prefix_ + ".events.deploy.";
-  if (message.subject.compare(0, head.size(), head) != 0) return;
-  const std::string rest = message.subject.substr(head.size());
-  const auto dot = rest.find('.');
-  if (dot == std::string::npos) return;
-  const std::string id = rest.substr(0, dot);
-  const std::string kind = rest.substr(dot + 1);
-  if (kind == "log" || message.data.size() > kMaxDeployEventBytes) return;
-  v1::DeployEvent event;
-  if (!decode(message.data, Encoding::json, event, kMaxDeployEventBytes)) return;
-  if (event.deploy_id() != id || event.kind() != kind) return;
-  orchestrator_->observe(event);
 }
 
 v1::OrgStatus Daemon::org_status() const {

@@ -17,6 +17,7 @@
 #include "daemon/core/clock.hpp"
 #include "daemon/core/config.hpp"
 #include "daemon/core/environment.hpp"
+#include "daemon/deploy/deploy_intake.hpp"
 #include "daemon/deploy/inventory.hpp"
 #include "daemon/deploy/orchestrator.hpp"
 #include "daemon/events/api_router.hpp"
@@ -97,9 +98,6 @@ class Daemon {
   void register_api();
   // The health picture with each env's last deploy: P.api.status and /status.
   v1::OrgStatus org_status() const;
-  void on_deploy_event(const BusMessage& message);
-  Result<Ok> on_deploy_command(const BusMessage& command, const std::string& dedup_id);
-  Result<bool> deploy_command_carried_out(const BusMessage& command, const std::string& dedup_id);
   std::shared_ptr<const deploy::Inventory> build_inventory(const Config& config) const;
 
   Config config_;
@@ -137,6 +135,7 @@ class Daemon {
   std::shared_ptr<const deploy::Inventory> inventory_;  // the config's; replaced on reload
   std::unique_ptr<RegistryHealthGate> health_gate_;
   std::unique_ptr<deploy::Orchestrator> orchestrator_;
+  std::unique_ptr<deploy::DeployIntake> deploy_intake_;
   std::unique_ptr<CommandIntake> deploy_commands_;
 
   std::atomic<bool> stopped_{false};

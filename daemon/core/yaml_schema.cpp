@@ -343,14 +343,29 @@ SettingsReader::SettingsReader(const YAML::Node& settings, std::string source_fi
   }
 }
 
-std::optional<std::string> SettingsReader::string(const std::string& key) {
-  const YAML::Node value = take(key);
+// The typed reads are the config loader's own (SchemaReader's), so a provider's settings get
+// the same checks and the same messages as every other key of the file.
+std::optional<SchemaEntry> SettingsReader::entry(const std::string& key) {
+  known_.insert(key);
+  const YAML::Node value = lookup(key);
   if (!value) return std::nullopt;
-  if (!value.IsScalar() || value.Scalar().empty()) {
-    report(line_of(value, line_), key, "expected a non-empty string");
-    return std::nullopt;
-  }
-  return value.Scalar();
+  SchemaEntry e;
+  e.key = key;
+  e.value = value;
+  e.path = path_ + "." + key;
+  e.line = line_of(value, line_);
+  e.value_line = e.line;
+  return e;
+}
+
+std::optional<std::string> SettingsReader::string(const std::string& key) {
+  auto e = entry(key);
+  if (!e) return std::nullopt;
+  const std::size_t before = schema_.problem_count();
+  std::string text;
+  schema_.read_string(*e, text, /*allow_empty=*/false);
+  if (schema_.problem_count() != before) return std::nullopt;
+  return text;
 }
 
 std::string SettingsReader::required_string(const std::string& key) {
@@ -361,40 +376,30 @@ std::string SettingsReader::required_string(const std::string& key) {
 }
 
 Duration SettingsReader::duration(const std::string& key, Duration fallback) {
-  const YAML::Node value = take(key);
-  if (!value) return fallback;
-  const auto parsed = value.IsScalar() ? parse_duration(value.Scalar()) : std::nullopt;
-  if (!parsed) {
-    report(line_of(value, line_), key, "expected a duration such as 500ms, 30s or 5m");
-    return fallback;
-  }
-  return *parsed;
+  Duration out = fallback;
+  if (auto e = entry(key)) schema_.read_duration(*e, /*allow_zero=*/true, out);
+  return out;
 }
 
 bool SettingsReader::boolean(const std::string& key, bool fallback) {
-  const YAML::Node value = take(key);
-  if (!value) return fallback;
-  bool parsed = false;
-  if (!value.IsScalar() || !YAML::convert<bool>::decode(value, parsed)) {
-    report(line_of(value, line_), key, "expected true or false");
-    return fallback;
-  }
-  return parsed;
+  bool out = fallback;
+  if (auto e = entry(key)) schema_.read_bool(*e, out);
+  return out;
 }
 
 std::optional<std::vector<std::string>> SettingsReader::string_list(const std::string& key) {
-  const YAML::Node value = take(key);
-  if (!value) return std::nullopt;
+  auto e = entry(key);
+  if (!e) return std::nullopt;
+  const std::size_t before = schema_.problem_count();
   std::vector<std::string> items;
-  bool valid = value.IsSequence();
-  for (std::size_t i = 0; valid && i < value.size(); ++i) {
-    valid = value[i].IsScalar() && !value[i].Scalar().empty();
-    if (valid) items.push_back(value[i].Scalar());
+  for (auto& [item, line] : schema_.read_list(*e)) {
+    if (item.empty()) {
+      schema_.report(line, e->path, "must not contain an empty string");
+      continue;
+    }
+    items.push_back(std::move(item));
   }
-  if (!valid) {
-    report(line_of(value, line_), key, "expected a list of non-empty strings");
-    return std::nullopt;
-  }
+  if (schema_.problem_count() != before) return std::nullopt;
   return items;
 }
 
@@ -411,11 +416,6 @@ void SettingsReader::finish() {
     }
   }
   schema_.throw_if_problems();
-}
-
-YAML::Node SettingsReader::take(const std::string& key) {
-  known_.insert(key);
-  return lookup(key);
 }
 
 YAML::Node SettingsReader::lookup(const std::string& key) const {

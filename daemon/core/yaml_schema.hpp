@@ -41,6 +41,7 @@ class SchemaReader {
 
   const std::string& source() const { return source_; }
   bool has_problems() const { return !problems_.empty(); }
+  std::size_t problem_count() const { return problems_.size(); }
 
   // The document in `text`: one YAML document, bounded in depth and size (aliases expanded), so
   // later code may recurse freely. Throws ConfigError when it is not.
@@ -89,8 +90,8 @@ class SchemaReader {
 };
 
 // A provider's view of its settings: one map (a deploy target's, or providers.<name>), read key
-// by key with the problems collected by a SchemaReader; finish() rejects the keys nobody asked
-// for and throws all problems at once. Providers see this map only, never the rest of the config
+// by key through a SchemaReader's typed reads (the same checks and messages as the rest of the
+// file); finish() rejects the keys nobody asked for and throws all problems at once. Providers see this map only, never the rest of the config
 // (config.hpp's target_settings() and provider_settings() make one).
 class SettingsReader {
  public:
@@ -113,7 +114,8 @@ class SettingsReader {
   void finish();
 
  private:
-  YAML::Node take(const std::string& key);
+  // The key's entry (nullopt when absent), marked as read.
+  std::optional<SchemaEntry> entry(const std::string& key);
   YAML::Node lookup(const std::string& key) const;
   void report(int line, const std::string& key, std::string_view message);
 

@@ -41,6 +41,12 @@ LastDeploys::LastDeploys(std::shared_ptr<OrchestratorContext> shared, MetricsReg
   refreshes_dropped_ = &metrics.counter(
       "orgd_deploy_summary_refreshes_dropped_total",
       "Deploy records not re-read at an event's prompt because too many were waiting");
+  prompts_ = &metrics.counter(
+      "orgd_deploy_summary_prompts_total",
+      "Deploy events that named a configured repo+env (a re-read asked for)");
+  reads_ = &metrics.counter(
+      "orgd_deploy_summary_reads_total",
+      "Deploy records read for the last deploys in status (at most one pass per 250 ms of events)");
 }
 
 void LastDeploys::observe(const v1::DeployEvent& event) {
@@ -55,6 +61,7 @@ void LastDeploys::observe(const v1::DeployEvent& event) {
     events_ignored_->inc();
     return;
   }
+  prompts_->inc();
   // A finished deploy frees locks that queued deploys may be waiting for.
   if (!request_refresh_(event.deploy_id(), event.kind() == "finished")) {
     refreshes_dropped_->inc();
@@ -93,6 +100,7 @@ void LastDeploys::apply(const Record& record) {
 void LastDeploys::refresh(const std::set<std::string>& ids) {
   for (const auto& id : ids) {
     if (shared_->stopping.load()) return;
+    reads_->inc();
     auto loaded = shared_->kv()->load(id);
     if (!loaded) {
       shared_->kv_errors->inc();
@@ -131,6 +139,7 @@ void LastDeploys::load_recent() {
   if (!entries.empty()) index_seen_ = entries.rbegin()->deploy_id();
   for (auto it = entries.rbegin(); it != entries.rend() && !shared_->stopping.load(); ++it) {
     if (summary_count() >= targets) break;
+    reads_->inc();
     auto loaded = shared_->kv()->load(it->deploy_id());
     if (loaded && loaded.value()) apply(loaded.value()->record);
   }
@@ -162,6 +171,7 @@ void LastDeploys::catch_up() {
   }
   for (const auto& id : ids) {
     if (shared_->stopping.load()) return;
+    reads_->inc();
     auto loaded = shared_->kv()->load(id);
     if (loaded && loaded.value()) apply(loaded.value()->record);
   }

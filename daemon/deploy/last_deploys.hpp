@@ -61,6 +61,8 @@ class LastDeploys {
 
   Counter* events_ignored_ = nullptr;
   Counter* refreshes_dropped_ = nullptr;
+  Counter* prompts_ = nullptr;
+  Counter* reads_ = nullptr;
 };
 
 }  // namespace orgd::deploy

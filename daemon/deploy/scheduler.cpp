@@ -16,6 +16,10 @@ using std::chrono::milliseconds;
 // Deploy records re-read at a deploy event's prompt, waiting at once (more are dropped and
 // counted; the scheduler tick's catch-up from the recent index covers them).
 constexpr std::size_t kMaxPendingRefreshes = 256;
+// What deploy events prompt (re-reading records, a look at the queue) runs at most once per this:
+// a deploy publishes an event per step change, and anyone on the bus can publish more, so
+// without it each event costs a KV read of a record that can be 1 MB.
+constexpr milliseconds kPromptPace{250};
 
 }  // namespace
 
@@ -55,7 +59,7 @@ bool Scheduler::request_refresh(const std::string& deploy_id, bool finished) {
       refresh_ids_.insert(deploy_id);
       added = true;
     }
-    if (finished) wake_ = true;
+    if (finished) queue_prompted_ = true;
   }
   wake_cv_.notify_all();
   return added;
@@ -84,25 +88,43 @@ void Scheduler::loop() {
   // On this thread, not in attach(): reading the last deploys is KV work.
   last_deploys_.load_recent();
   auto next_tick = std::chrono::steady_clock::now();
+  // Prompted work runs at once when the last such pass is kPromptPace old, else when it is: a
+  // flood of events gets four passes a second.
+  auto next_prompt = next_tick;
   while (!shared_->stopping.load()) {
     const auto ttl = shared_->current_inventory()->settings().lease_ttl;
     const auto interval = std::max(milliseconds{100}, ttl / 3);
     bool tick = false;
-    {
-      std::unique_lock lock(wake_mutex_);
-      wake_cv_.wait_until(lock, next_tick, [&] { return wake_ || !refresh_ids_.empty(); });
-      tick = wake_ || std::chrono::steady_clock::now() >= next_tick;
-      wake_ = false;
-    }
-    if (shared_->stopping.load()) break;
-    // Re-reads asked for by deploy events do not wait for the tick, and do not move it: the
-    // leases below are renewed on time however many events arrive.
+    bool prompted = false;
+    bool queue_prompted = false;
     std::set<std::string> ids;
     {
-      std::lock_guard lock(wake_mutex_);
-      ids.swap(refresh_ids_);
+      std::unique_lock lock(wake_mutex_);
+      for (;;) {
+        const bool prompt_waiting = !refresh_ids_.empty() || queue_prompted_;
+        const auto deadline = prompt_waiting ? std::min(next_tick, next_prompt) : next_tick;
+        if (wake_ || std::chrono::steady_clock::now() >= deadline) break;
+        wake_cv_.wait_until(lock, deadline);
+      }
+      const auto now = std::chrono::steady_clock::now();
+      tick = wake_ || now >= next_tick;
+      wake_ = false;
+      prompted = (!refresh_ids_.empty() || queue_prompted_) && now >= next_prompt;
+      if (prompted) {
+        ids.swap(refresh_ids_);
+        queue_prompted = queue_prompted_;
+        queue_prompted_ = false;
+      }
     }
-    last_deploys_.refresh(ids);
+    if (shared_->stopping.load()) break;
+    // Prompted work does not wait for the tick, and does not move it: the leases below are
+    // renewed on time however many events arrive.
+    if (prompted) {
+      next_prompt = std::chrono::steady_clock::now() + kPromptPace;
+      last_deploys_.refresh(ids);
+      // A finished deploy frees locks that queued deploys may be waiting for.
+      if (queue_prompted && lease_.held()) run_queue();
+    }
     if (!tick) continue;
     next_tick = std::chrono::steady_clock::now() + interval;
     reap();

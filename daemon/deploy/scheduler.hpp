@@ -5,7 +5,8 @@
 // lease expired (resumed here) and starts queued deploys whose locks are free, in order. It
 // keeps the runs this orgd has (started by the deploy service, the sweep or the queue) and
 // reaps the finished ones; every tick it also has the last deploys catch up, and it re-reads
-// the records deploy events ask for without waiting for the tick.
+// the records deploy events ask for (and looks at the queue after a `finished` one) without
+// waiting for the tick, at most four times a second.
 
 #include <atomic>
 #include <chrono>
@@ -70,12 +71,13 @@ class Scheduler {
   std::map<std::string, std::shared_ptr<DeployRun>> runs_;
   std::set<std::string> accepting_;
 
-  std::mutex wake_mutex_;  // guards wake_, refresh_ids_
+  std::mutex wake_mutex_;  // guards wake_, refresh_ids_, queue_prompted_
   std::condition_variable wake_cv_;
   bool wake_ = false;
   // Deploys whose records deploy events asked to re-read (bounded; the scheduler tick's catch-up
   // covers what does not fit).
   std::set<std::string> refresh_ids_;
+  bool queue_prompted_ = false;  // a finished event came: the queue may move
   std::thread thread_;
 
   Counter* queue_started_ = nullptr;

@@ -103,8 +103,6 @@ Result<Ok> CommandIntake::start(natsConnection* connection, jsCtx* js) {
   if (js == nullptr) return unavailable("no JetStream context");
   const std::string durable = durable_name();
   const std::string filter = subject();
-  std::vector<std::int64_t> backoff;
-  for (const auto& d : settings_.backoff) backoff.push_back(d.count() * kNanosPerMilli);
 
   // The consumer is created or updated explicitly, then bound to: a replica started with other
   // settings (or an older orgd's consumer) updates it instead of failing nats.c's check that a
@@ -116,12 +114,12 @@ Result<Ok> CommandIntake::start(natsConnection* connection, jsCtx* js) {
   config.DeliverSubject = deliver.c_str();
   config.DeliverGroup = settings_.queue_group.c_str();
   config.AckPolicy = js_AckExplicit;
-  // The server's own redelivery schedule when an ack never comes (a replica died mid-command);
-  // with a backoff the server takes its first delay as the ack wait.
-  config.BackOff = backoff.data();
-  config.BackOffLen = static_cast<int>(
-      std::min<std::size_t>(backoff.size(), static_cast<std::size_t>(settings_.max_deliver - 1)));
-  config.AckWait = config.BackOffLen > 0 ? backoff.front() : settings_.ack_wait.count() * kNanosPerMilli;
+  // No server-side backoff: with one, the server takes its first delay (1 s) as the ack wait,
+  // and a burst of commands, delivered at once and handled one after another, is redelivered
+  // while it still waits in this client. Retries after a failed attempt are this intake's
+  // NakWithDelay on the backoff schedule; the ack wait only covers a replica that died
+  // mid-command (redelivered to another after it).
+  config.AckWait = settings_.ack_wait.count() * kNanosPerMilli;
   config.MaxDeliver = settings_.max_deliver;
   config.FilterSubject = filter.c_str();
   config.DeliverPolicy = js_DeliverAll;

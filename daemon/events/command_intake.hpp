@@ -35,8 +35,9 @@ struct CommandIntakeSettings {
   std::vector<std::chrono::milliseconds> backoff{std::chrono::seconds{1}, std::chrono::seconds{3},
                                                  std::chrono::seconds{10},
                                                  std::chrono::seconds{30}};
-  // Ack wait without a backoff (with one, the server uses the first delay).
-  std::chrono::milliseconds ack_wait{std::chrono::seconds{60}};
+  // How long a delivered command may wait for its ack (queued behind others in this client,
+  // then handled) before the server redelivers it: a replica that died mid-command.
+  std::chrono::milliseconds ack_wait{std::chrono::seconds{30}};
 };
 
 // Durable command intake (DESIGN.md §4): P.cmd.<op> captured by stream ORGD_CMD, consumed by a

@@ -55,6 +55,8 @@ class CommandIntakeTest : public ::testing::Test {
     settings.op = "deploy";
     settings.max_deliver = 2;
     settings.backoff = {300ms};
+    // A hung handler never acks: redelivered after this.
+    settings.ack_wait = 300ms;
     intake = std::make_unique<CommandIntake>(
         settings,
         [this](const BusMessage&, const std::string&) -> Result<Ok> {

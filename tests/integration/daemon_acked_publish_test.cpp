@@ -53,7 +53,9 @@ TEST(DaemonAckedPublishTest, AHealthStateTheStreamRefusedIsCountedAndRetried) {
   EXPECT_EQ(count("acked"), 0);
 
   for (const auto& spec : orgd_streams("org.acme", 1)) {
-    if (spec.name == kHealthStream) ASSERT_TRUE(ensure_stream(js, spec).ok());
+    if (spec.name == kHealthStream) {
+      ASSERT_TRUE(ensure_stream(js, spec).ok());
+    }
   }
   ASSERT_TRUE(wait_until([&] { return count("acked") == 1; }, 20s));
   natsMsg* stored = nullptr;

@@ -270,6 +270,46 @@ TEST_F(DeployApiTest, DeployEventsWithMadeUpNamesOrHugeRefsAddNothing) {
   EXPECT_EQ(repo_status("api")->deploys().at("dev").ref(), "v1");
 }
 
+// Events naming a real deploy and a configured target are prompts to re-read that record; a
+// flood of them (a deploy's own events, one per step change, or anyone's) costs at most one
+// pass of re-reads per 250 ms, not a record read per event.
+TEST_F(DeployApiTest, AFloodOfDeployEventsNamingARealDeployCostsPacedReads) {
+  start(config(local_repo("api", "50ms")));
+  auto real = deploy(R"({"repos":["api"],"env":"dev","ref":"v1"})");
+  ASSERT_EQ(wait_finished(real.deploy_id()).state(), DeployRecord::succeeded);
+  auto counter = [&](const char* name) { return daemon->metrics().counter(name, "").value(); };
+  // The deploy's own events prompted reads; let them be seen before counting.
+  ASSERT_TRUE(wait_until([&] { return counter("orgd_deploy_summary_prompts_total") >= 2; }, 10s));
+  std::this_thread::sleep_for(300ms);
+  const double prompts_before = counter("orgd_deploy_summary_prompts_total");
+  const double reads_before = counter("orgd_deploy_summary_reads_total");
+  const auto began = std::chrono::steady_clock::now();
+  constexpr int kEvents = 2000;
+  for (int i = 0; i < kEvents; ++i) {
+    forge_event(client.get(), real.deploy_id(), "api", "dev");
+    // Spread over about a second, so that without pacing each would find the last read done.
+    if (i % 200 == 199) std::this_thread::sleep_for(100ms);
+  }
+  natsConnection_Flush(client.get());
+  ASSERT_TRUE(wait_until(
+      [&] { return counter("orgd_deploy_summary_prompts_total") >= prompts_before + kEvents; },
+      30s));
+  // The last prompt's pass runs at most 250 ms after it.
+  std::this_thread::sleep_for(300ms);
+  const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - began);
+  const double reads = counter("orgd_deploy_summary_reads_total") - reads_before;
+  // One pass per 250 ms, plus the scheduler ticks' catch-up (every lease_ttl/3 = 666 ms).
+  const double bound = static_cast<double>(elapsed.count()) / 250.0 +
+                       static_cast<double>(elapsed.count()) / 666.0 + 2;
+  EXPECT_GE(reads, 1) << "the prompts re-read nothing";
+  EXPECT_LE(reads, bound) << kEvents << " events in " << elapsed.count() << " ms";
+  // And the record read says what the record says, not what the events said.
+  auto status = repo_status("api");
+  ASSERT_TRUE(status);
+  EXPECT_EQ(status->deploys().at("dev").ref(), "v1");
+}
+
 // ---- A4: commands that find their repo locked wait in the queue, not in the intake --------
 
 TEST_F(DeployApiTest, CommandsForALockedRepoQueueInOrderAndOthersFlow) {
@@ -356,6 +396,38 @@ TEST_F(DeployApiTest, CommandsForALockedRepoQueueInOrderAndOthersFlow) {
   }
   EXPECT_EQ(get(seen["q-3"].deploy_id())->state(), DeployRecord::cancelled);
   EXPECT_EQ(dlq.size(), 0u) << dlq.messages().front().data;
+  jsCtx_Destroy(js);
+}
+
+// A burst of commands is delivered at once and handled one after another: the later ones wait
+// in the client for longer than the first retry delay. They must not be redelivered meanwhile
+// (each redelivery is handled again and burns one of the command's deliveries).
+TEST_F(DeployApiTest, ABurstLongerToHandleThanTheFirstRetryDelayIsNotRedelivered) {
+  // Retry delays of 200 ms, far shorter than handling 300 commands takes.
+  start(config(local_repo("api", "60s")), 200ms);
+  auto holder = deploy(R"({"repos":["api"],"env":"dev"})");
+  ASSERT_FALSE(holder.deploy_id().empty());
+  jsCtx* js = nullptr;
+  ASSERT_EQ(natsConnection_JetStream(&js, client.get(), nullptr), NATS_OK);
+  constexpr int kCommands = 300;
+  const auto began = std::chrono::steady_clock::now();
+  for (int i = 0; i < kCommands; ++i) {
+    publish_command(
+        js, R"({"repos":["api"],"env":"dev","requestId":"b-)" + std::to_string(i) + R"("})");
+  }
+  auto queued = [&] {
+    return daemon->metrics().counter("orgd_deploys_queued_total", "").value();
+  };
+  ASSERT_TRUE(wait_until([&] { return queued() >= kCommands; }, 60s, 20ms)) << queued();
+  const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+      std::chrono::steady_clock::now() - began);
+  // A redelivered command is handled again and answered as the deploy its request id made.
+  // Redeliveries due are sent within their delay: wait that long for any to show.
+  std::this_thread::sleep_for(500ms);
+  const double handled_again =
+      daemon->metrics().counter("orgd_deploys_duplicate_total", "").value();
+  EXPECT_EQ(handled_again, 0) << kCommands << " commands handled in " << took.count() << " ms";
+  EXPECT_EQ(queued(), kCommands);
   jsCtx_Destroy(js);
 }
 

@@ -153,7 +153,7 @@ class LocalProviderTest : public ::testing::Test {
 
 TEST_F(LocalProviderTest, ValidatesSettings) {
   auto bad_duration = config_error([&] { target("{duration: soon}"); });
-  EXPECT_NE(bad_duration.find("orgd.yaml:1: deploy.production.duration: expected a duration"),
+  EXPECT_NE(bad_duration.find("orgd.yaml:1: deploy.production.duration: invalid duration"),
             std::string::npos)
       << bad_duration;
   auto unknown = config_error([&] { target("{durations: 1s}"); });
@@ -584,7 +584,7 @@ TEST_F(ExecProviderTest, MissingCommandIsAConfigError) {
             std::string::npos)
       << message;
   auto bad_timeout = config_error([&] { target("{command: x, timeout: forever}"); });
-  EXPECT_NE(bad_timeout.find("deploy.production.timeout: expected a duration"), std::string::npos)
+  EXPECT_NE(bad_timeout.find("deploy.production.timeout: invalid duration"), std::string::npos)
       << bad_timeout;
 }
 

@@ -32,10 +32,26 @@ TEST(SettingsReaderTest, CollectsEveryProblemInFileOrder) {
   (void)reader.required_string("command");
   EXPECT_THAT(problems_of(reader),
               ElementsAre("orgd.yaml:1: deploy.production.tiemout: unknown key",
-                          "orgd.yaml:2: deploy.production.duration: expected a duration such as "
-                          "500ms, 30s or 5m",
-                          "orgd.yaml:3: deploy.production.fail: expected true or false",
+                          "orgd.yaml:2: deploy.production.duration: invalid duration \"soon\" "
+                          "(expected e.g. 500ms, 30s, 5m, 2h, 1m30s)",
+                          "orgd.yaml:3: deploy.production.fail: expected true or false, got "
+                          "\"maybe\"",
                           "orgd.yaml:7: deploy.production.command: required key missing"));
+}
+
+// Provider settings are read like every other key of the file: the config's booleans (true/false,
+// yes/no, on/off; not yaml-cpp's y/n), a string is not empty, a list holds strings.
+TEST(SettingsReaderTest, ReadsValuesAsTheConfigLoaderDoes) {
+  const YAML::Node settings = YAML::Load("fail: y\nname: ''\nenv: [A, {b: 1}]\n");
+  SettingsReader reader{settings, "orgd.yaml", 1, "deploy.dev", {}};
+  EXPECT_TRUE(reader.boolean("fail", true));
+  EXPECT_EQ(reader.string("name"), std::nullopt);
+  EXPECT_EQ(reader.string_list("env"), std::nullopt);
+  EXPECT_THAT(problems_of(reader),
+              ElementsAre("orgd.yaml:1: deploy.dev.fail: expected true or false, got \"y\"",
+                          "orgd.yaml:2: deploy.dev.name: must not be empty",
+                          "orgd.yaml:3: deploy.dev.env: expected a list of strings, got an item "
+                          "that is a map"));
 }
 
 TEST(SettingsReaderTest, LeavesOrgdKeysToOrgd) {
