@@ -211,8 +211,11 @@ void Daemon::supervise_connection() {
   supervisor_ = std::make_unique<ConnectionSupervisor>(*nats_, settings, metrics_);
   // Streams come first (the supervisor's own step), then the deploy KV buckets: a server that
   // lost its store gets both back.
-  supervisor_->add_step("deploy KV buckets",
-                        [this] { return orchestrator_->attach(nats_->jetstream()); });
+  supervisor_->add_step("deploy KV buckets", [this] {
+    __jsCtx* js = nats_->jetstream();
+    return orchestrator_->attach([js](const BucketSpec& spec) { return KvBucket::open(js, spec); },
+                                 js);
+  });
   supervisor_->add_step("health picture", [this] { return health_service_->rebuild_once(); });
   // Health reports are handled on their subscription's own thread, in arrival order: ordering
   // per service matters (an old "down" must not overtake a newer "ok"), and the work is a decode

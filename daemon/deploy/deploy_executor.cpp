@@ -8,6 +8,29 @@ namespace orgd::deploy {
 
 namespace asio = boost::asio;
 
+namespace {
+
+class AsioWait final : public DeployTimers::Wait {
+ public:
+  AsioWait(const Strand& strand, DeployTimers::time_point when, DeployTimers::Handler handler)
+      : timer_(strand, when) {
+    timer_.async_wait([handler = std::move(handler)](const boost::system::error_code& ec) {
+      handler(ec == asio::error::operation_aborted);
+    });
+  }
+  void cancel() override { timer_.cancel(); }
+
+ private:
+  asio::steady_timer timer_;
+};
+
+}  // namespace
+
+std::unique_ptr<DeployTimers::Wait> AsioDeployTimers::wait_until(const Strand& strand,
+                                                                 time_point when, Handler handler) {
+  return std::make_unique<AsioWait>(strand, when, std::move(handler));
+}
+
 std::shared_ptr<DeployExecutor> DeployExecutor::create(int threads, Gauge& gauge) {
   std::shared_ptr<DeployExecutor> executor{new DeployExecutor()};
   const int n = std::max(1, threads);
@@ -17,6 +40,17 @@ std::shared_ptr<DeployExecutor> DeployExecutor::create(int threads, Gauge& gauge
   executor->live_ = n;
   gauge.set(n);
   return executor;
+}
+
+std::shared_ptr<DeployExecutor> DeployExecutor::create_driven(Gauge& gauge) {
+  gauge.set(0);
+  return std::shared_ptr<DeployExecutor>{new DeployExecutor()};
+}
+
+void DeployExecutor::start_thread() {
+  std::lock_guard lock(mutex_);
+  ++live_;
+  threads_.emplace_back([self = shared_from_this()] { self->work(); });
 }
 
 void DeployExecutor::stop(std::chrono::steady_clock::time_point deadline, Counter& abandoned) {
@@ -69,6 +103,17 @@ void ProviderCalls::submit(std::function<void()> job) {
   cv_.notify_one();
 }
 
+std::size_t ProviderCalls::in_flight() const {
+  std::lock_guard lock(mutex_);
+  return queue_.size() + calling_;
+}
+
+bool ProviderCalls::wait_in_flight(std::size_t n,
+                                   std::chrono::steady_clock::time_point until) const {
+  std::unique_lock lock(mutex_);
+  return call_ended_cv_.wait_until(lock, until, [&] { return queue_.size() + calling_ <= n; });
+}
+
 void ProviderCalls::stop(std::chrono::steady_clock::time_point deadline, Counter& abandoned) {
   std::unique_lock lock(mutex_);
   stopping_ = true;
@@ -97,9 +142,12 @@ void ProviderCalls::work() {
     if (stopping_) break;
     auto job = std::move(queue_.front());
     queue_.pop_front();
+    ++calling_;
     lock.unlock();
     job();
     lock.lock();
+    --calling_;
+    call_ended_cv_.notify_all();
   }
   --live_;
   cv_.notify_all();

@@ -17,7 +17,7 @@ DeployRun::DeployRun(std::shared_ptr<OrchestratorContext> shared, std::string id
       record_(shared_, id_, stop_, [this] { wake(); }),
       lease_(shared_, id_, lease_revision, record_, stop_),
       strand_(shared_->executor->make_strand()),
-      tick_(strand_) {}
+      tick_(shared_->timers, strand_) {}
 
 void DeployRun::start() {
   post([self = shared_from_this()] { self->begin(); });
@@ -250,13 +250,12 @@ void DeployRun::finish(Record::State state, Clock::time_point now) {
 void DeployRun::arm_tick() {
   if (ended_) return;
   // A renewal in progress wakes decide() itself when it is done.
-  const auto now = std::chrono::steady_clock::now();
+  const auto now = shared_->timers->now();
   const auto until = lease_.renewing() ? now + milliseconds{1000}
                                        : std::clamp(lease_.next_renewal(), now + milliseconds{10},
                                                     now + milliseconds{1000});
-  tick_.expires_at(until);
-  tick_.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
-    if (ec == asio::error::operation_aborted) return;
+  tick_.wait_until(until, [self = shared_from_this()](bool cancelled) {
+    if (cancelled) return;
     self->decide();
   });
 }

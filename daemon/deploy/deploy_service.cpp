@@ -116,7 +116,7 @@ Result<v1::DeployAccepted> DeployService::deploy(const v1::DeployRequest& reques
       if (accepted.error().code != ErrorCode::not_found) return accepted.error();
       // No record yet: being accepted right now (taking its locks), or claimed by an orgd that
       // died before writing it, after which the request is free again. Nobody waits here.
-      if (std::chrono::system_clock::now() - existing.value()->created < kAcceptGrace) {
+      if (shared_->clock.now() - existing.value()->created < kAcceptGrace) {
         return unavailable("request " + request_id + " is being accepted right now; try again");
       }
       (void)store->release_request(request_id);

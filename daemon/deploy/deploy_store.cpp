@@ -46,12 +46,38 @@ std::string new_deploy_id(std::chrono::system_clock::time_point now) {
   return fmt::format("{:%Y%m%d-%H%M%S}-{:08x}", seconds, randombytes_random());
 }
 
+DeployBucketSpecs deploy_bucket_specs(Duration history, Duration lease_ttl, int replicas) {
+  DeployBucketSpecs specs;
+  specs.deploys = {kDeploysBucket, "orgd deploy records", history, 1, replicas};
+  // A lock belongs to a deploy, not to the process running it: when the runner dies its lease
+  // expires and the deploy is resumed with its locks held, so no other deploy slips in. A lock
+  // expires with its deploy: one whose deploy has finished or is gone is taken over.
+  specs.locks = {kLocksBucket, "orgd deploy locks: one deploy per repo+env", Duration{0}, 1,
+                 replicas};
+  specs.leases = {kLeasesBucket, "orgd leases: scheduler and deploy runners", lease_ttl, 1,
+                  replicas};
+  return specs;
+}
+
 DeployStore::DeployStore(std::unique_ptr<KvBucket> deploys, std::unique_ptr<KvBucket> locks,
                          std::unique_ptr<KvBucket> leases, const Clock& clock)
     : deploys_(std::move(deploys)),
       locks_(std::move(locks)),
       leases_(std::move(leases)),
       clock_(clock) {}
+
+Result<std::unique_ptr<DeployStore>> DeployStore::open(const BucketOpener& open,
+                                                       const DeployBucketSpecs& specs,
+                                                       const Clock& clock) {
+  auto deploys = open(specs.deploys);
+  if (!deploys) return deploys.error();
+  auto locks = open(specs.locks);
+  if (!locks) return locks.error();
+  auto leases = open(specs.leases);
+  if (!leases) return leases.error();
+  return std::make_unique<DeployStore>(std::move(deploys.value()), std::move(locks.value()),
+                                       std::move(leases.value()), clock);
+}
 
 Result<std::optional<StoredRecord>> DeployStore::load(const std::string& deploy_id) {
   auto entry = deploys_->get(record_key(deploy_id));

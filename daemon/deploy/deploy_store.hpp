@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -20,6 +21,19 @@ inline constexpr const char* kLocksBucket = "orgd_locks";
 inline constexpr const char* kLeasesBucket = "orgd_leases";
 // The leases key of the scheduler (sweeps and resumes run on its holder).
 inline constexpr const char* kSchedulerLease = "scheduler";
+
+// Opens (creates, or updates) a KV bucket: KvBucket::open on a JetStream context in orgd,
+// MemoryKvStore::open in tests.
+using BucketOpener = std::function<Result<std::unique_ptr<KvBucket>>(const BucketSpec&)>;
+
+// The three buckets, as orgd opens them: deploy records kept for `history`, leases that expire
+// `lease_ttl` after their last renewal, locks that never expire.
+struct DeployBucketSpecs {
+  BucketSpec deploys;
+  BucketSpec locks;
+  BucketSpec leases;
+};
+DeployBucketSpecs deploy_bucket_specs(Duration history, Duration lease_ttl, int replicas);
 
 struct StoredRecord {
   v1::DeployRecord record;
@@ -41,6 +55,11 @@ class DeployStore {
   // the age of a lock, and must run as the buckets' own (the one a MemoryKvStore was given).
   DeployStore(std::unique_ptr<KvBucket> deploys, std::unique_ptr<KvBucket> locks,
               std::unique_ptr<KvBucket> leases, const Clock& clock = system_clock());
+
+  // Opens (creates or updates) the three buckets through `open` and makes a store over them.
+  static Result<std::unique_ptr<DeployStore>> open(const BucketOpener& open,
+                                                   const DeployBucketSpecs& specs,
+                                                   const Clock& clock);
 
   Result<std::optional<StoredRecord>> load(const std::string& deploy_id);
   Result<std::uint64_t> create(const v1::DeployRecord& record);

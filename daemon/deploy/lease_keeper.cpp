@@ -40,11 +40,11 @@ void LeaseKeeper::renew_lease_only() {
   } else {
     shared_->kv_errors->inc();
   }
-  next_renewal_ = std::chrono::steady_clock::now() + renew_interval();
+  next_renewal_ = shared_->timers->now() + renew_interval();
 }
 
 void LeaseKeeper::renew_in_background(bool with_refresh, std::function<void()> done) {
-  if (std::chrono::steady_clock::now() < next_renewal_.load() || renewing_.exchange(true)) {
+  if (shared_->timers->now() < next_renewal_.load() || renewing_.exchange(true)) {
     return;
   }
   boost::asio::post(strand_, [this, with_refresh, done = std::move(done)] {

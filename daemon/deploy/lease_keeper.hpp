@@ -26,8 +26,8 @@ class LeaseKeeper {
               std::uint64_t lease_revision, RecordCommitter& record, const StopFlag& stop);
 
   // The next renewal is due lease_ttl/3 from now.
-  void schedule() { next_renewal_ = std::chrono::steady_clock::now() + renew_interval(); }
-  std::chrono::steady_clock::time_point next_renewal() const { return next_renewal_.load(); }
+  void schedule() { next_renewal_ = shared_->timers->now() + renew_interval(); }
+  DeployTimers::time_point next_renewal() const { return next_renewal_.load(); }
   bool renewing() const { return renewing_.load(); }
 
   // Every lease_ttl/3: the lease, and (`with_refresh`) a look at the record for a cancel
@@ -50,7 +50,7 @@ class LeaseKeeper {
   const StopFlag& stop_;
   std::shared_ptr<spdlog::logger> log_;
   Strand strand_;  // lease renewal and refresh
-  std::atomic<std::chrono::steady_clock::time_point> next_renewal_{};
+  std::atomic<DeployTimers::time_point> next_renewal_{};
   std::atomic<bool> renewing_{false};
 };
 

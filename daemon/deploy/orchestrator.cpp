@@ -13,10 +13,10 @@ using std::chrono::milliseconds;
 // deploy service starts runs through the scheduler.
 Orchestrator::Orchestrator(OrchestratorOptions options, std::shared_ptr<const Inventory> inventory,
                            Publisher& publisher, const HealthGateSource& health,
-                           MetricsRegistry& metrics, const Clock& clock)
+                           MetricsRegistry& metrics, const Clock& clock, DeployRuntime runtime)
     : options_(options),
       shared_(std::make_shared<Shared>(std::move(options), std::move(inventory), publisher, health,
-                                       metrics, clock)),
+                                       metrics, clock, std::move(runtime))),
       last_deploys_(
           std::make_unique<LastDeploys>(shared_, metrics,
                                         [this](const std::string& deploy_id, bool finished) {
@@ -32,33 +32,24 @@ void Orchestrator::set_inventory(std::shared_ptr<const Inventory> inventory) {
   shared_->inventory = std::move(inventory);
 }
 
-Result<Ok> Orchestrator::attach(__jsCtx* js) {
+Result<Ok> Orchestrator::attach(const BucketOpener& open, const void* connection) {
   std::lock_guard lock(attach_mutex_);
   if (shared_->stopping.load()) return unavailable("stopping");
   const auto settings = shared_->current_inventory()->settings();
-  const int replicas = options_.replicas;
-  auto deploys =
-      KvBucket::open(js, {kDeploysBucket, "orgd deploy records",
-                          std::chrono::duration_cast<Duration>(settings.history), 1, replicas});
-  if (!deploys) return deploys.error();
-  // A lock belongs to a deploy, not to the process running it: when the runner dies its lease
-  // expires and the deploy is resumed with its locks held, so no other deploy slips in. A lock
-  // expires with its deploy: one whose deploy has finished or is gone is taken over.
-  auto locks = KvBucket::open(
-      js, {kLocksBucket, "orgd deploy locks: one deploy per repo+env", Duration{0}, 1, replicas});
-  if (!locks) return locks.error();
-  auto leases = KvBucket::open(js, {kLeasesBucket, "orgd leases: scheduler and deploy runners",
-                                    settings.lease_ttl, 1, replicas});
-  if (!leases) return leases.error();
+  auto store =
+      DeployStore::open(open,
+                        deploy_bucket_specs(std::chrono::duration_cast<Duration>(settings.history),
+                                            settings.lease_ttl, options_.replicas),
+                        shared_->clock);
+  if (!store) return store.error();
   // Every connect re-creates the buckets a server may have lost; the store's handles keep
   // reaching them while the JetStream context is the same. A new context (a new connection)
   // gets a new store; runs may still hold the old one, so it is kept.
-  if (attached_.load() && js == attached_js_) return Ok{};
+  if (attached_.load() && connection == attached_connection_) return Ok{};
   if (shared_->store_owner) shared_->retired_stores.push_back(std::move(shared_->store_owner));
-  shared_->store_owner = std::make_unique<DeployStore>(
-      std::move(deploys.value()), std::move(locks.value()), std::move(leases.value()));
+  shared_->store_owner = std::move(store.value());
   shared_->store.store(shared_->store_owner.get());
-  attached_js_ = js;
+  attached_connection_ = connection;
   if (attached_.exchange(true)) return Ok{};
   scheduler_->start();
   return Ok{};

@@ -24,8 +24,6 @@
 #include "orgd/v1/deploy.pb.h"
 #include "orgd/v1/status.pb.h"
 
-struct __jsCtx;
-
 namespace orgd::deploy {
 
 class LastDeploys;
@@ -46,9 +44,10 @@ class Orchestrator {
   using Shared = OrchestratorContext;
   using WhenLocked = deploy::WhenLocked;
 
+  // `runtime`: where deploys run and wait (deploy_executor.hpp); orgd leaves it empty.
   Orchestrator(OrchestratorOptions options, std::shared_ptr<const Inventory> inventory,
                Publisher& publisher, const HealthGateSource& health, MetricsRegistry& metrics,
-               const Clock& clock);
+               const Clock& clock, DeployRuntime runtime = {});
   ~Orchestrator();
   Orchestrator(const Orchestrator&) = delete;
   Orchestrator& operator=(const Orchestrator&) = delete;
@@ -56,10 +55,11 @@ class Orchestrator {
   // A new config's inventory; running deploys keep theirs.
   void set_inventory(std::shared_ptr<const Inventory> inventory);
 
-  // Opens the KV buckets (created or updated) on a connected JetStream context and starts the
-  // scheduler. Called at every connect: buckets a server lost are made again, and a new
-  // context (a new connection) gets a new store.
-  Result<Ok> attach(__jsCtx* js);
+  // Opens the KV buckets (created or updated) through `open` and starts the scheduler. Called
+  // at every connect: buckets a server lost are made again, and a new `connection` (orgd: its
+  // JetStream context) gets a new store. orgd opens JetStream buckets
+  // (`[js](const BucketSpec& spec) { return KvBucket::open(js, spec); }`), tests memory ones.
+  Result<Ok> attach(const BucketOpener& open, const void* connection);
   bool attached() const { return attached_.load(); }
 
   // Stops scheduling; runs stop where they are (their records stay in KV, their leases are
@@ -99,7 +99,7 @@ class Orchestrator {
 
   std::mutex attach_mutex_;  // guards attach
   std::atomic<bool> attached_{false};
-  __jsCtx* attached_js_ = nullptr;  // guarded by attach_mutex_
+  const void* attached_connection_ = nullptr;  // guarded by attach_mutex_
 
   std::unique_ptr<LastDeploys> last_deploys_;
   std::unique_ptr<Scheduler> scheduler_;

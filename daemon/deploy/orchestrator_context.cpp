@@ -31,7 +31,7 @@ void set_waves(google::protobuf::RepeatedPtrField<google::protobuf::ListValue>* 
 OrchestratorContext::OrchestratorContext(OrchestratorOptions opts,
                                          std::shared_ptr<const Inventory> inv, Publisher& pub,
                                          const HealthGateSource& gate, MetricsRegistry& registry,
-                                         const Clock& clk)
+                                         const Clock& clk, DeployRuntime runtime)
     : options(std::move(opts)),
       publisher(pub),
       health(gate),
@@ -72,9 +72,11 @@ OrchestratorContext::OrchestratorContext(OrchestratorOptions opts,
   threads_abandoned =
       &metrics.counter("orgd_deploy_threads_abandoned_total",
                        "Deploy executor and provider threads left busy when orgd stopped");
-  executor = DeployExecutor::create(
-      options.executor_threads,
-      metrics.gauge("orgd_deploy_executor_threads", "Threads running deploys and steps"));
+  Gauge& executor_threads =
+      metrics.gauge("orgd_deploy_executor_threads", "Threads running deploys and steps");
+  executor = runtime.executor ? std::move(runtime.executor)
+                              : DeployExecutor::create(options.executor_threads, executor_threads);
+  timers = runtime.timers ? std::move(runtime.timers) : std::make_shared<AsioDeployTimers>();
   provider_calls = std::make_shared<ProviderCalls>(
       static_cast<std::size_t>(std::max(1, options.provider_threads)),
       metrics.gauge("orgd_provider_threads", "Threads making provider calls"));

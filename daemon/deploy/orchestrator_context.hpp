@@ -2,8 +2,8 @@
 
 // What the parts of the orchestrator share (the deploy service, the scheduler, the runs and
 // their steps): options, the daemon's publisher, health picture, metrics and clock, the current
-// inventory, the KV store of the current connection, the executors, and the deploy.max_active
-// slots. The KV store is reached through kv() only.
+// inventory, the KV store of the current connection, the executors and timers, and the
+// deploy.max_active slots. The KV store is reached through kv() only.
 
 #include <atomic>
 #include <chrono>
@@ -59,7 +59,7 @@ class DeployRun;
 struct OrchestratorContext {
   OrchestratorContext(OrchestratorOptions opts, std::shared_ptr<const Inventory> inv,
                       Publisher& pub, const HealthGateSource& gate, MetricsRegistry& registry,
-                      const Clock& clk);
+                      const Clock& clk, DeployRuntime runtime = {});
 
   std::shared_ptr<const Inventory> current_inventory() {
     std::lock_guard lock(inventory_mutex);
@@ -94,6 +94,7 @@ struct OrchestratorContext {
   std::vector<std::unique_ptr<DeployStore>> retired_stores;  // of earlier connections
   std::shared_ptr<spdlog::logger> log;
   std::shared_ptr<DeployExecutor> executor;
+  std::shared_ptr<DeployTimers> timers;  // what every deploy part waits by, and its monotonic now()
   std::shared_ptr<ProviderCalls> provider_calls;
 
   std::mutex slots_mutex;  // guards active, waiting_for_slot

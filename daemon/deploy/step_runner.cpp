@@ -32,7 +32,7 @@ StepRunner::StepRunner(std::shared_ptr<StepHost> run, std::shared_ptr<Orchestrat
       repo_(std::move(repo)),
       target_(target),
       log_(shared_->log),
-      timer_(strand_) {}
+      timer_(shared_->timers, strand_) {}
 
 void StepRunner::cancel_timers() {
   timer_.cancel();
@@ -63,13 +63,12 @@ LogSink StepRunner::log_sink(int attempt) {
 // returns then is dropped.
 void StepRunner::call_provider(const std::string& op, Duration limit,
                                std::function<Result<DeployProgress>()> call, Outcome done) {
-  auto pending = std::make_shared<PendingCall>(strand_);
+  auto pending = std::make_shared<PendingCall>(shared_->timers, strand_);
   std::erase_if(calls_, [](const std::weak_ptr<PendingCall>& call) { return call.expired(); });
   calls_.push_back(pending);
   auto self = shared_from_this();
-  pending->timer.expires_after(limit);
-  pending->timer.async_wait([self, pending, op, limit, done](const boost::system::error_code& ec) {
-    if (ec == asio::error::operation_aborted || pending->settled) return;
+  pending->timer.wait_for(limit, [self, pending, op, limit, done](bool cancelled) {
+    if (cancelled || pending->settled) return;
     pending->settled = true;
     pending->hung = true;
     self->shared_->provider_hung->inc();
@@ -141,7 +140,7 @@ void StepRunner::begin(Mode mode) {
     gate_begin();
     return;
   }
-  attempt_started_ = std::chrono::steady_clock::now();
+  attempt_started_ = shared_->timers->now();
   if (!snapshot.handle().empty()) {
     committed_handle_ = snapshot.handle();
     on_progress(DeployProgress{DeployStatus::running, snapshot.handle(), {}});
@@ -198,9 +197,8 @@ void StepRunner::on_recovered(Result<DeployProgress> recovered) {
   if (++poll_errors_ < kMaxPollErrors) {
     log_->warn("deploy {}: cannot ask the provider about {} yet ({}); asking again", id_, repo,
                recovered.error().message);
-    timer_.expires_after(shared_->options.poll_interval);
-    timer_.async_wait(
-        [self = shared_from_this()](const boost::system::error_code&) { self->recover(); });
+    timer_.wait_for(shared_->options.poll_interval,
+                    [self = shared_from_this()](bool) { self->recover(); });
     return;
   }
   on_progress(
@@ -215,7 +213,7 @@ void StepRunner::start_attempt() {
     cancel_step("cancelled before attempt " + std::to_string(context_.attempt));
     return;
   }
-  attempt_started_ = std::chrono::steady_clock::now();
+  attempt_started_ = shared_->timers->now();
   poll_errors_ = 0;
   progress_.reset();
   auto target = target_->target;
@@ -241,15 +239,14 @@ void StepRunner::on_progress(DeployProgress progress) {
   }
   progress_ = progress;
   if (progress.status == DeployStatus::running) {
-    if (std::chrono::steady_clock::now() - attempt_started_ > policy_.step_timeout) {
+    if (shared_->timers->now() - attempt_started_ > policy_.step_timeout) {
       progress_ = DeployProgress{DeployStatus::failed, progress.handle,
                                  "timed out after " + format_duration(policy_.step_timeout)};
       attempt_failed();
       return;
     }
-    timer_.expires_after(shared_->options.poll_interval);
-    timer_.async_wait(
-        [self = shared_from_this()](const boost::system::error_code&) { self->poll(); });
+    timer_.wait_for(shared_->options.poll_interval,
+                    [self = shared_from_this()](bool) { self->poll(); });
     return;
   }
   if (progress.status == DeployStatus::succeeded) {
@@ -300,9 +297,7 @@ void StepRunner::attempt_failed() {
     }
     const auto backoff = policy_.retry_backoff * (1 << std::min(used, 10));
     context_.attempt = current.attempts() + 1;
-    timer_.expires_after(backoff);
-    timer_.async_wait(
-        [self = shared_from_this()](const boost::system::error_code&) { self->start_attempt(); });
+    timer_.wait_for(backoff, [self = shared_from_this()](bool) { self->start_attempt(); });
     return;
   }
   fail_step(repo, error);
@@ -320,7 +315,7 @@ void StepRunner::gate_begin() {
   }
   const Step snapshot = record_.step(repo_);
   gate_ = HealthGate(config, from_timestamp(snapshot.deployed_at()), snapshot.waiting_for(),
-                     std::chrono::steady_clock::now());
+                     shared_->timers->now());
   gate_check();
 }
 
@@ -337,7 +332,7 @@ void StepRunner::gate_check() {
           [&](const Record&) { check = shared_->health.check(repo, gate_.since()); })) {
     return;
   }
-  const HealthGate::Verdict verdict = gate_.judge(repo, check, std::chrono::steady_clock::now());
+  const HealthGate::Verdict verdict = gate_.judge(repo, check, shared_->timers->now());
   if (verdict.passed) {
     succeed(repo, true);
     return step_done();
@@ -347,9 +342,8 @@ void StepRunner::gate_check() {
     fail_step(repo, *verdict.failed);
     return step_done();
   }
-  timer_.expires_after(shared_->options.poll_interval);
-  timer_.async_wait(
-      [self = shared_from_this()](const boost::system::error_code&) { self->gate_check(); });
+  timer_.wait_for(shared_->options.poll_interval,
+                  [self = shared_from_this()](bool) { self->gate_check(); });
 }
 
 void StepRunner::set_waiting(const std::string& what) {

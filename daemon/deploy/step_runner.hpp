@@ -53,7 +53,8 @@ class StepRunner : public std::enable_shared_from_this<StepRunner> {
 
   // A provider call in flight: its deadline, and whether it was answered (on the strand only).
   struct PendingCall {
-    explicit PendingCall(Strand& strand) : timer(strand) {}
+    PendingCall(std::shared_ptr<DeployTimers> timers, Strand& strand)
+        : timer(std::move(timers), strand) {}
     Timer timer;
     bool settled = false;
     bool hung = false;
@@ -97,7 +98,7 @@ class StepRunner : public std::enable_shared_from_this<StepRunner> {
   DeployContext context_;
   std::optional<DeployProgress> progress_;
   std::string committed_handle_;
-  std::chrono::steady_clock::time_point attempt_started_;
+  DeployTimers::time_point attempt_started_;
   int poll_errors_ = 0;
   Timer timer_;  // polls, retry backoff, gate checks
   HealthGate gate_;

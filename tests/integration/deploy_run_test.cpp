@@ -5,25 +5,23 @@
 #include <nats/nats.h>
 
 #include <algorithm>
-#include <condition_variable>
 #include <filesystem>
 #include <fstream>
-#include <map>
-#include <mutex>
 
 #include "daemon/bus/kv_bucket.hpp"
 #include "daemon/core/config.hpp"
 #include "daemon/core/environment.hpp"
 #include "daemon/core/logging.hpp"
+#include "daemon/core/metrics.hpp"
 #include "daemon/deploy/deploy_state.hpp"
 #include "daemon/deploy/deploy_store.hpp"
 #include "daemon/deploy/inventory.hpp"
 #include "daemon/deploy/orchestrator.hpp"
-#include "daemon/events/codec.hpp"
-#include "daemon/core/metrics.hpp"
 #include "daemon/plugin/registry.hpp"
 #include "orgd/v1/deploy.pb.h"
+#include "tests/support/deploy_rig.hpp"
 #include "tests/support/nats_server.hpp"
+#include "tests/support/scripted_target.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/wait.hpp"
 
@@ -34,190 +32,26 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using deploy::Orchestrator;
 using testing::NatsServer;
+using testing::Outcome;
+using testing::ScriptedTarget;
+using Call = ScriptedTarget::Call;
 using testing::TempDir;
 using testing::wait_until;
 using v1::DeployRecord;
 using v1::DeployStep;
 
-// A deploy target whose every call the test scripts. Calls without a script behave like an
-// instant, successful deploy. A call can be made to hang until release() (or the test's end).
-class ScriptedTarget {
- public:
-  using Call = std::function<Result<DeployProgress>(const DeployContext&)>;
-
-  Call on_start, on_poll, on_recover, on_rollback;
-  std::atomic<bool> can_roll_back{true};
-  std::atomic<bool> hang_start{false};
-
-  Result<DeployProgress> start(const DeployContext& context) {
-    {
-      std::lock_guard lock(mutex_);
-      start_attempts_.push_back(context.attempt);
-    }
-    if (hang_start.load()) {
-      std::unique_lock lock(mutex_);
-      hung_++;
-      released_cv_.wait(lock, [&] { return released_; });
-      hung_--;
-    }
-    if (on_start) return on_start(context);
-    return DeployProgress{DeployStatus::succeeded, context.deploy_id, {}};
-  }
-  Result<DeployProgress> poll(const DeployContext& context, const std::string& handle) {
-    if (on_poll) return on_poll(context);
-    return DeployProgress{DeployStatus::succeeded, handle, {}};
-  }
-  Result<DeployProgress> recover(const DeployContext& context) {
-    {
-      std::lock_guard lock(mutex_);
-      recover_attempts_.push_back(context.attempt);
-    }
-    if (on_recover) return on_recover(context);
-    return not_found("no record of it");
-  }
-  Result<DeployProgress> rollback(const DeployContext& context) {
-    if (on_rollback) return on_rollback(context);
-    return DeployProgress{DeployStatus::succeeded, context.deploy_id, {}};
-  }
-
-  std::vector<int> start_attempts() {
-    std::lock_guard lock(mutex_);
-    return start_attempts_;
-  }
-  std::vector<int> recover_attempts() {
-    std::lock_guard lock(mutex_);
-    return recover_attempts_;
-  }
-  int hung() {
-    std::lock_guard lock(mutex_);
-    return hung_;
-  }
-  void release() {
-    {
-      std::lock_guard lock(mutex_);
-      released_ = true;
-    }
-    released_cv_.notify_all();
-  }
-
- private:
-  std::mutex mutex_;  // guards everything below
-  std::condition_variable released_cv_;
-  bool released_ = false;
-  int hung_ = 0;
-  std::vector<int> start_attempts_;
-  std::vector<int> recover_attempts_;
-};
-
-using Scripts = std::map<std::string, std::shared_ptr<ScriptedTarget>>;
-
-// The DeployTarget the inventory owns, forwarding to the test's script named by `script:`.
-class ForwardingTarget final : public DeployTarget {
- public:
-  explicit ForwardingTarget(std::shared_ptr<ScriptedTarget> script) : script_(std::move(script)) {}
-  Result<DeployProgress> start(const DeployContext& c, const LogSink&) override {
-    return script_->start(c);
-  }
-  Result<DeployProgress> poll(const DeployContext& c, const std::string& handle) override {
-    return script_->poll(c, handle);
-  }
-  Result<DeployProgress> rollback(const DeployContext& c, const LogSink&) override {
-    return script_->rollback(c);
-  }
-  bool can_rollback() const override { return script_->can_roll_back.load(); }
-  Result<DeployProgress> recover(const DeployContext& c) override { return script_->recover(c); }
-
- private:
-  std::shared_ptr<ScriptedTarget> script_;
-};
-
-class ScriptedProvider final : public Provider {
- public:
-  ScriptedProvider(std::string name, Scripts& scripts)
-      : Provider(std::move(name), "remote"), scripts_(scripts) {}
-  std::unique_ptr<DeployTarget> make_deploy_target(const DeployTargetConfig& target,
-                                                   const std::string&) override {
-    const YAML::Node& settings = target.settings;
-    auto& script = scripts_[settings["script"].as<std::string>()];
-    if (!script) script = std::make_shared<ScriptedTarget>();
-    return std::make_unique<ForwardingTarget>(script);
-  }
-
- private:
-  Scripts& scripts_;
-};
-
-// Events as the orchestrator publishes them, decoded.
-class CapturingPublisher final : public Publisher {
- public:
-  Result<Ok> publish(const BusMessage& message) override {
-    v1::DeployEvent event;
-    if (decode(message.data, Encoding::json, event, 1 << 20)) {
-      std::lock_guard lock(mutex_);
-      events_.push_back(std::move(event));
-    }
-    return Ok{};
-  }
-  std::vector<v1::DeployEvent> events() {
-    std::lock_guard lock(mutex_);
-    return events_;
-  }
-  // "kind repo" of every event but log lines.
-  std::vector<std::string> kinds() {
-    std::vector<std::string> out;
-    for (const auto& e : events()) {
-      if (e.kind() == "log") continue;
-      out.push_back(e.kind() + (e.step().repo().empty() ? "" : " " + e.step().repo()));
-    }
-    return out;
-  }
-  bool has(const std::string& kind_and_repo) {
-    const auto seen = kinds();
-    return std::find(seen.begin(), seen.end(), kind_and_repo) != seen.end();
-  }
-
- private:
-  std::mutex mutex_;  // guards events_
-  std::vector<v1::DeployEvent> events_;
-};
-
-class ScriptedHealth final : public deploy::HealthGateSource {
- public:
-  deploy::GateCheck check(const std::string&, Clock::time_point) const override {
-    std::lock_guard lock(mutex_);
-    return check_;
-  }
-  void set(deploy::GateCheck check) {
-    std::lock_guard lock(mutex_);
-    check_ = std::move(check);
-  }
-
- private:
-  mutable std::mutex mutex_;  // guards check_
-  deploy::GateCheck check_{true, false, {}, {}};
-};
-
 class DeployRunTest : public ::testing::Test {
  protected:
   DeployRunTest() {
     EXPECT_EQ(natsConnection_JetStream(&js_, client_.get(), nullptr), NATS_OK);
-    registry_.add_factory(
-        "remote", [this](const ProviderConfig& c, const ProviderEnvironment&, const std::string&) {
-          return std::make_unique<ScriptedProvider>(c.name, scripts_);
-        });
+    registry_.add_factory("remote", testing::scripted_provider_factory(target_));
   }
 
   ~DeployRunTest() override {
-    for (auto& [name, script] : scripts_) script->release();
+    target_->release_all();
     if (orchestrator_) orchestrator_->stop(5s);
     orchestrator_.reset();
     jsCtx_Destroy(js_);
-  }
-
-  ScriptedTarget& script(const std::string& name) {
-    auto& s = scripts_[name];
-    if (!s) s = std::make_shared<ScriptedTarget>();
-    return *s;
   }
 
   // `repos`: the repos: block; `deploy`: extra lines of the deploy: block.
@@ -239,7 +73,7 @@ class DeployRunTest : public ::testing::Test {
                           const std::string& depends_on = "") {
     return "  " + name + ":\n" +
            (depends_on.empty() ? "" : "    depends_on: [" + depends_on + "]\n") +
-           "    deploy:\n      dev: {provider: scripted, script: " + name + target_extra + "}\n";
+           "    deploy:\n      dev: {provider: scripted" + target_extra + "}\n";
   }
 
   void start(const std::string& yaml, deploy::OrchestratorOptions options = {}) {
@@ -252,21 +86,19 @@ class DeployRunTest : public ::testing::Test {
     options.poll_interval = 20ms;
     orchestrator_ =
         std::make_unique<Orchestrator>(options, inventory_, publisher_, health_, metrics_, clock_);
-    auto attached = orchestrator_->attach(js_);
+    auto attached = orchestrator_->attach(
+        [js = js_](const BucketSpec& spec) { return KvBucket::open(js, spec); }, js_);
     ASSERT_TRUE(attached) << attached.error().message;
   }
 
   // What a crashed orgd leaves behind: a running deploy whose step `repo` was started (its
   // attempt persisted) with no handle, its runner's lease gone. Written before start().
   std::string left_by_a_crash(const std::string& repo_name, const std::string& env = "dev") {
-    auto open = [&](const char* name, Duration ttl) {
-      auto bucket = KvBucket::open(js_, {name, "test", ttl, 1, 1});
-      EXPECT_TRUE(bucket) << bucket.error().message;
-      return std::move(bucket.value());
-    };
-    deploy::DeployStore store(open(deploy::kDeploysBucket, Duration{0}),
-                              open(deploy::kLocksBucket, Duration{0}),
-                              open(deploy::kLeasesBucket, std::chrono::seconds{2}));
+    auto opened = deploy::DeployStore::open(
+        [js = js_](const BucketSpec& spec) { return KvBucket::open(js, spec); },
+        deploy::deploy_bucket_specs(Duration{0}, std::chrono::seconds{2}, 1), clock_);
+    EXPECT_TRUE(opened) << opened.error().message;
+    deploy::DeployStore& store = *opened.value();
     const auto now = clock_.now();
     const std::string id = deploy::new_deploy_id(now);
     v1::DeployRequest request;
@@ -312,6 +144,13 @@ class DeployRunTest : public ::testing::Test {
     return accepted ? accepted.value().deploy_id() : std::string{};
   }
 
+  // The attempts of the calls `call` on `repo` made so far, in order.
+  std::vector<int> attempts(const std::string& repo, Call call) const {
+    std::vector<int> out;
+    for (const auto& made : target_->calls(repo, call)) out.push_back(made.context.attempt);
+    return out;
+  }
+
   static const DeployStep& step(const DeployRecord& record, const std::string& repo) {
     const DeployStep* found = deploy::find_step(record, repo);
     if (found == nullptr) {
@@ -326,10 +165,10 @@ class DeployRunTest : public ::testing::Test {
   TempDir dir_;
   testing::NatsConnectionPtr client_ = testing::connect_client(server_.url());
   jsCtx* js_ = nullptr;
-  Scripts scripts_;
+  std::shared_ptr<ScriptedTarget> target_ = std::make_shared<ScriptedTarget>();
   ProviderRegistry registry_;
-  CapturingPublisher publisher_;
-  ScriptedHealth health_;
+  testing::RecordingPublisher publisher_;
+  testing::FakeHealth health_;
   MetricsRegistry metrics_;
   SystemClock clock_;
   std::shared_ptr<const deploy::Inventory> inventory_;
@@ -340,26 +179,20 @@ class DeployRunTest : public ::testing::Test {
 
 TEST_F(DeployRunTest, AStepInterruptedByACrashRunsAgainWithoutUsingARetry) {
   // retries: 0 — an attempt the crash ended must not be the step's only chance.
-  auto& api = script("api");
-  api.on_recover = [](const DeployContext& c) -> Result<DeployProgress> {
-    return DeployProgress{DeployStatus::interrupted, c.deploy_id, "interrupted: orgd stopped"};
-  };
+  target_->on_recover("api", {Outcome::interrupted("interrupted: orgd stopped")});
   const std::string id = left_by_a_crash("api");
   start(config(repo("api")));
   const auto record = wait_finished(id);
   EXPECT_EQ(record.state(), DeployRecord::succeeded) << record.DebugString();
   EXPECT_EQ(step(record, "api").attempts(), 2) << record.DebugString();
   EXPECT_EQ(step(record, "api").interrupted_attempts(), 1) << record.DebugString();
-  EXPECT_EQ(api.recover_attempts(), std::vector<int>{1});
-  EXPECT_EQ(api.start_attempts(), std::vector<int>{2});
+  EXPECT_EQ(attempts("api", Call::recover), std::vector<int>{1});
+  EXPECT_EQ(attempts("api", Call::start), std::vector<int>{2});
   EXPECT_TRUE(publisher_.has("step_interrupted api"));
 }
 
 TEST_F(DeployRunTest, AStepWhoseProviderSaysItFailedStillFailsOnResume) {
-  auto& api = script("api");
-  api.on_recover = [](const DeployContext& c) -> Result<DeployProgress> {
-    return DeployProgress{DeployStatus::failed, c.deploy_id, "the release was rejected"};
-  };
+  target_->on_recover("api", {Outcome::failed("the release was rejected")});
   const std::string id = left_by_a_crash("api");
   start(config(repo("api")));
   const auto record = wait_finished(id);
@@ -367,24 +200,20 @@ TEST_F(DeployRunTest, AStepWhoseProviderSaysItFailedStillFailsOnResume) {
   EXPECT_EQ(step(record, "api").attempts(), 1);
   EXPECT_EQ(step(record, "api").interrupted_attempts(), 0);
   EXPECT_EQ(step(record, "api").error(), "the release was rejected");
-  EXPECT_TRUE(api.start_attempts().empty()) << "a failed deploy is not started again";
+  EXPECT_TRUE(attempts("api", Call::start).empty()) << "a failed deploy is not started again";
 }
 
 TEST_F(DeployRunTest, AProviderThatCannotAnswerYetIsAskedAgainOnResume) {
   // Right after a crash the provider's API may be unreachable for a moment: that says nothing
   // about the deploy, so it is no reason to fail the step.
-  auto& api = script("api");
-  auto calls = std::make_shared<std::atomic<int>>(0);
-  api.on_recover = [calls](const DeployContext& c) -> Result<DeployProgress> {
-    if (++*calls <= 2) return unavailable("provider API unreachable");
-    return DeployProgress{DeployStatus::interrupted, c.deploy_id, "interrupted: orgd stopped"};
-  };
+  target_->on_recover("api", {Outcome::error(unavailable("provider API unreachable")).times(2),
+                              Outcome::interrupted("interrupted: orgd stopped")});
   const std::string id = left_by_a_crash("api");
   start(config(repo("api")));
   const auto record = wait_finished(id);
   EXPECT_EQ(record.state(), DeployRecord::succeeded) << record.DebugString();
-  EXPECT_EQ(calls->load(), 3);
-  EXPECT_EQ(api.start_attempts(), std::vector<int>{2});
+  EXPECT_EQ(target_->count("api", Call::recover), 3);
+  EXPECT_EQ(attempts("api", Call::start), std::vector<int>{2});
 }
 
 TEST_F(DeployRunTest, AnExecCommandThatDiedWithOrgdRunsAgainOnResume) {
@@ -418,20 +247,17 @@ TEST_F(DeployRunTest, ManyConcurrentDeploysDoNotTakeAThreadEach) {
   // thread and each running step another.
   constexpr int kDeploys = 40;
   std::string repos;
+  std::atomic<bool> done{false};
   for (int i = 0; i < kDeploys; ++i) {
     const std::string name = "r" + std::to_string(i);
     repos += repo(name);
-    auto& target = script(name);
-    target.on_start = [](const DeployContext& c) -> Result<DeployProgress> {
-      return DeployProgress{DeployStatus::running, c.deploy_id, {}};
-    };
-  }
-  std::atomic<bool> done{false};
-  for (auto& [name, target] : scripts_) {
-    target->on_poll = [&done](const DeployContext& c) -> Result<DeployProgress> {
-      return DeployProgress{
-          done ? DeployStatus::succeeded : DeployStatus::running, c.deploy_id, {}};
-    };
+    target_->fallback(name, Call::start, Outcome::running());
+    target_->fallback(
+        name, Call::poll,
+        Outcome::computed([&done](const DeployContext& c) -> Result<DeployProgress> {
+          return DeployProgress{
+              done ? DeployStatus::succeeded : DeployStatus::running, c.deploy_id, {}};
+        }));
   }
   deploy::OrchestratorOptions options;
   options.executor_threads = 2;
@@ -458,8 +284,7 @@ TEST_F(DeployRunTest, ManyConcurrentDeploysDoNotTakeAThreadEach) {
 }
 
 TEST_F(DeployRunTest, AHungProviderStartFailsTheAttemptAtItsDeadlineAndIsRetried) {
-  auto& api = script("api");
-  api.hang_start = true;
+  target_->fallback("api", Call::start, Outcome::succeeded().hang());
   start(config(repo("api", ", step_timeout: 1s, retries: 1")));
   const std::string id = deploy({"api"});
   const auto record = wait_finished(id, 60s);
@@ -467,17 +292,16 @@ TEST_F(DeployRunTest, AHungProviderStartFailsTheAttemptAtItsDeadlineAndIsRetried
   EXPECT_EQ(step(record, "api").attempts(), 2) << record.DebugString();
   EXPECT_EQ(step(record, "api").error(), "start did not return within 1s");
   EXPECT_TRUE(publisher_.has("step_retrying api"));
-  EXPECT_EQ(api.start_attempts(), (std::vector<int>{1, 2}));
+  EXPECT_EQ(attempts("api", Call::start), (std::vector<int>{1, 2}));
   // Both calls still hang: their threads are counted, not forgotten.
   EXPECT_EQ(metrics_.gauge("orgd_provider_calls_hung", "").value(), 2);
 }
 
 TEST_F(DeployRunTest, StopWhileAProviderHangsIsBoundedAndHandsTheDeployOver) {
-  auto& api = script("api");
-  api.hang_start = true;
+  target_->fallback("api", Call::start, Outcome::succeeded().hang());
   start(config(repo("api")));
   const std::string id = deploy({"api"});
-  ASSERT_TRUE(wait_until([&] { return api.hung() == 1; }, 20s));
+  ASSERT_TRUE(wait_until([&] { return target_->hung("api") == 1; }, 20s));
   std::atomic<bool> stopped{false};
   std::thread stopper([&] {
     orchestrator_->stop(1s);
@@ -485,7 +309,7 @@ TEST_F(DeployRunTest, StopWhileAProviderHangsIsBoundedAndHandsTheDeployOver) {
   });
   // Generous for a loaded machine; without a bound it would wait for the provider forever.
   const bool bounded = wait_until([&] { return stopped.load(); }, 15s);
-  if (!bounded) api.release();
+  if (!bounded) target_->release_all();
   stopper.join();
   EXPECT_TRUE(bounded) << "stop() waited for the hung provider call";
   // The runner's lease is released: another replica resumes the deploy at once.
@@ -498,15 +322,14 @@ TEST_F(DeployRunTest, StopWhileAProviderHangsIsBoundedAndHandsTheDeployOver) {
 
 TEST_F(DeployRunTest, StopWhileNatsIsDownIsBounded) {
   // The step's record writes and lease renewals wait on KV calls that NATS cannot answer.
-  auto& api = script("api");
-  api.on_start = [](const DeployContext& c) -> Result<DeployProgress> {
-    return DeployProgress{DeployStatus::running, c.deploy_id, {}};
-  };
+  target_->on_start("api", {Outcome::running()});
   auto finished = std::make_shared<std::atomic<bool>>(false);
-  api.on_poll = [finished](const DeployContext& c) -> Result<DeployProgress> {
-    return DeployProgress{
-        *finished ? DeployStatus::succeeded : DeployStatus::running, c.deploy_id, {}};
-  };
+  target_->fallback(
+      "api", Call::poll,
+      Outcome::computed([finished](const DeployContext& c) -> Result<DeployProgress> {
+        return DeployProgress{
+            *finished ? DeployStatus::succeeded : DeployStatus::running, c.deploy_id, {}};
+      }));
   start(config(repo("api")));
   const std::string id = deploy({"api"});
   ASSERT_TRUE(wait_until(
@@ -548,10 +371,7 @@ TEST_F(DeployRunTest, AnExecCommandIsNotAbandonedBeforeItsOwnTimeout) {
 constexpr const char* kGate = ", health_gate: {enabled: true, timeout: 10m, soak: 0s}";
 
 deploy::GateCheck unhealthy(std::vector<std::string> services) {
-  deploy::GateCheck check;
-  check.detail = "http no report since deploy";
-  check.unhealthy = std::move(services);
-  return check;
+  return testing::FakeHealth::unhealthy(std::move(services), "http no report since deploy");
 }
 
 TEST_F(DeployRunTest, AStepWaitingForItsHealthGateSaysWhatItWaitsFor) {
@@ -607,10 +427,9 @@ TEST_F(DeployRunTest, CancelEndsAHealthGateWait) {
 }
 
 TEST_F(DeployRunTest, AStepThatCannotRollBackSaysWhyInItsEvent) {
-  script("api").can_roll_back = false;
-  script("web").on_start = [](const DeployContext& c) -> Result<DeployProgress> {
-    return DeployProgress{DeployStatus::failed, c.deploy_id, "boom"};
-  };
+  // Only api's rollback is asked for (web failed before it deployed anything).
+  target_->set_can_rollback(false);
+  target_->on_start("web", {Outcome::failed("boom")});
   start(config(repo("api") + repo("web", "", "api")));
   v1::DeployRequest request;
   request.set_env("dev");

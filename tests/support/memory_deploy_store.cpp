@@ -6,14 +6,14 @@ namespace orgd::testing {
 
 std::unique_ptr<deploy::DeployStore> memory_deploy_store(MemoryKvStore& kv, Duration lease_ttl,
                                                          Duration history) {
-  auto open = [&](const char* name, Duration ttl) {
-    auto bucket = kv.open({name, "test", ttl, 1, 1});
-    if (!bucket) throw std::runtime_error(bucket.error().message);
-    return std::move(bucket.value());
-  };
-  return std::make_unique<deploy::DeployStore>(open(deploy::kDeploysBucket, history),
-                                               open(deploy::kLocksBucket, Duration{0}),
-                                               open(deploy::kLeasesBucket, lease_ttl), kv.clock());
+  auto store = deploy::DeployStore::open(
+      memory_bucket_opener(kv), deploy::deploy_bucket_specs(history, lease_ttl, 1), kv.clock());
+  if (!store) throw std::runtime_error(store.error().message);
+  return std::move(store.value());
+}
+
+deploy::BucketOpener memory_bucket_opener(MemoryKvStore& kv) {
+  return [&kv](const BucketSpec& spec) { return kv.open(spec); };
 }
 
 }  // namespace orgd::testing

@@ -16,4 +16,7 @@ std::unique_ptr<deploy::DeployStore> memory_deploy_store(
     MemoryKvStore& kv, Duration lease_ttl = std::chrono::seconds{15},
     Duration history = Duration{0});
 
+// Opens the buckets of `kv` as KvBucket::open does on a JetStream context (Orchestrator::attach).
+deploy::BucketOpener memory_bucket_opener(MemoryKvStore& kv);
+
 }  // namespace orgd::testing
