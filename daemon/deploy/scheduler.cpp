@@ -127,14 +127,18 @@ void Scheduler::loop() {
     }
     if (!tick) continue;
     next_tick = std::chrono::steady_clock::now() + interval;
-    reap();
-    lease_.keep(*shared_->kv());
-    if (lease_.held()) {
-      sweep();
-      run_queue();
-    }
-    last_deploys_.catch_up();
+    this->tick();
   }
+}
+
+void Scheduler::tick() {
+  reap();
+  lease_.keep(*shared_->kv());
+  if (lease_.held()) {
+    sweep();
+    run_queue();
+  }
+  last_deploys_.catch_up();
 }
 
 void Scheduler::wake() {

@@ -53,6 +53,12 @@ class Scheduler {
   // A cancel request was written: the deploy's run here, if any, decides again.
   void wake_run(const std::string& deploy_id);
 
+  // One pass of what the thread does every lease_ttl/3: finished runs reaped, the scheduler
+  // lease kept, and while it is held, deploys whose runner's lease expired resumed and queued
+  // deploys whose locks are free started; then the last deploys catch up. Tests without the
+  // thread (a driven executor, manual time) call it themselves.
+  void tick();
+
   std::size_t running() const;
   bool is_scheduler() const { return lease_.held(); }
   bool is_follower() const { return lease_.follower(); }

@@ -187,6 +187,8 @@ void DeployRig::resume(const std::string& id) {
   scheduler_->start_run(id, lease.value(), /*resumed=*/true);
 }
 
+void DeployRig::scheduler_tick() { scheduler_->tick(); }
+
 void DeployRig::run_until_idle() {
   const auto give_up = std::chrono::steady_clock::now() + 10s;
   for (;;) {

@@ -3,8 +3,8 @@
 // The orchestrator's parts wired as Orchestrator wires them, on memory KV buckets, a scripted
 // deploy target, manual time and an executor the test thread drives: a deploy moves only while
 // the test runs it (run_until_idle, advance), so what a run does at each moment is testable
-// without a nats-server or the wall clock. The scheduler's thread (sweeps, the queue) is not
-// started: the test resumes a deploy as the sweep would (resume()).
+// without a nats-server or the wall clock. The scheduler's thread is not started: the test makes
+// its passes (scheduler_tick()) or resumes a deploy as the sweep would (resume()).
 
 #include <atomic>
 #include <chrono>
@@ -98,6 +98,9 @@ class DeployRig {
                               const std::function<void(v1::DeployRecord&)>& also = {});
   // Resumes a deploy as the scheduler's sweep does: takes its runner lease, starts its run.
   void resume(const std::string& id);
+  // One pass of the scheduler (its lease, the sweep, the queue), as its thread makes every
+  // lease_ttl/3.
+  void scheduler_tick();
 
   // Runs what is ready (handlers, due waits, answers of provider calls) until nothing is, but
   // the calls hung in the scripted target.

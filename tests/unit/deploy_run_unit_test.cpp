@@ -149,6 +149,33 @@ TEST(DeployLease, ARunWhoseLeaseAnotherOrgdTookAfterItExpiredStops) {
   EXPECT_FALSE(rig.publisher.has("finished"));
 }
 
+// The scheduler's pass (its thread makes one every lease_ttl/3) resumes a deploy only once its
+// runner's lease is gone: while another orgd renews it, the deploy is that orgd's.
+TEST(DeployScheduler, TheSweepResumesADeployOnceItsRunnersLeaseHasExpired) {
+  DeployRig rig(with_repos(DeployRig::repo("api"), "  lease_ttl: 3s\n"));
+  const std::string id = rig.left_by_a_crash("api");
+  const std::string lease = deploy::DeployStore::deploy_lease(id);
+  // The crashed orgd's lease, written just before it died.
+  ASSERT_TRUE(rig.other->acquire_lease(lease, "crashed-orgd"));
+  rig.scheduler_tick();
+  rig.run_until_idle();
+  EXPECT_EQ(rig.running(), 0u) << "resumed while its runner's lease was live";
+  EXPECT_EQ(rig.record(id).owner(), "crashed-orgd");
+
+  rig.advance(3s);  // nobody renews it: the lease expires
+  rig.scheduler_tick();
+  rig.run_until_idle();
+  EXPECT_EQ(rig.counter("orgd_deploys_resumed_total"), 1);
+  EXPECT_EQ(rig.record(id).owner(), "orgd-a");
+  EXPECT_EQ(rig.record(id).state(), DeployRecord::succeeded);
+  EXPECT_TRUE(rig.publisher.has("resumed"));
+  // Finished and reaped at the next pass; nothing is resumed twice.
+  rig.scheduler_tick();
+  rig.run_until_idle();
+  EXPECT_EQ(rig.running(), 0u);
+  EXPECT_EQ(rig.counter("orgd_deploys_resumed_total"), 1);
+}
+
 TEST(DeployLease, TheSchedulerLeaseMovesToAnotherOrgdOnceItsHolderStopsRenewingIt) {
   DeployRig rig(with_repos(DeployRig::repo("api"), "  lease_ttl: 3s\n"));
   deploy::OrchestratorOptions options;
