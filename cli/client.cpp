@@ -57,15 +57,15 @@ ExitCode Client::connect() {
       options_.tls_cert.empty() ? env_or("NATS_TLS_CERT_FILE", "") : options_.tls_cert;
   s.tls.key_file = options_.tls_key.empty() ? env_or("NATS_TLS_KEY_FILE", "") : options_.tls_key;
   if (s.creds_file.empty()) {
-    s.jwt = env_or("NATS_JWT", "");
-    s.jwt_seed = env_or("NATS_NKEY_SEED", "");
+    s.jwt = Secret::take(env_or("NATS_JWT", ""));
+    s.jwt_seed = Secret::take(env_or("NATS_NKEY_SEED", ""));
   }
   auto timeout = std::chrono::milliseconds(static_cast<int64_t>(options_.timeout_seconds * 1000));
   s.connect_timeout = std::min(timeout, std::chrono::milliseconds(5000));
   s.retry_on_failed_connect = false;
   s.max_reconnect = 0;
   try {
-    if (!nkey_file.empty()) s.nkey_seed = nkeys::read_seed_file(nkey_file);
+    if (!nkey_file.empty()) s.nkey_seed = Secret::take(nkeys::read_seed_file(nkey_file));
     nats_ = std::make_unique<NatsConnection>(std::move(s));
     nats_->connect();
   } catch (const std::exception& e) {

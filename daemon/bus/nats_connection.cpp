@@ -31,10 +31,6 @@ std::string thread_error_text() {
   return text != nullptr ? text : "";
 }
 
-void wipe(std::string& s) {
-  if (!s.empty()) sodium_memzero(s.data(), s.size());
-  s.clear();
-}
 
 // Why a connect failed, in the words an operator needs: the server's own text for a refusal
 // (it never repeats the client's credentials), the kind of failure otherwise.
@@ -159,13 +155,9 @@ class NatsConnection::DropCounters {
 
 // Secrets used by nats.c's signature/JWT callbacks; they live as long as the connection.
 struct NatsConnection::Credentials {
-  std::string seed;
-  std::string jwt;
+  Secret seed;
+  Secret jwt;
   Counter* errors = nullptr;
-  ~Credentials() {
-    wipe(seed);
-    wipe(jwt);
-  }
 
   static natsStatus sign(char** err_text, unsigned char** signature, int* length,
                          const char* nonce, void* closure) {
@@ -240,11 +232,6 @@ NatsConnection::~NatsConnection() {
   if (conn_ != nullptr) natsConnection_Destroy(conn_);
   for (const auto& retired : retired_) retired.destroy();
   if (options_ != nullptr) natsOptions_Destroy(options_);
-  wipe(settings_.token);
-  wipe(settings_.password);
-  wipe(settings_.nkey_seed);
-  wipe(settings_.jwt);
-  wipe(settings_.jwt_seed);
 }
 
 void NatsConnection::set_state(ConnectionState s) {
@@ -390,18 +377,18 @@ void NatsConnection::connect() {
   } else if (!settings_.jwt.empty()) {
     credentials_ = std::make_unique<Credentials>();
     credentials_->errors = credential_errors_;
-    credentials_->jwt = settings_.jwt;
-    credentials_->seed = settings_.jwt_seed;
+    credentials_->jwt = settings_.jwt.clone();
+    credentials_->seed = settings_.jwt_seed.clone();
     check(natsOptions_SetUserCredentialsCallbacks(opts, &Credentials::user_jwt, credentials_.get(),
                                                   &Credentials::sign, credentials_.get()),
           "jwt");
   } else if (!settings_.nkey_seed.empty()) {
     credentials_ = std::make_unique<Credentials>();
     credentials_->errors = credential_errors_;
-    credentials_->seed = settings_.nkey_seed;
+    credentials_->seed = settings_.nkey_seed.clone();
     std::string public_key;
     try {
-      public_key = nkeys::public_key_from_seed(credentials_->seed);
+      public_key = nkeys::public_key_from_seed(credentials_->seed.expose());
     } catch (const std::exception& e) {
       throw std::runtime_error(fmt::format("nats: nkey seed: {}", e.what()));
     }

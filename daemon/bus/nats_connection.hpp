@@ -11,6 +11,7 @@
 
 #include "daemon/bus/message.hpp"
 #include "daemon/bus/publisher.hpp"
+#include "daemon/core/secret.hpp"
 #include "daemon/core/errors.hpp"
 #include "daemon/core/log_limiter.hpp"
 #include "daemon/core/metrics.hpp"
@@ -28,19 +29,39 @@ struct NatsTlsSettings {
   std::string key_file;
 };
 
+// The secret values of a connection, as Secrets (sodium memory, wiped, printed as ***). A
+// copy of the settings (a test reusing them, a reconnect) clones them into sodium memory too.
+struct NatsSecrets {
+  NatsSecrets() = default;
+  NatsSecrets(const NatsSecrets& other) { *this = other; }
+  NatsSecrets& operator=(const NatsSecrets& other) {
+    if (this != &other) {
+      nkey_seed = other.nkey_seed.clone();
+      token = other.token.clone();
+      password = other.password.clone();
+      jwt = other.jwt.clone();
+      jwt_seed = other.jwt_seed.clone();
+    }
+    return *this;
+  }
+  NatsSecrets(NatsSecrets&&) noexcept = default;
+  NatsSecrets& operator=(NatsSecrets&&) noexcept = default;
+
+  Secret nkey_seed;  // user seed (from the nkey file)
+  Secret token;
+  Secret password;
+  Secret jwt;  // with jwt_seed: user JWT + seed given directly
+  Secret jwt_seed;
+};
+
 // Plain connection settings: built from the validated config by whoever owns it; this class
 // never reads config or the environment. Secret values (token, password, JWT, seed) are held
-// only here, in memory.
-struct NatsConnectionSettings {
+// only here, in sodium memory.
+struct NatsConnectionSettings : NatsSecrets {
   std::vector<std::string> urls;
   std::string name = "orgd";
   std::string creds_file;
-  std::string nkey_seed;  // user seed (from the nkey file)
-  std::string token;
   std::string user;
-  std::string password;
-  std::string jwt;        // with jwt_seed: user JWT + seed given directly
-  std::string jwt_seed;
   NatsTlsSettings tls;
   bool tls_required = false;  // tls:// URLs or a CA file
   std::chrono::milliseconds connect_timeout{5000};

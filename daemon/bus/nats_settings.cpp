@@ -30,14 +30,13 @@ std::pair<std::string, std::uint16_t> host_port_of(const std::string& url) {
   return {host, static_cast<std::uint16_t>(port)};
 }
 
-std::string read_env_secret(const Environment& env, const std::string& name,
-                            const char* what) {
+Secret read_env_secret(const Environment& env, const std::string& name, const char* what) {
   if (name.empty()) return {};
   auto value = env.get(name);
   if (!value || value->empty()) {
     throw std::runtime_error(fmt::format("{}: environment variable {} is not set", what, name));
   }
-  return *value;
+  return Secret::take(std::move(*value));
 }
 
 }  // namespace
@@ -47,8 +46,8 @@ NatsConnectionSettings nats_connection_settings(const NatsConfig& n, const Envir
   s.urls = n.urls;
   s.name = "orgd";
   s.creds_file = n.creds_file;
-  if (!n.nkey_file.empty()) s.nkey_seed = nkeys::read_seed_file(n.nkey_file);
-  s.token = n.token;
+  if (!n.nkey_file.empty()) s.nkey_seed = Secret::take(nkeys::read_seed_file(n.nkey_file));
+  s.token = Secret::from(n.token);
   if (!n.token_env.empty()) s.token = read_env_secret(env, n.token_env, "nats.token_env");
   s.user = n.user;
   s.password = read_env_secret(env, n.password_env, "nats.password_env");

@@ -20,9 +20,11 @@ Secret Secret::from(std::string_view bytes) {
   ensure_sodium();
   Secret secret;
   if (bytes.empty()) return secret;
-  auto* data = static_cast<unsigned char*>(sodium_malloc(bytes.size()));
+  // One byte more: the NUL of c_str().
+  auto* data = static_cast<unsigned char*>(sodium_malloc(bytes.size() + 1));
   if (data == nullptr) throw std::bad_alloc();
   std::memcpy(data, bytes.data(), bytes.size());
+  data[bytes.size()] = '\0';
   secret.data_ = data;
   secret.size_ = bytes.size();
   return secret;

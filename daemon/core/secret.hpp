@@ -39,6 +39,9 @@ class Secret {
   std::string_view expose() const {
     return {reinterpret_cast<const char*>(data_), size_};
   }
+  // The bytes NUL-terminated, for C APIs that take a string (nats.c's token, seed); "" when
+  // empty.
+  const char* c_str() const { return data_ == nullptr ? "" : reinterpret_cast<const char*>(data_); }
   Secret clone() const { return from(expose()); }
   // Constant time in the length: telling two secrets apart leaks no prefix.
   bool equals(const Secret& other) const;

@@ -25,10 +25,10 @@ using testing::server_with_config;
 TEST(NatsConnectionAuth, Token) {
   NatsServer server(server_with_config("authorization { token: \"tok-9f3a\" }\n"));
   auto good = auth_settings(server.url());
-  good.token = "tok-9f3a";
+  good.token = Secret::from("tok-9f3a");
   EXPECT_TRUE(connects(good));
   auto bad = auth_settings(server.url());
-  bad.token = "wrong";
+  bad.token = Secret::from("wrong");
   EXPECT_THROW(connects(bad), std::runtime_error);
 }
 
@@ -36,11 +36,11 @@ TEST(NatsConnectionAuth, UserAndPassword) {
   NatsServer server(server_with_config("authorization { user: orgd, password: \"pw-77c1\" }\n"));
   auto good = auth_settings(server.url());
   good.user = "orgd";
-  good.password = "pw-77c1";
+  good.password = Secret::from("pw-77c1");
   EXPECT_TRUE(connects(good));
   auto bad = auth_settings(server.url());
   bad.user = "orgd";
-  bad.password = "nope";
+  bad.password = Secret::from("nope");
   try {
     connects(bad);
     FAIL() << "a wrong password must not connect";
@@ -57,13 +57,13 @@ TEST(NatsConnectionAuth, NkeySeed) {
   NatsServer server(server_with_config("authorization { users = [ { nkey: " +
                                 nkeys::public_key_from_seed(seed) + " } ] }\n"));
   auto good = auth_settings(server.url());
-  good.nkey_seed = seed;
+  good.nkey_seed = Secret::from(seed);
   EXPECT_TRUE(connects(good));
   auto bad = auth_settings(server.url());
-  bad.nkey_seed = other;
+  bad.nkey_seed = Secret::from(other);
   EXPECT_THROW(connects(bad), std::runtime_error);
   auto garbage = auth_settings(server.url());
-  garbage.nkey_seed = "SUNOTASEED";
+  garbage.nkey_seed = Secret::from("SUNOTASEED");
   EXPECT_THROW(connects(garbage), std::runtime_error);
 }
 

@@ -153,8 +153,8 @@ TEST(NatsJwtAuth, JwtAndSeed) {
   Trust trust;
   NatsServer server(server_with_config(trust.server_config()));
   auto good = auth_settings(server.url());
-  good.jwt = trust.user;
-  good.jwt_seed = trust.user_seed;
+  good.jwt = Secret::from(trust.user);
+  good.jwt_seed = Secret::from(trust.user_seed);
   expect_connects(good, server);
 }
 
@@ -165,15 +165,15 @@ TEST(NatsJwtAuth, UserOfUnknownAccountIsRefused) {
   const std::string stranger_account = new_seed(KeyType::account);
   const std::string user_seed = new_seed(KeyType::user);
   auto bad = auth_settings(server.url());
-  bad.jwt = user_jwt(stranger_account, user_seed);
-  bad.jwt_seed = user_seed;
+  bad.jwt = Secret::from(user_jwt(stranger_account, user_seed));
+  bad.jwt_seed = Secret::from(user_seed);
   EXPECT_THROW(connects(bad), std::runtime_error) << server.log_text();
   EXPECT_TRUE(server_refused_auth(server)) << server.log_text();
 
   // The same through a creds file.
   testing::TempDir dir{"orgd-jwt"};
   const auto creds = dir / "stranger.creds";
-  testing::write_file(creds, creds_text(bad.jwt, user_seed));
+  testing::write_file(creds, creds_text(std::string(bad.jwt.expose()), user_seed));
   auto bad_file = auth_settings(server.url());
   bad_file.creds_file = creds.string();
   EXPECT_THROW(connects(bad_file), std::runtime_error) << server.log_text();
@@ -183,8 +183,8 @@ TEST(NatsJwtAuth, RightJwtWithWrongSeedIsRefused) {
   Trust trust;
   NatsServer server(server_with_config(trust.server_config()));
   auto bad = auth_settings(server.url());
-  bad.jwt = trust.user;
-  bad.jwt_seed = new_seed(KeyType::user);
+  bad.jwt = Secret::from(trust.user);
+  bad.jwt_seed = Secret::from(new_seed(KeyType::user));
   EXPECT_THROW(connects(bad), std::runtime_error) << server.log_text();
   EXPECT_TRUE(server_refused_auth(server)) << server.log_text();
 }
