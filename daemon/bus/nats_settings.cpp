@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "daemon/bus/nkeys.hpp"
+#include "daemon/core/secret_source.hpp"
 
 namespace orgd {
 namespace {
@@ -30,30 +31,29 @@ std::pair<std::string, std::uint16_t> host_port_of(const std::string& url) {
   return {host, static_cast<std::uint16_t>(port)};
 }
 
-Secret read_env_secret(const Environment& env, const std::string& name, const char* what) {
+Secret read_env_secret(const SecretSource& source, const std::string& name, const char* what) {
   if (name.empty()) return {};
-  auto value = env.get(name);
-  if (!value || value->empty()) {
-    throw std::runtime_error(fmt::format("{}: environment variable {} is not set", what, name));
-  }
-  return Secret::take(std::move(*value));
+  auto value = source.from_env(name);
+  if (!value) throw std::runtime_error(fmt::format("{}: {}", what, value.error().message));
+  return std::move(value.value());
 }
 
 }  // namespace
 
 NatsConnectionSettings nats_connection_settings(const NatsConfig& n, const Environment& env) {
+  const SecretSource secrets(env);
   NatsConnectionSettings s;
   s.urls = n.urls;
   s.name = "orgd";
   s.creds_file = n.creds_file;
   if (!n.nkey_file.empty()) s.nkey_seed = Secret::take(nkeys::read_seed_file(n.nkey_file));
   s.token = Secret::from(n.token);
-  if (!n.token_env.empty()) s.token = read_env_secret(env, n.token_env, "nats.token_env");
+  if (!n.token_env.empty()) s.token = read_env_secret(secrets, n.token_env, "nats.token_env");
   s.user = n.user;
-  s.password = read_env_secret(env, n.password_env, "nats.password_env");
+  s.password = read_env_secret(secrets, n.password_env, "nats.password_env");
   if (!n.jwt_env.empty() || !n.nkey_seed_env.empty()) {
-    s.jwt = read_env_secret(env, n.jwt_env, "nats.jwt_env");
-    s.jwt_seed = read_env_secret(env, n.nkey_seed_env, "nats.nkey_seed_env");
+    s.jwt = read_env_secret(secrets, n.jwt_env, "nats.jwt_env");
+    s.jwt_seed = read_env_secret(secrets, n.nkey_seed_env, "nats.nkey_seed_env");
   }
   s.tls = {n.tls.ca_file, n.tls.cert_file, n.tls.key_file};
   for (const auto& u : n.urls) {
