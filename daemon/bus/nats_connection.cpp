@@ -2,7 +2,6 @@
 
 #include <fmt/format.h>
 #include <nats/nats.h>
-#include <sodium.h>
 
 #include <condition_variable>
 #include <cstring>
