@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -34,9 +35,27 @@ constexpr std::string_view code_name(ErrorCode code) {
   return "internal";
 }
 
+// How a failed call to something outside orgd (a cloud API, a provider) may be tried again:
+// `retryable` (later, by the caller's own backoff: a 5xx, a lost connection), `rate_limited`
+// (not before retry_after: the API said so), `permanent` (never: bad settings, a 4xx that
+// will not change). Errors of orgd's own API keep the default.
+enum class Retry { retryable, rate_limited, permanent };
+
+constexpr std::string_view retry_name(Retry retry) {
+  switch (retry) {
+    case Retry::retryable: return "retryable";
+    case Retry::rate_limited: return "rate_limited";
+    case Retry::permanent: return "permanent";
+  }
+  return "retryable";
+}
+
 struct Error {
   ErrorCode code = ErrorCode::internal;
   std::string message;
+  Retry retry = Retry::retryable;
+  // rate_limited: the earliest a new try may be made, from now (an API's retry-after or reset).
+  std::chrono::milliseconds retry_after{0};
 };
 
 inline Error invalid_argument(std::string message) {
@@ -49,6 +68,18 @@ inline Error unavailable(std::string message) {
 }
 inline Error internal_error(std::string message) {
   return {ErrorCode::internal, std::move(message)};
+}
+// A failure that trying again will not mend.
+inline Error permanent(Error error) {
+  error.retry = Retry::permanent;
+  return error;
+}
+// A call refused by an API's rate limit: try again no sooner than `after`.
+inline Error rate_limited(std::string message, std::chrono::milliseconds after) {
+  Error e{ErrorCode::unavailable, std::move(message)};
+  e.retry = Retry::rate_limited;
+  e.retry_after = after;
+  return e;
 }
 
 // Steady-state handlers return a Result instead of throwing (STYLE.md: errors).

@@ -137,13 +137,30 @@ TEST(ReconnectTest, AStoreLossGetsStreamsBucketsAndTheCommandConsumerBack) {
   auto d = make_daemon(config_yaml(server.url(), data.str()));
   d->start();
   ASSERT_TRUE(wait_until([&] { return d->ready(); }, 15s)) << "orgd never became ready";
+  // A stream orgd knows nothing of shows that the store really went: orgd re-creates its own
+  // streams as soon as it reconnects, maybe before this test looks, so they cannot show it.
+  {
+    auto before = connect_client(server.url());
+    jsCtx* js = nullptr;
+    ASSERT_EQ(natsConnection_JetStream(&js, before.get(), nullptr), NATS_OK);
+    jsStreamConfig marker;
+    jsStreamConfig_Init(&marker);
+    marker.Name = "STORE_LOSS_MARKER";
+    const char* subjects[] = {"store.loss.marker"};
+    marker.Subjects = subjects;
+    marker.SubjectsLen = 1;
+    jsStreamInfo* info = nullptr;
+    ASSERT_EQ(js_AddStream(&info, js, &marker, nullptr, nullptr), NATS_OK);
+    jsStreamInfo_Destroy(info);
+    jsCtx_Destroy(js);
+  }
 
   server.stop();
   ASSERT_TRUE(wait_until([&] { return !d->ready(); }, 10s)) << "orgd did not see the outage";
   fs::remove_all(fs::path(server.store_dir()) / "jetstream");
   server.start();
   auto client = connect_client(server.url());
-  ASSERT_FALSE(stream_exists(client.get(), "KV_orgd_deploys")) << "the store was not emptied";
+  ASSERT_FALSE(stream_exists(client.get(), "STORE_LOSS_MARKER")) << "the store was not emptied";
 
   ASSERT_TRUE(wait_until([&] { return d->ready(); }, 15s)) << "orgd not ready after the loss";
   for (const char* stream : {kCmdStream, kEventsStream, kHealthStream, kDlqStream,
@@ -332,6 +349,23 @@ TEST(ReconnectTest, ReadySoonAfterALongOutageEnds) {
   auto d = make_daemon(config_yaml(server.url(), data.str()));
   d->start();
   ASSERT_TRUE(wait_until([&] { return d->ready(); }, 15s)) << "orgd never became ready";
+  // A stream orgd knows nothing of shows that the store really went: orgd re-creates its own
+  // streams as soon as it reconnects, maybe before this test looks, so they cannot show it.
+  {
+    auto before = connect_client(server.url());
+    jsCtx* js = nullptr;
+    ASSERT_EQ(natsConnection_JetStream(&js, before.get(), nullptr), NATS_OK);
+    jsStreamConfig marker;
+    jsStreamConfig_Init(&marker);
+    marker.Name = "STORE_LOSS_MARKER";
+    const char* subjects[] = {"store.loss.marker"};
+    marker.Subjects = subjects;
+    marker.SubjectsLen = 1;
+    jsStreamInfo* info = nullptr;
+    ASSERT_EQ(js_AddStream(&info, js, &marker, nullptr, nullptr), NATS_OK);
+    jsStreamInfo_Destroy(info);
+    jsCtx_Destroy(js);
+  }
 
   server.stop();
   ASSERT_TRUE(wait_until([&] { return !d->ready(); }, 10s));
