@@ -18,12 +18,21 @@ Orchestrator::Orchestrator(OrchestratorOptions options, std::shared_ptr<const In
       shared_(std::make_shared<Shared>(std::move(options), std::move(inventory), publisher, health,
                                        metrics, clock, std::move(runtime))),
       last_deploys_(
-          std::make_unique<LastDeploys>(shared_, metrics,
+          std::make_shared<LastDeploys>(shared_, metrics,
                                         [this](const std::string& deploy_id, bool finished) {
                                           return scheduler_->request_refresh(deploy_id, finished);
                                         })),
       scheduler_(std::make_unique<Scheduler>(shared_, *last_deploys_, metrics)),
-      service_(std::make_unique<DeployService>(shared_, *scheduler_, attached_, metrics)) {}
+      service_(std::make_unique<DeployService>(shared_, *scheduler_, attached_, metrics)) {
+  // Runs may outlive the orchestrator (abandoned at stop): they reach its last deploys weakly.
+  shared_->previous_success = [last = std::weak_ptr<LastDeploys>(last_deploys_)](
+                                  const std::string& repo, const std::string& env,
+                                  const std::string& deploy_id) -> std::optional<v1::PreviousDeploy> {
+    auto deploys = last.lock();
+    if (!deploys) return std::nullopt;
+    return deploys->last_success(repo, env, deploy_id);
+  };
+}
 
 Orchestrator::~Orchestrator() { stop(milliseconds{2000}); }
 
