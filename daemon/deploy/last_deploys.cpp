@@ -228,4 +228,16 @@ void LastDeploys::fill_status(v1::OrgStatus& org) const {
   for (auto& repo : *org.mutable_repos()) fill_status(repo);
 }
 
+std::function<std::optional<v1::PreviousDeploy>(const std::string&, const std::string&,
+                                                const std::string&)>
+previous_success_from(std::weak_ptr<LastDeploys> deploys) {
+  return [deploys = std::move(deploys)](const std::string& repo, const std::string& env,
+                                        const std::string& deploy_id)
+             -> std::optional<v1::PreviousDeploy> {
+    auto last = deploys.lock();
+    if (!last) return std::nullopt;
+    return last->last_success(repo, env, deploy_id);
+  };
+}
+
 }  // namespace orgd::deploy

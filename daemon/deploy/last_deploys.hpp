@@ -76,4 +76,10 @@ class LastDeploys {
   Counter* reads_ = nullptr;
 };
 
+// OrchestratorContext::previous_success answered by `deploys` while it lives (runs may outlive
+// the orchestrator that made them).
+std::function<std::optional<v1::PreviousDeploy>(const std::string&, const std::string&,
+                                                const std::string&)>
+previous_success_from(std::weak_ptr<LastDeploys> deploys);
+
 }  // namespace orgd::deploy

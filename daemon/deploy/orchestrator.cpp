@@ -24,14 +24,7 @@ Orchestrator::Orchestrator(OrchestratorOptions options, std::shared_ptr<const In
                                         })),
       scheduler_(std::make_unique<Scheduler>(shared_, *last_deploys_, metrics)),
       service_(std::make_unique<DeployService>(shared_, *scheduler_, attached_, metrics)) {
-  // Runs may outlive the orchestrator (abandoned at stop): they reach its last deploys weakly.
-  shared_->previous_success = [last = std::weak_ptr<LastDeploys>(last_deploys_)](
-                                  const std::string& repo, const std::string& env,
-                                  const std::string& deploy_id) -> std::optional<v1::PreviousDeploy> {
-    auto deploys = last.lock();
-    if (!deploys) return std::nullopt;
-    return deploys->last_success(repo, env, deploy_id);
-  };
+  shared_->previous_success = previous_success_from(last_deploys_);
 }
 
 Orchestrator::~Orchestrator() { stop(milliseconds{2000}); }

@@ -271,16 +271,18 @@ void StepRunner::on_start_error(const Error& error) {
     fail_step(repo, error.message);
     return step_done();
   }
-  if (last_call_hung_ || timed_out()) {
-    call_retries_ = 0;
-    progress_ = DeployProgress{DeployStatus::failed, {}, error.message};
-    return attempt_failed();
-  }
   const Duration backoff = std::min<Duration>(
       policy_.retry_backoff * (1 << std::min(call_retries_, 10)), std::chrono::minutes{5});
   const Duration wait = error.retry == Retry::rate_limited
                             ? std::max<Duration>(error.retry_after, shared_->options.poll_interval)
                             : backoff;
+  // A wait that would end past the step's timeout is not waited.
+  if (last_call_hung_ || timed_out() ||
+      shared_->timers->now() + wait - attempt_started_ > policy_.step_timeout) {
+    call_retries_ = 0;
+    progress_ = DeployProgress{DeployStatus::failed, {}, error.message};
+    return attempt_failed();
+  }
   ++call_retries_;
   log_->warn("deploy {}: {} did not start ({}: {}); asking the provider again in {}", id_, repo,
              retry_name(error.retry), error.message, format_duration(wait));

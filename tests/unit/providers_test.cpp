@@ -206,6 +206,48 @@ TEST_F(LocalProviderTest, StartWritesRecordAndPollSucceedsAfterDuration) {
   EXPECT_EQ(missing.error().code, ErrorCode::not_found);
 }
 
+TEST_F(LocalProviderTest, StepsMakeAGradualRolloutWithAGatedPhaseBeforeEachNextStep) {
+  auto t = target("{duration: 1s, steps: [10, 50, 100]}");
+  ASSERT_TRUE(t->start(context(), {}));
+  DeployContext c = with_handle(context(), "d-1");
+  auto first = t->poll(c);
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first.value().status, DeployStatus::running);
+  EXPECT_EQ(first.value().detail, "10% of traffic");
+  EXPECT_EQ(first.value().url, "file://" + (record_dir() / "d-1.json").string());
+  clock_->advance(1s);
+  auto out = t->poll(c);
+  ASSERT_TRUE(out);
+  EXPECT_EQ(out.value().status, DeployStatus::phase_done);
+  EXPECT_EQ(out.value().phase, 1);
+
+  c.phases_passed = 1;
+  auto next = t->advance(c);
+  ASSERT_TRUE(next) << next.error().message;
+  EXPECT_EQ(next.value().status, DeployStatus::running);
+  EXPECT_EQ(next.value().detail, "50% of traffic");
+  // Asked again for the same phase (orgd stopped between the two), it does not start over.
+  clock_->advance(500ms);
+  EXPECT_EQ(t->advance(c).value().status, DeployStatus::running);
+  clock_->advance(500ms);
+  EXPECT_EQ(t->poll(c).value().phase, 2) << "one second after the first advance";
+
+  c.phases_passed = 2;
+  EXPECT_EQ(t->advance(c).value().detail, "100% of traffic");
+  clock_->advance(1s);
+  EXPECT_EQ(t->poll(c).value().status, DeployStatus::succeeded);
+  c.phases_passed = 3;
+  EXPECT_EQ(t->advance(c).error().retry, Retry::permanent) << "there is no fourth step";
+}
+
+TEST_F(LocalProviderTest, StepsMustRiseToOneHundred) {
+  for (const char* steps : {"[10, 5, 100]", "[10, 50]", "[0, 100]", "[ten, 100]", "[100, 100]"}) {
+    auto problem = config_error([&] { target(std::string("{steps: ") + steps + "}"); });
+    EXPECT_NE(problem.find("deploy.production.steps:"), std::string::npos) << steps << problem;
+  }
+  EXPECT_NO_THROW(target("{steps: [100]}"));
+}
+
 TEST_F(LocalProviderTest, FailTrueFails) {
   auto t = target("{duration: 500ms, fail: true}");
   ASSERT_TRUE(t->start(context(), {}));
