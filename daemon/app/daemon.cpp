@@ -75,6 +75,7 @@ Daemon::~Daemon() { stop(); }
 
 std::shared_ptr<const deploy::Inventory> Daemon::build_inventory(const Config& config) const {
   ProviderEnvironment environment;
+  environment.org = config.org;
   environment.data_dir = config.nats.data_dir;
   environment.environment = env_;
   return deploy::Inventory::build(config, providers_, environment);

@@ -43,6 +43,7 @@ class UnconnectedNatsRequester final : public NatsRequester {
 
 // What the daemon offers every provider.
 struct ProviderEnvironment {
+  std::string org;  // `org:` of the config (a provider's default owner, account, ...)
   std::string data_dir;
   std::shared_ptr<const Clock> clock = std::make_shared<SystemClock>();
   // orgd's environment (injected: tests stay hermetic). Providers take from it only what their
@@ -60,6 +61,7 @@ struct ProviderEnvironment {
 struct ProviderServices {
   std::string name;  // providers.<name>
   std::string type;
+  std::string org;   // `org:` of the config
   std::shared_ptr<const Clock> clock;
   // Credentials by the env var or file a setting names (token_env, private_key_file).
   std::shared_ptr<const SecretSource> secrets;
