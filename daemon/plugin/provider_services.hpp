@@ -43,7 +43,6 @@ class UnconnectedNatsRequester final : public NatsRequester {
 
 // What the daemon offers every provider.
 struct ProviderEnvironment {
-  std::string org;  // `org:` of the config (a provider's default owner, account, ...)
   std::string data_dir;
   std::shared_ptr<const Clock> clock = std::make_shared<SystemClock>();
   // orgd's environment (injected: tests stay hermetic). Providers take from it only what their
@@ -55,6 +54,7 @@ struct ProviderEnvironment {
   HttpTransportFactory http;
   // Null: an UnconnectedNatsRequester.
   std::shared_ptr<NatsRequester> nats;
+  std::string org;  // `org:` of the config (a provider's default owner, account, ...)
 };
 
 // What one provider instance is given.
