@@ -350,6 +350,47 @@ std::string FakeCall::header(std::string_view name) const {
   return r.header(name);
 }
 
+// ---- FakeFault --------------------------------------------------------------------------------
+
+FakeFault FakeFault::server_errors(int times, int status) {
+  FakeFault f;
+  f.kind = Kind::server_error;
+  f.times = times;
+  f.status = status;
+  return f;
+}
+FakeFault FakeFault::too_many_requests(std::chrono::seconds retry_after, int times) {
+  FakeFault f;
+  f.kind = Kind::too_many_requests;
+  f.times = times;
+  f.retry_after = retry_after;
+  return f;
+}
+FakeFault FakeFault::secondary_limit(std::optional<std::chrono::seconds> retry_after, int times) {
+  FakeFault f;
+  f.kind = Kind::secondary_limit;
+  f.times = times;
+  f.retry_after = retry_after;
+  return f;
+}
+FakeFault FakeFault::slow(std::chrono::milliseconds delay, int times) {
+  FakeFault f;
+  f.kind = Kind::slow;
+  f.times = times;
+  f.delay = delay;
+  return f;
+}
+FakeFault FakeFault::dropped(int times) {
+  FakeFault f;
+  f.kind = Kind::drop;
+  f.times = times;
+  return f;
+}
+FakeFault FakeFault::on(std::string route_name) && {
+  route = std::move(route_name);
+  return std::move(*this);
+}
+
 // ---- FakeGithub -------------------------------------------------------------------------------
 
 FakeGithub::FakeGithub() : FakeGithub(Options{}) {}

@@ -96,6 +96,14 @@ struct FakeFault {
   std::optional<std::chrono::seconds> retry_after;
   std::chrono::milliseconds delay{0};
   std::string route;  // only requests of this route (FakeCall::route); "" any
+
+  static FakeFault server_errors(int times, int status = 502);
+  static FakeFault too_many_requests(std::chrono::seconds retry_after, int times = 1);
+  static FakeFault secondary_limit(std::optional<std::chrono::seconds> retry_after,
+                                   int times = 1);
+  static FakeFault slow(std::chrono::milliseconds delay, int times = 1);
+  static FakeFault dropped(int times = 1);
+  FakeFault on(std::string route_name) &&;
 };
 
 class FakeGithub {

@@ -11,6 +11,7 @@
 #include <sodium.h>
 
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -35,6 +36,15 @@ struct TestClock {
     return std::chrono::duration_cast<std::chrono::seconds>(now.time_since_epoch()).count();
   }
 };
+
+inline std::string iso8601_for_test(std::chrono::system_clock::time_point t) {
+  std::time_t secs = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
 
 inline FakeRequest request(const std::string& method, const std::string& target,
                            const std::string& body = "",
