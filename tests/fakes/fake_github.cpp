@@ -155,11 +155,15 @@ Reply paginate(const Ctx& ctx, const std::vector<json>& items,
   }
   Reply r{200, wrap ? wrap(std::move(slice), items.size()) : std::move(slice), false, {}};
 
-  // The links keep the request's other parameters, as GitHub's do.
+  // The links keep the request's other parameters as they were sent, as GitHub's do.
   std::string kept;
-  for (const auto& [k, v] : ctx.query) {
-    if (k == "page") continue;
-    kept += k + "=" + v + "&";
+  const std::string& raw = ctx.request.query;
+  for (std::size_t start = 0; start < raw.size();) {
+    std::size_t end = raw.find('&', start);
+    if (end == std::string::npos) end = raw.size();
+    const std::string part = raw.substr(start, end - start);
+    if (!part.empty() && part != "page" && part.rfind("page=", 0) != 0) kept += part + "&";
+    start = end + 1;
   }
   auto link = [&](long p, const char* rel) {
     return "<" + ctx.base_url + ctx.request.path + "?" + kept + "page=" + std::to_string(p) +
@@ -290,6 +294,25 @@ Reply rate_limit_answer(FakeGithub::State& s, Ctx& ctx) {
   return Reply{200, body, false, {}};
 }
 
+// Enough of a repository for a client that needs its id (selected_repository_ids).
+Reply repository_answer(FakeGithub::State& s, Ctx& ctx) {
+  const std::string& owner = ctx.param("owner");
+  const std::string& repo = ctx.param("repo");
+  const std::int64_t id = s.repo_id(owner, repo);
+  return Reply{200,
+               json{{"id", id},
+                    {"node_id", "R_kgDO" + std::to_string(id)},
+                    {"name", repo},
+                    {"full_name", owner + "/" + repo},
+                    {"private", true},
+                    {"owner", {{"login", owner}}},
+                    {"default_branch", "main"},
+                    {"html_url", "https://github.com/" + owner + "/" + repo},
+                    {"url", ctx.base_url + "/repos/" + owner + "/" + repo}},
+               false,
+               {}};
+}
+
 }  // namespace
 
 // ---- State ------------------------------------------------------------------------------------
@@ -403,6 +426,7 @@ FakeGithub::FakeGithub(Options options) : state_(std::make_unique<State>()) {
   add_deployment_routes(state_->routes);
   add_app_routes(state_->routes);
   state_->routes.push_back({"GET", "/rate_limit", rate_limit_answer, false});
+  state_->routes.push_back({"GET", "/repos/{owner}/{repo}", repository_answer});
   state_->refresh_window(state_->now());
 }
 
@@ -656,6 +680,23 @@ void FakeGithub::set_run_name(const std::string& workflow, std::string run_name_
 void FakeGithub::set_return_run_details_supported(bool supported) {
   std::lock_guard lock(state_->mutex);
   state_->return_run_details_supported = supported;
+}
+
+void FakeGithub::set_new_runs_hidden_for_lists(int lists) {
+  std::lock_guard lock(state_->mutex);
+  state_->hide_new_runs_for = lists;
+}
+
+void FakeGithub::set_workflows(const std::string& owner, const std::string& repo,
+                               std::vector<std::string> workflows) {
+  std::lock_guard lock(state_->mutex);
+  state_->workflows[lower(owner) + "/" + lower(repo)] = {workflows.begin(), workflows.end()};
+}
+
+void FakeGithub::set_refs(const std::string& owner, const std::string& repo,
+                          std::vector<std::string> refs) {
+  std::lock_guard lock(state_->mutex);
+  state_->refs[lower(owner) + "/" + lower(repo)] = {refs.begin(), refs.end()};
 }
 
 void FakeGithub::complete_runs_after_polls(int polls, std::string conclusion) {

@@ -106,6 +106,21 @@ struct FakeFault {
   FakeFault on(std::string route_name) &&;
 };
 
+// A webhook delivery as GitHub sends it: X-GitHub-Event, X-GitHub-Delivery, X-GitHub-Hook-ID,
+// X-GitHub-Hook-Installation-Target-Type/-ID, User-Agent GitHub-Hookshot/…, Content-Type, and
+// X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the exact body with the hook's secret>.
+// A redelivery is the same delivery id sent again.
+struct FakeWebhookDelivery {
+  std::vector<orgd::HttpHeader> headers;
+  std::string body;
+  std::string header(std::string_view name) const;
+};
+FakeWebhookDelivery webhook_delivery(const std::string& event, const nlohmann::json& payload,
+                                     std::string_view secret, const std::string& delivery_id,
+                                     std::int64_t hook_id = 1);
+// "sha256=" + lowercase hex HMAC-SHA256(secret, body).
+std::string hub_signature_256(std::string_view secret, std::string_view body);
+
 class FakeGithub {
  public:
   using Clock = std::function<std::chrono::system_clock::time_point()>;
@@ -159,6 +174,14 @@ class FakeGithub {
   void set_run_name(const std::string& workflow, std::string run_name_template);
   // Older GHES: `return_run_details` is not a permitted key (422).
   void set_return_run_details_supported(bool supported);
+  // Real runs show up in lists a little after the dispatch: a new run is left out of the next
+  // `lists` run listings of its repository (GET of the run by id still finds it).
+  void set_new_runs_hidden_for_lists(int lists);
+  // Once set for a repository, only these workflows exist there (404 for others) and only
+  // these refs (422 "No ref found for: …"); unset, every name exists.
+  void set_workflows(const std::string& owner, const std::string& repo,
+                     std::vector<std::string> workflows);
+  void set_refs(const std::string& owner, const std::string& repo, std::vector<std::string> refs);
   // Runs complete on their own once read `polls` times, with `conclusion`.
   void complete_runs_after_polls(int polls, std::string conclusion);
   void complete_run(std::int64_t run_id, const std::string& conclusion);
@@ -167,6 +190,9 @@ class FakeGithub {
   std::int64_t add_run(FakeRun run);
   std::vector<FakeRun> runs() const;
   std::optional<FakeRun> run(std::int64_t run_id) const;
+  // The `workflow_run` webhook payload GitHub sends for the run as it is now: action
+  // "completed" once completed, "in_progress" or "requested" before.
+  nlohmann::json workflow_run_event(std::int64_t run_id) const;
 
   // Deployments.
   std::vector<FakeDeployment> deployments() const;

@@ -69,7 +69,9 @@ void poll(State& st, FakeRun& run, TimePoint now) {
   }
 }
 
-json run_json(const FakeRun& run, const Ctx& ctx) {
+}  // namespace
+
+json run_json(const FakeRun& run, const std::string& base_url) {
   const std::string repo_path = "/repos/" + run.owner + "/" + run.repo;
   const std::string id = std::to_string(run.id);
   return json{
@@ -86,15 +88,17 @@ json run_json(const FakeRun& run, const Ctx& ctx) {
       {"status", run.status},
       {"conclusion", run.conclusion.empty() ? json(nullptr) : json(run.conclusion)},
       {"workflow_id", workflow_number(run.workflow)},
-      {"url", ctx.base_url + repo_path + "/actions/runs/" + id},
+      {"url", base_url + repo_path + "/actions/runs/" + id},
       {"html_url", "https://github.com/" + run.owner + "/" + run.repo + "/actions/runs/" + id},
       {"created_at", run.created_at},
       {"updated_at", run.updated_at},
       {"run_started_at", run.created_at},
-      {"cancel_url", ctx.base_url + repo_path + "/actions/runs/" + id + "/cancel"},
+      {"cancel_url", base_url + repo_path + "/actions/runs/" + id + "/cancel"},
       {"repository", {{"name", run.repo}, {"full_name", run.owner + "/" + run.repo}}},
   };
 }
+
+namespace {
 
 Reply dispatch(State& st, Ctx& ctx) {
   json body = ctx.body();
@@ -110,6 +114,15 @@ Reply dispatch(State& st, Ctx& ctx) {
   if (inputs.size() > kMaxInputs) {
     return invalid_request("For 'inputs', " + std::to_string(inputs.size()) +
                            " properties were given; the maximum number of properties is 25.");
+  }
+  const std::string repo_key = lower(ctx.param("owner")) + "/" + lower(ctx.param("repo"));
+  if (auto known = st.workflows.find(repo_key);
+      known != st.workflows.end() && known->second.count(ctx.param("workflow_id")) == 0) {
+    return not_found();
+  }
+  if (auto known = st.refs.find(repo_key);
+      known != st.refs.end() && known->second.count(body["ref"].get<std::string>()) == 0) {
+    return error(422, "No ref found for: " + body["ref"].get<std::string>());
   }
   bool details = false;
   if (body.contains("return_run_details")) {
@@ -141,6 +154,7 @@ Reply dispatch(State& st, Ctx& ctx) {
   run.created_at = run.updated_at = iso8601(ctx.now);
   const auto id = run.id;
   st.runs[id] = run;
+  if (st.hide_new_runs_for > 0) st.hidden_runs[id] = st.hide_new_runs_for;
   if (!details) return no_content();
   const std::string sid = std::to_string(id);
   return Reply{200,
@@ -198,6 +212,10 @@ Reply list_runs(State& st, Ctx& ctx, const std::string* workflow) {
   std::vector<FakeRun*> found;
   for (auto& [id, run] : st.runs) {
     if (!same_repo(run, ctx)) continue;
+    if (auto hidden = st.hidden_runs.find(id); hidden != st.hidden_runs.end()) {
+      if (--hidden->second <= 0) st.hidden_runs.erase(hidden);
+      continue;
+    }
     if (workflow != nullptr && !matches_workflow(run, *workflow)) continue;
     if (!event.empty() && run.event != event) continue;
     if (!branch.empty() && run.ref != branch) continue;
@@ -216,7 +234,7 @@ Reply list_runs(State& st, Ctx& ctx, const std::string* workflow) {
   for (const auto& id : page.body) {
     FakeRun& run = st.runs.at(id.get<std::int64_t>());
     poll(st, run, ctx.now);
-    runs.push_back(run_json(run, ctx));
+    runs.push_back(run_json(run, ctx.base_url));
   }
   page.body = json{{"total_count", found.size()}, {"workflow_runs", std::move(runs)}};
   return page;
@@ -236,7 +254,7 @@ Reply get_run(State& st, Ctx& ctx) {
   FakeRun* run = find_run(st, ctx);
   if (run == nullptr) return not_found();
   poll(st, *run, ctx.now);
-  return Reply{200, run_json(*run, ctx), false, {}};
+  return Reply{200, run_json(*run, ctx.base_url), false, {}};
 }
 
 Reply cancel_run(State& st, Ctx& ctx) {

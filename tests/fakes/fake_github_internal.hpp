@@ -82,6 +82,9 @@ struct FakeGithub::State {
   int complete_after_polls = 0;
   std::string auto_conclusion = "success";
   std::map<std::int64_t, FakeRun> runs;
+  int hide_new_runs_for = 0;
+  std::map<std::int64_t, int> hidden_runs;  // run → listings it is still left out of
+  std::map<std::string, std::set<std::string>> workflows, refs;  // "owner/repo" → names
   std::int64_t next_run_id = 9100000001;
 
   std::map<std::int64_t, FakeDeployment> deployments;
@@ -134,6 +137,9 @@ void add_secret_routes(std::vector<Route>& routes);
 void add_actions_routes(std::vector<Route>& routes);
 void add_deployment_routes(std::vector<Route>& routes);
 void add_app_routes(std::vector<Route>& routes);
+
+// A run as GitHub's REST answers and webhook payloads show it.
+json run_json(const FakeRun& run, const std::string& base_url);
 
 // Whether a bearer credential is a configured PAT or a live installation token.
 bool token_valid(const FakeGithub::State& state, const std::string& token, TimePoint now);

@@ -125,6 +125,13 @@ TEST_F(FakeGithubActions, RunListsArePaginated) {
   EXPECT_EQ(body(page)["total_count"], 7);
   EXPECT_EQ(body(page)["workflow_runs"].size(), 1u);
   EXPECT_NE(header(page, "link").find("per_page=3&page=2>; rel=\"prev\""), std::string::npos);
+  // Other parameters stay in the links as they were sent, still percent-encoded.
+  const std::string created = "created=%3E%3D" + iso8601_for_test(clock.now - 1min);
+  auto filtered = call("GET", kRuns + "?page=1&" + created + "&per_page=5");
+  EXPECT_EQ(body(filtered)["workflow_runs"].size(), 5u);
+  EXPECT_EQ(header(filtered, "link"),
+            "<http://api.github.test" + kRuns + "?" + created + "&per_page=5&page=2>; rel=\"next\", "
+            "<http://api.github.test" + kRuns + "?" + created + "&per_page=5&page=2>; rel=\"last\"");
 }
 
 TEST_F(FakeGithubActions, RunsCompleteAfterTheConfiguredPolls) {
@@ -158,6 +165,35 @@ TEST_F(FakeGithubActions, ATestCompletesARunAndCancelIsRefusedAfterwards) {
   EXPECT_EQ(github->run(second)->status, "completed");
   EXPECT_EQ(github->run(second)->conclusion, "cancelled");
   EXPECT_EQ(call("POST", kRuns + "/999/cancel").status, 404);
+}
+
+TEST_F(FakeGithubActions, ANewRunCanShowUpInListsOnlyLater) {
+  github->set_new_runs_hidden_for_lists(2);
+  call("POST", kDispatch, json{{"ref", "main"}});
+  const auto id = github->runs().at(0).id;
+  EXPECT_EQ(body(call("GET", kRuns))["total_count"], 0);
+  EXPECT_EQ(body(call("GET", kRuns + "?event=workflow_dispatch"))["total_count"], 0);
+  EXPECT_EQ(call("GET", kRuns + "/" + std::to_string(id)).status, 200);
+  EXPECT_EQ(body(call("GET", kRuns))["total_count"], 1);
+}
+
+TEST_F(FakeGithubActions, KnownWorkflowsAndRefsWhenTheTestSaysSo) {
+  github->set_workflows("acme", "web", {"deploy.yml"});
+  github->set_refs("acme", "web", {"main", "v1.0.0"});
+  EXPECT_EQ(call("POST", kDispatch, json{{"ref", "v1.0.0"}}).status, 204);
+  EXPECT_EQ(call("POST", "/repos/acme/web/actions/workflows/other.yml/dispatches",
+                 json{{"ref", "main"}})
+                .status,
+            404);
+  auto no_ref = call("POST", kDispatch, json{{"ref", "v9"}});
+  EXPECT_EQ(no_ref.status, 422);
+  EXPECT_EQ(body(no_ref)["message"], "No ref found for: v9");
+  // Other repositories are not limited.
+  EXPECT_EQ(call("POST", "/repos/acme/api/actions/workflows/any.yml/dispatches",
+                 json{{"ref", "v9"}})
+                .status,
+            204);
+  EXPECT_EQ(github->runs().size(), 2u);
 }
 
 }  // namespace
