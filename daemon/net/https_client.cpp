@@ -69,11 +69,10 @@ std::shared_ptr<spdlog::logger> log() { return logging::get("net"); }
 }  // namespace
 
 struct HttpsClient::Metrics {
-  std::array<Counter*, 6> by_class{};  // index status / 100, 1..5; 0 unused
+  std::array<Counter*, 6> by_class{};  // index status / 100, 2..5 (a 1xx is never final here)
   Histogram* duration = nullptr;
   Counter* retries = nullptr;
   Counter* rate_limit_waits = nullptr;
-  Gauge* rate_limit_remaining = nullptr;
   Gauge* circuit_state = nullptr;
 };
 
@@ -129,7 +128,7 @@ Result<std::shared_ptr<HttpsClient>> HttpsClient::create(HttpClientOptions optio
   if (metrics != nullptr) {
     auto& m = *client->metrics_;
     const std::string& p = client->options_.provider;
-    for (int c = 1; c <= 5; ++c) {
+    for (int c = 2; c <= 5; ++c) {
       m.by_class[static_cast<std::size_t>(c)] =
           &metrics->counter("orgd_http_requests_total", "HTTP responses received from providers, by status class",
                             {{"provider", p}, {"class", std::to_string(c) + "xx"}});
@@ -143,9 +142,6 @@ Result<std::shared_ptr<HttpsClient>> HttpsClient::create(HttpClientOptions optio
     m.rate_limit_waits = &metrics->counter("orgd_http_rate_limit_waits_total",
                                            "Waits for a provider's rate limit before sending",
                                            {{"provider", p}});
-    m.rate_limit_remaining = &metrics->gauge("orgd_http_rate_limit_remaining",
-                                             "Requests left in the provider's rate-limit window, as last reported",
-                                             {{"provider", p}});
     m.circuit_state = &metrics->gauge("orgd_http_circuit_state",
                                       "Circuit breaker per provider: 0 closed, 1 half-open, 2 open",
                                       {{"provider", p}});
@@ -182,11 +178,9 @@ Error HttpsClient::fail(const std::string& kind, Error error) {
 void HttpsClient::count_response(int status, Steady::duration took) {
   requests_.fetch_add(1, std::memory_order_relaxed);
   if (metrics_registry_ == nullptr) return;
-  const int c = std::clamp(status / 100, 1, 5);
+  const int c = std::clamp(status / 100, 2, 5);
   metrics_->by_class[static_cast<std::size_t>(c)]->inc();
   metrics_->duration->observe(std::chrono::duration<double>(took).count());
-  const auto snapshot = rate_limits_.snapshot();
-  if (snapshot.remaining) metrics_->rate_limit_remaining->set(static_cast<double>(*snapshot.remaining));
 }
 
 void HttpsClient::publish_circuit_state() {
@@ -305,9 +299,7 @@ Result<HttpResponse> HttpsClient::send_admitted(const HttpRequest& request, cons
       }
       log()->info("provider {}: {}: waiting {} for the API's rate limit", options_.provider,
                   label, seconds_text(wait));
-      if (metrics_) {
-        if (metrics_->rate_limit_waits) metrics_->rate_limit_waits->inc();
-      }
+      if (metrics_ && metrics_->rate_limit_waits) metrics_->rate_limit_waits->inc();
       hooks_.sleep(wait);
       continue;
     }
@@ -350,9 +342,14 @@ Result<HttpResponse> HttpsClient::send_admitted(const HttpRequest& request, cons
 
     HttpResponse& response = *outcome.value;
     const auto decision = rate_limits_.observe(response, hooks_.system_now());
-    if (metrics_ && metrics_->rate_limit_remaining) {
+    if (metrics_registry_ != nullptr) {
+      // Only once the API has reported a budget: a 0 before that would read as exhausted.
       if (const auto s = rate_limits_.snapshot(); s.remaining) {
-        metrics_->rate_limit_remaining->set(static_cast<double>(*s.remaining));
+        metrics_registry_
+            ->gauge("orgd_http_rate_limit_remaining",
+                    "Requests left in the provider's rate-limit window, as last reported",
+                    {{"provider", options_.provider}})
+            .set(static_cast<double>(*s.remaining));
       }
     }
     if (decision.limited()) {
