@@ -353,6 +353,46 @@ TEST_F(HttpsClientTest, ConnectionErrorsAreRetriedThenReported) {
       << metrics_.render();
 }
 
+TEST_F(HttpsClientTest, A503RetryAfterIsWaitedBeforeTheNextTry) {
+  std::atomic<int> calls{0};
+  FakeHttpServer server{[&](const FakeRequest&) {
+    return ++calls == 1 ? status(503, {{"Retry-After", "5"}}) : ok();
+  }};
+  auto c = client(options());
+  auto r = c->send(get(server.base_url() + "/maintenance"));
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(server.request_count(), 2u);
+  ASSERT_EQ(time_.sleeps().size(), 1u);
+  EXPECT_GE(time_.sleeps()[0], seconds{5});  // more than the 100 ms backoff ceiling
+}
+
+TEST_F(HttpsClientTest, HeadAndConnectionCloseAnswersAreRead) {
+  FakeHttpServer server{[](const FakeRequest& r) {
+    FakeResponse answer = ok("a body a HEAD answer does not carry");
+    if (r.path == "/close") answer.headers = {{"Connection", "close"}};
+    return answer;
+  }};
+  auto c = client(options());
+  HttpRequest head = get(server.base_url() + "/head");
+  head.method = "HEAD";
+  auto h = c->send(head);
+  ASSERT_TRUE(h.ok()) << h.error().message;
+  EXPECT_EQ(h.value().status, 200);
+  EXPECT_TRUE(h.value().body.empty());
+  // The connection stays usable after a HEAD.
+  auto g = c->send(get(server.base_url() + "/head"));
+  ASSERT_TRUE(g.ok()) << g.error().message;
+  EXPECT_EQ(g.value().body, "a body a HEAD answer does not carry");
+  EXPECT_EQ(server.connections_accepted(), 1u);
+  // A server that says close is not asked again on that connection.
+  for (int i = 0; i < 3; ++i) {
+    auto r = c->send(get(server.base_url() + "/close"));
+    ASSERT_TRUE(r.ok()) << r.error().message;
+  }
+  // The first of them still goes on the kept-alive connection; each after it needs a new one.
+  EXPECT_EQ(server.connections_accepted(), 3u);
+}
+
 TEST_F(HttpsClientTest, PostIsNotRetriedOn5xxUnlessIdempotent) {
   FakeHttpServer server{[](const FakeRequest&) { return status(503); }};
   auto c = client(options());
