@@ -109,11 +109,16 @@ Outcome<std::unique_ptr<Connection>> Connection::open(const Route& route, asio::
                   : (route.connect_address.empty() ? route.url.host : route.connect_address);
   const std::string dial_port = std::to_string(route.proxy ? route.proxy->port : route.url.port);
   const std::string dial = route.proxy ? route.proxy->display() : peer;
-  tcp::resolver resolver{c->ioc_};
-  tcp::resolver::results_type endpoints;
+  std::vector<tcp::endpoint> endpoints;
   boost::system::error_code ec;
-  bool resolve_timed_out = false;
-  {
+  const auto literal = asio::ip::make_address(dial_host, ec);
+  if (!ec) {
+    // An address needs no resolver (whose thread could not be interrupted by the timeout).
+    endpoints.emplace_back(literal, static_cast<unsigned short>(std::stoi(dial_port)));
+  } else {
+    ec.clear();
+    tcp::resolver resolver{c->ioc_};
+    bool resolve_timed_out = false;
     asio::steady_timer timer{c->ioc_};
     timer.expires_after(left());
     timer.async_wait([&](boost::system::error_code tec) {
@@ -125,17 +130,18 @@ Outcome<std::unique_ptr<Connection>> Connection::open(const Route& route, asio::
     resolver.async_resolve(dial_host, dial_port,
                            [&](boost::system::error_code rec, tcp::resolver::results_type r) {
                              ec = rec;
-                             endpoints = std::move(r);
+                             for (const auto& entry : r) endpoints.push_back(entry.endpoint());
                              timer.cancel();
                            });
     c->ioc_.restart();
     c->ioc_.run();
-  }
-  if (resolve_timed_out) {
-    return {std::nullopt, {FailureKind::timeout, "resolving " + dial_host + " timed out after " + ms(connect_timeout)}};
-  }
-  if (ec) {
-    return {std::nullopt, {FailureKind::dns, "resolving " + dial_host + " failed: " + ec.message()}};
+    if (resolve_timed_out) {
+      return {std::nullopt, {FailureKind::timeout, "resolving " + dial_host + " timed out after " + ms(connect_timeout)}};
+    }
+    if (ec || endpoints.empty()) {
+      return {std::nullopt, {FailureKind::dns, "resolving " + dial_host + " failed: " +
+                                                   (ec ? ec.message() : std::string{"no address"})}};
+    }
   }
 
   auto stream = std::make_unique<beast::tcp_stream>(c->ioc_);
