@@ -11,7 +11,6 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
-
 #include <iostream>
 
 #include "bench/bench_support.hpp"
@@ -142,7 +141,8 @@ int run(int argc, char** argv) {
     const auto start = SteadyClock::now();
     auto r = client->send(put);
     if (!r || r.value().status != 204) {
-      throw std::runtime_error("HttpsClient: " + (r ? std::to_string(r.value().status) : r.error().message));
+      throw std::runtime_error("HttpsClient: " +
+                               (r ? std::to_string(r.value().status) : r.error().message));
     }
     return std::chrono::duration<double, std::micro>(SteadyClock::now() - start).count();
   };
@@ -152,11 +152,12 @@ int run(int argc, char** argv) {
     return std::chrono::duration<double, std::micro>(SteadyClock::now() - start).count();
   };
 
-  fmt::print("https_put_bench: {} sequential secret-PUT requests each ({} bytes of JSON, 204 back) "
-             "over {} to a loopback FakeHttpServer, after {} warm-up, alternating\n"
-             "machine: {}\n",
-             grouped(static_cast<std::uint64_t>(p.requests)), body.size(),
-             p.tls ? "TLS" : "plain HTTP", p.warmup, machine_summary());
+  fmt::print(
+      "https_put_bench: {} sequential secret-PUT requests each ({} bytes of JSON, 204 back) "
+      "over {} to a loopback FakeHttpServer, after {} warm-up, alternating\n"
+      "machine: {}\n",
+      grouped(static_cast<std::uint64_t>(p.requests)), body.size(), p.tls ? "TLS" : "plain HTTP",
+      p.warmup, machine_summary());
   std::fflush(stdout);
   for (std::int64_t i = 0; i < p.warmup; ++i) {
     time_client();

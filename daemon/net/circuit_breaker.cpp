@@ -4,9 +4,12 @@ namespace orgd::net {
 
 std::string_view circuit_state_name(CircuitState state) {
   switch (state) {
-    case CircuitState::closed: return "closed";
-    case CircuitState::half_open: return "half-open";
-    case CircuitState::open: return "open";
+    case CircuitState::closed:
+      return "closed";
+    case CircuitState::half_open:
+      return "half-open";
+    case CircuitState::open:
+      return "open";
   }
   return "closed";
 }

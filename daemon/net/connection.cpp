@@ -36,8 +36,8 @@ std::string tls_reason(SSL* ssl, const boost::system::error_code& ec) {
   if (ssl != nullptr) {
     const long verify = SSL_get_verify_result(ssl);
     if (verify != X509_V_OK) {
-      return std::string{"certificate verify failed ("} +
-             X509_verify_cert_error_string(verify) + ")";
+      return std::string{"certificate verify failed ("} + X509_verify_cert_error_string(verify) +
+             ")";
     }
   }
   if (ec == asio::ssl::error::stream_truncated) {
@@ -56,14 +56,22 @@ std::string tls_reason(SSL* ssl, const boost::system::error_code& ec) {
 
 std::string_view failure_kind_name(FailureKind kind) {
   switch (kind) {
-    case FailureKind::dns: return "dns";
-    case FailureKind::connect: return "connect";
-    case FailureKind::proxy: return "proxy";
-    case FailureKind::tls: return "tls";
-    case FailureKind::timeout: return "timeout";
-    case FailureKind::closed: return "closed";
-    case FailureKind::protocol: return "protocol";
-    case FailureKind::body_limit: return "body_limit";
+    case FailureKind::dns:
+      return "dns";
+    case FailureKind::connect:
+      return "connect";
+    case FailureKind::proxy:
+      return "proxy";
+    case FailureKind::tls:
+      return "tls";
+    case FailureKind::timeout:
+      return "timeout";
+    case FailureKind::closed:
+      return "closed";
+    case FailureKind::protocol:
+      return "protocol";
+    case FailureKind::body_limit:
+      return "body_limit";
   }
   return "protocol";
 }
@@ -79,9 +87,7 @@ void Connection::close() {
   if (plain_) plain_->socket().close(ignored);
 }
 
-beast::tcp_stream& Connection::lowest() {
-  return tls_ ? beast::get_lowest_layer(*tls_) : *plain_;
-}
+beast::tcp_stream& Connection::lowest() { return tls_ ? beast::get_lowest_layer(*tls_) : *plain_; }
 
 template <class Start>
 boost::system::error_code Connection::run(Start&& start) {
@@ -98,7 +104,8 @@ Outcome<std::unique_ptr<Connection>> Connection::open(const Route& route, asio::
   std::unique_ptr<Connection> c{new Connection(peer)};
   const auto started = std::chrono::steady_clock::now();
   auto left = [&] {
-    const auto spent = std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - started);
+    const auto spent =
+        std::chrono::duration_cast<milliseconds>(std::chrono::steady_clock::now() - started);
     return std::max(milliseconds{1}, connect_timeout - spent);
   };
   const std::string via = route.proxy ? " (through proxy " + route.proxy->display() + ")" : "";
@@ -136,11 +143,14 @@ Outcome<std::unique_ptr<Connection>> Connection::open(const Route& route, asio::
     c->ioc_.restart();
     c->ioc_.run();
     if (resolve_timed_out) {
-      return {std::nullopt, {FailureKind::timeout, "resolving " + dial_host + " timed out after " + ms(connect_timeout)}};
+      return {std::nullopt,
+              {FailureKind::timeout,
+               "resolving " + dial_host + " timed out after " + ms(connect_timeout)}};
     }
     if (ec || endpoints.empty()) {
-      return {std::nullopt, {FailureKind::dns, "resolving " + dial_host + " failed: " +
-                                                   (ec ? ec.message() : std::string{"no address"})}};
+      return {std::nullopt,
+              {FailureKind::dns, "resolving " + dial_host + " failed: " +
+                                     (ec ? ec.message() : std::string{"no address"})}};
     }
   }
 
@@ -148,11 +158,15 @@ Outcome<std::unique_ptr<Connection>> Connection::open(const Route& route, asio::
   stream->expires_after(left());
   ec = c->run([&](auto handler) { stream->async_connect(endpoints, std::move(handler)); });
   if (ec == beast::error::timeout) {
-    return {std::nullopt, {FailureKind::timeout, "connecting to " + dial + " timed out after " + ms(connect_timeout)}};
+    return {std::nullopt,
+            {FailureKind::timeout,
+             "connecting to " + dial + " timed out after " + ms(connect_timeout)}};
   }
   if (ec) {
-    return {std::nullopt, {route.proxy ? FailureKind::proxy : FailureKind::connect,
-                           "connecting to " + (route.proxy ? "proxy " : std::string{}) + dial + " failed: " + ec.message()}};
+    return {std::nullopt,
+            {route.proxy ? FailureKind::proxy : FailureKind::connect,
+             "connecting to " + (route.proxy ? "proxy " : std::string{}) + dial +
+                 " failed: " + ec.message()}};
   }
   stream->socket().set_option(tcp::no_delay(true), ec);
 
@@ -178,9 +192,10 @@ Outcome<std::unique_ptr<Connection>> Connection::open(const Route& route, asio::
       });
     }
     if (ec) {
-      return {std::nullopt, {ec == beast::error::timeout ? FailureKind::timeout : FailureKind::proxy,
-                             "CONNECT to " + peer + " through proxy " + route.proxy->display() +
-                                 " failed: " + (ec == beast::error::timeout ? "timed out" : ec.message())}};
+      return {std::nullopt,
+              {ec == beast::error::timeout ? FailureKind::timeout : FailureKind::proxy,
+               "CONNECT to " + peer + " through proxy " + route.proxy->display() +
+                   " failed: " + (ec == beast::error::timeout ? "timed out" : ec.message())}};
     }
     const int status = static_cast<int>(parser.get().result_int());
     if (status < 200 || status > 299) {
@@ -225,7 +240,8 @@ Outcome<std::unique_ptr<Connection>> Connection::open(const Route& route, asio::
   return {std::move(c), {}};
 }
 
-Outcome<bool> Connection::write(const std::vector<asio::const_buffer>& buffers, milliseconds timeout) {
+Outcome<bool> Connection::write(const std::vector<asio::const_buffer>& buffers,
+                                milliseconds timeout) {
   lowest().expires_after(timeout);
   const auto ec = run([&](auto handler) {
     if (tls_) {
@@ -236,12 +252,16 @@ Outcome<bool> Connection::write(const std::vector<asio::const_buffer>& buffers, 
   });
   if (!ec) return {true, {}};
   if (ec == beast::error::timeout) {
-    return {std::nullopt, {FailureKind::timeout, "sending the request to " + peer_ + " timed out after " + ms(timeout)}};
+    return {std::nullopt,
+            {FailureKind::timeout,
+             "sending the request to " + peer_ + " timed out after " + ms(timeout)}};
   }
-  return {std::nullopt, {FailureKind::closed, "sending the request to " + peer_ + " failed: " + ec.message()}};
+  return {std::nullopt,
+          {FailureKind::closed, "sending the request to " + peer_ + " failed: " + ec.message()}};
 }
 
-Outcome<Connection::Answer> Connection::read(bool head, std::size_t max_body, milliseconds timeout) {
+Outcome<Connection::Answer> Connection::read(bool head, std::size_t max_body,
+                                             milliseconds timeout) {
   http::response_parser<http::string_body> parser;
   parser.header_limit(kHeaderLimit);
   parser.body_limit(max_body);
@@ -282,20 +302,22 @@ Outcome<Connection::Answer> Connection::read(bool head, std::size_t max_body, mi
                   std::to_string(max_body) + " bytes (max_response_bytes)";
     } else if (ec == beast::error::timeout) {
       f.kind = FailureKind::timeout;
-      f.message = "no complete response from " + peer_ + " within " + ms(timeout) + " (read timeout)";
+      f.message =
+          "no complete response from " + peer_ + " within " + ms(timeout) + " (read timeout)";
     } else if (ec == http::error::end_of_stream || ec == asio::error::eof ||
                ec == asio::error::connection_reset || ec == asio::ssl::error::stream_truncated ||
                ec == http::error::partial_message) {
       f.kind = FailureKind::closed;
-      f.message = std::string{peer_} + " closed the connection " +
-                  (f.nothing_received ? "before answering" : "in the middle of its response") +
-                  (tls_ && ec == asio::ssl::error::stream_truncated ? " (TLS: no close_notify)" : "");
+      f.message =
+          std::string{peer_} + " closed the connection " +
+          (f.nothing_received ? "before answering" : "in the middle of its response") +
+          (tls_ && ec == asio::ssl::error::stream_truncated ? " (TLS: no close_notify)" : "");
     } else if (ec.category() == http::make_error_code(http::error::body_limit).category()) {
       f.kind = FailureKind::protocol;
       f.message = "the response from " + peer_ + " is not valid HTTP/1.1: " + ec.message();
     } else {
       f.kind = tls_ && ec.category() == asio::error::get_ssl_category() ? FailureKind::tls
-                                                                          : FailureKind::closed;
+                                                                        : FailureKind::closed;
       f.message = "reading the response from " + peer_ + " failed: " +
                   (f.kind == FailureKind::tls ? "TLS: " + tls_reason(nullptr, ec) : ec.message());
     }

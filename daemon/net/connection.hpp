@@ -10,7 +10,6 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
-
 #include <chrono>
 #include <memory>
 #include <string>
@@ -51,8 +50,8 @@ struct Outcome {
 
 // Where a connection goes.
 struct Route {
-  Url url;                       // scheme, host, port of the origin
-  std::string connect_address;   // the address to dial instead of resolving url.host ("" none)
+  Url url;                      // scheme, host, port of the origin
+  std::string connect_address;  // the address to dial instead of resolving url.host ("" none)
   const ProxySettings* proxy = nullptr;  // tunnel through this proxy, or direct
 };
 
@@ -64,7 +63,8 @@ class Connection {
 
   // Resolves, connects (through the proxy when the route has one), and for https:// makes
   // the TLS handshake with SNI and certificate + host name checks against `tls`.
-  static Outcome<std::unique_ptr<Connection>> open(const Route& route, boost::asio::ssl::context* tls,
+  static Outcome<std::unique_ptr<Connection>> open(const Route& route,
+                                                   boost::asio::ssl::context* tls,
                                                    std::chrono::milliseconds connect_timeout);
 
   // Writes the request (a list of buffers: the Authorization value is written from its

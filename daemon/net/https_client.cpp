@@ -3,11 +3,10 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
-#include <boost/asio/buffer.hpp>
-#include <boost/asio/ssl/context.hpp>
-
 #include <algorithm>
 #include <array>
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <cctype>
 #include <fstream>
 #include <thread>
@@ -28,7 +27,8 @@ std::string seconds_text(milliseconds d) {
 
 bool equals_ci(std::string_view a, std::string_view b) {
   return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
-    return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
+    return std::tolower(static_cast<unsigned char>(x)) ==
+           std::tolower(static_cast<unsigned char>(y));
   });
 }
 
@@ -76,7 +76,8 @@ struct HttpsClient::Metrics {
   Gauge* circuit_state = nullptr;
 };
 
-HttpsClient::HttpsClient(HttpClientOptions options, MetricsRegistry* metrics, HttpsClientHooks hooks)
+HttpsClient::HttpsClient(HttpClientOptions options, MetricsRegistry* metrics,
+                         HttpsClientHooks hooks)
     : options_(std::move(options)),
       hooks_(std::move(hooks)),
       pool_(options_.max_idle_connections, options_.idle_timeout),
@@ -98,8 +99,8 @@ Result<std::shared_ptr<HttpsClient>> HttpsClient::create(HttpClientOptions optio
   // The proxy URL may hold credentials: from here on they live in the Secret only.
   Secret::take(std::move(options.https_proxy));
   if (!proxy) {
-    return permanent(invalid_argument("provider " + options.provider + ": HTTPS proxy: " +
-                                      proxy.error().message));
+    return permanent(invalid_argument("provider " + options.provider +
+                                      ": HTTPS proxy: " + proxy.error().message));
   }
   if (proxy.value()) options.https_proxy = "http://" + proxy.value()->display();
 
@@ -107,7 +108,8 @@ Result<std::shared_ptr<HttpsClient>> HttpsClient::create(HttpClientOptions optio
   SSL_CTX* ctx = tls->native_handle();
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
   ERR_clear_error();
-  if (SSL_CTX_set_default_verify_paths(ctx) != 1) ERR_clear_error();  // no system store: ca_file only
+  if (SSL_CTX_set_default_verify_paths(ctx) != 1)
+    ERR_clear_error();  // no system store: ca_file only
   if (!options.ca_file.empty()) {
     if (!std::ifstream{options.ca_file}.good()) {
       return permanent(invalid_argument("provider " + options.provider + ": ca_file " +
@@ -115,13 +117,14 @@ Result<std::shared_ptr<HttpsClient>> HttpsClient::create(HttpClientOptions optio
     }
     if (SSL_CTX_load_verify_locations(ctx, options.ca_file.c_str(), nullptr) != 1) {
       return permanent(invalid_argument("provider " + options.provider + ": ca_file " +
-                                        options.ca_file + " holds no usable PEM certificate: " +
-                                        openssl_reason()));
+                                        options.ca_file +
+                                        " holds no usable PEM certificate: " + openssl_reason()));
     }
   }
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
 
-  std::shared_ptr<HttpsClient> client{new HttpsClient(std::move(options), metrics, std::move(hooks))};
+  std::shared_ptr<HttpsClient> client{
+      new HttpsClient(std::move(options), metrics, std::move(hooks))};
   client->tls_ = std::move(tls);
   client->proxy_ = std::move(proxy.value());
   client->metrics_ = std::make_unique<Metrics>();
@@ -129,19 +132,20 @@ Result<std::shared_ptr<HttpsClient>> HttpsClient::create(HttpClientOptions optio
     auto& m = *client->metrics_;
     const std::string& p = client->options_.provider;
     for (int c = 2; c <= 5; ++c) {
-      m.by_class[static_cast<std::size_t>(c)] =
-          &metrics->counter("orgd_http_requests_total", "HTTP responses received from providers, by status class",
-                            {{"provider", p}, {"class", std::to_string(c) + "xx"}});
+      m.by_class[static_cast<std::size_t>(c)] = &metrics->counter(
+          "orgd_http_requests_total", "HTTP responses received from providers, by status class",
+          {{"provider", p}, {"class", std::to_string(c) + "xx"}});
     }
-    m.duration = &metrics->histogram("orgd_http_request_duration_seconds",
-                                     "Time from sending a request to a provider to its full response",
-                                     MetricsRegistry::latency_bounds(), {{"provider", p}});
-    m.retries = &metrics->counter("orgd_http_retries_total",
-                                  "Requests to providers tried again after a 5xx or a lost connection",
-                                  {{"provider", p}});
-    m.rate_limit_waits = &metrics->counter("orgd_http_rate_limit_waits_total",
-                                           "Waits for a provider's rate limit before sending",
-                                           {{"provider", p}});
+    m.duration =
+        &metrics->histogram("orgd_http_request_duration_seconds",
+                            "Time from sending a request to a provider to its full response",
+                            MetricsRegistry::latency_bounds(), {{"provider", p}});
+    m.retries = &metrics->counter(
+        "orgd_http_retries_total",
+        "Requests to providers tried again after a 5xx or a lost connection", {{"provider", p}});
+    m.rate_limit_waits =
+        &metrics->counter("orgd_http_rate_limit_waits_total",
+                          "Waits for a provider's rate limit before sending", {{"provider", p}});
     m.circuit_state = &metrics->gauge("orgd_http_circuit_state",
                                       "Circuit breaker per provider: 0 closed, 1 half-open, 2 open",
                                       {{"provider", p}});
@@ -204,18 +208,18 @@ Result<HttpResponse> HttpsClient::send(HttpRequest request) {
   }
   for (const auto& h : request.headers) {
     if (!is_token(h.name) || !is_field_value(h.value)) {
-      return fail("invalid_request", permanent(invalid_argument(
-                                         label + ": header '" + h.name +
-                                         "' has a name or value not allowed in HTTP")));
+      return fail("invalid_request",
+                  permanent(invalid_argument(label + ": header '" + h.name +
+                                             "' has a name or value not allowed in HTTP")));
     }
     if (equals_ci(h.name, "transfer-encoding")) {
-      return fail("invalid_request", permanent(invalid_argument(
-                                         label + ": Transfer-Encoding is not supported")));
+      return fail("invalid_request",
+                  permanent(invalid_argument(label + ": Transfer-Encoding is not supported")));
     }
   }
   if (request.authorization && !is_field_value(request.authorization->expose())) {
-    return fail("invalid_request", permanent(invalid_argument(
-                                       label + ": the Authorization value has a line break")));
+    return fail("invalid_request",
+                permanent(invalid_argument(label + ": the Authorization value has a line break")));
   }
   const bool idempotent = request.idempotent.value_or(idempotent_method(request.method));
   const auto deadline = request.deadline.value_or(now() + options_.total_timeout);
@@ -223,11 +227,11 @@ Result<HttpResponse> HttpsClient::send(HttpRequest request) {
   const auto admission = breaker_.admit(now());
   if (!admission.allowed) {
     publish_circuit_state();
-    Error e = unavailable(label + ": circuit open after " + std::to_string(options_.breaker_failures) +
-                          " consecutive failed calls; " +
-                          (admission.retry_after.count() > 0
-                               ? "next trial in " + seconds_text(admission.retry_after)
-                               : std::string{"a trial call is in flight"}));
+    Error e = unavailable(
+        label + ": circuit open after " + std::to_string(options_.breaker_failures) +
+        " consecutive failed calls; " +
+        (admission.retry_after.count() > 0 ? "next trial in " + seconds_text(admission.retry_after)
+                                           : std::string{"a trial call is in flight"}));
     e.retry_after = admission.retry_after;
     return fail("circuit_open", std::move(e));
   }
@@ -249,8 +253,8 @@ Result<HttpResponse> HttpsClient::send(HttpRequest request) {
   }
   bool health_failure = false;
   bool health_unknown = false;
-  auto result = send_admitted(request, url, label, idempotent, deadline, &health_failure,
-                              &health_unknown);
+  auto result =
+      send_admitted(request, url, label, idempotent, deadline, &health_failure, &health_unknown);
   {
     std::lock_guard lock(slots_mutex_);
     --in_flight_;
@@ -263,9 +267,10 @@ Result<HttpResponse> HttpsClient::send(HttpRequest request) {
     const bool was_open = breaker_.state(now()) == net::CircuitState::open;
     breaker_.record_failure(now());
     if (!was_open && breaker_.state(now()) == net::CircuitState::open) {
-      log()->warn("provider {}: circuit opened for {} after a failed call: {}", options_.provider,
-                  seconds_text(options_.breaker_open_for),
-                  result.ok() ? "HTTP " + std::to_string(result.value().status) : result.error().message);
+      log()->warn(
+          "provider {}: circuit opened for {} after a failed call: {}", options_.provider,
+          seconds_text(options_.breaker_open_for),
+          result.ok() ? "HTTP " + std::to_string(result.value().status) : result.error().message);
     }
   } else {
     if (admission.trial) log()->info("provider {}: circuit closed again", options_.provider);
@@ -297,8 +302,8 @@ Result<HttpResponse> HttpsClient::send_admitted(const HttpRequest& request, cons
                                      seconds_text(wait) + ", past the call's deadline",
                                  wait));
       }
-      log()->info("provider {}: {}: waiting {} for the API's rate limit", options_.provider,
-                  label, seconds_text(wait));
+      log()->info("provider {}: {}: waiting {} for the API's rate limit", options_.provider, label,
+                  seconds_text(wait));
       if (metrics_ && metrics_->rate_limit_waits) metrics_->rate_limit_waits->inc();
       hooks_.sleep(wait);
       continue;
@@ -312,7 +317,8 @@ Result<HttpResponse> HttpsClient::send_admitted(const HttpRequest& request, cons
     auto outcome = exchange(request, url, idempotent, deadline);
     if (!outcome.ok()) {
       const auto& f = outcome.failure;
-      const bool retry_kind = f.kind != net::FailureKind::tls && f.kind != net::FailureKind::body_limit &&
+      const bool retry_kind = f.kind != net::FailureKind::tls &&
+                              f.kind != net::FailureKind::body_limit &&
                               f.kind != net::FailureKind::protocol && !f.permanent;
       // A request that may have reached the server is sent again only when that is harmless.
       const bool may_resend = idempotent || f.nothing_sent;
@@ -364,10 +370,11 @@ Result<HttpResponse> HttpsClient::send_admitted(const HttpRequest& request, cons
             rate_limited_tries >= max_attempts
                 ? "gave up after " + std::to_string(rate_limited_tries) + " rate-limited tries"
                 : "the wait is past the call's deadline";
-        return fail("rate_limited",
-                    rate_limited(label + ": HTTP " + std::to_string(response.status) + " (" + why +
-                                     "); try again in " + seconds_text(decision.wait) + "; " + reason,
-                                 decision.wait));
+        return fail(
+            "rate_limited",
+            rate_limited(label + ": HTTP " + std::to_string(response.status) + " (" + why +
+                             "); try again in " + seconds_text(decision.wait) + "; " + reason,
+                         decision.wait));
       }
       log()->warn("provider {}: {}: HTTP {} ({}); waiting {}", options_.provider, label,
                   response.status, why, seconds_text(decision.wait));
@@ -379,9 +386,10 @@ Result<HttpResponse> HttpsClient::send_admitted(const HttpRequest& request, cons
         return std::move(response);
       }
       if (attempt < max_attempts) {
-        auto delay = net::backoff_delay(attempt - 1, options_.backoff_initial,
-                                        options_.backoff_max, random_unit());
-        if (const auto ra = net::parse_retry_after(response.header("retry-after"), hooks_.system_now())) {
+        auto delay = net::backoff_delay(attempt - 1, options_.backoff_initial, options_.backoff_max,
+                                        random_unit());
+        if (const auto ra =
+                net::parse_retry_after(response.header("retry-after"), hooks_.system_now())) {
           delay = std::max(delay, *ra);
         }
         if (now() + delay < deadline) {
@@ -393,10 +401,10 @@ Result<HttpResponse> HttpsClient::send_admitted(const HttpRequest& request, cons
         }
       }
       *health_failure = true;
-      return fail("gave_up", unavailable(label + ": gave up after " + std::to_string(attempt) +
-                                         (attempt == 1 ? " attempt" : " attempts") +
-                                         ", the last answered HTTP " +
-                                         std::to_string(response.status)));
+      return fail("gave_up",
+                  unavailable(label + ": gave up after " + std::to_string(attempt) +
+                              (attempt == 1 ? " attempt" : " attempts") +
+                              ", the last answered HTTP " + std::to_string(response.status)));
     }
     return std::move(response);
   }
@@ -409,17 +417,20 @@ net::Outcome<HttpResponse> HttpsClient::exchange(const HttpRequest& request, con
   if (hooks_.resolve) {
     if (auto address = hooks_.resolve(url.host)) route.connect_address = std::move(*address);
   }
-  if (net::use_proxy(proxy_.get(), options_.no_proxy, url.host, url.port)) route.proxy = proxy_.get();
+  if (net::use_proxy(proxy_.get(), options_.no_proxy, url.host, url.port))
+    route.proxy = proxy_.get();
   const std::string origin = url.scheme + "://" + url.authority();
 
-  std::string head = request.method + " " + url.target + " HTTP/1.1\r\nHost: " + url.host_header() + "\r\n";
+  std::string head =
+      request.method + " " + url.target + " HTTP/1.1\r\nHost: " + url.host_header() + "\r\n";
   bool has_user_agent = false;
   for (const auto& h : request.headers) {
     if (equals_ci(h.name, "host") || equals_ci(h.name, "content-length")) continue;
     if (equals_ci(h.name, "user-agent")) has_user_agent = true;
     head += h.name + ": " + h.value + "\r\n";
   }
-  if (!has_user_agent && !options_.user_agent.empty()) head += "User-Agent: " + options_.user_agent + "\r\n";
+  if (!has_user_agent && !options_.user_agent.empty())
+    head += "User-Agent: " + options_.user_agent + "\r\n";
   const bool head_request = request.method == "HEAD";
   if (!request.body.empty() || request.method == "POST" || request.method == "PUT" ||
       request.method == "PATCH") {
@@ -470,7 +481,8 @@ net::Outcome<HttpResponse> HttpsClient::exchange(const HttpRequest& request, con
     if (answer.value->keep_alive) pool_.give_back(origin, std::move(connection));
     return {std::move(answer.value->response), {}};
   }
-  return {std::nullopt, {net::FailureKind::closed, url.authority() + " closed the connection before answering"}};
+  return {std::nullopt,
+          {net::FailureKind::closed, url.authority() + " closed the connection before answering"}};
 }
 
 HttpClientStatus HttpsClient::status() const {
@@ -491,7 +503,8 @@ HttpClientStatus HttpsClient::status() const {
   return s;
 }
 
-HttpTransportFactory make_https_transport_factory(MetricsRegistry& metrics, const Environment& env) {
+HttpTransportFactory make_https_transport_factory(MetricsRegistry& metrics,
+                                                  const Environment& env) {
   auto pick = [&env](const char* lower, const char* upper) {
     auto v = env.get(lower);
     if (!v || v->empty()) v = env.get(upper);
@@ -509,8 +522,8 @@ HttpTransportFactory make_https_transport_factory(MetricsRegistry& metrics, cons
   } else {
     proxy_error = proxy.error();
   }
-  return [&metrics, env_proxy, proxy_error, no_proxy](
-             const HttpClientOptions& given) -> Result<std::shared_ptr<HttpTransport>> {
+  return [&metrics, env_proxy, proxy_error,
+          no_proxy](const HttpClientOptions& given) -> Result<std::shared_ptr<HttpTransport>> {
     HttpClientOptions options = given;
     const bool from_env = options.https_proxy.empty();
     if (from_env && proxy_error) {

@@ -48,14 +48,13 @@ struct HttpClientStatus {
   std::optional<long> rate_remaining;
   std::optional<std::chrono::system_clock::time_point> rate_reset;
   std::string rate_resource;
-  std::string circuit;  // "closed", "half-open", "open"
-  std::string last_error;  // the last failed call's message, "" when none yet
+  std::string circuit;         // "closed", "half-open", "open"
+  std::string last_error;      // the last failed call's message, "" when none yet
   std::uint64_t requests = 0;  // responses received (every try)
   std::uint64_t errors = 0;    // calls that ended in an error
 };
 
-HttpTransportFactory make_https_transport_factory(MetricsRegistry& metrics,
-                                                  const Environment& env);
+HttpTransportFactory make_https_transport_factory(MetricsRegistry& metrics, const Environment& env);
 
 class HttpsClient final : public HttpTransport {
  public:
@@ -120,8 +119,7 @@ class HttpsClient final : public HttpTransport {
 
 // The daemon's factory: one HttpsClient per provider, the proxy settings taken from `env`
 // (https_proxy / HTTPS_PROXY, no_proxy / NO_PROXY) where the options leave them empty.
-HttpTransportFactory make_https_transport_factory(MetricsRegistry& metrics,
-                                                  const Environment& env);
+HttpTransportFactory make_https_transport_factory(MetricsRegistry& metrics, const Environment& env);
 
 // The status of a transport that is an HttpsClient; nullopt for any other (a test's fake).
 std::optional<HttpClientStatus> http_client_status(const HttpTransport& transport);

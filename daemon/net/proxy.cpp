@@ -103,7 +103,8 @@ Result<std::shared_ptr<const ProxySettings>> parse_proxy(std::string_view text) 
       with_colon.push_back(':');
       credentials = Secret::take(std::move(with_colon));
     }
-    settings->authorization = std::make_shared<const Secret>(basic_authorization(credentials.value()));
+    settings->authorization =
+        std::make_shared<const Secret>(basic_authorization(credentials.value()));
   }
   return std::shared_ptr<const ProxySettings>{std::move(settings)};
 }
@@ -122,7 +123,8 @@ bool no_proxy_matches(std::string_view no_proxy, std::string_view host, std::uin
     if (entry.front() == '[') {
       const auto close = entry.find(']');
       if (close != std::string::npos) {
-        if (close + 1 < entry.size() && entry[close + 1] == ':') entry_port = entry.substr(close + 2);
+        if (close + 1 < entry.size() && entry[close + 1] == ':')
+          entry_port = entry.substr(close + 2);
         entry = entry.substr(1, close - 1);
       }
     } else if (std::count(entry.begin(), entry.end(), ':') == 1) {

@@ -197,7 +197,8 @@ RateLimitDecision decide_rate_limit(RateLimitHeaders kind, const HttpResponse& r
     return {};  // a permission answer
   }
   if (retry_after) return {Throttle::retry_after, std::max(*retry_after, milliseconds{1000})};
-  if (exhausted) return {Throttle::primary, std::max(until(*snapshot.reset, now), milliseconds{1000})};
+  if (exhausted)
+    return {Throttle::primary, std::max(until(*snapshot.reset, now), milliseconds{1000})};
   const int doublings = std::clamp(consecutive_secondary, 0, 4);
   return {Throttle::secondary, milliseconds{kSecondaryWait} * (1 << doublings)};
 }

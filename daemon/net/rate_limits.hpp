@@ -24,10 +24,10 @@ std::optional<std::chrono::milliseconds> parse_retry_after(std::string_view valu
 // `Ratelimit: "default";r=50;t=30` (IETF draft, structured-field form; the older
 // `limit=100, remaining=50, reset=30` form is read too).
 struct RateLimitField {
-  std::string policy;                   // the policy name, "" when not given
-  std::optional<long> remaining;        // r
-  std::optional<long> reset_seconds;    // t
-  std::optional<long> limit;            // only in the older form
+  std::string policy;                 // the policy name, "" when not given
+  std::optional<long> remaining;      // r
+  std::optional<long> reset_seconds;  // t
+  std::optional<long> limit;          // only in the older form
 };
 std::optional<RateLimitField> parse_ratelimit(std::string_view value);
 
@@ -45,8 +45,8 @@ struct RateLimitSnapshot {
   std::optional<long> remaining;
   std::optional<long> used;
   std::optional<SystemTime> reset;
-  std::string resource;                 // GitHub's x-ratelimit-resource, Cloudflare's policy
-  std::optional<long> window_seconds;   // Cloudflare's Ratelimit-Policy w
+  std::string resource;                // GitHub's x-ratelimit-resource, Cloudflare's policy
+  std::optional<long> window_seconds;  // Cloudflare's Ratelimit-Policy w
 };
 
 // The budget a response reports (GitHub's x-ratelimit-*, Cloudflare's Ratelimit and

@@ -53,8 +53,8 @@ Result<Url> parse_url(std::string_view text) {
   }
   url.scheme = lower(text.substr(0, sep));
   if (url.scheme != "http" && url.scheme != "https") {
-    return permanent(invalid_argument("URL scheme '" + url.scheme +
-                                      "' is not supported (http or https)"));
+    return permanent(
+        invalid_argument("URL scheme '" + url.scheme + "' is not supported (http or https)"));
   }
   std::string_view rest = text.substr(sep + 3);
   const auto path_at = rest.find_first_of("/?#");

@@ -12,11 +12,11 @@
 namespace orgd::net {
 
 struct Url {
-  std::string scheme;    // "http" or "https", lower case
-  std::string host;      // without brackets for IPv6 literals, lower case
+  std::string scheme;      // "http" or "https", lower case
+  std::string host;        // without brackets for IPv6 literals, lower case
   std::uint16_t port = 0;  // the explicit port, else the scheme's default
-  std::string target;    // path?query, "/" when the URL has no path
-  std::string userinfo;  // "user:password" before '@' (proxy URLs); empty when absent
+  std::string target;      // path?query, "/" when the URL has no path
+  std::string userinfo;    // "user:password" before '@' (proxy URLs); empty when absent
 
   bool tls() const { return scheme == "https"; }
   // host:port, brackets around an IPv6 literal: the CONNECT target, log lines.

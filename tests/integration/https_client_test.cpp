@@ -1,3 +1,5 @@
+#include "daemon/net/https_client.hpp"
+
 #include <gtest/gtest.h>
 #include <spdlog/sinks/ostream_sink.h>
 
@@ -9,7 +11,6 @@
 
 #include "daemon/core/logging.hpp"
 #include "daemon/core/metrics.hpp"
-#include "daemon/net/https_client.hpp"
 #include "tests/fakes/http_server.hpp"
 #include "tests/support/connect_proxy.hpp"
 #include "tests/support/ports.hpp"
@@ -441,7 +442,8 @@ TEST_F(HttpsClientTest, GithubPrimaryLimitWaitsUntilTheReset) {
                     R"({"message":"API rate limit exceeded for installation ID 1."})");
     }
     auto r = ok();
-    r.headers = {{"x-ratelimit-limit", "5000"}, {"x-ratelimit-remaining", "4999"},
+    r.headers = {{"x-ratelimit-limit", "5000"},
+                 {"x-ratelimit-remaining", "4999"},
                  {"x-ratelimit-reset", epoch_in(seconds{3600})}};
     return r;
   }};
@@ -465,8 +467,9 @@ TEST_F(HttpsClientTest, GithubSecondaryLimitWaitsAtLeastAMinuteDoubling) {
   std::atomic<int> calls{0};
   FakeHttpServer server{[&](const FakeRequest&) {
     if (++calls <= 2) {
-      return status(403, {{"x-ratelimit-remaining", "4900"}},
-                    R"({"message":"You have exceeded a secondary rate limit and have been temporarily blocked from content creation."})");
+      return status(
+          403, {{"x-ratelimit-remaining", "4900"}},
+          R"({"message":"You have exceeded a secondary rate limit and have been temporarily blocked from content creation."})");
     }
     return ok();
   }};
@@ -503,9 +506,7 @@ TEST_F(HttpsClientTest, AnExhaustedBudgetHoldsTheNextRequestUntilTheReset) {
 }
 
 TEST_F(HttpsClientTest, ARateLimitPastTheDeadlineReturnsAtOnce) {
-  FakeHttpServer server{[](const FakeRequest&) {
-    return status(429, {{"retry-after", "3600"}});
-  }};
+  FakeHttpServer server{[](const FakeRequest&) { return status(429, {{"retry-after", "3600"}}); }};
   auto c = client(options());
   auto r = c->send(get(server.base_url() + "/x"));
   ASSERT_FALSE(r.ok());

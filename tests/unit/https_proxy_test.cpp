@@ -1,5 +1,4 @@
 #include <gtest/gtest.h>
-
 #include <openssl/evp.h>
 
 #include "daemon/net/proxy.hpp"
@@ -45,7 +44,8 @@ TEST(HttpsProxy, SchemeIsOptionalPortDefaults80AndEmptyMeansNone) {
 }
 
 TEST(HttpsProxy, BadProxyUrlsAreRefusedWithoutTheirCredentials) {
-  for (const char* bad : {"socks5://u:canary-pw@p:1080", "http://u:canary-pw@p:0", "http://u:canary%zz@p"}) {
+  for (const char* bad :
+       {"socks5://u:canary-pw@p:1080", "http://u:canary-pw@p:0", "http://u:canary%zz@p"}) {
     auto p = parse_proxy(bad);
     ASSERT_FALSE(p.ok()) << bad;
     EXPECT_EQ(p.error().code, ErrorCode::invalid_argument);

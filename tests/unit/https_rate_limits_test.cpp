@@ -90,28 +90,31 @@ TEST(HttpsRateLimitSnapshot, ReadsGithubAndCloudflareBudgets) {
 }
 
 TEST(HttpsGithubRateLimit, PrimaryLimitWaitsUntilTheReset) {
-  const auto d = decide_rate_limit(RateLimitHeaders::github,
-                                   response(403, {{"x-ratelimit-remaining", "0"},
-                                                  {"x-ratelimit-reset", epoch(kNow + seconds{90})}},
-                                            R"({"message":"API rate limit exceeded"})"),
-                                   kNow, 0);
+  const auto d = decide_rate_limit(
+      RateLimitHeaders::github,
+      response(403,
+               {{"x-ratelimit-remaining", "0"}, {"x-ratelimit-reset", epoch(kNow + seconds{90})}},
+               R"({"message":"API rate limit exceeded"})"),
+      kNow, 0);
   EXPECT_EQ(d.throttle, Throttle::primary);
   EXPECT_EQ(d.wait, milliseconds{90'000});
   // A reset already past (clock skew) still waits a second, never zero.
-  const auto past = decide_rate_limit(RateLimitHeaders::github,
-                                      response(429, {{"x-ratelimit-remaining", "0"},
-                                                     {"x-ratelimit-reset", epoch(kNow - seconds{5})}}),
-                                      kNow, 0);
+  const auto past = decide_rate_limit(
+      RateLimitHeaders::github,
+      response(429,
+               {{"x-ratelimit-remaining", "0"}, {"x-ratelimit-reset", epoch(kNow - seconds{5})}}),
+      kNow, 0);
   EXPECT_EQ(past.throttle, Throttle::primary);
   EXPECT_EQ(past.wait, milliseconds{1000});
 }
 
 TEST(HttpsGithubRateLimit, RetryAfterWins) {
-  const auto d = decide_rate_limit(RateLimitHeaders::github,
-                                   response(403, {{"retry-after", "17"},
-                                                  {"x-ratelimit-remaining", "0"},
-                                                  {"x-ratelimit-reset", epoch(kNow + seconds{900})}}),
-                                   kNow, 3);
+  const auto d =
+      decide_rate_limit(RateLimitHeaders::github,
+                        response(403, {{"retry-after", "17"},
+                                       {"x-ratelimit-remaining", "0"},
+                                       {"x-ratelimit-reset", epoch(kNow + seconds{900})}}),
+                        kNow, 3);
   EXPECT_EQ(d.throttle, Throttle::retry_after);
   EXPECT_EQ(d.wait, milliseconds{17'000});
 }
@@ -132,26 +135,27 @@ TEST(HttpsGithubRateLimit, SecondaryLimitWaitsAMinuteDoublingEachTime) {
 }
 
 TEST(HttpsGithubRateLimit, APermission403IsNotALimit) {
-  const auto d = decide_rate_limit(
-      RateLimitHeaders::github,
-      response(403, {{"x-ratelimit-remaining", "4000"}},
-               R"({"message":"Resource not accessible by integration"})"),
-      kNow, 0);
+  const auto d =
+      decide_rate_limit(RateLimitHeaders::github,
+                        response(403, {{"x-ratelimit-remaining", "4000"}},
+                                 R"({"message":"Resource not accessible by integration"})"),
+                        kNow, 0);
   EXPECT_FALSE(d.limited());
   EXPECT_FALSE(decide_rate_limit(RateLimitHeaders::github, response(200, {}), kNow, 0).limited());
   // Without GitHub headers a 403 is never read as a limit.
-  EXPECT_FALSE(decide_rate_limit(RateLimitHeaders::none,
-                                 response(403, {}, "secondary rate limit"), kNow, 0)
-                   .limited());
+  EXPECT_FALSE(
+      decide_rate_limit(RateLimitHeaders::none, response(403, {}, "secondary rate limit"), kNow, 0)
+          .limited());
 }
 
 TEST(HttpsCloudflareRateLimit, A429WaitsForRetryAfterOrTheRatelimitReset) {
-  EXPECT_EQ(decide_rate_limit(RateLimitHeaders::cloudflare,
-                              response(429, {{"Retry-After", "42"}}), kNow, 0)
+  EXPECT_EQ(decide_rate_limit(RateLimitHeaders::cloudflare, response(429, {{"Retry-After", "42"}}),
+                              kNow, 0)
                 .wait,
             seconds{42});
-  const auto by_header = decide_rate_limit(
-      RateLimitHeaders::cloudflare, response(429, {{"Ratelimit", R"("default";r=0;t=250)"}}), kNow, 0);
+  const auto by_header =
+      decide_rate_limit(RateLimitHeaders::cloudflare,
+                        response(429, {{"Ratelimit", R"("default";r=0;t=250)"}}), kNow, 0);
   EXPECT_EQ(by_header.throttle, Throttle::primary);
   EXPECT_EQ(by_header.wait, seconds{250});
 }

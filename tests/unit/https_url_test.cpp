@@ -41,9 +41,9 @@ TEST(HttpsUrl, ReadsIpv6LiteralsAndUserInformation) {
 }
 
 TEST(HttpsUrl, RefusesWhatIsNotAnAbsoluteHttpUrl) {
-  for (const char* bad : {"api.github.com/x", "ftp://h/x", "https:///x", "https://h:0/",
-                          "https://h:70000/", "https://h:8a/", "https://[::1/", "https://h/a b",
-                          "https://ho st/"}) {
+  for (const char* bad :
+       {"api.github.com/x", "ftp://h/x", "https:///x", "https://h:0/", "https://h:70000/",
+        "https://h:8a/", "https://[::1/", "https://h/a b", "https://ho st/"}) {
     auto u = parse_url(bad);
     ASSERT_FALSE(u.ok()) << bad;
     EXPECT_EQ(u.error().code, ErrorCode::invalid_argument) << bad;
@@ -56,11 +56,12 @@ TEST(HttpsUrl, RefusesWhatIsNotAnAbsoluteHttpUrl) {
 }
 
 TEST(HttpsUrl, KnowsLoopbackHosts) {
-  for (const char* h : {"127.0.0.1", "127.10.0.3", "::1", "localhost", "LOCALHOST", "api.localhost"}) {
+  for (const char* h :
+       {"127.0.0.1", "127.10.0.3", "::1", "localhost", "LOCALHOST", "api.localhost"}) {
     EXPECT_TRUE(is_loopback_host(h)) << h;
   }
-  for (const char* h : {"128.0.0.1", "10.0.0.1", "api.github.com", "localhost.example.com",
-                        "::2", "127.0.0.1.nip.io"}) {
+  for (const char* h : {"128.0.0.1", "10.0.0.1", "api.github.com", "localhost.example.com", "::2",
+                        "127.0.0.1.nip.io"}) {
     EXPECT_FALSE(is_loopback_host(h)) << h;
   }
   EXPECT_TRUE(is_ip_literal("10.1.2.3"));
