@@ -26,7 +26,7 @@ namespace http = boost::beast::http;
 using tcp = asio::ip::tcp;
 using std::chrono::milliseconds;
 
-constexpr std::size_t kHeaderLimit = 64 * 1024;
+constexpr std::size_t kHeaderLimit = std::size_t{64} * 1024;
 
 std::string ms(milliseconds d) { return std::to_string(d.count()) + " ms"; }
 
@@ -44,7 +44,7 @@ std::string tls_reason(SSL* ssl, const boost::system::error_code& ec) {
     return "the server closed the connection during the handshake";
   }
   if (ec.category() == asio::error::get_ssl_category()) {
-    const unsigned long code = static_cast<unsigned long>(ec.value());
+    const auto code = static_cast<unsigned long>(ec.value());
     const char* reason = ERR_reason_error_string(code);
     if (reason != nullptr) return reason;
   }
@@ -134,12 +134,13 @@ Outcome<std::unique_ptr<Connection>> Connection::open(const Route& route, asio::
         resolver.cancel();
       }
     });
-    resolver.async_resolve(dial_host, dial_port,
-                           [&](boost::system::error_code rec, tcp::resolver::results_type r) {
-                             ec = rec;
-                             for (const auto& entry : r) endpoints.push_back(entry.endpoint());
-                             timer.cancel();
-                           });
+    resolver.async_resolve(
+        dial_host, dial_port,
+        [&](boost::system::error_code rec, const tcp::resolver::results_type& r) {
+          ec = rec;
+          for (const auto& entry : r) endpoints.push_back(entry.endpoint());
+          timer.cancel();
+        });
     c->ioc_.restart();
     c->ioc_.run();
     if (resolve_timed_out) {

@@ -1,6 +1,6 @@
 #include "daemon/net/rate_limits.hpp"
 
-#include <time.h>
+#include <ctime>
 
 #include <algorithm>
 #include <cctype>
