@@ -115,13 +115,13 @@ void ConnectProxy::serve(int client) {
   tunnel.authorization = header_value(head, "proxy-authorization");
   const auto colon = tunnel.target.rfind(':');
   int upstream = -1;
+  std::string answer;
   if (tunnel.target.empty() || colon == std::string::npos) {
-    send_text(client, "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+    answer = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
   } else if (expected_ && tunnel.authorization != *expected_) {
-    const std::string refuse =
+    answer =
         "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic "
         "realm=\"test\"\r\nContent-Length: 0\r\n\r\n";
-    send_text(client, refuse);
   } else {
     sockaddr_in addr{};
     addr.sin_family = AF_INET;
@@ -131,16 +131,20 @@ void ConnectProxy::serve(int client) {
     if (::connect(upstream, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
       ::close(upstream);
       upstream = -1;
-      send_text(client, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n");
+      answer = "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n";
     } else {
-      const std::string ok = "HTTP/1.1 200 Connection established\r\n\r\n";
-      send_text(client, ok);
+      answer = "HTTP/1.1 200 Connection established\r\n\r\n";
       tunnel.accepted = true;
     }
   }
+  // Recorded before answering: a client that has its answer finds the tunnel listed.
   {
     std::lock_guard lock(mutex_);
     tunnels_.push_back(tunnel);
+  }
+  if (!send_text(client, answer) && upstream >= 0) {
+    ::close(upstream);
+    upstream = -1;
   }
   while (upstream >= 0) {
     pollfd fds[3] = {{client, POLLIN, 0}, {upstream, POLLIN, 0}, {wake_[0], POLLIN, 0}};
