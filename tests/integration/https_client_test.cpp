@@ -1,6 +1,10 @@
 #include "daemon/net/https_client.hpp"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <spdlog/sinks/ostream_sink.h>
 
 #include <atomic>
@@ -15,6 +19,7 @@
 #include "tests/support/connect_proxy.hpp"
 #include "tests/support/ports.hpp"
 #include "tests/support/test_pki.hpp"
+#include "tests/support/wait.hpp"
 
 namespace orgd {
 namespace {
@@ -558,6 +563,67 @@ TEST_F(HttpsClientTest, AStalePooledConnectionIsReplacedTransparently) {
   EXPECT_TRUE(time_.sleeps().empty());  // not a retry with backoff
   EXPECT_EQ(metrics_.render().find(R"(orgd_http_retries_total{provider="test"} 1)"),
             std::string::npos);
+}
+
+// A server that answers keep-alive and then closes the connection anyway, as one whose idle
+// timeout is shorter than the client's does; the FakeHttpServer keeps its connections open.
+class ClosingServer {
+ public:
+  ClosingServer() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd_, 4) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      throw std::runtime_error("cannot listen");
+    }
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] {
+      for (int i = 0; i < 2; ++i) {
+        const int c = ::accept(fd_, nullptr, nullptr);
+        if (c < 0) return;
+        std::string head;
+        char ch = 0;
+        while (head.find("\r\n\r\n") == std::string::npos && ::recv(c, &ch, 1, 0) == 1) head += ch;
+        ++requests_;
+        const std::string answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+        (void)!::send(c, answer.data(), answer.size(), MSG_NOSIGNAL);
+        ::close(c);
+        ++closed_;
+      }
+    });
+  }
+  ~ClosingServer() {
+    ::shutdown(fd_, SHUT_RDWR);
+    thread_.join();
+    ::close(fd_);
+  }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  int requests() const { return requests_.load(); }
+  int closed() const { return closed_.load(); }
+
+ private:
+  int fd_ = -1;
+  std::uint16_t port_ = 0;
+  std::atomic<int> requests_{0};
+  std::atomic<int> closed_{0};
+  std::thread thread_;
+};
+
+TEST_F(HttpsClientTest, AConnectionTheServerClosedWhileIdleIsNotUsed) {
+  ClosingServer server;
+  auto c = client(options());
+  ASSERT_TRUE(c->send(get(server.url() + "/first")).ok());
+  ASSERT_TRUE(testing::wait_until([&] { return server.closed() == 1; }, milliseconds{5000}));
+  HttpRequest post = get(server.url() + "/second");
+  post.method = "POST";  // not retried after a lost answer: only the pool's check saves it
+  auto r = c->send(post);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r.value().body, "ok");
+  EXPECT_EQ(server.requests(), 2);
+  EXPECT_TRUE(time_.sleeps().empty());
 }
 
 TEST_F(HttpsClientTest, ThroughAConnectProxyWithCredentials) {
