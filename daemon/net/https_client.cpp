@@ -500,6 +500,7 @@ HttpClientStatus HttpsClient::status() const {
   }
   s.requests = requests_.load(std::memory_order_relaxed);
   s.errors = errors_.load(std::memory_order_relaxed);
+  s.idle_connections = pool_.idle();
   return s;
 }
 

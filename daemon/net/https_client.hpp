@@ -52,6 +52,7 @@ struct HttpClientStatus {
   std::string last_error;      // the last failed call's message, "" when none yet
   std::uint64_t requests = 0;  // responses received (every try)
   std::uint64_t errors = 0;    // calls that ended in an error
+  std::size_t idle_connections = 0;  // kept alive in the pool now
 };
 
 HttpTransportFactory make_https_transport_factory(MetricsRegistry& metrics, const Environment& env);

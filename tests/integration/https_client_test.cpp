@@ -724,6 +724,28 @@ TEST_F(HttpsClientTest, TheConcurrencyLimitHolds) {
   EXPECT_LE(server.connections_accepted(), 2u);
 }
 
+TEST_F(HttpsClientTest, ThePoolKeepsABoundedNumberOfIdleConnections) {
+  FakeHttpServer server{[](const FakeRequest&) {
+    auto r = ok();
+    r.delay = milliseconds{150};  // long enough for the six calls to overlap
+    return r;
+  }};
+  auto o = options();
+  o.max_idle_connections = 2;
+  auto c = client(o);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 6; ++i) {
+    threads.emplace_back([&] { EXPECT_TRUE(c->send(get(server.base_url() + "/x")).ok()); });
+  }
+  for (auto& t : threads) t.join();
+  const auto opened = server.connections_accepted();
+  EXPECT_GT(opened, 2u);
+  EXPECT_EQ(c->status().idle_connections, 2u);
+  // The kept ones carry the next calls.
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(c->send(get(server.base_url() + "/y")).ok());
+  EXPECT_EQ(server.connections_accepted(), opened);
+}
+
 TEST_F(HttpsClientTest, WaitingForASlotHonoursTheDeadline) {
   FakeHttpServer server{[](const FakeRequest&) {
     auto r = ok();
