@@ -186,7 +186,7 @@ void Daemon::start() {
     http_sources_ = std::make_unique<HttpSources>(*this);
     http_routes_ = std::make_unique<HttpRoutes>(*http_sources_, metrics_);
     http_ = std::make_unique<HttpServer>(
-        io_, hs, [routes = http_routes_.get()](const HttpRequest& r) { return routes->handle(r); });
+        io_, hs, [routes = http_routes_.get()](const HttpServerRequest& r) { return routes->handle(r); });
     http_->start();
     log->info("http listening on {}:{}", hs.host, http_->port());
   }

@@ -9,7 +9,7 @@ namespace orgd {
 HttpRoutes::HttpRoutes(RouteSources& sources, const MetricsRegistry& metrics)
     : sources_(sources), metrics_(metrics) {}
 
-HttpResponse HttpRoutes::handle(const HttpRequest& request) const {
+HttpServerResponse HttpRoutes::handle(const HttpServerRequest& request) const {
   std::string path = request.target.substr(0, request.target.find('?'));
   if (request.method != "GET" && request.method != "HEAD") {
     return {405, "text/plain; charset=utf-8", "method not allowed\n", {{"Allow", "GET, HEAD"}}};

@@ -36,7 +36,7 @@ class HttpRoutes {
  public:
   HttpRoutes(RouteSources& sources, const MetricsRegistry& metrics);
 
-  HttpResponse handle(const HttpRequest& request) const;
+  HttpServerResponse handle(const HttpServerRequest& request) const;
 
  private:
   RouteSources& sources_;
