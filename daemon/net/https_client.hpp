@@ -119,7 +119,8 @@ class HttpsClient final : public HttpTransport {
 };
 
 // The daemon's factory: one HttpsClient per provider, the proxy settings taken from `env`
-// (https_proxy / HTTPS_PROXY, no_proxy / NO_PROXY) where the options leave them empty.
+// (https_proxy / HTTPS_PROXY, no_proxy / NO_PROXY) where the options leave them empty. `env` is
+// read once, here; `metrics` is kept by reference and must outlive the factory and its clients.
 HttpTransportFactory make_https_transport_factory(MetricsRegistry& metrics, const Environment& env);
 
 // The status of a transport that is an HttpsClient; nullopt for any other (a test's fake).
