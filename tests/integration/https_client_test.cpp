@@ -3,9 +3,9 @@
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <spdlog/sinks/ostream_sink.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include <spdlog/sinks/ostream_sink.h>
 
 #include <atomic>
 #include <cstdlib>
@@ -69,35 +69,44 @@ class FakeTime {
   milliseconds offset_{0};
 };
 
-// One CA for the suite, its 127.0.0.1/localhost server certificate, and one more for a name
-// that is not loopback (the proxy tests: loopback hosts never go through a proxy).
+// A CA with its 127.0.0.1/localhost server certificate and one more for a name that is not
+// loopback (the proxy tests: loopback hosts never go through a proxy), and a second CA that
+// trusts neither. Made on first use, once per test process: plain-HTTP tests need none.
 class HttpsClientTest : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    pki_ = new testing::TestPki;
-    other_pki_ = new testing::TestPki;
-    ASSERT_TRUE(pki_->make());
-    ASSERT_TRUE(other_pki_->make());
-    const std::string script =
-        "set -e; cd '" + pki_->dir.str() +
-        "'; printf 'subjectAltName=DNS:api.example.test\\n' > named.ext;"
-        "openssl req -newkey rsa:2048 -nodes -subj /CN=api.example.test -keyout named-key.pem "
-        "-out named.csr >/dev/null 2>&1;"
-        "openssl x509 -req -in named.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 "
-        "-extfile named.ext -out named.pem >/dev/null 2>&1";
-    ASSERT_EQ(std::system(("bash -c \"" + script + "\"").c_str()), 0);
+  static const testing::TestPki& pki() {
+    static const auto made = [] {
+      auto p = std::make_unique<testing::TestPki>();
+      if (!p->make()) throw std::runtime_error("openssl could not make the test PKI");
+      const std::string script =
+          "set -e; cd '" + p->dir.str() +
+          "'; printf 'subjectAltName=DNS:api.example.test\\n' > named.ext;"
+          "openssl req -newkey rsa:2048 -nodes -subj /CN=api.example.test -keyout named-key.pem "
+          "-out named.csr >/dev/null 2>&1;"
+          "openssl x509 -req -in named.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 "
+          "-extfile named.ext -out named.pem >/dev/null 2>&1";
+      if (std::system(("bash -c \"" + script + "\"").c_str()) != 0) {
+        throw std::runtime_error("openssl could not make the api.example.test certificate");
+      }
+      return p;
+    }();
+    return *made;
   }
-  static void TearDownTestSuite() {
-    delete pki_;
-    delete other_pki_;
+  static const testing::TestPki& other_pki() {
+    static const auto made = [] {
+      auto p = std::make_unique<testing::TestPki>();
+      if (!p->make()) throw std::runtime_error("openssl could not make the second test PKI");
+      return p;
+    }();
+    return *made;
   }
 
   static FakeHttpServer::Options tls_options(const char* cert = "server.pem",
                                              const char* key = "server-key.pem") {
     FakeHttpServer::Options o;
     o.tls = true;
-    o.cert_file = pki_->path(cert);
-    o.key_file = pki_->path(key);
+    o.cert_file = pki().path(cert);
+    o.key_file = pki().path(key);
     return o;
   }
 
@@ -123,14 +132,9 @@ class HttpsClientTest : public ::testing::Test {
     return r;
   }
 
-  static testing::TestPki* pki_;
-  static testing::TestPki* other_pki_;
   MetricsRegistry metrics_;
   FakeTime time_;
 };
-
-testing::TestPki* HttpsClientTest::pki_ = nullptr;
-testing::TestPki* HttpsClientTest::other_pki_ = nullptr;
 
 FakeResponse ok(std::string body = "ok") {
   FakeResponse r;
@@ -193,7 +197,7 @@ TEST_F(HttpsClientTest, PutSendsBodyHeadersAndAuthorization) {
 TEST_F(HttpsClientTest, TlsWithTheCaFileWorks) {
   FakeHttpServer server{[](const FakeRequest&) { return ok("secure"); }, tls_options()};
   auto o = options();
-  o.ca_file = pki_->path("ca.pem");
+  o.ca_file = pki().path("ca.pem");
   auto c = client(o);
   for (const std::string host : {"127.0.0.1", "localhost"}) {
     auto r = c->send(get("https://" + host + ":" + std::to_string(server.port()) + "/x"));
@@ -208,7 +212,7 @@ TEST_F(HttpsClientTest, TlsWithTheCaFileWorks) {
 TEST_F(HttpsClientTest, AWrongCaIsAClearTlsError) {
   FakeHttpServer server{[](const FakeRequest&) { return ok(); }, tls_options()};
   auto o = options();
-  o.ca_file = other_pki_->path("ca.pem");
+  o.ca_file = other_pki().path("ca.pem");
   auto c = client(o);
   auto r = c->send(get(server.base_url() + "/x"));
   ASSERT_FALSE(r.ok());
@@ -233,7 +237,7 @@ TEST_F(HttpsClientTest, AWrongCaIsAClearTlsError) {
 TEST_F(HttpsClientTest, AHostNameTheCertificateDoesNotHoldIsRefused) {
   FakeHttpServer server{[](const FakeRequest&) { return ok(); }, tls_options()};
   auto o = options();
-  o.ca_file = pki_->path("ca.pem");
+  o.ca_file = pki().path("ca.pem");
   auto hooks = time_.hooks();
   hooks.resolve = [](std::string_view host) -> std::optional<std::string> {
     if (host == "wrong.example.test") return "127.0.0.1";
@@ -575,7 +579,8 @@ class ClosingServer {
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t len = sizeof addr;
-    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd_, 4) != 0 ||
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        ::listen(fd_, 4) != 0 ||
         ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
       throw std::runtime_error("cannot listen");
     }
@@ -636,7 +641,7 @@ TEST_F(HttpsClientTest, ThroughAConnectProxyWithCredentials) {
   auto factory = make_https_transport_factory(
       metrics, Environment{{{"HTTPS_PROXY", proxy_url}, {"NO_PROXY", "internal.corp"}}});
   HttpClientOptions o = options();
-  o.ca_file = pki_->path("ca.pem");
+  o.ca_file = pki().path("ca.pem");
   auto transport = factory(o);
   ASSERT_TRUE(transport.ok()) << transport.error().message;
   const std::string url = "https://api.example.test:" + std::to_string(server.port());
@@ -663,7 +668,7 @@ TEST_F(HttpsClientTest, NoProxyHostsGoDirect) {
                         tls_options("named.pem", "named-key.pem")};
   ConnectProxy proxy;
   auto o = options();
-  o.ca_file = pki_->path("ca.pem");
+  o.ca_file = pki().path("ca.pem");
   o.https_proxy = proxy.url();
   o.no_proxy = "localhost,.example.test";
   auto hooks = time_.hooks();
@@ -864,7 +869,7 @@ TEST_F(HttpsClientTest, TheFactoryRefusesABadCaFileOrProxy) {
   auto r = factory(o);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.error().message.find("/nonexistent/ca.pem"), std::string::npos);
-  o.ca_file = pki_->path("server-key.pem");  // a key, not a certificate
+  o.ca_file = pki().path("server-key.pem");  // a key, not a certificate
   EXPECT_FALSE(factory(o).ok());
   auto bad_proxy = make_https_transport_factory(
       metrics, Environment{{{"https_proxy", "socks5://u:canary-x@p:1"}}})(options());
