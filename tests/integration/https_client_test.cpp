@@ -289,6 +289,33 @@ TEST_F(HttpsClientTest, ASlowAnswerIsATimeout) {
   EXPECT_LT(std::chrono::steady_clock::now() - started, milliseconds{5000});
 }
 
+TEST_F(HttpsClientTest, AHandshakeThatNeverAnswersIsAConnectTimeout) {
+  // Listening, never accepting: the kernel completes the TCP handshake, nobody answers TLS.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(fd, 4), 0);
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const std::string port = std::to_string(ntohs(addr.sin_port));
+  auto o = options();
+  o.connect_timeout = milliseconds{200};
+  o.max_attempts = 1;
+  auto c = client(o);
+  const auto started = std::chrono::steady_clock::now();
+  auto r = c->send(get("https://127.0.0.1:" + port + "/x"));
+  const auto took = std::chrono::steady_clock::now() - started;
+  ::close(fd);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().message.find("TLS handshake with 127.0.0.1:" + port +
+                                   " failed: timed out after 200 ms"),
+            std::string::npos)
+      << r.error().message;
+  EXPECT_LT(took, milliseconds{3000});
+}
+
 TEST_F(HttpsClientTest, ABodyOverTheLimitIsAClearError) {
   FakeHttpServer server{[](const FakeRequest&) { return ok(std::string(5000, 'x')); }};
   auto o = options();
