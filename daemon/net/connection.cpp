@@ -1,5 +1,6 @@
 #include "daemon/net/connection.hpp"
 
+#include <netdb.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -8,7 +9,6 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/error.hpp>
-#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/http/empty_body.hpp>
@@ -16,6 +16,10 @@
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
+#include <condition_variable>
+#include <cstring>
+#include <mutex>
+#include <thread>
 
 namespace orgd::net {
 namespace {
@@ -50,6 +54,54 @@ std::string tls_reason(SSL* ssl, const boost::system::error_code& ec) {
   }
   if (ec == beast::error::timeout) return "timed out";
   return ec.message();
+}
+
+// getaddrinfo on a thread of its own, waited for at most `timeout`: a resolver that hangs is
+// left to finish alone (Asio's resolver would be joined when its io_context goes, holding the
+// caller past its timeout).
+Outcome<std::vector<tcp::endpoint>> resolve(const std::string& host, const std::string& port,
+                                            milliseconds timeout) {
+  struct Lookup {
+    std::mutex mutex;  // guards the members below
+    std::condition_variable done_cv;
+    bool done = false;
+    int rc = 0;
+    std::vector<tcp::endpoint> endpoints;
+  };
+  auto lookup = std::make_shared<Lookup>();
+  std::thread([lookup, host, port] {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* list = nullptr;
+    const int rc = ::getaddrinfo(host.c_str(), port.c_str(), &hints, &list);
+    std::vector<tcp::endpoint> endpoints;
+    for (const addrinfo* a = list; rc == 0 && a != nullptr; a = a->ai_next) {
+      if (a->ai_family == AF_INET || a->ai_family == AF_INET6) {
+        tcp::endpoint e;
+        std::memcpy(e.data(), a->ai_addr, a->ai_addrlen);
+        e.resize(a->ai_addrlen);
+        endpoints.push_back(e);
+      }
+    }
+    if (list != nullptr) ::freeaddrinfo(list);
+    std::lock_guard lock(lookup->mutex);
+    lookup->rc = rc;
+    lookup->endpoints = std::move(endpoints);
+    lookup->done = true;
+    lookup->done_cv.notify_all();
+  }).detach();
+  std::unique_lock lock(lookup->mutex);
+  if (!lookup->done_cv.wait_for(lock, timeout, [&] { return lookup->done; })) {
+    return {std::nullopt,
+            {FailureKind::timeout, "resolving " + host + " timed out after " + ms(timeout)}};
+  }
+  if (lookup->rc != 0 || lookup->endpoints.empty()) {
+    return {std::nullopt,
+            {FailureKind::dns, "resolving " + host + " failed: " +
+                                   (lookup->rc != 0 ? gai_strerror(lookup->rc) : "no address")}};
+  }
+  return {std::move(lookup->endpoints), {}};
 }
 
 }  // namespace
@@ -120,39 +172,13 @@ Outcome<std::unique_ptr<Connection>> Connection::open(const Route& route, asio::
   boost::system::error_code ec;
   const auto literal = asio::ip::make_address(dial_host, ec);
   if (!ec) {
-    // An address needs no resolver (whose thread could not be interrupted by the timeout).
+    // An address needs no lookup (nor its thread).
     endpoints.emplace_back(literal, static_cast<unsigned short>(std::stoi(dial_port)));
   } else {
     ec.clear();
-    tcp::resolver resolver{c->ioc_};
-    bool resolve_timed_out = false;
-    asio::steady_timer timer{c->ioc_};
-    timer.expires_after(left());
-    timer.async_wait([&](boost::system::error_code tec) {
-      if (!tec) {
-        resolve_timed_out = true;
-        resolver.cancel();
-      }
-    });
-    resolver.async_resolve(
-        dial_host, dial_port,
-        [&](boost::system::error_code rec, const tcp::resolver::results_type& r) {
-          ec = rec;
-          for (const auto& entry : r) endpoints.push_back(entry.endpoint());
-          timer.cancel();
-        });
-    c->ioc_.restart();
-    c->ioc_.run();
-    if (resolve_timed_out) {
-      return {std::nullopt,
-              {FailureKind::timeout,
-               "resolving " + dial_host + " timed out after " + ms(connect_timeout)}};
-    }
-    if (ec || endpoints.empty()) {
-      return {std::nullopt,
-              {FailureKind::dns, "resolving " + dial_host + " failed: " +
-                                     (ec ? ec.message() : std::string{"no address"})}};
-    }
+    auto found = resolve(dial_host, dial_port, left());
+    if (!found.ok()) return {std::nullopt, std::move(found.failure)};
+    endpoints = std::move(*found.value);
   }
 
   auto stream = std::make_unique<beast::tcp_stream>(c->ioc_);
