@@ -70,6 +70,9 @@ std::string step_took(const DeployStep& step, TimePoint now) {
   return format_duration(seconds_between(from_timestamp(step.started_at()), end));
 }
 
+
+}  // namespace
+
 // Left-aligned columns two spaces apart; the last column is not padded, so long errors do not
 // widen every row.
 std::string render_table(const std::vector<std::string>& header,
@@ -98,8 +101,6 @@ std::string render_table(const std::vector<std::string>& header,
   for (const auto& row : rows) write(row);
   return out;
 }
-
-}  // namespace
 
 Waves waves_of(const google::protobuf::RepeatedPtrField<google::protobuf::ListValue>& waves) {
   Waves out;
