@@ -7,7 +7,7 @@ std::string_view circuit_state_name(CircuitState state) {
     case CircuitState::closed:
       return "closed";
     case CircuitState::half_open:
-      return "half-open";
+      return "half_open";
     case CircuitState::open:
       return "open";
   }

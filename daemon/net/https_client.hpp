@@ -48,10 +48,10 @@ struct HttpClientStatus {
   std::optional<long> rate_remaining;
   std::optional<std::chrono::system_clock::time_point> rate_reset;
   std::string rate_resource;
-  std::string circuit;         // "closed", "half-open", "open"
-  std::string last_error;      // the last failed call's message, "" when none yet
-  std::uint64_t requests = 0;  // responses received (every try)
-  std::uint64_t errors = 0;    // calls that ended in an error
+  std::string circuit;     // "closed", "half_open", "open" (as ProbeResult::circuit spells them)
+  std::string last_error;  // the last failed call's message, "" when none yet
+  std::uint64_t requests = 0;        // responses received (every try)
+  std::uint64_t errors = 0;          // calls that ended in an error
   std::size_t idle_connections = 0;  // kept alive in the pool now
 };
 

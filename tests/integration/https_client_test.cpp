@@ -825,7 +825,7 @@ TEST_F(HttpsClientTest, TheBreakerOpensAndRecovers) {
 
   code = 200;
   time_.advance(milliseconds{30'000});
-  EXPECT_EQ(c->status().circuit, "half-open");
+  EXPECT_EQ(c->status().circuit, "half_open");
   auto trial = c->send(get(url));
   ASSERT_TRUE(trial.ok()) << trial.error().message;
   EXPECT_EQ(c->status().circuit, "closed");
