@@ -317,9 +317,11 @@ Result<HttpResponse> HttpsClient::send_admitted(const HttpRequest& request, cons
     auto outcome = exchange(request, url, idempotent, deadline);
     if (!outcome.ok()) {
       const auto& f = outcome.failure;
-      const bool retry_kind = f.kind != net::FailureKind::tls &&
-                              f.kind != net::FailureKind::body_limit &&
-                              f.kind != net::FailureKind::protocol && !f.permanent;
+      // A certificate that does not verify, a proxy refusing the credentials, an answer over
+      // the limit or one that is not HTTP come back the same on another try; a handshake cut
+      // short by the network may not.
+      const bool retry_kind = !f.permanent && f.kind != net::FailureKind::body_limit &&
+                              f.kind != net::FailureKind::protocol;
       // A request that may have reached the server is sent again only when that is harmless.
       const bool may_resend = idempotent || f.nothing_sent;
       if (retry_kind && may_resend && attempt < max_attempts) {
@@ -339,10 +341,7 @@ Result<HttpResponse> HttpsClient::send_admitted(const HttpRequest& request, cons
         *health_failure = true;
       }
       Error e = unavailable(label + ": " + f.message + gave_up(""));
-      if (!retry_kind) e.retry = Retry::permanent;
-      if (f.kind == net::FailureKind::tls || f.kind == net::FailureKind::body_limit) {
-        e.retry = Retry::permanent;
-      }
+      if (f.permanent || f.kind == net::FailureKind::body_limit) e.retry = Retry::permanent;
       return fail(std::string{net::failure_kind_name(f.kind)}, std::move(e));
     }
 
