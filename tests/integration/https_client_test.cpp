@@ -888,6 +888,28 @@ TEST_F(HttpsClientTest, CredentialsNeverReachLogsErrorsOrMetrics) {
   EXPECT_EQ(metrics_text.find(canary), std::string::npos);
 }
 
+TEST_F(HttpsClientTest, TheStatusIsReadThroughTheTransportInterface) {
+  FakeHttpServer server{[](const FakeRequest&) { return status(500); }};
+  auto o = options();
+  o.max_attempts = 1;
+  auto factory = make_https_transport_factory(metrics_, Environment{});
+  auto transport = factory(o);
+  ASSERT_TRUE(transport.ok()) << transport.error().message;
+  ASSERT_FALSE(transport.value()->send(get(server.base_url() + "/x")).ok());
+  const auto s = http_client_status(*transport.value());
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->provider, "test");
+  EXPECT_EQ(s->requests, 1u);
+  EXPECT_EQ(s->errors, 1u);
+  EXPECT_EQ(s->circuit, "closed");
+  EXPECT_NE(s->last_error.find("HTTP 500"), std::string::npos) << s->last_error;
+
+  struct OtherTransport final : HttpTransport {
+    Result<HttpResponse> send(HttpRequest) override { return HttpResponse{}; }
+  } other;
+  EXPECT_FALSE(http_client_status(other));
+}
+
 TEST_F(HttpsClientTest, TheFactoryRefusesABadCaFileOrProxy) {
   MetricsRegistry metrics;
   auto factory = make_https_transport_factory(metrics, Environment{});
