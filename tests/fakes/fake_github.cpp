@@ -770,6 +770,12 @@ void FakeGithub::set_pending_contexts(const std::string& owner, const std::strin
   state_->pending_contexts[lower(owner) + "/" + lower(repo)] = std::move(contexts);
 }
 
+void FakeGithub::set_ref_behind_default_branch(const std::string& owner, const std::string& repo,
+                                               const std::string& ref) {
+  std::lock_guard lock(state_->mutex);
+  state_->refs_behind.insert(lower(owner) + "/" + lower(repo) + ":" + ref);
+}
+
 void FakeGithub::inject(FakeFault fault) {
   std::lock_guard lock(state_->mutex);
   if (fault.times > 0) state_->faults.push_back(std::move(fault));

@@ -201,6 +201,10 @@ class FakeGithub {
   // when required_contexts is left out) is refused with 409 as GitHub does.
   void set_pending_contexts(const std::string& owner, const std::string& repo,
                             std::vector<std::string> contexts);
+  // The default branch has commits `ref` lacks: a deployment with auto_merge (GitHub's default)
+  // merges it and answers 202 without creating a deployment; the next one finds `ref` up to date.
+  void set_ref_behind_default_branch(const std::string& owner, const std::string& repo,
+                                     const std::string& ref);
 
   // Rate limits and failures.
   void inject(FakeFault fault);

@@ -138,6 +138,16 @@ Reply create_deployment(State& st, Ctx& ctx) {
     }
   }
 
+  // Auto-merge brings the ref up to date first; GitHub says so with a 202 and no deployment.
+  if (auto behind = st.refs_behind.find(repo_key(ctx) + ":" + d.ref);
+      behind != st.refs_behind.end() && d.auto_merge) {
+    st.refs_behind.erase(behind);
+    return Reply{202,
+                 json{{"message", "Auto-merged main into " + d.ref + " on deployment."}},
+                 false,
+                 {}};
+  }
+
   d.id = st.next_deployment_id++;
   d.created_at = iso8601(ctx.now);
   st.deployments[d.id] = d;

@@ -91,6 +91,7 @@ struct FakeGithub::State {
   std::int64_t next_deployment_id = 1800000001;
   std::int64_t next_status_id = 2600000001;
   std::map<std::string, std::vector<std::string>> pending_contexts;  // "owner/repo" → contexts
+  std::set<std::string> refs_behind;                                 // "owner/repo:ref"
 
   std::vector<FakeFault> faults;
   int used = 0;

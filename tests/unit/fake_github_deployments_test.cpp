@@ -74,6 +74,20 @@ TEST_F(FakeGithubDeployments, PendingChecksBlockADeploymentThatRequiresThem) {
   EXPECT_EQ(github->deployments().size(), 2u);
 }
 
+TEST_F(FakeGithubDeployments, AutoMergeOfABranchBehindIs202WithoutADeployment) {
+  github->set_ref_behind_default_branch("acme", "web", "topic");
+  auto merged = call("POST", kDeployments, json{{"ref", "topic"}});
+  EXPECT_EQ(merged.status, 202);
+  EXPECT_EQ(body(merged)["message"], "Auto-merged main into topic on deployment.");
+  EXPECT_TRUE(github->deployments().empty());
+  EXPECT_EQ(call("POST", kDeployments, json{{"ref", "topic"}}).status, 201);  // now up to date
+
+  // Without auto_merge the branch is deployed as it is.
+  github->set_ref_behind_default_branch("acme", "web", "other");
+  EXPECT_EQ(call("POST", kDeployments, json{{"ref", "other"}, {"auto_merge", false}}).status, 201);
+  EXPECT_EQ(github->deployments().size(), 2u);
+}
+
 TEST_F(FakeGithubDeployments, StatusesAreCheckedRecordedAndListedNewestFirst) {
   const auto id = create(*this, json{{"ref", "main"}, {"environment", "staging"}});
   const std::string statuses = kDeployments + "/" + std::to_string(id) + "/statuses";
