@@ -8,13 +8,14 @@
 #include <iostream>
 
 #include "daemon/app/daemon.hpp"
-#include "daemon/deploy/inventory.hpp"
 #include "daemon/core/build_info.hpp"
 #include "daemon/core/config.hpp"
 #include "daemon/core/errors.hpp"
 #include "daemon/core/file_checks.hpp"
 #include "daemon/core/logging.hpp"
 #include "daemon/core/process_hardening.hpp"
+#include "daemon/deploy/inventory.hpp"
+#include "daemon/net/https_client.hpp"
 
 int main(int argc, char** argv) {
   // Before anything reads a secret: a core of orgd would hold every credential it keeps.
@@ -57,6 +58,7 @@ int main(int argc, char** argv) {
     std::cerr << "orgd: invalid config:\n" << e.what() << "\n";
     return 2;
   }
+  orgd::MetricsRegistry check_metrics;
   std::shared_ptr<const orgd::deploy::Inventory> inventory;
   try {
     // Provider and target settings are the providers' to check, and which provider offers
@@ -65,6 +67,9 @@ int main(int argc, char** argv) {
     providers.org = config.org;
     providers.data_dir = config.nats.data_dir;
     providers.environment = env;
+    // Clients are built as the daemon builds them (a bad ca_file or proxy fails here too); no
+    // request is made.
+    providers.http = orgd::make_https_transport_factory(check_metrics, env);
     inventory = orgd::deploy::Inventory::build(config, orgd::ProviderRegistry{}, providers);
   } catch (const orgd::ConfigError& e) {
     std::cerr << "orgd: invalid config:\n" << e.what() << "\n";

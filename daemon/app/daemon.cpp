@@ -18,6 +18,7 @@
 #include "daemon/events/api_dispatcher.hpp"
 #include "daemon/health/health_service.hpp"
 #include "daemon/http/routes.hpp"
+#include "daemon/net/https_client.hpp"
 #include "orgd/v1/status.pb.h"
 
 namespace orgd {
@@ -78,6 +79,9 @@ std::shared_ptr<const deploy::Inventory> Daemon::build_inventory(const Config& c
   environment.org = config.org;
   environment.data_dir = config.nats.data_dir;
   environment.environment = env_;
+  // One HTTPS client per provider, its metrics in the daemon's registry; the proxy from the
+  // environment (HTTPS_PROXY, NO_PROXY).
+  environment.http = make_https_transport_factory(metrics_, env_);
   return deploy::Inventory::build(config, providers_, environment);
 }
 

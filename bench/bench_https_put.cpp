@@ -76,7 +76,7 @@ class BareClient {
 int run(int argc, char** argv) {
   Flags flags(argc, argv);
   if (flags.help()) {
-    std::cout << "https_put_bench [--requests N] [--warmup N] [--tls 0|1]\n"
+    std::cout << "bench_https_put [--requests N] [--warmup N] [--tls 0|1]\n"
                  "  (or ORGD_BENCH_REQUESTS, ORGD_BENCH_WARMUP, ORGD_BENCH_TLS)\n";
     return 0;
   }
@@ -153,7 +153,7 @@ int run(int argc, char** argv) {
   };
 
   fmt::print(
-      "https_put_bench: {} sequential secret-PUT requests each ({} bytes of JSON, 204 back) "
+      "bench_https_put: {} sequential secret-PUT requests each ({} bytes of JSON, 204 back) "
       "over {} to a loopback FakeHttpServer, after {} warm-up, alternating\n"
       "machine: {}\n",
       grouped(static_cast<std::uint64_t>(p.requests)), body.size(), p.tls ? "TLS" : "plain HTTP",
@@ -198,7 +198,7 @@ int main(int argc, char** argv) {
   try {
     return orgd::bench::run(argc, argv);
   } catch (const std::exception& e) {
-    std::cerr << "https_put_bench: " << e.what() << "\n";
+    std::cerr << "bench_https_put: " << e.what() << "\n";
     return 2;
   }
 }
