@@ -74,7 +74,7 @@ Daemon::Daemon(Config config, DaemonOptions options, Environment env, const Cloc
 
 Daemon::~Daemon() { stop(); }
 
-std::shared_ptr<const deploy::Inventory> Daemon::build_inventory(const Config& config) const {
+std::shared_ptr<const deploy::Inventory> Daemon::build_inventory(const Config& config) {
   ProviderEnvironment environment;
   environment.org = config.org;
   environment.data_dir = config.nats.data_dir;

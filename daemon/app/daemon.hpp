@@ -104,7 +104,7 @@ class Daemon {
   void register_api();
   // The health picture with each env's last deploy: P.api.status and /status.
   v1::OrgStatus org_status() const;
-  std::shared_ptr<const deploy::Inventory> build_inventory(const Config& config) const;
+  std::shared_ptr<const deploy::Inventory> build_inventory(const Config& config);
 
   Config config_;
   // Guards config_'s log, providers, repos and secrets, which reloads replace; org, nats and
