@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <nats/nats.h>
 
+#include <algorithm>
+
 namespace orgd {
 namespace {
 constexpr jsErrCode kStreamNameExists = static_cast<jsErrCode>(10058);
@@ -33,6 +35,14 @@ std::vector<StreamSpec> orgd_streams(const std::string& prefix, int replicas) {
                    std::chrono::duration_cast<std::chrono::seconds>(hours(24 * 30)),
                    256LL * 1024 * 1024, std::chrono::seconds(120), replicas, 64 * 1024});
   return specs;
+}
+
+StreamSpec github_events_stream(std::chrono::seconds dedup_window, int replicas) {
+  const auto max_age = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::hours(24 * 7));
+  StreamSpec spec{kGithubEventsStream, "GitHub webhook deliveries, verified", {"github.>"}, -1,
+                  max_age, 1024LL * 1024 * 1024, std::clamp(dedup_window, std::chrono::seconds(1), max_age),
+                  replicas};
+  return spec;
 }
 
 Result<Ok> ensure_stream(jsCtx* js, const StreamSpec& spec) {

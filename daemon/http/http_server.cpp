@@ -236,7 +236,11 @@ class Session : public std::enable_shared_from_this<Session> {
   void read_header() {
     if (closed_) return;
     parser_.emplace();
-    parser_->body_limit(settings().body_limit);
+    // The largest any path takes, so the parser does not refuse a large Content-Length before
+    // the path is known; on_header() then sets the path's own limit.
+    std::size_t widest = settings().body_limit;
+    for (const auto& [path, limit] : settings().path_body_limits) widest = std::max(widest, limit);
+    parser_->body_limit(widest);
     parser_->header_limit(kHeaderLimit);
     waiting_since_ = steady_now();
     reading_head_ = true;
@@ -249,6 +253,17 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec) return on_read_error(ec);
     reading_head_ = false;
     const auto& req = parser_->get();
+    const std::string_view target = req.target();
+    const auto path_limit =
+        settings().path_body_limits.find(std::string(target.substr(0, target.find('?'))));
+    const std::size_t limit = path_limit == settings().path_body_limits.end()
+                                  ? settings().body_limit
+                                  : path_limit->second;
+    if (const auto length = parser_->content_length(); length && *length > limit) {
+      return send_error(413, "payload too large\n");
+    }
+    // A chunked body is counted against it as it arrives.
+    parser_->body_limit(limit);
     // Clients such as curl wait (a second, by default) for "100 Continue" before sending a
     // larger body; the limits were checked with the header, so the body is welcome.
     if (!parser_->is_done() && req.version() >= 11 &&
