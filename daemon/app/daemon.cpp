@@ -192,7 +192,7 @@ void Daemon::start() {
     http_routes_ = std::make_unique<HttpRoutes>(
         *http_sources_, metrics_, github_webhooks_ ? &github_webhooks_->intake() : nullptr);
     http_ = std::make_unique<HttpServer>(
-        io_, hs, [routes = http_routes_.get()](const HttpRequest& r) { return routes->handle(r); });
+        io_, hs, [routes = http_routes_.get()](const HttpServerRequest& r) { return routes->handle(r); });
     http_->start();
     log->info("http listening on {}:{}", hs.host, http_->port());
   }

@@ -149,7 +149,7 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   void start();
   void stop();
   void stop_and_wait_for_handlers();
-  std::optional<HttpResponse> invoke(const HttpRequest& request);
+  std::optional<HttpServerResponse> invoke(const HttpServerRequest& request);
   void forget(Session* session);
   void decline_eviction(Session* session);
 
@@ -311,7 +311,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void send_error(int status, std::string body) {
-    HttpResponse response;
+    HttpServerResponse response;
     response.status = status;
     response.body = std::move(body);
     write(std::move(response), 11, /*keep_alive=*/false, /*head=*/false, /*linger=*/true);
@@ -322,7 +322,7 @@ class Session : public std::enable_shared_from_this<Session> {
     waiting_since_ = 0;  // busy until the response is written: not to be evicted
     auto& req = parser_->get();
 
-    HttpRequest request;
+    HttpServerRequest request;
     request.method = std::string(req.method_string());
     request.target = std::string(req.target());
     for (const auto& field : req) {
@@ -334,17 +334,17 @@ class Session : public std::enable_shared_from_this<Session> {
     request.body = std::move(req.body());
     request.remote = remote_;
 
-    std::optional<HttpResponse> response = server_->invoke(request);
+    std::optional<HttpServerResponse> response = server_->invoke(request);
     if (!response) return close();  // the server is stopping
     write(std::move(*response), req.version(), req.keep_alive(), req.method() == http::verb::head,
           /*linger=*/false);
   }
 
-  void write(HttpResponse out, unsigned version, bool keep_alive, bool head, bool linger) {
+  void write(HttpServerResponse out, unsigned version, bool keep_alive, bool head, bool linger) {
     if (out.status < 200 || out.status > 599) {
       server_->log->error("handler returned invalid status {} for a request from {}", out.status,
                           remote_);
-      out = HttpResponse{500, "text/plain; charset=utf-8", "internal server error\n", {}};
+      out = HttpServerResponse{500, "text/plain; charset=utf-8", "internal server error\n", {}};
     }
     auto& res = response_.emplace();
     res.version(version);
@@ -518,7 +518,7 @@ void ServerCore::on_accept(beast::error_code ec, tcp::socket socket) {
   if (session) session->start();
 }
 
-std::optional<HttpResponse> ServerCore::invoke(const HttpRequest& request) {
+std::optional<HttpServerResponse> ServerCore::invoke(const HttpServerRequest& request) {
   {
     std::lock_guard lock(mutex_);
     if (stopped_) return std::nullopt;
@@ -547,7 +547,7 @@ std::optional<HttpResponse> ServerCore::invoke(const HttpRequest& request) {
     log->error("handler failed for {} {}: unknown exception", request.method, path);
   }
   // Never the exception text: it is for the operator's log, not for whoever sent the request.
-  return HttpResponse{500, "text/plain; charset=utf-8", "internal server error\n", {}};
+  return HttpServerResponse{500, "text/plain; charset=utf-8", "internal server error\n", {}};
 }
 
 // The connection that has waited longest for its client, marked as chosen; null when every

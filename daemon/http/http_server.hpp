@@ -10,7 +10,7 @@
 
 namespace orgd {
 
-struct HttpRequest {
+struct HttpServerRequest {
   std::string method;                          // "GET", "POST", ...
   std::string target;                          // path and query, as sent
   std::map<std::string, std::string> headers;  // names lower-cased
@@ -18,7 +18,7 @@ struct HttpRequest {
   std::string remote;  // "ip:port"
 };
 
-struct HttpResponse {
+struct HttpServerResponse {
   int status = 200;
   std::string content_type = "text/plain; charset=utf-8";
   std::string body;
@@ -60,7 +60,7 @@ struct HttpServerSettings {
 // The handler runs on an io_context thread and must not block.
 class HttpServer {
  public:
-  using Handler = std::function<HttpResponse(const HttpRequest&)>;
+  using Handler = std::function<HttpServerResponse(const HttpServerRequest&)>;
 
   HttpServer(boost::asio::io_context& io, HttpServerSettings settings, Handler handler);
   ~HttpServer();

@@ -11,7 +11,7 @@ HttpRoutes::HttpRoutes(RouteSources& sources, const MetricsRegistry& metrics,
                        WebhookIntake* webhooks)
     : sources_(sources), metrics_(metrics), webhooks_(webhooks) {}
 
-HttpResponse HttpRoutes::handle(const HttpRequest& request) const {
+HttpServerResponse HttpRoutes::handle(const HttpServerRequest& request) const {
   std::string path = request.target.substr(0, request.target.find('?'));
   if (path == kGithubWebhookPath) {
     if (webhooks_ == nullptr) {

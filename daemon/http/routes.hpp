@@ -40,7 +40,7 @@ class HttpRoutes {
   HttpRoutes(RouteSources& sources, const MetricsRegistry& metrics,
              WebhookIntake* webhooks = nullptr);
 
-  HttpResponse handle(const HttpRequest& request) const;
+  HttpServerResponse handle(const HttpServerRequest& request) const;
 
  private:
   RouteSources& sources_;

@@ -170,13 +170,13 @@ class HttpServerTest : public ::testing::Test {
   // Starts the server on a free port with an io_context run by two threads, as in the daemon.
   HttpServer& start(HttpServerSettings settings = {}) {
     server_ = std::make_unique<HttpServer>(io_, std::move(settings),
-                                           [this](const HttpRequest& r) { return handle(r); });
+                                           [this](const HttpServerRequest& r) { return handle(r); });
     server_->start();
     for (int i = 0; i < 2; ++i) threads_.emplace_back([this] { io_.run(); });
     return *server_;
   }
 
-  HttpResponse handle(const HttpRequest& request) {
+  HttpServerResponse handle(const HttpServerRequest& request) {
     {
       std::lock_guard lock(mutex_);
       requests_.push_back(request);
@@ -214,7 +214,7 @@ class HttpServerTest : public ::testing::Test {
     changed_.notify_all();
   }
 
-  std::vector<HttpRequest> requests() {
+  std::vector<HttpServerRequest> requests() {
     std::lock_guard lock(mutex_);
     return requests_;
   }
@@ -226,7 +226,7 @@ class HttpServerTest : public ::testing::Test {
   std::vector<std::thread> threads_;
   std::unique_ptr<HttpServer> server_;
   std::mutex mutex_;
-  std::vector<HttpRequest> requests_;
+  std::vector<HttpServerRequest> requests_;
   std::condition_variable changed_;
   int blocked_ = 0;
   bool released_ = false;
@@ -484,7 +484,7 @@ TEST_F(HttpServerTest, BindConflictThrowsNamingTheAddress) {
   HttpServer& server = start();
   HttpServerSettings settings;
   settings.port = server.port();
-  HttpServer second(io_, settings, [](const HttpRequest&) { return HttpResponse{}; });
+  HttpServer second(io_, settings, [](const HttpServerRequest&) { return HttpServerResponse{}; });
   try {
     second.start();
     FAIL() << "a second server bound port " << settings.port;
@@ -509,7 +509,7 @@ TEST_F(HttpServerTest, LocalhostBindsTheLoopback) {
 TEST_F(HttpServerTest, BindsAnIpv6Literal) {
   HttpServerSettings settings;
   settings.host = "::1";
-  HttpServer server(io_, settings, [](const HttpRequest&) { return HttpResponse{}; });
+  HttpServer server(io_, settings, [](const HttpServerRequest&) { return HttpServerResponse{}; });
   try {
     server.start();
   } catch (const std::runtime_error& e) {
@@ -517,7 +517,7 @@ TEST_F(HttpServerTest, BindsAnIpv6Literal) {
   }
   ASSERT_NE(server.port(), 0);
   settings.port = server.port();
-  HttpServer second(io_, settings, [](const HttpRequest&) { return HttpResponse{}; });
+  HttpServer second(io_, settings, [](const HttpServerRequest&) { return HttpServerResponse{}; });
   try {
     second.start();
     FAIL() << "a second server bound [::1]:" << settings.port;
@@ -536,7 +536,7 @@ TEST_F(HttpServerTest, StartingTwiceIsAProgrammingError) {
 TEST_F(HttpServerTest, UnresolvableHostThrows) {
   HttpServerSettings settings;
   settings.host = "not a host name";
-  HttpServer server(io_, settings, [](const HttpRequest&) { return HttpResponse{}; });
+  HttpServer server(io_, settings, [](const HttpServerRequest&) { return HttpServerResponse{}; });
   EXPECT_THROW(server.start(), std::runtime_error);
 }
 
