@@ -31,7 +31,7 @@ std::string lower(std::string_view s) {
   return out;
 }
 
-std::string header_of(const HttpRequest& request, const std::string& lower_name) {
+std::string header_of(const HttpServerRequest& request, const std::string& lower_name) {
   const auto it = request.headers.find(lower_name);
   return it == request.headers.end() ? std::string{} : it->second;
 }
@@ -149,8 +149,8 @@ void WebhookIntake::add_workflow_run_listener(WorkflowRunListener listener) {
   listeners_.push_back(std::move(listener));
 }
 
-HttpResponse WebhookIntake::reject(int status, const char* reason, std::string_view why,
-                                   const HttpRequest& request) {
+HttpServerResponse WebhookIntake::reject(int status, const char* reason, std::string_view why,
+                                   const HttpServerRequest& request) {
   rejected(reason).inc();
   std::uint64_t suppressed = 0;
   if (log_limiter_.allow(&suppressed)) {
@@ -168,7 +168,7 @@ HttpResponse WebhookIntake::reject(int status, const char* reason, std::string_v
   return {status, "text/plain; charset=utf-8", std::string(why) + "\n", {}};
 }
 
-HttpResponse WebhookIntake::handle(const HttpRequest& request) {
+HttpServerResponse WebhookIntake::handle(const HttpServerRequest& request) {
   if (request.method != "POST") {
     return {405, "text/plain; charset=utf-8", "method not allowed\n", {{"Allow", "POST"}}};
   }

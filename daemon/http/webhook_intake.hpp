@@ -77,7 +77,7 @@ class WebhookIntake {
   WebhookIntake(WebhookIntakeSettings settings, WebhookSink& sink, MetricsRegistry& metrics);
 
   // POST /webhooks/github. Runs on an HTTP io thread; waits only for the publish's ack.
-  HttpResponse handle(const HttpRequest& request);
+  HttpServerResponse handle(const HttpServerRequest& request);
 
   // Called on the HTTP io thread after a completed workflow_run is stored (not for a
   // redelivery): must not block (copy and post).
@@ -86,8 +86,8 @@ class WebhookIntake {
   bool has_secrets() const { return !settings_.secrets.empty(); }
 
  private:
-  HttpResponse reject(int status, const char* reason, std::string_view why,
-                      const HttpRequest& request);
+  HttpServerResponse reject(int status, const char* reason, std::string_view why,
+                      const HttpServerRequest& request);
   Counter& rejected(const char* reason);
 
   WebhookIntakeSettings settings_;
