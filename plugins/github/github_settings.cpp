@@ -212,7 +212,7 @@ Settings parse_settings(const ProviderConfig& config, const std::string& source_
       schema.read_duration(e, /*allow_zero=*/false, s.webhook_dedup_window);
       if (s.webhook_dedup_window < std::chrono::seconds{1} ||
           s.webhook_dedup_window > kMaxDedupWindow) {
-        schema.report(e.value_line, e.path, "must be between 1s and 7d (GITHUB_EVENTS' max age)");
+        schema.report(e.value_line, e.path, "must be between 1s and 168h (GITHUB_EVENTS keeps deliveries 7 days)");
         s.webhook_dedup_window = std::chrono::hours{24};
       }
     } else if (e.key == "api_version") {

@@ -96,7 +96,7 @@ TEST(ProviderRegistryTest, BuildsLocalAndExec) {
   ProviderEnvironment env{dir.path()};
   EXPECT_TRUE(registry.supports("local"));
   EXPECT_TRUE(registry.supports("exec"));
-  EXPECT_FALSE(registry.supports("github"));
+  EXPECT_FALSE(registry.supports("cloudflare"));
   auto local = registry.create(provider_config("files", "local"), env, "orgd.yaml");
   ASSERT_TRUE(local);
   EXPECT_EQ(local->name(), "files");
