@@ -211,7 +211,9 @@ void Daemon::start() {
 void Daemon::supervise_connection() {
   ConnectionSupervisorSettings settings;
   settings.streams = orgd_streams(prefix_, config_.nats.replicas);
-  if (github_webhooks_) settings.streams.push_back(github_webhooks_->stream(config_.nats.replicas));
+  if (github_webhooks_) {
+    settings.streams.push_back(github_webhooks_->stream(config_.nats.replicas));
+  }
   settings.reopen_initial = std::max<std::chrono::milliseconds>(
       std::chrono::duration_cast<std::chrono::milliseconds>(config_.nats.reconnect_wait),
       std::chrono::milliseconds(100));

@@ -9,8 +9,7 @@
 
 namespace orgd {
 
-std::unique_ptr<GithubWebhooks> GithubWebhooks::create(const Config& config,
-                                                       const Environment& env,
+std::unique_ptr<GithubWebhooks> GithubWebhooks::create(const Config& config, const Environment& env,
                                                        NatsConnection& nats,
                                                        MetricsRegistry& metrics) {
   const auto log = logging::get("http");
@@ -23,9 +22,9 @@ std::unique_ptr<GithubWebhooks> GithubWebhooks::create(const Config& config,
     if (provider.type != "github") continue;
     any = true;
     const github::Settings parsed = github::parse_settings(provider, config.source, config.org);
-    dedup_window = std::max(
-        dedup_window,
-        std::chrono::duration_cast<std::chrono::seconds>(parsed.webhook_dedup_window));
+    dedup_window =
+        std::max(dedup_window,
+                 std::chrono::duration_cast<std::chrono::seconds>(parsed.webhook_dedup_window));
     // Providers sharing a variable share a secret: checked once.
     if (!variables_read.insert(parsed.webhook_secret_env).second) continue;
     auto secret = source.from_env(parsed.webhook_secret_env);

@@ -38,10 +38,16 @@ std::vector<StreamSpec> orgd_streams(const std::string& prefix, int replicas) {
 }
 
 StreamSpec github_events_stream(std::chrono::seconds dedup_window, int replicas) {
-  const auto max_age = std::chrono::duration_cast<std::chrono::seconds>(std::chrono::hours(24 * 7));
-  StreamSpec spec{kGithubEventsStream, "GitHub webhook deliveries, verified", {"github.>"}, -1,
-                  max_age, 1024LL * 1024 * 1024, std::clamp(dedup_window, std::chrono::seconds(1), max_age),
-                  replicas};
+  const std::chrono::seconds max_age = std::chrono::hours(24 * 7);
+  StreamSpec spec;
+  spec.name = kGithubEventsStream;
+  spec.description = "GitHub webhook deliveries, verified";
+  spec.subjects = {"github.>"};
+  spec.max_age = max_age;
+  spec.max_bytes = 1024LL * 1024 * 1024;
+  // JetStream refuses a duplicate window longer than the stream's max age.
+  spec.duplicate_window = std::clamp(dedup_window, std::chrono::seconds(1), max_age);
+  spec.replicas = replicas;
   return spec;
 }
 

@@ -17,9 +17,9 @@ namespace {
 
 using nlohmann::json;
 
-constexpr auto kRejectReasons = std::to_array<const char*>(
-    {"no_secret", "missing_signature", "malformed_signature", "bad_signature", "missing_headers",
-     "bad_payload", "too_large"});
+constexpr auto kRejectReasons =
+    std::to_array<const char*>({"no_secret", "missing_signature", "malformed_signature",
+                                "bad_signature", "missing_headers", "bad_payload", "too_large"});
 
 // Room for the headers orgd adds to the body on the bus (the X-GitHub-* copies, the ids).
 constexpr std::size_t kHeaderAllowance = 4096;
@@ -128,7 +128,8 @@ WebhookIntake::WebhookIntake(WebhookIntakeSettings settings, WebhookSink& sink,
     : settings_(std::move(settings)), sink_(sink), metrics_(metrics) {
   for (const char* reason : kRejectReasons) rejected(reason);
   const std::string deliveries = "orgd_webhook_deliveries_total";
-  const std::string deliveries_help = "GitHub webhook deliveries stored in GITHUB_EVENTS, by result";
+  const std::string deliveries_help =
+      "GitHub webhook deliveries stored in GITHUB_EVENTS, by result";
   published_ = &metrics_.counter(deliveries, deliveries_help, {{"result", "published"}});
   duplicates_ = &metrics_.counter(deliveries, deliveries_help, {{"result", "duplicate"}});
   const std::string failures = "orgd_webhook_publish_failures_total";
@@ -150,20 +151,17 @@ void WebhookIntake::add_workflow_run_listener(WorkflowRunListener listener) {
 }
 
 HttpServerResponse WebhookIntake::reject(int status, const char* reason, std::string_view why,
-                                   const HttpServerRequest& request) {
+                                         const HttpServerRequest& request) {
   rejected(reason).inc();
   std::uint64_t suppressed = 0;
   if (log_limiter_.allow(&suppressed)) {
     // The delivery id only: the body and the signature stay out of the log.
-    logging::get("http")->warn("webhook from {} refused ({}): {}{}{}", request.remote, status, why,
-                               suppressed > 0 ? fmt::format(" ({} similar lines suppressed)",
-                                                            suppressed)
-                                              : std::string{},
-                               header_of(request, "x-github-delivery").empty()
-                                   ? std::string{}
-                                   : " [delivery " +
-                                         header_of(request, "x-github-delivery").substr(0, 64) +
-                                         "]");
+    logging::get("http")->warn(
+        "webhook from {} refused ({}): {}{}{}", request.remote, status, why,
+        suppressed > 0 ? fmt::format(" ({} similar lines suppressed)", suppressed) : std::string{},
+        header_of(request, "x-github-delivery").empty()
+            ? std::string{}
+            : " [delivery " + header_of(request, "x-github-delivery").substr(0, 64) + "]");
   }
   return {status, "text/plain; charset=utf-8", std::string(why) + "\n", {}};
 }
@@ -215,10 +213,10 @@ HttpServerResponse WebhookIntake::handle(const HttpServerRequest& request) {
   }
   const std::size_t bus_limit = sink_.max_message_bytes();
   if (bus_limit != 0 && request.body.size() + kHeaderAllowance > bus_limit) {
-    return reject(413, "too_large",
-                  fmt::format("payload too large for the NATS server (max_payload {} bytes)",
-                              bus_limit),
-                  request);
+    return reject(
+        413, "too_large",
+        fmt::format("payload too large for the NATS server (max_payload {} bytes)", bus_limit),
+        request);
   }
 
   BusMessage message;
@@ -239,8 +237,10 @@ HttpServerResponse WebhookIntake::handle(const HttpServerRequest& request) {
   if (waiting_.fetch_add(1) >= settings_.max_waiting) {
     waiting_.fetch_sub(1);
     busy_->inc();
-    return {503, "text/plain; charset=utf-8",
-            "too many deliveries waiting for NATS; redeliver it later\n", {{"Retry-After", "1"}}};
+    return {503,
+            "text/plain; charset=utf-8",
+            "too many deliveries waiting for NATS; redeliver it later\n",
+            {{"Retry-After", "1"}}};
   }
   auto stored = sink_.store(message, settings_.publish_timeout);
   waiting_.fetch_sub(1);
@@ -251,7 +251,8 @@ HttpServerResponse WebhookIntake::handle(const HttpServerRequest& request) {
       logging::get("http")->warn("webhook delivery {} ({}) not stored: {}", delivery.substr(0, 64),
                                  message.subject, stored.error().message);
     }
-    return {503, "text/plain; charset=utf-8",
+    return {503,
+            "text/plain; charset=utf-8",
             "the delivery could not be stored (NATS unavailable); redeliver it later\n",
             {{"Retry-After", "5"}}};
   }

@@ -87,7 +87,7 @@ class WebhookIntake {
 
  private:
   HttpServerResponse reject(int status, const char* reason, std::string_view why,
-                      const HttpServerRequest& request);
+                            const HttpServerRequest& request);
   Counter& rejected(const char* reason);
 
   WebhookIntakeSettings settings_;

@@ -50,7 +50,8 @@ std::string github_signature(std::string_view body, const Secret& secret) {
 SignatureCheck check_github_signature(std::string_view header, std::string_view body,
                                       const Secret& secret) {
   if (header.empty()) return SignatureCheck::missing;
-  if (header.size() != kPrefix.size() + 2 * kDigestBytes || header.substr(0, kPrefix.size()) != kPrefix) {
+  if (header.size() != kPrefix.size() + 2 * kDigestBytes ||
+      header.substr(0, kPrefix.size()) != kPrefix) {
     return SignatureCheck::malformed;
   }
   Digest claimed{};

@@ -35,8 +35,8 @@ Result<Pkey> parse_rsa_key(const Secret& pem) {
   BIO* bio = BIO_new_mem_buf(pem.expose().data(), static_cast<int>(pem.size()));
   if (bio == nullptr) return internal_error("out of memory reading the App's private key");
   // No passphrase callback: an encrypted key fails instead of prompting on a terminal.
-  EVP_PKEY* raw = PEM_read_bio_PrivateKey(bio, nullptr, [](char*, int, int, void*) { return 0; },
-                                          nullptr);
+  EVP_PKEY* raw = PEM_read_bio_PrivateKey(
+      bio, nullptr, [](char*, int, int, void*) { return 0; }, nullptr);
   BIO_free(bio);
   if (raw == nullptr) {
     return permanent(invalid_argument(
@@ -156,9 +156,9 @@ std::optional<Clock::time_point> parse_github_time(std::string_view t) {
 Error github_error(std::string_view what, const HttpResponse& response, Clock::time_point now) {
   const int status = response.status;
   const std::string message = github_message(response.body);
-  const std::string text =
-      message.empty() ? fmt::format("{}: GitHub answered {}", what, status)
-                      : fmt::format("{}: GitHub answered {}: {}", what, status, message);
+  const std::string text = message.empty()
+                               ? fmt::format("{}: GitHub answered {}", what, status)
+                               : fmt::format("{}: GitHub answered {}: {}", what, status, message);
   if (status == 403 || status == 429) {
     const auto retry_after = header_number(response, "retry-after");
     const auto remaining = header_number(response, "x-ratelimit-remaining");
@@ -171,8 +171,8 @@ Error github_error(std::string_view what, const HttpResponse& response, Clock::t
     // a minute (secondary limits).
     if (retry_after) return rate_limited(text, duration_cast<milliseconds>(seconds{*retry_after}));
     if (remaining && *remaining == 0) {
-      const auto wait = reset ? seconds{std::max<std::int64_t>(0, *reset - epoch_seconds(now))}
-                              : seconds{60};
+      const auto wait =
+          reset ? seconds{std::max<std::int64_t>(0, *reset - epoch_seconds(now))} : seconds{60};
       return rate_limited(text, duration_cast<milliseconds>(wait));
     }
     if (status == 429 || says_rate_limit) return rate_limited(text, seconds{60});
@@ -180,9 +180,15 @@ Error github_error(std::string_view what, const HttpResponse& response, Clock::t
   if (status >= 500) return unavailable(text);  // retryable: GitHub's side
   Error e;
   switch (status) {
-    case 404: e = not_found(text); break;
-    case 409: e = conflict(text); break;
-    default: e = invalid_argument(text); break;
+    case 404:
+      e = not_found(text);
+      break;
+    case 409:
+      e = conflict(text);
+      break;
+    default:
+      e = invalid_argument(text);
+      break;
   }
   return permanent(std::move(e));
 }
@@ -266,8 +272,8 @@ Result<Ok> AppAuth::fetch_locked() {
   if (!jwt) return jwt.error();
   HttpRequest request;
   request.method = "POST";
-  request.url = options_.api_url + "/app/installations/" + options_.installation_id +
-                "/access_tokens";
+  request.url =
+      options_.api_url + "/app/installations/" + options_.installation_id + "/access_tokens";
   request.headers = {{"Accept", "application/vnd.github+json"},
                      {"X-GitHub-Api-Version", options_.api_version}};
   request.authorization = std::make_shared<const Secret>(bearer(jwt.value().expose()));
@@ -293,7 +299,8 @@ Result<Ok> AppAuth::fetch_locked() {
   if (json.is_object()) {
     const auto token = json.find("token");
     const auto at = json.find("expires_at");
-    if (at != json.end() && at->is_string()) expires = parse_github_time(at->get_ref<std::string&>());
+    if (at != json.end() && at->is_string())
+      expires = parse_github_time(at->get_ref<std::string&>());
     if (token != json.end() && token->is_string()) {
       auto& text = token->get_ref<std::string&>();
       if (!text.empty()) header = std::make_shared<const Secret>(bearer(text));

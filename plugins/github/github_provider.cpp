@@ -15,7 +15,8 @@ std::unique_ptr<DeployTarget> GithubProvider::make_deploy_target(const DeployTar
 std::unique_ptr<Provider> make_github_provider(const ProviderConfig& config,
                                                const ProviderEnvironment&,
                                                const std::string& source_file) {
-  return std::make_unique<GithubProvider>(parse_settings(config, source_file, /*default_owner=*/""));
+  return std::make_unique<GithubProvider>(
+      parse_settings(config, source_file, /*default_owner=*/""));
 }
 
 }  // namespace orgd::github

@@ -12,10 +12,11 @@ namespace orgd::github {
 
 namespace {
 
-constexpr auto kProviderKeys = std::to_array<std::string_view>(
-    {"type", "api_url", "token_env", "app", "owner", "ca_file", "webhook_secret_env",
-     "webhook_dedup_window", "api_version"});
-constexpr auto kAppKeys = std::to_array<std::string_view>({"id", "installation_id", "private_key_file"});
+constexpr auto kProviderKeys =
+    std::to_array<std::string_view>({"type", "api_url", "token_env", "app", "owner", "ca_file",
+                                     "webhook_secret_env", "webhook_dedup_window", "api_version"});
+constexpr auto kAppKeys =
+    std::to_array<std::string_view>({"id", "installation_id", "private_key_file"});
 
 bool all_of(std::string_view text, int (*pred)(int)) {
   for (const char c : text) {
@@ -92,8 +93,8 @@ bool acceptable_api_url(const std::string& url, std::string& why) {
       return false;
     }
     const std::string_view after = host.substr(close + 1);
-    if (!after.empty() && (after.front() != ':' || after.size() == 1 ||
-                           !all_of(after.substr(1), digit_char))) {
+    if (!after.empty() &&
+        (after.front() != ':' || after.size() == 1 || !all_of(after.substr(1), digit_char))) {
       why = "has an invalid port";
       return false;
     }
@@ -212,7 +213,8 @@ Settings parse_settings(const ProviderConfig& config, const std::string& source_
       schema.read_duration(e, /*allow_zero=*/false, s.webhook_dedup_window);
       if (s.webhook_dedup_window < std::chrono::seconds{1} ||
           s.webhook_dedup_window > kMaxDedupWindow) {
-        schema.report(e.value_line, e.path, "must be between 1s and 168h (GITHUB_EVENTS keeps deliveries 7 days)");
+        schema.report(e.value_line, e.path,
+                      "must be between 1s and 168h (GITHUB_EVENTS keeps deliveries 7 days)");
         s.webhook_dedup_window = std::chrono::hours{24};
       }
     } else if (e.key == "api_version") {
@@ -220,8 +222,7 @@ Settings parse_settings(const ProviderConfig& config, const std::string& source_
       schema.read_string(e, version, /*allow_empty=*/false);
       if (version.empty()) continue;
       if (!valid_api_version(version)) {
-        schema.report(e.value_line, e.path,
-                      "must be a GitHub REST API version such as 2022-11-28");
+        schema.report(e.value_line, e.path, "must be a GitHub REST API version such as 2022-11-28");
         continue;
       }
       s.api_version = std::move(version);

@@ -17,7 +17,7 @@ struct AppSettings {
   // The App's client ID ("Iv23li...", what GitHub recommends as the JWT's issuer) or its numeric
   // application ID; either is accepted as `iss`.
   std::string id;
-  std::string installation_id;  // digits
+  std::string installation_id;   // digits
   std::string private_key_file;  // the App's PEM private key (RSA)
 };
 

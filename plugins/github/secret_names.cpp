@@ -70,14 +70,13 @@ Result<std::string> seal_for_github(std::string_view public_key_base64, const Se
   std::vector<unsigned char> key(crypto_box_PUBLICKEYBYTES + 1);
   std::size_t key_size = 0;
   if (public_key_base64.empty() ||
-      sodium_base642bin(key.data(), key.size(), public_key_base64.data(),
-                        public_key_base64.size(), " \r\n", &key_size, nullptr,
-                        sodium_base64_VARIANT_ORIGINAL) != 0 ||
+      sodium_base642bin(key.data(), key.size(), public_key_base64.data(), public_key_base64.size(),
+                        " \r\n", &key_size, nullptr, sodium_base64_VARIANT_ORIGINAL) != 0 ||
       key_size != crypto_box_PUBLICKEYBYTES) {
     return bad("GitHub's public key is not the base64 of a 32-byte key");
   }
-  auto sealed = seal_to(
-      std::string_view(reinterpret_cast<const char*>(key.data()), key_size), value);
+  auto sealed =
+      seal_to(std::string_view(reinterpret_cast<const char*>(key.data()), key_size), value);
   if (!sealed) return sealed.error();
   const std::string& box = sealed.value();
   std::string out(sodium_base64_encoded_len(box.size(), sodium_base64_VARIANT_ORIGINAL), '\0');

@@ -30,8 +30,8 @@ namespace orgd {
 namespace {
 
 using namespace std::chrono_literals;
-using ::testing::HasSubstr;
 using testing::connect_client;
+using ::testing::HasSubstr;
 using testing::NatsServer;
 using testing::NatsServerOptions;
 using testing::TempDir;
@@ -54,10 +54,11 @@ std::optional<Answer> post(std::uint16_t port, const std::string& target, const 
     net::io_context io;
     net::ip::tcp::socket socket(io);
     socket.connect({net::ip::make_address("127.0.0.1"), port});
-    std::string request = "POST " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
+    std::string request =
+        "POST " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n";
     for (const auto& [name, value] : headers) request += name + ": " + value + "\r\n";
-    request += "Content-Length: " + std::to_string(content_length.value_or(body.size())) +
-               "\r\n\r\n";
+    request +=
+        "Content-Length: " + std::to_string(content_length.value_or(body.size())) + "\r\n\r\n";
     net::write(socket, net::buffer(request));
     if (!content_length) net::write(socket, net::buffer(body));
     std::string response;
@@ -122,16 +123,19 @@ class GithubWebhookTest : public ::testing::Test {
  protected:
   void start(NatsServerOptions options = {}) {
     server = std::make_unique<NatsServer>(options);
-    const std::string yaml = "org: acme\n"
-                             "nats:\n  urls: [" + server->url() + "]\n"
-                             "  connect_timeout: 2s\n  reconnect_wait: 100ms\n"
-                             "http:\n  listen: 127.0.0.1:0\n"
-                             "log:\n  level: debug\n"
-                             "providers:\n"
-                             "  local: {type: local}\n"
-                             "  gh:\n    type: github\n    token_env: GH_TOKEN\n"
-                             "    webhook_dedup_window: 1h\n"
-                             "repos:\n  api:\n    deploy:\n      dev: {provider: local}\n";
+    const std::string yaml =
+        "org: acme\n"
+        "nats:\n  urls: [" +
+        server->url() +
+        "]\n"
+        "  connect_timeout: 2s\n  reconnect_wait: 100ms\n"
+        "http:\n  listen: 127.0.0.1:0\n"
+        "log:\n  level: debug\n"
+        "providers:\n"
+        "  local: {type: local}\n"
+        "  gh:\n    type: github\n    token_env: GH_TOKEN\n"
+        "    webhook_dedup_window: 1h\n"
+        "repos:\n  api:\n    deploy:\n      dev: {provider: local}\n";
     Environment env(std::map<std::string, std::string>{{"GITHUB_WEBHOOK_SECRET", kSecret},
                                                        {"GH_TOKEN", "ghp_token_canary"}});
     auto config = load_config_string(yaml, "test.yaml", env);

@@ -72,8 +72,8 @@ Jwt read_jwt(std::string_view jwt, EVP_PKEY* key) {
   const auto second = jwt.find('.', first + 1);
   if (first == std::string_view::npos || second == std::string_view::npos) return out;
   out.header = nlohmann::json::parse(unbase64url(jwt.substr(0, first)), nullptr, false);
-  out.claims = nlohmann::json::parse(unbase64url(jwt.substr(first + 1, second - first - 1)),
-                                     nullptr, false);
+  out.claims =
+      nlohmann::json::parse(unbase64url(jwt.substr(first + 1, second - first - 1)), nullptr, false);
   const std::string signature = unbase64url(jwt.substr(second + 1));
   const std::string_view signed_part = jwt.substr(0, second);
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
@@ -159,9 +159,8 @@ TEST_F(AppAuthTest, JwtIsSignedRs256WithGithubsClaims) {
   const Jwt read = read_jwt(jwt.value().expose(), app_key().key);
   EXPECT_TRUE(read.signature_valid);
   EXPECT_EQ(read.header, nlohmann::json({{"alg", "RS256"}, {"typ", "JWT"}}));
-  const auto now = std::chrono::duration_cast<std::chrono::seconds>(
-                       clock->now().time_since_epoch())
-                       .count();
+  const auto now =
+      std::chrono::duration_cast<std::chrono::seconds>(clock->now().time_since_epoch()).count();
   EXPECT_EQ(read.claims["iat"], now - 60);
   EXPECT_EQ(read.claims["exp"], now + 9 * 60);
   EXPECT_EQ(read.claims["iss"], 12345);  // the application ID as the number GitHub issued
@@ -185,9 +184,8 @@ TEST_F(AppAuthTest, JwtWithAClientIdAndATamperedJwtFailsVerification) {
   nlohmann::json claims = read.claims;
   claims["iss"] = "Iv23liOther";
   const std::string payload = claims.dump();
-  std::string encoded(sodium_base64_encoded_len(payload.size(),
-                                                sodium_base64_VARIANT_URLSAFE_NO_PADDING),
-                      '\0');
+  std::string encoded(
+      sodium_base64_encoded_len(payload.size(), sodium_base64_VARIANT_URLSAFE_NO_PADDING), '\0');
   sodium_bin2base64(encoded.data(), encoded.size(),
                     reinterpret_cast<const unsigned char*>(payload.data()), payload.size(),
                     sodium_base64_VARIANT_URLSAFE_NO_PADDING);
@@ -209,8 +207,7 @@ TEST_F(AppAuthTest, FetchesAnInstallationTokenOfAnyLengthAndCachesIt) {
   const auto sent = transport->sent();
   ASSERT_EQ(sent.size(), 1u);
   EXPECT_EQ(sent[0].request.method, "POST");
-  EXPECT_EQ(sent[0].request.url,
-            "https://api.example.test/app/installations/67890/access_tokens");
+  EXPECT_EQ(sent[0].request.url, "https://api.example.test/app/installations/67890/access_tokens");
   bool accept = false, version = false;
   for (const auto& h : sent[0].request.headers) {
     accept = accept || (h.name == "Accept" && h.value == "application/vnd.github+json");
@@ -253,9 +250,8 @@ TEST_F(AppAuthTest, RefreshedWhenLessThanFiveMinutesRemain) {
   const auto sent = transport->sent();
   ASSERT_EQ(sent.size(), 2u);
   const Jwt jwt = read_jwt(std::string_view(sent[1].authorization).substr(7), app_key().key);
-  const auto now = std::chrono::duration_cast<std::chrono::seconds>(
-                       clock->now().time_since_epoch())
-                       .count();
+  const auto now =
+      std::chrono::duration_cast<std::chrono::seconds>(clock->now().time_since_epoch()).count();
   EXPECT_EQ(jwt.claims["iat"], now - 60);
 }
 
@@ -303,26 +299,43 @@ TEST_F(AppAuthTest, ErrorsSayHowTheyMayBeRetried) {
     std::chrono::milliseconds after;
     std::string text;
   };
-  const auto reset = std::chrono::duration_cast<std::chrono::seconds>(
-                         clock->now().time_since_epoch())
-                         .count() +
-                     120;
+  const auto reset =
+      std::chrono::duration_cast<std::chrono::seconds>(clock->now().time_since_epoch()).count() +
+      120;
   const std::vector<Case> cases = {
-      {401, R"({"message":"A JSON web token could not be decoded"})", {}, Retry::permanent, 0ms,
+      {401,
+       R"({"message":"A JSON web token could not be decoded"})",
+       {},
+       Retry::permanent,
+       0ms,
        "401: A JSON web token could not be decoded"},
-      {403, R"({"message":"Resource not accessible by integration"})", {}, Retry::permanent, 0ms,
+      {403,
+       R"({"message":"Resource not accessible by integration"})",
+       {},
+       Retry::permanent,
+       0ms,
        "403: Resource not accessible by integration"},
       {404, R"({"message":"Not Found"})", {}, Retry::permanent, 0ms, "404: Not Found"},
-      {422, R"({"message":"Validation Failed"})", {}, Retry::permanent, 0ms,
+      {422,
+       R"({"message":"Validation Failed"})",
+       {},
+       Retry::permanent,
+       0ms,
        "422: Validation Failed"},
       {502, "<html>bad gateway</html>", {}, Retry::retryable, 0ms, "GitHub answered 502"},
-      {403, R"({"message":"API rate limit exceeded"})",
+      {403,
+       R"({"message":"API rate limit exceeded"})",
        {{"x-ratelimit-remaining", "0"}, {"x-ratelimit-reset", std::to_string(reset)}},
-       Retry::rate_limited, 120s, "403"},
-      {429, R"({"message":"slow down"})", {{"retry-after", "30"}}, Retry::rate_limited, 30s,
-       "429"},
-      {403, R"({"message":"You have exceeded a secondary rate limit."})", {}, Retry::rate_limited,
-       60s, "secondary rate limit"},
+       Retry::rate_limited,
+       120s,
+       "403"},
+      {429, R"({"message":"slow down"})", {{"retry-after", "30"}}, Retry::rate_limited, 30s, "429"},
+      {403,
+       R"({"message":"You have exceeded a secondary rate limit."})",
+       {},
+       Retry::rate_limited,
+       60s,
+       "secondary rate limit"},
   };
   for (const Case& c : cases) {
     transport->answer(c.status, c.body, c.headers);
@@ -375,14 +388,15 @@ TEST(AppAuthCreateTest, RefusesKeysThatAreNotRsaPem) {
   const std::string pem(data, static_cast<std::size_t>(size));
   BIO_free(bio);
   EVP_PKEY_free(ec);
-  auto not_rsa = AppAuth::create(options, Secret::from(pem), transport,
-                                 std::make_shared<ManualClock>());
+  auto not_rsa =
+      AppAuth::create(options, Secret::from(pem), transport, std::make_shared<ManualClock>());
   ASSERT_FALSE(not_rsa);
   EXPECT_THAT(not_rsa.error().message, HasSubstr("not an RSA key"));
 }
 
 TEST(TokenAuthTest, BearerFromTheEnvironment) {
-  const SecretSource source{Environment(std::map<std::string, std::string>{{"GH_TOKEN", "ghp_example"}})};
+  const SecretSource source{
+      Environment(std::map<std::string, std::string>{{"GH_TOKEN", "ghp_example"}})};
   auto auth = TokenAuth::from_env(source, "GH_TOKEN");
   ASSERT_TRUE(auth);
   auto header = auth.value()->authorization();
@@ -404,9 +418,9 @@ TEST(GithubTimeTest, ParsesGithubsTimestamps) {
             1468275250);
   EXPECT_EQ(parse_github_time("2016-07-11T22:14:10.123Z"), t);
   EXPECT_EQ(parse_github_time("2016-07-11T22:14:10+00:00"), t);
-  for (const char* bad : {"", "2016-07-11", "2016-07-11T22:14:10", "2016-13-11T22:14:10Z",
-                          "2016-02-30T22:14:10Z", "2016-07-11T22:14:10+02:00",
-                          "2016-07-11T25:14:10Z"}) {
+  for (const char* bad :
+       {"", "2016-07-11", "2016-07-11T22:14:10", "2016-13-11T22:14:10Z", "2016-02-30T22:14:10Z",
+        "2016-07-11T22:14:10+02:00", "2016-07-11T25:14:10Z"}) {
     EXPECT_FALSE(parse_github_time(bad)) << bad;
   }
 }

@@ -27,14 +27,12 @@ TEST(GithubSecretNamesTest, RefusedNamesSayWhyAndAreNamed) {
     std::string name;
     std::string why;
   };
-  for (const Case& c : {Case{"", "must not be empty"},
-                        Case{"MY-SECRET", "only letters, digits and _"},
-                        Case{"WITH SPACE", "only letters, digits and _"},
-                        Case{"DOT.TED", "only letters, digits and _"},
-                        Case{"ÜBER", "only letters, digits and _"},
-                        Case{"1PASSWORD", "must not start with a digit"},
-                        Case{"GITHUB_TOKEN", "reserved by GitHub"},
-                        Case{"github_sha", "reserved by GitHub"}}) {
+  for (const Case& c :
+       {Case{"", "must not be empty"}, Case{"MY-SECRET", "only letters, digits and _"},
+        Case{"WITH SPACE", "only letters, digits and _"},
+        Case{"DOT.TED", "only letters, digits and _"}, Case{"ÜBER", "only letters, digits and _"},
+        Case{"1PASSWORD", "must not start with a digit"},
+        Case{"GITHUB_TOKEN", "reserved by GitHub"}, Case{"github_sha", "reserved by GitHub"}}) {
     auto result = normalize_secret_name(c.name);
     ASSERT_FALSE(result) << c.name;
     EXPECT_EQ(result.error().code, ErrorCode::invalid_argument);
@@ -90,10 +88,10 @@ TEST(GithubSealTest, SealedValueOpensWithThePrivateKey) {
             0);
   ASSERT_EQ(box_size, value.size() + crypto_box_SEALBYTES);
   std::string opened(value.size(), '\0');
-  ASSERT_EQ(crypto_box_seal_open(reinterpret_cast<unsigned char*>(opened.data()),
-                                 reinterpret_cast<const unsigned char*>(box.data()), box_size, pk,
-                                 sk),
-            0);
+  ASSERT_EQ(
+      crypto_box_seal_open(reinterpret_cast<unsigned char*>(opened.data()),
+                           reinterpret_cast<const unsigned char*>(box.data()), box_size, pk, sk),
+      0);
   EXPECT_EQ(opened, value);
 
   // Sealing is randomised: the same value never gives the same box twice.
@@ -104,8 +102,8 @@ TEST(GithubSealTest, SealedValueOpensWithThePrivateKey) {
 
 TEST(GithubSealTest, BadPublicKeysRefused) {
   unsigned char short_key[16] = {};
-  for (const std::string key : {std::string(), std::string("not base64!"),
-                                base64(short_key, sizeof short_key)}) {
+  for (const std::string key :
+       {std::string(), std::string("not base64!"), base64(short_key, sizeof short_key)}) {
     auto sealed = seal_for_github(key, Secret::from("v"));
     ASSERT_FALSE(sealed) << key;
     EXPECT_EQ(sealed.error().retry, Retry::permanent);

@@ -1,5 +1,7 @@
 // The github provider's settings: defaults, every key checked with file:line:key, the
 // token/App exclusivity, api_url's loopback rule; the provider on today's SPI.
+#include "plugins/github/github_settings.hpp"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -8,7 +10,6 @@
 #include "daemon/core/config.hpp"
 #include "daemon/plugin/registry.hpp"
 #include "plugins/github/github_provider.hpp"
-#include "plugins/github/github_settings.hpp"
 
 namespace orgd::github {
 namespace {
@@ -87,13 +88,13 @@ TEST(GithubSettingsTest, TokenOrAppExactlyOne) {
 
 TEST(GithubSettingsTest, ProblemsNameFileLineAndKey) {
   const std::string text = problems(
-      "    token_env: 1BAD\n"                                  // line 5
-      "    api_url: http://api.github.com\n"                   // 6
-      "    owner: -acme\n"                                     // 7
-      "    webhook_dedup_window: 200h\n"                       // 8
-      "    api_version: latest\n"                              // 9
-      "    colour: blue\n"                                     // 10
-      "    webhook_secret_env: ''\n");                         // 11
+      "    token_env: 1BAD\n"                 // line 5
+      "    api_url: http://api.github.com\n"  // 6
+      "    owner: -acme\n"                    // 7
+      "    webhook_dedup_window: 200h\n"      // 8
+      "    api_version: latest\n"             // 9
+      "    colour: blue\n"                    // 10
+      "    webhook_secret_env: ''\n");        // 11
   EXPECT_THAT(text, HasSubstr("orgd.yaml:5: providers.gh.token_env: must be an environment "
                               "variable name"));
   EXPECT_THAT(text, HasSubstr("orgd.yaml:6: providers.gh.api_url: http:// is accepted for "
@@ -107,16 +108,17 @@ TEST(GithubSettingsTest, ProblemsNameFileLineAndKey) {
 }
 
 TEST(GithubSettingsTest, AppProblems) {
-  const std::string text =
-      problems("    app:\n"                             // line 5
-               "      id: 'x y'\n"                      // 6
-               "      installation_id: abc\n"           // 7
-               "      key: k.pem\n");                   // 8
+  const std::string text = problems(
+      "    app:\n"                    // line 5
+      "      id: 'x y'\n"             // 6
+      "      installation_id: abc\n"  // 7
+      "      key: k.pem\n");          // 8
   EXPECT_THAT(text, HasSubstr("orgd.yaml:6: providers.gh.app.id: must be the App's client ID"));
   EXPECT_THAT(text, HasSubstr("orgd.yaml:7: providers.gh.app.installation_id: must be a number"));
   EXPECT_THAT(text, HasSubstr("orgd.yaml:8: providers.gh.app.key: unknown key"));
   EXPECT_THAT(text, HasSubstr("providers.gh.app.private_key_file: required key missing"));
-  EXPECT_THAT(problems("    app: 42\n"), HasSubstr("orgd.yaml:5: providers.gh.app: expected a map"));
+  EXPECT_THAT(problems("    app: 42\n"),
+              HasSubstr("orgd.yaml:5: providers.gh.app: expected a map"));
 }
 
 TEST(GithubSettingsTest, ApiUrlRules) {

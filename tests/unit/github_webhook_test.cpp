@@ -33,7 +33,8 @@ TEST(GithubSignatureTest, GithubsTestVector) {
   EXPECT_EQ(github_signature(kVectorBody, secret), kVectorSignature);
   EXPECT_EQ(check_github_signature(kVectorSignature, kVectorBody, secret), SignatureCheck::valid);
   std::string upper = kVectorSignature;
-  for (std::size_t i = 7; i < upper.size(); ++i) upper[i] = static_cast<char>(std::toupper(upper[i]));
+  for (std::size_t i = 7; i < upper.size(); ++i)
+    upper[i] = static_cast<char>(std::toupper(upper[i]));
   EXPECT_EQ(check_github_signature(upper, kVectorBody, secret), SignatureCheck::valid);
 }
 
@@ -85,12 +86,10 @@ TEST(GithubSubjectTest, RoutesFromThePayload) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->subject, "github._._.ping");
   EXPECT_EQ(route_delivery("weird.event", "{}")->subject, "github._._.weird%2Eevent");
-  for (const char* bad : {"", "[]", "not json", R"({"repository":{}})",
-                          R"({"repository":{"full_name":7}})",
-                          R"({"repository":{"full_name":"noslash"}})",
-                          R"({"repository":{"full_name":"a/b/c"}})",
-                          R"({"repository":{"full_name":"/b"}})",
-                          R"({"repository":"acme/api"})"}) {
+  for (const char* bad :
+       {"", "[]", "not json", R"({"repository":{}})", R"({"repository":{"full_name":7}})",
+        R"({"repository":{"full_name":"noslash"}})", R"({"repository":{"full_name":"a/b/c"}})",
+        R"({"repository":{"full_name":"/b"}})", R"({"repository":"acme/api"})"}) {
     EXPECT_FALSE(route_delivery("push", bad)) << bad;
   }
 }
@@ -131,9 +130,9 @@ class WebhookIntakeTest : public ::testing::Test {
     intake = std::make_unique<WebhookIntake>(std::move(settings), sink, metrics);
   }
 
-  static HttpServerRequest delivery(const std::string& body, const std::string& secret,
-                                    const std::string& event = "push",
-                                    const std::string& id = "72d3162e-cc78-11e3-81ab-4c9367dc0958") {
+  static HttpServerRequest delivery(
+      const std::string& body, const std::string& secret, const std::string& event = "push",
+      const std::string& id = "72d3162e-cc78-11e3-81ab-4c9367dc0958") {
     HttpServerRequest r;
     r.method = "POST";
     r.target = "/webhooks/github";
@@ -264,8 +263,8 @@ TEST_F(WebhookIntakeTest, HeadersAndPayloadChecked) {
 
 TEST_F(WebhookIntakeTest, TooLargeForTheBusIs413) {
   sink.max_bytes = 1000;
-  const std::string big = R"({"repository":{"full_name":"acme/api"},"pad":")" +
-                          std::string(2000, 'x') + "\"}";
+  const std::string big =
+      R"({"repository":{"full_name":"acme/api"},"pad":")" + std::string(2000, 'x') + "\"}";
   const auto response = intake->handle(delivery(big, "first-secret"));
   EXPECT_EQ(response.status, 413);
   EXPECT_THAT(response.body, HasSubstr("max_payload"));
@@ -277,11 +276,10 @@ TEST_F(WebhookIntakeTest, BusDownIs503AndCounted) {
   sink.failure = unavailable("NATS is not connected (disconnected)");
   const auto response = intake->handle(delivery(body, "first-secret"));
   EXPECT_EQ(response.status, 503);
-  EXPECT_EQ(metrics
-                .counter("orgd_webhook_publish_failures_total", "",
-                         {{"reason", "nats_unavailable"}})
-                .value(),
-            1);
+  EXPECT_EQ(
+      metrics.counter("orgd_webhook_publish_failures_total", "", {{"reason", "nats_unavailable"}})
+          .value(),
+      1);
   EXPECT_EQ(deliveries("published"), 0);
   // Back: the same delivery, redelivered, goes through.
   sink.failure.reset();
@@ -315,9 +313,8 @@ TEST_F(WebhookIntakeTest, CompletedWorkflowRunsReachTheListenerOnce) {
 }
 
 TEST_F(WebhookIntakeTest, AFailingListenerDoesNotFailTheDelivery) {
-  intake->add_workflow_run_listener([](const WorkflowRunCompleted&) {
-    throw std::runtime_error("listener bug");
-  });
+  intake->add_workflow_run_listener(
+      [](const WorkflowRunCompleted&) { throw std::runtime_error("listener bug"); });
   const std::string completed =
       R"({"action":"completed","workflow_run":{"id":1,"conclusion":"success"},)"
       R"("repository":{"full_name":"acme/api"}})";
@@ -354,8 +351,8 @@ TEST_F(WebhookIntakeTest, HandlersWaitingForTheBusAreBounded) {
   }
   const auto second = bounded.handle(delivery(body, "first-secret", "push", "other"));
   EXPECT_EQ(second.status, 503);
-  EXPECT_EQ(metrics.counter("orgd_webhook_publish_failures_total", "", {{"reason", "busy"}}).value(),
-            1);
+  EXPECT_EQ(
+      metrics.counter("orgd_webhook_publish_failures_total", "", {{"reason", "busy"}}).value(), 1);
   {
     std::lock_guard lock(blocking.mutex);
     blocking.released = true;
