@@ -320,4 +320,38 @@ Result<Ok> AppAuth::fetch_locked() {
   return Ok{};
 }
 
+HttpClientOptions http_client_options(const Settings& settings) {
+  HttpClientOptions options;
+  options.provider = settings.name;
+  options.ca_file = settings.ca_file;
+  options.rate_limit_headers = RateLimitHeaders::github;
+  return options;
+}
+
+Result<std::unique_ptr<GithubAuth>> make_auth(const Settings& settings, const SecretSource& source,
+                                              std::shared_ptr<HttpTransport> transport,
+                                              std::shared_ptr<const Clock> clock) {
+  if (settings.token_env) {
+    auto token = TokenAuth::from_env(source, *settings.token_env);
+    if (!token) return token.error();
+    return std::unique_ptr<GithubAuth>(std::move(token).value());
+  }
+  if (!settings.app) {
+    return permanent(invalid_argument("provider " + settings.name + ": no token_env and no app"));
+  }
+  auto key = source.from_file(settings.app->private_key_file);
+  if (!key) {
+    return permanent(Error{key.error().code, "GitHub App private key: " + key.error().message});
+  }
+  AppAuth::Options options;
+  options.api_url = settings.api_url;
+  options.app_id = settings.app->id;
+  options.installation_id = settings.app->installation_id;
+  options.api_version = settings.api_version;
+  auto app = AppAuth::create(std::move(options), std::move(key).value(), std::move(transport),
+                             std::move(clock));
+  if (!app) return app.error();
+  return std::unique_ptr<GithubAuth>(std::move(app).value());
+}
+
 }  // namespace orgd::github

@@ -15,6 +15,7 @@
 #include "daemon/core/secret.hpp"
 #include "daemon/core/secret_source.hpp"
 #include "daemon/net/http_transport.hpp"
+#include "plugins/github/github_settings.hpp"
 
 namespace orgd::github {
 
@@ -104,5 +105,16 @@ std::optional<Clock::time_point> parse_github_time(std::string_view text);
 // else a minute, as GitHub asks), 5xx retryable. `what` starts the message ("creating an
 // installation token").
 Error github_error(std::string_view what, const HttpResponse& response, Clock::time_point now);
+
+// What the provider's HTTP client is built with: GitHub's rate-limit headers, the provider's
+// name on metrics and logs, its extra CA.
+HttpClientOptions http_client_options(const Settings& settings);
+
+// The auth the settings name: TokenAuth from token_env, or AppAuth with the key read from
+// private_key_file through `source` (so into a Secret, never a std::string). Errors are
+// permanent and name the variable or the file, never a value.
+Result<std::unique_ptr<GithubAuth>> make_auth(const Settings& settings, const SecretSource& source,
+                                              std::shared_ptr<HttpTransport> transport,
+                                              std::shared_ptr<const Clock> clock);
 
 }  // namespace orgd::github

@@ -10,6 +10,8 @@
 #include <sodium.h>
 
 #include <deque>
+#include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -18,6 +20,7 @@
 
 #include "daemon/core/timestamps.hpp"
 #include "plugins/github/auth.hpp"
+#include "tests/support/temp_dir.hpp"
 
 namespace orgd::github {
 namespace {
@@ -423,6 +426,47 @@ TEST(GithubTimeTest, ParsesGithubsTimestamps) {
         "2016-07-11T22:14:10+02:00", "2016-07-11T25:14:10Z"}) {
     EXPECT_FALSE(parse_github_time(bad)) << bad;
   }
+}
+
+TEST(MakeAuthTest, TokenOrAppFromTheSettings) {
+  const SecretSource source{
+      Environment(std::map<std::string, std::string>{{"GH_TOKEN", "ghp_from_env"}})};
+  Settings token_settings;
+  token_settings.name = "gh";
+  token_settings.token_env = "GH_TOKEN";
+  auto token = make_auth(token_settings, source, nullptr, nullptr);
+  ASSERT_TRUE(token) << token.error().message;
+  EXPECT_EQ(token.value()->authorization().value()->expose(), "Bearer ghp_from_env");
+
+  orgd::testing::TempDir dir("orgd-github-auth");
+  const std::string key_file = dir.str() + "/app.pem";
+  std::ofstream(key_file) << app_key().private_pem;
+  Settings app_settings;
+  app_settings.name = "gh";
+  app_settings.api_url = "http://127.0.0.1:1";
+  app_settings.app = AppSettings{"12345", "67890", key_file};
+  auto transport = std::make_shared<StubTransport>();
+  auto clock = std::make_shared<ManualClock>();
+  auto app = make_auth(app_settings, source, transport, clock);
+  ASSERT_TRUE(app) << app.error().message;
+  nlohmann::json body = {{"token", "ghs_app"}, {"expires_at", format_rfc3339(clock->now() + 1h)}};
+  transport->answer(201, body.dump());
+  auto header = app.value()->authorization();
+  ASSERT_TRUE(header) << header.error().message;
+  EXPECT_EQ(header.value()->expose(), "Bearer ghs_app");
+  ASSERT_EQ(transport->sent().size(), 1u);
+  EXPECT_EQ(transport->sent()[0].request.url,
+            "http://127.0.0.1:1/app/installations/67890/access_tokens");
+
+  app_settings.app->private_key_file = dir.str() + "/missing.pem";
+  auto missing = make_auth(app_settings, source, transport, clock);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().retry, Retry::permanent);
+  EXPECT_THAT(missing.error().message, HasSubstr("missing.pem"));
+
+  const HttpClientOptions options = http_client_options(app_settings);
+  EXPECT_EQ(options.provider, "gh");
+  EXPECT_EQ(options.rate_limit_headers, RateLimitHeaders::github);
 }
 
 }  // namespace
