@@ -4,13 +4,22 @@
 // hook.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/read_until.hpp>
+#include <boost/asio/write.hpp>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "daemon/core/metrics.hpp"
+#include "daemon/http/http_server.hpp"
 #include "daemon/http/routes.hpp"
 #include "daemon/http/webhook_intake.hpp"
 #include "daemon/http/webhook_signature.hpp"
@@ -381,6 +390,97 @@ TEST_F(WebhookIntakeTest, RouteIsPostOnlyAnd404WithoutAGithubProvider) {
   auto post_health = delivery(body, "first-secret");
   post_health.target = "/healthz";
   EXPECT_EQ(with.handle(post_health).status, 405);
+}
+
+// The HTTP server's per-path body limits, which let the webhook path take GitHub's 25 MB while
+// every other path keeps the general limit, and the bound on large bodies read at once.
+class PathBodyLimitTest : public ::testing::Test {
+ protected:
+  PathBodyLimitTest() {
+    HttpServerSettings settings;
+    settings.body_limit = 1024;
+    settings.path_body_limits["/big"] = 4u * 1024 * 1024;
+    settings.max_large_bodies = 1;
+    server = std::make_unique<HttpServer>(io, settings, [](const HttpServerRequest& r) {
+      return HttpServerResponse{200, "text/plain", std::to_string(r.body.size()), {}};
+    });
+    server->start();
+    thread = std::thread([this] { io.run(); });
+  }
+  ~PathBodyLimitTest() override {
+    server.reset();
+    work.reset();
+    io.stop();
+    thread.join();
+  }
+
+  // A connection whose reads give up after 5 s, so a broken server fails the test, not hangs it.
+  std::unique_ptr<boost::asio::ip::tcp::socket> connect() {
+    auto socket = std::make_unique<boost::asio::ip::tcp::socket>(client_io);
+    socket->connect({boost::asio::ip::make_address("127.0.0.1"), server->port()});
+    timeval tv{5, 0};
+    ::setsockopt(socket->native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return socket;
+  }
+
+  static std::string head(const std::string& path, std::size_t length, bool expect = false) {
+    return "POST " + path + " HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: " +
+           std::to_string(length) + "\r\n" + (expect ? "Expect: 100-continue\r\n" : "") + "\r\n";
+  }
+
+  // The status of the next response on `socket` (0 when none comes).
+  static int status_of(boost::asio::ip::tcp::socket& socket, std::string& buffer) {
+    boost::system::error_code ec;
+    const std::size_t end =
+        boost::asio::read_until(socket, boost::asio::dynamic_buffer(buffer), "\r\n\r\n", ec);
+    if (ec || buffer.size() < 12) return 0;
+    const int status = std::stoi(buffer.substr(9, 3));
+    buffer.erase(0, end);
+    return status;
+  }
+
+  int post(const std::string& path, const std::string& body) {
+    auto socket = connect();
+    boost::asio::write(*socket, boost::asio::buffer(head(path, body.size()) + body));
+    std::string buffer;
+    return status_of(*socket, buffer);
+  }
+
+  boost::asio::io_context io;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work{io.get_executor()};
+  boost::asio::io_context client_io;
+  std::unique_ptr<HttpServer> server;
+  std::thread thread;
+};
+
+TEST_F(PathBodyLimitTest, EachPathHasItsLimit) {
+  EXPECT_EQ(post("/small", std::string(2048, 'x')), 413);
+  EXPECT_EQ(post("/big", std::string(2048, 'x')), 200);
+  EXPECT_EQ(post("/big?q=1", std::string(2048, 'x')), 200);
+  EXPECT_EQ(post("/small", std::string(100, 'x')), 200);
+  // Over the path's limit: refused from the Content-Length, the body never sent.
+  auto socket = connect();
+  boost::asio::write(*socket, boost::asio::buffer(head("/big", 5u * 1024 * 1024)));
+  std::string buffer;
+  EXPECT_EQ(status_of(*socket, buffer), 413);
+}
+
+TEST_F(PathBodyLimitTest, LargeBodiesReadAtOnceAreBounded) {
+  // One large body in progress: the server said 100 Continue, so it holds the one slot.
+  auto holder = connect();
+  boost::asio::write(*holder, boost::asio::buffer(head("/big", 100'000, /*expect=*/true)));
+  std::string held;
+  ASSERT_EQ(status_of(*holder, held), 100);
+
+  EXPECT_EQ(post("/big", std::string(2048, 'x')), 503);
+  // Small bodies, even on the large path, are not held back.
+  EXPECT_EQ(post("/big", std::string(512, 'x')), 200);
+  EXPECT_EQ(post("/small", std::string(512, 'x')), 200);
+
+  boost::asio::write(*holder, boost::asio::buffer(std::string(100'000, 'y')));
+  EXPECT_EQ(status_of(*holder, held), 200);
+  // The slot is free again.
+  EXPECT_EQ(post("/big", std::string(2048, 'x')), 200);
 }
 
 }  // namespace
