@@ -31,6 +31,15 @@ std::string lower(std::string_view s) {
   return out;
 }
 
+// A delivery id for the log: GitHub's are GUIDs, so anything else is cut out.
+std::string loggable_id(std::string_view id) {
+  std::string out;
+  for (const char c : id.substr(0, 64)) {
+    if (std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-') out.push_back(c);
+  }
+  return out;
+}
+
 std::string header_of(const HttpServerRequest& request, const std::string& lower_name) {
   const auto it = request.headers.find(lower_name);
   return it == request.headers.end() ? std::string{} : it->second;
@@ -161,7 +170,7 @@ HttpServerResponse WebhookIntake::reject(int status, const char* reason, std::st
         suppressed > 0 ? fmt::format(" ({} similar lines suppressed)", suppressed) : std::string{},
         header_of(request, "x-github-delivery").empty()
             ? std::string{}
-            : " [delivery " + header_of(request, "x-github-delivery").substr(0, 64) + "]");
+            : " [delivery " + loggable_id(header_of(request, "x-github-delivery")) + "]");
   }
   return {status, "text/plain; charset=utf-8", std::string(why) + "\n", {}};
 }
@@ -248,7 +257,7 @@ HttpServerResponse WebhookIntake::handle(const HttpServerRequest& request) {
     nats_down_->inc();
     std::uint64_t suppressed = 0;
     if (log_limiter_.allow(&suppressed)) {
-      logging::get("http")->warn("webhook delivery {} ({}) not stored: {}", delivery.substr(0, 64),
+      logging::get("http")->warn("webhook delivery {} ({}) not stored: {}", loggable_id(delivery),
                                  message.subject, stored.error().message);
     }
     return {503,

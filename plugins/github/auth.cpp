@@ -251,7 +251,12 @@ Result<Secret> AppAuth::make_jwt() const {
 Result<std::shared_ptr<const Secret>> AppAuth::authorization() {
   std::lock_guard lock(mutex_);
   if (!header_ || invalidated_ || clock_->now() + kRefreshBefore >= expires_at_) {
-    if (auto fetched = fetch_locked(); !fetched) return fetched.error();
+    if (auto fetched = fetch_locked(); !fetched) {
+      // A refresh ahead of expiry that fails (GitHub briefly down) keeps the token that still
+      // works; the next call tries the refresh again.
+      if (header_ && !invalidated_ && clock_->now() < expires_at_) return header_;
+      return fetched.error();
+    }
   }
   return header_;
 }

@@ -50,8 +50,9 @@ Secret bearer(std::string_view credential);
 
 // A GitHub App installation: RS256 JWTs (iat 60 s back, exp 9 minutes on, iss the App's id)
 // exchanged at POST {api_url}/app/installations/{id}/access_tokens for an installation token,
-// cached until less than kRefreshBefore remains or invalidate() is called. Tokens may be of any
-// length (GitHub's newer ones are ~520 characters) and are never parsed.
+// cached until less than kRefreshBefore remains or invalidate() is called. A refresh that fails
+// while the cached token has not expired yet returns that token (and is tried again next call).
+// Tokens may be of any length (GitHub's newer ones are ~520 characters) and are never parsed.
 class AppAuth final : public GithubAuth {
  public:
   struct Options {

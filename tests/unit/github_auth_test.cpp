@@ -258,6 +258,34 @@ TEST_F(AppAuthTest, RefreshedWhenLessThanFiveMinutesRemain) {
   EXPECT_EQ(jwt.claims["iat"], now - 60);
 }
 
+TEST_F(AppAuthTest, AFailedEarlyRefreshKeepsTheTokenThatStillWorks) {
+  auto auth = make();
+  ASSERT_TRUE(auth);
+  token_answer("ghs_current");
+  ASSERT_TRUE(auth->authorization());
+  clock->advance(56min);  // 4 min left: due for a refresh
+  transport->answer(502, "bad gateway");
+  auto kept = auth->authorization();
+  ASSERT_TRUE(kept) << kept.error().message;
+  EXPECT_EQ(kept.value()->expose(), "Bearer ghs_current");
+  EXPECT_EQ(transport->sent().size(), 2u);  // the refresh was tried
+  // Tried again on the next call.
+  token_answer("ghs_next");
+  EXPECT_EQ(auth->authorization().value()->expose(), "Bearer ghs_next");
+
+  // Once expired (or after a 401), a failed fetch is an error: no stale token is handed out.
+  clock->advance(61min);
+  transport->answer(502, "bad gateway");
+  auto expired = auth->authorization();
+  ASSERT_FALSE(expired);
+  EXPECT_EQ(expired.error().retry, Retry::retryable);
+  token_answer("ghs_again");
+  ASSERT_TRUE(auth->authorization());
+  auth->invalidate();
+  transport->answer(502, "bad gateway");
+  EXPECT_FALSE(auth->authorization());
+}
+
 TEST_F(AppAuthTest, InvalidateFetchesANewToken) {
   auto auth = make();
   ASSERT_TRUE(auth);
