@@ -169,7 +169,6 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   std::atomic<std::uint16_t> bound_port{0};
 
  private:
-  std::atomic<std::size_t> large_bodies_{0};
   void accept_locked();
   void on_accept(beast::error_code ec, tcp::socket socket);
   std::shared_ptr<Session> choose_eviction_locked();
@@ -192,6 +191,9 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   Gauge* open_ = nullptr;
   int in_flight_ = 0;
   std::condition_variable handlers_idle_;
+  // Large-body slots taken (acquire_large_body); atomic, taken and given back on the sessions'
+  // strands without the mutex.
+  std::atomic<std::size_t> large_bodies_{0};
 };
 
 // The server whose handler the current thread is running, so a handler that destroys its own
@@ -364,7 +366,8 @@ class Session : public std::enable_shared_from_this<Session> {
     request.remote = remote_;
 
     std::optional<HttpServerResponse> response = server_->invoke(request);
-    release_large_body();  // the body goes with `request`, when this returns
+    // The body goes with `request` when this returns.
+    release_large_body();
     if (!response) return close();  // the server is stopping
     write(std::move(*response), req.version(), req.keep_alive(), req.method() == http::verb::head,
           /*linger=*/false);
