@@ -1,5 +1,7 @@
 // orgd: the organization controller daemon. This file only parses flags and wires.
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -55,12 +57,14 @@ int main(int argc, char** argv) {
     std::cerr << "orgd: invalid config:\n" << e.what() << "\n";
     return 2;
   }
+  std::shared_ptr<const orgd::deploy::Inventory> inventory;
   try {
-    // Provider and deploy target settings are the providers' to check.
+    // Provider and target settings are the providers' to check, and which provider offers
+    // what (a deploy target naming a provider without deploy targets is a config error).
     orgd::ProviderEnvironment providers;
     providers.data_dir = config.nats.data_dir;
     providers.environment = env;
-    (void)orgd::deploy::Inventory::build(config, orgd::ProviderRegistry{}, providers);
+    inventory = orgd::deploy::Inventory::build(config, orgd::ProviderRegistry{}, providers);
   } catch (const orgd::ConfigError& e) {
     std::cerr << "orgd: invalid config:\n" << e.what() << "\n";
     return 2;
@@ -78,6 +82,12 @@ int main(int argc, char** argv) {
     std::cout << "config " << (config_path.empty() ? "<embedded>" : config_path) << " is valid ("
               << config.repos.size() << " repos, " << config.providers.size()
               << " providers)\n";
+    for (const auto& provider : inventory->providers().all()) {
+      const auto offers = provider->capabilities().names();
+      std::cout << "  provider " << provider->name() << " (" << provider->type() << "): "
+                << (offers.empty() ? std::string{"nothing"} : fmt::format("{}", fmt::join(offers, ", ")))
+                << "\n";
+    }
     return 0;
   }
   if (!log_level.empty()) config.log.level = log_level;

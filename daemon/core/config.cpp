@@ -58,6 +58,14 @@ SettingsReader provider_settings(const ProviderConfig& config, const std::string
                         orgd_keys};
 }
 
+SettingsReader secret_target_settings(const SecretTargetConfig& target,
+                                      const std::string& source_file) {
+  return SettingsReader{target.settings, source_file, target.line,
+                        "repos." + target.repo + ".secret_targets[" +
+                            std::to_string(target.index) + "]",
+                        reserved_secret_target_keys()};
+}
+
 Config load_config_string(const std::string& text, const std::string& source_name,
                           const Environment& env) {
   if (text.size() > kMaxFileBytes) {

@@ -150,6 +150,25 @@ struct DeployConfig {
   StepPolicy step;
 };
 
+// Keys of a secret target that are not the provider's.
+inline const std::vector<std::string>& reserved_secret_target_keys() {
+  static const std::vector<std::string> keys{"provider", "prune"};
+  return keys;
+}
+
+// repos.<name>.secret_targets[i] (DESIGN.md §9): where a repo's secrets are pushed.
+struct SecretTargetConfig {
+  std::string repo;
+  int index = 0;  // its place in the list
+  std::string provider;
+  // Delete secrets at the target that orgd did not put there (never, unless said).
+  bool prune = false;
+  // The item's map as written; the provider's settings are its keys other than
+  // reserved_secret_target_keys().
+  YAML::Node settings;
+  int line = 0;
+};
+
 struct RepoHealthConfig {
   // Services the repo's health is derived from; reported services are added to these.
   std::vector<std::string> services;
@@ -162,6 +181,7 @@ struct RepoConfig {
   std::vector<std::string> depends_on;
   std::map<std::string, DeployTargetConfig> deploy;  // by env
   std::vector<std::string> secrets;
+  std::vector<SecretTargetConfig> secret_targets;
   RepoHealthConfig health;
   int line = 0;
 };
@@ -193,6 +213,10 @@ struct Config {
 // "providers.<name>.<key>".
 SettingsReader target_settings(const DeployTargetConfig& target, const std::string& source_file);
 SettingsReader provider_settings(const ProviderConfig& config, const std::string& source_file);
+// A secret target's: its item but `provider` and `prune`; problems name
+// "repos.<repo>.secret_targets[<i>].<key>".
+SettingsReader secret_target_settings(const SecretTargetConfig& target,
+                                      const std::string& source_file);
 
 // Loads and validates a config. Every problem is collected and raised together as a ConfigError
 // whose lines read "<file>:<line>: <key>: <problem>". Environment overrides (DESIGN.md §7) are

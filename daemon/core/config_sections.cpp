@@ -31,7 +31,7 @@ constexpr auto kHttpKeys = std::to_array<std::string_view>(
     {"listen", "enabled", "body_limit", "header_timeout", "read_timeout", "write_timeout"});
 constexpr auto kLogKeys = std::to_array<std::string_view>({"level", "format"});
 constexpr auto kRepoKeys =
-    std::to_array<std::string_view>({"depends_on", "deploy", "secrets", "health"});
+    std::to_array<std::string_view>({"depends_on", "deploy", "secrets", "secret_targets", "health"});
 constexpr auto kHealthKeys = std::to_array<std::string_view>({"services", "ttl"});
 constexpr auto kSecretsKeys =
     std::to_array<std::string_view>({"master_key_file", "master_key_env"});
@@ -376,6 +376,8 @@ class SectionReader {
           load_deploy(e, repo.deploy);
         } else if (e.key == "secrets") {
           repo.secrets = schema_.read_names(e, "secret");
+        } else if (e.key == "secret_targets") {
+          load_secret_targets(e, repo);
         } else if (e.key == "health") {
           load_health(e, repo.health);
         }
@@ -458,6 +460,51 @@ class SectionReader {
       for (const SchemaEntry& f : *fields) read_step_override(f, target.policy);
       target.settings = t.value;  // the provider's reader skips the reserved keys
       targets.emplace(t.key, std::move(target));
+    }
+  }
+
+  // A list of maps, each naming a declared provider; the provider reads the rest.
+  void load_secret_targets(const SchemaEntry& section, RepoConfig& repo) {
+    if (section.value.IsNull()) return;
+    if (!section.value.IsSequence()) {
+      schema_.report(section.value_line, section.path,
+                     "expected a list of targets ({provider: <name>, ...}), got " +
+                         kind_of(section.value));
+      return;
+    }
+    int index = 0;
+    for (const YAML::Node& item : section.value) {
+      const std::string path = fmt::format("{}[{}]", section.path, index);
+      const int line = line_of(item, section.value_line);
+      SecretTargetConfig target;
+      target.repo = repo.name;
+      target.index = index++;
+      target.line = line;
+      auto fields = schema_.mapping(item, path, line, Words{});
+      if (!fields) continue;
+      const auto provider = std::find_if(fields->begin(), fields->end(),
+                                         [](const SchemaEntry& e) { return e.key == "provider"; });
+      if (provider == fields->end()) {
+        schema_.report(line, path + ".provider", "required key missing (the name of a provider)");
+        continue;
+      }
+      schema_.read_string(*provider, target.provider);
+      if (target.provider.empty()) {
+        if (provider->value.IsScalar())
+          schema_.report(provider->value_line, provider->path, "must not be empty");
+        continue;
+      }
+      if (declared_providers_.count(target.provider) == 0) {
+        schema_.report(provider->value_line, provider->path,
+                       fmt::format("unknown provider {} (declare it under providers:)",
+                                   quoted(target.provider)));
+        continue;
+      }
+      for (const SchemaEntry& f : *fields) {
+        if (f.key == "prune") schema_.read_bool(f, target.prune);
+      }
+      target.settings = item;  // the provider's reader skips `provider` and `prune`
+      repo.secret_targets.push_back(std::move(target));
     }
   }
 

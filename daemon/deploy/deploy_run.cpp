@@ -191,7 +191,15 @@ void DeployRun::decide() {
           bool changed = false;
           for (const auto& repo : next.start) {
             const TargetEntry* target = inventory_->target(repo, env());
-            changed |= mark_started(r, repo, target ? target->provider : "", now);
+            if (!mark_started(r, repo, target ? target->provider : "", now)) continue;
+            changed = true;
+            // What a rollback of this step returns to, kept with the step so that another
+            // replica resuming it rolls back to the same deploy.
+            if (shared_->previous_success) {
+              if (auto previous = shared_->previous_success(repo, env(), r.deploy_id())) {
+                mark_previous(r, repo, *previous);
+              }
+            }
           }
           return changed;
         },

@@ -1,9 +1,11 @@
 #include "daemon/deploy/deploy_state.hpp"
 
 #include <algorithm>
+#include <cstdint>
 #include <tuple>
 
 #include "daemon/core/timestamps.hpp"
+#include "daemon/events/utf8.hpp"
 
 namespace orgd::deploy {
 
@@ -159,6 +161,75 @@ bool mark_handle(Record& record, const std::string& repo, const std::string& han
   return true;
 }
 
+// At most `max` bytes of `text`, cut at a character boundary, with bytes that are not UTF-8
+// and control characters as '?': what a provider says goes into JSON records and events.
+std::string bounded_text(std::string_view text, std::size_t max) {
+  std::string out;
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  const auto* end = p + text.size();
+  while (p < end) {
+    if (*p < 0x80) {
+      if (out.size() + 1 > max) break;
+      out.push_back(*p < 0x20 || *p == 0x7f ? '?' : static_cast<char>(*p));
+      ++p;
+      continue;
+    }
+    std::uint32_t cp = 0;
+    const int n = decode_utf8_sequence(p, end, cp);
+    if (n == 0) {
+      if (out.size() + 1 > max) break;
+      out.push_back('?');
+      ++p;
+      continue;
+    }
+    if (out.size() + static_cast<std::size_t>(n) > max) break;
+    out.append(reinterpret_cast<const char*>(p), static_cast<std::size_t>(n));
+    p += n;
+  }
+  return out;
+}
+
+bool mark_progress(Record& record, const std::string& repo, std::string_view url,
+                   std::string_view detail) {
+  Step* step = find_step(record, repo);
+  if (step == nullptr || step->state() != Step::running) return false;
+  const std::string u = bounded_text(url, kMaxStepUrl);
+  const std::string d = bounded_text(detail, kMaxStepDetail);
+  if (step->url() == u && step->detail() == d) return false;
+  step->set_url(u);
+  step->set_detail(d);
+  return true;
+}
+
+bool mark_phase_done(Record& record, const std::string& repo, int phase, Clock::time_point now) {
+  Step* step = find_step(record, repo);
+  if (step == nullptr || step->state() != Step::running || phase <= step->phases_passed() ||
+      phase == step->phase()) {
+    return false;
+  }
+  step->set_phase(phase);
+  set_time(step->mutable_phase_done_at(), now);
+  return true;
+}
+
+bool mark_phase_passed(Record& record, const std::string& repo, int phase) {
+  Step* step = find_step(record, repo);
+  if (step == nullptr || step->state() != Step::running || phase != step->phase() ||
+      phase <= step->phases_passed()) {
+    return false;
+  }
+  step->set_phases_passed(phase);
+  step->clear_waiting_for();
+  return true;
+}
+
+bool mark_previous(Record& record, const std::string& repo, const v1::PreviousDeploy& previous) {
+  Step* step = find_step(record, repo);
+  if (step == nullptr || step->state() != Step::running || step->has_previous()) return false;
+  *step->mutable_previous() = previous;
+  return true;
+}
+
 bool mark_deployed(Record& record, const std::string& repo, Clock::time_point now) {
   Step* step = find_step(record, repo);
   if (step == nullptr || step->state() != Step::running || is_set(step->deployed_at())) {
@@ -186,6 +257,11 @@ bool mark_retrying(Record& record, const std::string& repo, const std::string& e
   step->clear_deployed_at();
   step->clear_healthy_at();
   step->clear_waiting_for();
+  step->clear_url();
+  step->clear_detail();
+  step->clear_phase();
+  step->clear_phase_done_at();
+  step->clear_phases_passed();
   return true;
 }
 

@@ -3,6 +3,7 @@
 #include <chrono>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "daemon/core/clock.hpp"
@@ -51,6 +52,20 @@ const Step* find_step(const Record& record, const std::string& repo);
 bool mark_started(Record& record, const std::string& repo, const std::string& provider,
                   Clock::time_point now);
 bool mark_handle(Record& record, const std::string& repo, const std::string& handle);
+// At most `max` bytes of a provider's text, cut at a character boundary, with what is not
+// printable UTF-8 as '?'.
+std::string bounded_text(std::string_view text, std::size_t max);
+// A provider's link and detail line are kept to these sizes in the record.
+constexpr std::size_t kMaxStepUrl = 2048;
+constexpr std::size_t kMaxStepDetail = 300;
+// The provider's link and detail line; false when they did not change.
+bool mark_progress(Record& record, const std::string& repo, std::string_view url,
+                   std::string_view detail);
+// A gated phase is out (its gate runs next) / passed its gate (the provider goes on).
+bool mark_phase_done(Record& record, const std::string& repo, int phase, Clock::time_point now);
+bool mark_phase_passed(Record& record, const std::string& repo, int phase);
+// What a rollback of the step returns to; written once, when the step starts.
+bool mark_previous(Record& record, const std::string& repo, const v1::PreviousDeploy& previous);
 bool mark_deployed(Record& record, const std::string& repo, Clock::time_point now);
 bool mark_healthy(Record& record, const std::string& repo, Clock::time_point now);
 // A failed attempt that will be retried: the step stays running, its deploy state is reset.

@@ -7,6 +7,19 @@ namespace orgd::deploy {
 std::shared_ptr<const Inventory> Inventory::build(const Config& config,
                                                   const ProviderRegistry& registry,
                                                   const ProviderEnvironment& environment) {
+  std::vector<std::string> problems;
+  auto providers = ProviderSet::build(config, registry, environment, problems);
+  return build(config, std::move(providers), std::move(problems));
+}
+
+std::shared_ptr<const Inventory> Inventory::build(const Config& config,
+                                                  std::shared_ptr<const ProviderSet> providers) {
+  return build(config, std::move(providers), {});
+}
+
+std::shared_ptr<const Inventory> Inventory::build(const Config& config,
+                                                  std::shared_ptr<const ProviderSet> providers,
+                                                  std::vector<std::string> problems) {
   std::vector<RepoNode> nodes;
   for (const auto& [name, repo] : config.repos) nodes.push_back({name, repo.depends_on});
   std::shared_ptr<Inventory> inventory;
@@ -17,25 +30,17 @@ std::shared_ptr<const Inventory> Inventory::build(const Config& config,
     throw ConfigError({config.source + ": repos: " + e.what()});
   }
   inventory->settings_ = config.deploy;
-  std::vector<std::string> problems;
-  std::map<std::string, Provider*> by_name;
-  for (const auto& [name, provider_config] : config.providers) {
-    try {
-      inventory->providers_.push_back(registry.create(provider_config, environment, config.source));
-      by_name[name] = inventory->providers_.back().get();
-    } catch (const ConfigError& e) {
-      problems.insert(problems.end(), e.problems().begin(), e.problems().end());
-    }
-  }
+  inventory->providers_ = std::move(providers);
   for (const auto& [repo_name, repo] : config.repos) {
     inventory->repos_[repo_name] = true;
     for (const auto& [env, target_config] : repo.deploy) {
-      const auto provider = by_name.find(target_config.provider);
-      if (provider == by_name.end()) continue;  // its own problem is reported above
+      Provider* provider = inventory->providers_->find(target_config.provider);
+      // A provider that did not build, or without deploy targets: ProviderSet::build said so.
+      if (provider == nullptr || !provider->capabilities().deploy_target) continue;
       try {
         TargetEntry entry;
         entry.provider = target_config.provider;
-        entry.target = provider->second->make_deploy_target(target_config, config.source);
+        entry.target = provider->make_deploy_target(target_config, config.source);
         entry.policy = target_config.policy.apply(config.deploy.step);
         inventory->targets_[repo_name][env] = std::move(entry);
       } catch (const ConfigError& e) {

@@ -27,6 +27,12 @@ class Inventory {
   static std::shared_ptr<const Inventory> build(const Config& config,
                                                 const ProviderRegistry& registry,
                                                 const ProviderEnvironment& environment);
+  // With the config's providers already built (and checked: ProviderSet::build).
+  static std::shared_ptr<const Inventory> build(const Config& config,
+                                                std::shared_ptr<const ProviderSet> providers);
+
+  const ProviderSet& providers() const { return *providers_; }
+  std::shared_ptr<const ProviderSet> provider_set() const { return providers_; }
 
   const DeployPlanner& planner() const { return planner_; }
   const DeployConfig& settings() const { return settings_; }
@@ -42,11 +48,15 @@ class Inventory {
 
  private:
   explicit Inventory(DeployPlanner planner) : planner_(std::move(planner)) {}
+  // `problems` found before (the providers'), reported with the targets' own.
+  static std::shared_ptr<const Inventory> build(const Config& config,
+                                                std::shared_ptr<const ProviderSet> providers,
+                                                std::vector<std::string> problems);
 
   DeployPlanner planner_;
   DeployConfig settings_;
   std::map<std::string, bool> repos_;
-  std::vector<std::unique_ptr<Provider>> providers_;
+  std::shared_ptr<const ProviderSet> providers_;
   std::map<std::string, std::map<std::string, TargetEntry>> targets_;  // repo -> env -> target
 };
 

@@ -9,6 +9,7 @@ namespace {
 
 // What a summary keeps of a record's ref (deploy requests allow 256 bytes).
 constexpr std::size_t kMaxSummaryRef = 256;
+constexpr std::size_t kMaxPreviousField = 1024;
 
 v1::DeployRecord::State summary_state(Step::State state) {
   switch (state) {
@@ -74,11 +75,23 @@ void LastDeploys::apply(const Record& record) {
   std::lock_guard lock(summaries_mutex_);
   for (const Step& step : record.steps()) {
     if (inventory->target(step.repo(), record.env()) == nullptr) continue;
-    auto& last = summaries_[{step.repo(), record.env()}];
     // An older deploy does not replace a newer one (ids tell apart deploys of one second only
     // by chance: the creation time decides, then the id).
     const std::pair<std::int64_t, std::int32_t> created{record.created_at().seconds(),
                                                         record.created_at().nanos()};
+    // A rollback needs the ref and handle whole: one too long to keep is not kept at all.
+    if (step.state() == Step::succeeded && record.ref().size() <= kMaxPreviousField &&
+        step.handle().size() <= kMaxPreviousField) {
+      auto& success = successes_[{step.repo(), record.env()}];
+      if (success.deploy.deploy_id().empty() || created > success.created ||
+          (created == success.created && record.deploy_id() > success.deploy.deploy_id())) {
+        success.created = created;
+        success.deploy.set_deploy_id(record.deploy_id());
+        success.deploy.set_ref(record.ref());
+        success.deploy.set_handle(step.handle());
+      }
+    }
+    auto& last = summaries_[{step.repo(), record.env()}];
     if (!last.summary.deploy_id().empty() && last.summary.deploy_id() != record.deploy_id() &&
         (created < last.created ||
          (created == last.created && last.summary.deploy_id() > record.deploy_id()))) {
@@ -95,6 +108,15 @@ void LastDeploys::apply(const Record& record) {
       summary.clear_finished_at();
     }
   }
+}
+
+std::optional<v1::PreviousDeploy> LastDeploys::last_success(const std::string& repo,
+                                                            const std::string& env,
+                                                            const std::string& except) const {
+  std::lock_guard lock(summaries_mutex_);
+  const auto it = successes_.find({repo, env});
+  if (it == successes_.end() || it->second.deploy.deploy_id() == except) return std::nullopt;
+  return it->second.deploy;
 }
 
 void LastDeploys::refresh(const std::set<std::string>& ids) {
@@ -188,6 +210,9 @@ std::size_t LastDeploys::summary_bytes() const {
   for (const auto& [key, last] : summaries_) {
     bytes += key.first.size() + key.second.size() + last.summary.ByteSizeLong();
   }
+  for (const auto& [key, success] : successes_) {
+    bytes += key.first.size() + key.second.size() + success.deploy.ByteSizeLong();
+  }
   return bytes;
 }
 
@@ -201,6 +226,18 @@ void LastDeploys::fill_status(v1::RepoStatus& repo) const {
 
 void LastDeploys::fill_status(v1::OrgStatus& org) const {
   for (auto& repo : *org.mutable_repos()) fill_status(repo);
+}
+
+std::function<std::optional<v1::PreviousDeploy>(const std::string&, const std::string&,
+                                                const std::string&)>
+previous_success_from(std::weak_ptr<LastDeploys> deploys) {
+  return [deploys = std::move(deploys)](const std::string& repo, const std::string& env,
+                                        const std::string& deploy_id)
+             -> std::optional<v1::PreviousDeploy> {
+    auto last = deploys.lock();
+    if (!last) return std::nullopt;
+    return last->last_success(repo, env, deploy_id);
+  };
 }
 
 }  // namespace orgd::deploy

@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -39,6 +40,11 @@ class LastDeploys {
   void catch_up();
   void refresh(const std::set<std::string>& ids);
 
+  // The last successful deploy of repo+env orgd has read, other than `except` (the deploy
+  // asking): what a rollback returns to.
+  std::optional<v1::PreviousDeploy> last_success(const std::string& repo, const std::string& env,
+                                                 const std::string& except) const;
+
   void fill_status(v1::RepoStatus& repo) const;
   void fill_status(v1::OrgStatus& org) const;
   std::size_t summary_count() const;
@@ -58,11 +64,22 @@ class LastDeploys {
     std::pair<std::int64_t, std::int32_t> created{0, 0};
   };
   std::map<std::pair<std::string, std::string>, LastDeploy> summaries_;  // repo, env
+  struct LastSuccess {
+    v1::PreviousDeploy deploy;  // ref and handle bounded like the summaries' fields
+    std::pair<std::int64_t, std::int32_t> created{0, 0};
+  };
+  std::map<std::pair<std::string, std::string>, LastSuccess> successes_;  // repo, env
 
   Counter* events_ignored_ = nullptr;
   Counter* refreshes_dropped_ = nullptr;
   Counter* prompts_ = nullptr;
   Counter* reads_ = nullptr;
 };
+
+// OrchestratorContext::previous_success answered by `deploys` while it lives (runs may outlive
+// the orchestrator that made them).
+std::function<std::optional<v1::PreviousDeploy>(const std::string&, const std::string&,
+                                                const std::string&)>
+previous_success_from(std::weak_ptr<LastDeploys> deploys);
 
 }  // namespace orgd::deploy

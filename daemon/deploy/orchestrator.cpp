@@ -18,12 +18,14 @@ Orchestrator::Orchestrator(OrchestratorOptions options, std::shared_ptr<const In
       shared_(std::make_shared<Shared>(std::move(options), std::move(inventory), publisher, health,
                                        metrics, clock, std::move(runtime))),
       last_deploys_(
-          std::make_unique<LastDeploys>(shared_, metrics,
+          std::make_shared<LastDeploys>(shared_, metrics,
                                         [this](const std::string& deploy_id, bool finished) {
                                           return scheduler_->request_refresh(deploy_id, finished);
                                         })),
       scheduler_(std::make_unique<Scheduler>(shared_, *last_deploys_, metrics)),
-      service_(std::make_unique<DeployService>(shared_, *scheduler_, attached_, metrics)) {}
+      service_(std::make_unique<DeployService>(shared_, *scheduler_, attached_, metrics)) {
+  shared_->previous_success = previous_success_from(last_deploys_);
+}
 
 Orchestrator::~Orchestrator() { stop(milliseconds{2000}); }
 

@@ -101,7 +101,7 @@ class Orchestrator {
   std::atomic<bool> attached_{false};
   const void* attached_connection_ = nullptr;  // guarded by attach_mutex_
 
-  std::unique_ptr<LastDeploys> last_deploys_;
+  std::shared_ptr<LastDeploys> last_deploys_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<DeployService> service_;
 };

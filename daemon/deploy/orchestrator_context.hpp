@@ -9,9 +9,11 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -100,6 +102,12 @@ struct OrchestratorContext {
   std::mutex slots_mutex;  // guards active, waiting_for_slot
   int active = 0;
   std::deque<std::weak_ptr<DeployRun>> waiting_for_slot;
+
+  // The last successful deploy of a repo+env other than the asking one (LastDeploys'), for a
+  // step's rollback; null or nullopt when unknown.
+  std::function<std::optional<v1::PreviousDeploy>(const std::string& repo, const std::string& env,
+                                                  const std::string& deploy_id)>
+      previous_success;
 
   Counter* deploys_accepted = nullptr;
   Counter* deploys_duplicate = nullptr;

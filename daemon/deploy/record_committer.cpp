@@ -150,6 +150,15 @@ DeployContext RecordCommitter::context_for(const std::string& repo, int attempt)
   context.ref = record_.ref();
   context.deploy_id = id_;
   context.attempt = std::max(1, attempt);
+  if (const Step* step = find_step(record_, repo)) {
+    context.handle = step->handle();
+    context.phases_passed = step->phases_passed();
+    if (step->has_previous()) {
+      context.previous =
+          PreviousDeploy{step->previous().deploy_id(), step->previous().ref(),
+                         step->previous().handle()};
+    }
+  }
   return context;
 }
 

@@ -57,16 +57,19 @@ LogSink StepRunner::log_sink(int attempt) {
   };
 }
 
-// Runs `call` on the provider threads; `done` runs on this run's strand with its result, or
-// with "<op> did not return within <limit>" once `limit` has passed. A call past its deadline
-// is left to return on its own (counted in orgd_provider_calls_hung until it does); what it
+// Runs `call` on the provider threads with the step's context, its deadline `limit` from now;
+// `done` runs on this run's strand with its result, or with "<op> did not return within
+// <limit>" once `limit` has passed (last_call_hung_ then says so). A call past its deadline is
+// left to return on its own (counted in orgd_provider_calls_hung until it does); what it
 // returns then is dropped.
-void StepRunner::call_provider(const std::string& op, Duration limit,
-                               std::function<Result<DeployProgress>()> call, Outcome done) {
+void StepRunner::call_provider(const std::string& op, Duration limit, Call call, Outcome done) {
   auto pending = std::make_shared<PendingCall>(shared_->timers, strand_);
   std::erase_if(calls_, [](const std::weak_ptr<PendingCall>& call) { return call.expired(); });
   calls_.push_back(pending);
   auto self = shared_from_this();
+  DeployContext context = context_;
+  context.handle = handle();
+  context.deadline = std::chrono::steady_clock::now() + limit;
   pending->timer.wait_for(limit, [self, pending, op, limit, done](bool cancelled) {
     if (cancelled || pending->settled) return;
     pending->settled = true;
@@ -78,27 +81,36 @@ void StepRunner::call_provider(const std::string& op, Duration limit,
     }
     self->log_->warn("deploy {}: provider {} did not return within {}; its thread is left to it",
                      self->id_, op, format_duration(limit));
+    self->last_call_hung_ = true;
     done(unavailable(op + " did not return within " + format_duration(limit)));
   });
-  shared_->provider_calls->submit([self, pending, call = std::move(call), done, op]() {
-    Result<DeployProgress> result = internal_error("provider " + op + " threw");
-    try {
-      result = call();
-    } catch (const std::exception& e) {
-      result = internal_error("provider " + op + " threw: " + e.what());
-    }
-    // After stop() nothing runs the answer: posting it would only keep the run alive.
-    if (self->shared_->executor->stopped()) return;
-    asio::post(self->strand_, [self, pending, result = std::move(result), done]() mutable {
-      if (pending->settled) {
-        if (pending->hung) self->shared_->provider_hung->dec();
-        return;
-      }
-      pending->settled = true;
-      pending->timer.cancel();
-      done(std::move(result));
-    });
-  });
+  auto target = target_->target;
+  shared_->provider_calls->submit(
+      [self, pending, target, context = std::move(context), call = std::move(call), done, op]() {
+        // A provider that throws has a bug that trying again will not mend.
+        Result<DeployProgress> result = permanent(internal_error("provider " + op + " threw"));
+        try {
+          result = call(*target, context);
+        } catch (const std::exception& e) {
+          result = permanent(internal_error("provider " + op + " threw: " + e.what()));
+        }
+        // After stop() nothing runs the answer: posting it would only keep the run alive.
+        if (self->shared_->executor->stopped()) return;
+        asio::post(self->strand_, [self, pending, result = std::move(result), done]() mutable {
+          if (pending->settled) {
+            if (pending->hung) self->shared_->provider_hung->dec();
+            return;
+          }
+          pending->settled = true;
+          pending->timer.cancel();
+          self->last_call_hung_ = false;
+          done(std::move(result));
+        });
+      });
+}
+
+const std::string& StepRunner::handle() const {
+  return progress_ && !progress_->handle.empty() ? progress_->handle : committed_handle_;
 }
 
 // Poll and recover ask a question; they get a shorter deadline than start and rollback.
@@ -141,8 +153,15 @@ void StepRunner::begin(Mode mode) {
     return;
   }
   attempt_started_ = shared_->timers->now();
+  committed_handle_ = snapshot.handle();
+  if (snapshot.phase() > snapshot.phases_passed() && is_set(snapshot.phase_done_at())) {
+    // A gated phase was out and its gate not yet passed: the gate runs again.
+    progress_ = DeployProgress{DeployStatus::phase_done, snapshot.handle()};
+    progress_->phase = snapshot.phase();
+    phase_gate_begin(snapshot.phase());
+    return;
+  }
   if (!snapshot.handle().empty()) {
-    committed_handle_ = snapshot.handle();
     on_progress(DeployProgress{DeployStatus::running, snapshot.handle(), {}});
     return;
   }
@@ -151,10 +170,9 @@ void StepRunner::begin(Mode mode) {
 
 void StepRunner::recover() {
   if (should_stop()) return step_done();
-  auto target = target_->target;
-  const DeployContext context = context_;
   call_provider(
-      "recover", query_limit(policy_), [target, context] { return target->recover(context); },
+      "recover", query_limit(policy_),
+      [](DeployTarget& target, const DeployContext& context) { return target.recover(context); },
       [self = shared_from_this()](Result<DeployProgress> r) { self->on_recovered(std::move(r)); });
 }
 
@@ -171,6 +189,7 @@ void StepRunner::on_recovered(Result<DeployProgress> recovered) {
     }
     shared_->steps_interrupted->inc();
     context_.attempt = record_.step(repo).attempts();
+    call_retries_ = 0;
     log_->info(
         "deploy {}: {} was in flight when its orgd stopped ({}); running it again as "
         "attempt {}",
@@ -187,18 +206,23 @@ void StepRunner::on_recovered(Result<DeployProgress> recovered) {
     on_progress(progress);
     return;
   }
-  if (recovered.error().code == ErrorCode::not_found) {
+  if (recovered.error().code == ErrorCode::not_found &&
+      recovered.error().retry != Retry::rate_limited) {
     log_->info("deploy {}: {} was in flight; provider has no record of it, starting it", id_, repo);
     start_attempt();
     return;
   }
   // The provider could not answer (its API unreachable right after the crash, a call past
   // its deadline): that says nothing about the deploy, so ask again, as a poll would.
-  if (++poll_errors_ < kMaxPollErrors) {
+  const bool limited = recovered.error().retry == Retry::rate_limited;
+  if (recovered.error().retry != Retry::permanent && (limited || ++poll_errors_ < kMaxPollErrors) &&
+      !timed_out()) {
     log_->warn("deploy {}: cannot ask the provider about {} yet ({}); asking again", id_, repo,
                recovered.error().message);
-    timer_.wait_for(shared_->options.poll_interval,
-                    [self = shared_from_this()](bool) { self->recover(); });
+    const Duration wait =
+        std::max<Duration>(shared_->options.poll_interval,
+                           limited ? recovered.error().retry_after : Duration{0});
+    timer_.wait_for(wait, [self = shared_from_this()](bool) { self->recover(); });
     return;
   }
   on_progress(
@@ -213,78 +237,226 @@ void StepRunner::start_attempt() {
     cancel_step("cancelled before attempt " + std::to_string(context_.attempt));
     return;
   }
-  attempt_started_ = shared_->timers->now();
+  if (call_retries_ == 0) attempt_started_ = shared_->timers->now();
   poll_errors_ = 0;
+  cancel_sent_ = false;
   progress_.reset();
-  auto target = target_->target;
-  const DeployContext context = context_;
-  LogSink sink = log_sink(context.attempt);
+  committed_handle_.clear();
+  LogSink sink = log_sink(context_.attempt);
   call_provider(
       "start", action_limit(*target_),
-      [target, context, sink] { return target->start(context, sink); },
+      [sink](DeployTarget& target, const DeployContext& context) {
+        return target.start(context, sink);
+      },
       [self = shared_from_this()](Result<DeployProgress> r) {
-        self->on_progress(r ? r.value()
-                            : DeployProgress{DeployStatus::failed, {}, r.error().message});
+        if (r) {
+          self->call_retries_ = 0;
+          return self->on_progress(r.value());
+        }
+        self->on_start_error(r.error());
       });
+}
+
+// A start that returned an error did not deploy (or cannot say whether it did). A permanent
+// error fails the step at once; orgd's own deadline fails the attempt, as a failed deploy does
+// (its call is still running: a second start beside it is what retries decide); a retryable
+// or rate-limited one is asked again (after retry_after) through recover(), so a start that
+// did reach the cloud before its answer was lost is found instead of made twice, until the
+// step's timeout.
+void StepRunner::on_start_error(const Error& error) {
+  if (should_stop()) return step_done();
+  const std::string& repo = repo_;
+  if (error.retry == Retry::permanent) {
+    call_retries_ = 0;
+    fail_step(repo, error.message);
+    return step_done();
+  }
+  const Duration backoff = std::min<Duration>(
+      policy_.retry_backoff * (1 << std::min(call_retries_, 10)), std::chrono::minutes{5});
+  const Duration wait = error.retry == Retry::rate_limited
+                            ? std::max<Duration>(error.retry_after, shared_->options.poll_interval)
+                            : backoff;
+  // A wait that would end past the step's timeout is not waited.
+  if (last_call_hung_ || timed_out() ||
+      shared_->timers->now() + wait - attempt_started_ > policy_.step_timeout) {
+    call_retries_ = 0;
+    progress_ = DeployProgress{DeployStatus::failed, {}, error.message};
+    return attempt_failed();
+  }
+  ++call_retries_;
+  log_->warn("deploy {}: {} did not start ({}: {}); asking the provider again in {}", id_, repo,
+             retry_name(error.retry), error.message, format_duration(wait));
+  timer_.wait_for(wait, [self = shared_from_this()](bool) { self->recover(); });
+}
+
+bool StepRunner::timed_out() const {
+  return shared_->timers->now() - attempt_started_ > policy_.step_timeout;
+}
+
+// The provider's handle, link and detail line into the record, when they changed.
+void StepRunner::record_progress(const DeployProgress& progress) {
+  const std::string& repo = repo_;
+  if (!progress.handle.empty() && progress.handle != committed_handle_) {
+    const std::string handle = progress.handle;
+    record_.commit([&](Record& r) { return mark_handle(r, repo, handle); }, {});
+    committed_handle_ = handle;
+  }
+  const Step current = record_.step(repo);
+  if (bounded_text(progress.url, kMaxStepUrl) != current.url() ||
+      bounded_text(progress.detail, kMaxStepDetail) != current.detail()) {
+    record_.commit([&](Record& r) { return mark_progress(r, repo, progress.url, progress.detail); },
+                   {{"step_progress", repo}});
+  }
+}
+
+void StepRunner::schedule_poll(Duration after) {
+  timer_.wait_for(std::max<Duration>(after, shared_->options.poll_interval),
+                  [self = shared_from_this()](bool) { self->poll(); });
 }
 
 void StepRunner::on_progress(DeployProgress progress) {
   if (should_stop()) return step_done();
   const std::string& repo = repo_;
-  if (progress.status == DeployStatus::running && !progress.handle.empty() &&
-      progress.handle != committed_handle_) {
-    const std::string handle = progress.handle;
-    record_.commit([&](Record& r) { return mark_handle(r, repo, handle); }, {});
-    committed_handle_ = handle;
+  if (progress.status != DeployStatus::running || !progress.url.empty() ||
+      !progress.detail.empty() || !progress.handle.empty()) {
+    record_progress(progress);
   }
   progress_ = progress;
-  if (progress.status == DeployStatus::running) {
-    if (shared_->timers->now() - attempt_started_ > policy_.step_timeout) {
-      progress_ = DeployProgress{DeployStatus::failed, progress.handle,
-                                 "timed out after " + format_duration(policy_.step_timeout)};
-      attempt_failed();
-      return;
+  switch (progress.status) {
+    case DeployStatus::running: {
+      if (timed_out()) {
+        progress_ = DeployProgress{DeployStatus::failed, progress.handle,
+                                   "timed out after " + format_duration(policy_.step_timeout)};
+        return attempt_failed();
+      }
+      if (record_.cancel_requested() && !cancel_sent_ && target_->target->can_cancel()) {
+        return cancel_deploy();
+      }
+      return schedule_poll(progress.next_poll_after.value_or(shared_->options.poll_interval));
     }
-    timer_.wait_for(shared_->options.poll_interval,
-                    [self = shared_from_this()](bool) { self->poll(); });
-    return;
-  }
-  if (progress.status == DeployStatus::succeeded) {
-    if (!policy_.health_gate.enabled) {
-      succeed(repo, false);
-      return step_done();
+    case DeployStatus::phase_done: {
+      const Step current = record_.step(repo);
+      if (progress.phase > 0 && progress.phase <= current.phases_passed()) {
+        // Its gate passed before (the provider had not gone on when orgd stopped): go on.
+        return advance();
+      }
+      if (record_.cancel_requested()) {
+        return cancel_step("cancelled after phase " + std::to_string(progress.phase) +
+                           " (the rollout stays where it is)");
+      }
+      const int phase = std::max(progress.phase, current.phase() + 1);
+      const auto now = shared_->clock.now();
+      record_.commit([&](Record& r) { return mark_phase_done(r, repo, phase, now); },
+                     {{"phase_done", repo}});
+      if (should_stop()) return step_done();
+      return phase_gate_begin(phase);
     }
-    const auto now = shared_->clock.now();
-    record_.commit([&](Record& r) { return mark_deployed(r, repo, now); }, {});
-    gate_begin();
-    return;
+    case DeployStatus::succeeded: {
+      if (!policy_.health_gate.enabled) {
+        succeed(repo, false);
+        return step_done();
+      }
+      const auto now = shared_->clock.now();
+      record_.commit([&](Record& r) { return mark_deployed(r, repo, now); }, {});
+      return gate_begin();
+    }
+    case DeployStatus::failed:
+    case DeployStatus::interrupted:
+      if (cancel_sent_) {
+        return cancel_step("cancelled while running" +
+                           (progress.error.empty() ? std::string{} : ": " + progress.error));
+      }
+      return attempt_failed();
   }
-  attempt_failed();
 }
 
 void StepRunner::poll() {
   if (should_stop()) return step_done();
-  auto target = target_->target;
-  const DeployContext context = context_;
-  const std::string handle = progress_ ? progress_->handle : std::string{};
   call_provider(
       "poll", query_limit(policy_),
-      [target, context, handle] { return target->poll(context, handle); },
-      [self = shared_from_this(), handle](Result<DeployProgress> polled) {
+      [](DeployTarget& target, const DeployContext& context) { return target.poll(context); },
+      [self = shared_from_this()](Result<DeployProgress> polled) {
         if (polled) {
           self->poll_errors_ = 0;
-          self->on_progress(polled.value());
-        } else if (++self->poll_errors_ >= kMaxPollErrors) {
-          self->on_progress(DeployProgress{DeployStatus::failed, handle,
-                                           "poll failed: " + polled.error().message});
-        } else {
-          self->on_progress(DeployProgress{DeployStatus::running, handle, {}});
+          return self->on_progress(polled.value());
         }
+        self->on_poll_error(polled.error());
+      });
+}
+
+// A poll that got no answer says nothing about the deploy: asked again (after retry_after when
+// rate-limited), up to kMaxPollErrors retryable errors in a row; a permanent one (the provider
+// knows the handle is no good) fails the attempt at once.
+void StepRunner::on_poll_error(const Error& error) {
+  if (should_stop()) return step_done();
+  const std::string handle = this->handle();
+  if (error.retry == Retry::permanent || ++poll_errors_ >= kMaxPollErrors || timed_out()) {
+    progress_ = DeployProgress{DeployStatus::failed, handle, "poll failed: " + error.message};
+    if (cancel_sent_) return cancel_step("cancelled while running: " + progress_->error);
+    return attempt_failed();
+  }
+  if (error.retry == Retry::rate_limited) --poll_errors_;  // waiting as told is not an error
+  log_->debug("deploy {}: poll of {} failed ({}); asking again", id_, repo_, error.message);
+  schedule_poll(error.retry == Retry::rate_limited ? error.retry_after
+                                                   : shared_->options.poll_interval *
+                                                         (1 << std::min(poll_errors_, 6)));
+}
+
+// A cancel of the deploy while its deploy runs: the provider is asked to stop it, and polled
+// until it has ended; the step is then cancelled. A target that cannot cancel runs to its end.
+void StepRunner::cancel_deploy() {
+  cancel_sent_ = true;
+  log_->info("deploy {}: asking the provider to stop {}", id_, repo_);
+  call_provider(
+      "cancel", query_limit(policy_),
+      [](DeployTarget& target, const DeployContext& context) { return target.cancel(context); },
+      [self = shared_from_this()](Result<DeployProgress> answer) {
+        if (self->should_stop()) return self->step_done();
+        if (!answer) {
+          self->log_->warn("deploy {}: the provider could not stop {}: {}", self->id_,
+                           self->repo_, answer.error().message);
+          return self->schedule_poll(self->shared_->options.poll_interval);
+        }
+        self->on_progress(answer.value());
+      });
+}
+
+// A gated phase passed: the provider goes on to the next. Retryable errors are asked again
+// with backoff until the step's timeout; a permanent one fails the attempt.
+void StepRunner::advance() {
+  if (should_stop()) return step_done();
+  context_.phases_passed = record_.step(repo_).phases_passed();
+  call_provider(
+      "advance", action_limit(*target_),
+      [](DeployTarget& target, const DeployContext& context) { return target.advance(context); },
+      [self = shared_from_this()](Result<DeployProgress> answer) {
+        if (self->should_stop()) return self->step_done();
+        if (answer) {
+          self->call_retries_ = 0;
+          return self->on_progress(answer.value());
+        }
+        const Error& error = answer.error();
+        if (error.retry == Retry::permanent || self->timed_out()) {
+          self->progress_ =
+              DeployProgress{DeployStatus::failed, self->handle(), "advance: " + error.message};
+          return self->attempt_failed();
+        }
+        const Duration wait =
+            error.retry == Retry::rate_limited
+                ? std::max<Duration>(error.retry_after, self->shared_->options.poll_interval)
+                : std::min<Duration>(
+                      self->policy_.retry_backoff * (1 << std::min(self->call_retries_, 10)),
+                      std::chrono::minutes{5});
+        ++self->call_retries_;
+        self->log_->warn("deploy {}: {} could not go on to its next phase ({}); again in {}",
+                         self->id_, self->repo_, error.message, format_duration(wait));
+        self->timer_.wait_for(wait, [self](bool) { self->advance(); });
       });
 }
 
 void StepRunner::attempt_failed() {
   const std::string& repo = repo_;
+  call_retries_ = 0;
   const std::string error =
       !progress_ || progress_->error.empty() ? "deploy failed" : progress_->error;
   const Step current = record_.step(repo);
@@ -313,10 +485,56 @@ void StepRunner::gate_begin() {
     succeed(repo_, false);
     return step_done();
   }
+  gate_phase_ = 0;
   const Step snapshot = record_.step(repo_);
   gate_ = HealthGate(config, from_timestamp(snapshot.deployed_at()), snapshot.waiting_for(),
                      shared_->timers->now());
   gate_check();
+}
+
+// The gate after a gated phase: the same checks, on reports newer than the phase; when it
+// passes the provider goes on, when it fails the partial rollout is rolled back and the step
+// fails.
+void StepRunner::phase_gate_begin(int phase) {
+  gate_phase_ = phase;
+  const std::string& repo = repo_;
+  if (!policy_.health_gate.enabled) {
+    record_.commit([&](Record& r) { return mark_phase_passed(r, repo, phase); },
+                   {{"phase_passed", repo}});
+    gate_phase_ = 0;
+    return advance();
+  }
+  const Step snapshot = record_.step(repo);
+  gate_ = HealthGate(policy_.health_gate, from_timestamp(snapshot.phase_done_at()),
+                     snapshot.waiting_for(), shared_->timers->now());
+  gate_check();
+}
+
+void StepRunner::phase_gate_failed(const std::string& why) {
+  const std::string& repo = repo_;
+  const std::string failure = "phase " + std::to_string(gate_phase_) + ": " + why;
+  gate_phase_ = 0;
+  if (!target_->target->can_rollback()) {
+    fail_step(repo, failure + "; the target cannot roll back, the rollout stays where it is");
+    return step_done();
+  }
+  LogSink sink = log_sink(context_.attempt);
+  call_provider(
+      "rollback", action_limit(*target_),
+      [sink](DeployTarget& target, const DeployContext& context) {
+        return target.rollback(context, sink);
+      },
+      [self = shared_from_this(), failure](Result<DeployProgress> result) {
+        if (self->should_stop()) return self->step_done();
+        const bool back = result && result.value().status == DeployStatus::succeeded;
+        const std::string error =
+            !result ? result.error().message
+                    : (result.value().error.empty() ? "rollback did not succeed"
+                                                    : result.value().error);
+        self->fail_step(self->repo_,
+                        failure + (back ? "; rolled back" : "; rolling back failed: " + error));
+        self->step_done();
+      });
 }
 
 void StepRunner::gate_check() {
@@ -333,11 +551,20 @@ void StepRunner::gate_check() {
     return;
   }
   const HealthGate::Verdict verdict = gate_.judge(repo, check, shared_->timers->now());
+  if (verdict.passed && gate_phase_ > 0) {
+    const int phase = gate_phase_;
+    gate_phase_ = 0;
+    record_.commit([&](Record& r) { return mark_phase_passed(r, repo, phase); },
+                   {{"phase_passed", repo}});
+    gate_.set_waiting_for({});
+    return advance();
+  }
   if (verdict.passed) {
     succeed(repo, true);
     return step_done();
   }
   set_waiting(verdict.waiting_for);
+  if (verdict.failed && gate_phase_ > 0) return phase_gate_failed(*verdict.failed);
   if (verdict.failed) {
     fail_step(repo, *verdict.failed);
     return step_done();
@@ -398,12 +625,14 @@ void StepRunner::roll_back() {
     return step_done();
   }
   const Step snapshot = record_.step(repo_);
-  const DeployContext context = record_.context_for(repo_, snapshot.attempts());
-  auto provider = target.target;
-  LogSink sink = log_sink(context.attempt);
+  context_ = record_.context_for(repo_, snapshot.attempts());
+  committed_handle_ = snapshot.handle();
+  LogSink sink = log_sink(context_.attempt);
   call_provider(
       "rollback", action_limit(target),
-      [provider, context, sink] { return provider->rollback(context, sink); },
+      [sink](DeployTarget& target, const DeployContext& context) {
+        return target.rollback(context, sink);
+      },
       [self = shared_from_this()](Result<DeployProgress> result) {
         if (self->should_stop()) return self->step_done();
         const std::string& repo = self->repo_;

@@ -60,19 +60,31 @@ class StepRunner : public std::enable_shared_from_this<StepRunner> {
     bool hung = false;
   };
 
-  void call_provider(const std::string& op, Duration limit,
-                     std::function<Result<DeployProgress>()> call, Outcome done);
+  using Call = std::function<Result<DeployProgress>(DeployTarget&, const DeployContext&)>;
+
+  // Runs `call` with the step's context (its handle and a deadline `limit` from now).
+  void call_provider(const std::string& op, Duration limit, Call call, Outcome done);
   static Duration query_limit(const StepPolicy& policy);
   static Duration action_limit(const TargetEntry& target);
   LogSink log_sink(int attempt);
+  const std::string& handle() const;
 
   void recover();
   void on_recovered(Result<DeployProgress> recovered);
   void start_attempt();
+  void on_start_error(const Error& error);
   void on_progress(DeployProgress progress);
+  void record_progress(const DeployProgress& progress);
+  bool timed_out() const;
+  void schedule_poll(Duration after);
   void poll();
+  void on_poll_error(const Error& error);
+  void cancel_deploy();
+  void advance();
   void attempt_failed();
   void gate_begin();
+  void phase_gate_begin(int phase);
+  void phase_gate_failed(const std::string& why);
   void gate_check();
   void set_waiting(const std::string& what);
   void cancel_step(const std::string& why);
@@ -100,6 +112,10 @@ class StepRunner : public std::enable_shared_from_this<StepRunner> {
   std::string committed_handle_;
   DeployTimers::time_point attempt_started_;
   int poll_errors_ = 0;
+  int call_retries_ = 0;       // retryable start/advance errors of this attempt, for backoff
+  bool last_call_hung_ = false;  // the last provider call's answer is orgd's deadline
+  bool cancel_sent_ = false;   // this attempt's deploy was asked to stop
+  int gate_phase_ = 0;         // the gated phase the health gate checks now (0: the final gate)
   Timer timer_;  // polls, retry backoff, gate checks
   HealthGate gate_;
   std::vector<std::weak_ptr<PendingCall>> calls_;  // provider calls in flight, for cancel_timers()

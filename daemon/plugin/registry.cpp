@@ -1,8 +1,41 @@
 #include "daemon/plugin/registry.hpp"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include <utility>
 
 namespace orgd {
+
+namespace {
+
+std::string where(const std::string& source_file, int line) {
+  return line > 0 ? source_file + ":" + std::to_string(line) : source_file;
+}
+
+}  // namespace
+
+std::vector<std::string> Capabilities::names() const {
+  std::vector<std::string> out;
+  if (deploy_target) out.emplace_back("deploy_target");
+  if (secret_target) out.emplace_back("secret_target");
+  if (credential_issuer) out.emplace_back("credential_issuer");
+  if (health_probe) out.emplace_back("health_probe");
+  return out;
+}
+
+std::unique_ptr<DeployTarget> Provider::make_deploy_target(const DeployTargetConfig& target,
+                                                           const std::string& source_file) {
+  throw ConfigError({fmt::format("{}: deploy.{}.provider: provider {} ({}) has no deploy targets",
+                                 where(source_file, target.line), target.env, name(), type())});
+}
+
+std::unique_ptr<SecretTarget> Provider::make_secret_target(const SecretTargetConfig& target,
+                                                           const std::string& source_file) {
+  throw ConfigError({fmt::format(
+      "{}: repos.{}.secret_targets[{}].provider: provider {} ({}) has no secret targets",
+      where(source_file, target.line), target.repo, target.index, name(), type())});
+}
 
 void ProviderRegistry::add_factory(std::string type, Factory factory) {
   factories_[std::move(type)] = std::move(factory);
@@ -17,16 +50,82 @@ std::unique_ptr<Provider> ProviderRegistry::create(const ProviderConfig& config,
                                                    const std::string& source_file) const {
   const auto it = factories_.find(config.type);
   if (it == factories_.end()) {
-    std::string where = source_file;
-    if (config.line > 0) where += ":" + std::to_string(config.line);
     const bool planned = config.type == "github" || config.type == "cloudflare" ||
                          config.type == "synadia" || config.type == "remote";
     std::string built;
     for (const auto& [type, factory] : factories_) built += (built.empty() ? "" : ", ") + type;
-    throw ConfigError({where + ": providers." + config.name + ": type '" + config.type + "' " +
+    throw ConfigError({where(source_file, config.line) + ": providers." + config.name +
+                       ": type '" + config.type + "' " +
                        (planned ? "is not built yet" : "is unknown") + " (built: " + built + ")"});
   }
-  return it->second(config, env, source_file);
+  return it->second(config, services_for(config, env), source_file);
+}
+
+std::shared_ptr<ProviderSet> ProviderSet::build(const Config& config,
+                                                const ProviderRegistry& registry,
+                                                const ProviderEnvironment& env) {
+  std::vector<std::string> problems;
+  auto set = build(config, registry, env, problems);
+  if (!problems.empty()) throw ConfigError(std::move(problems));
+  return set;
+}
+
+std::shared_ptr<ProviderSet> ProviderSet::build(const Config& config,
+                                                const ProviderRegistry& registry,
+                                                const ProviderEnvironment& env,
+                                                std::vector<std::string>& problems) {
+  auto set = std::make_shared<ProviderSet>();
+  for (const auto& [name, provider_config] : config.providers) {
+    try {
+      set->providers_.push_back(registry.create(provider_config, env, config.source));
+      set->by_name_[name] = set->providers_.back().get();
+    } catch (const ConfigError& e) {
+      problems.insert(problems.end(), e.problems().begin(), e.problems().end());
+    }
+  }
+  // What each target needs of its provider; a provider that failed to build is reported above.
+  for (const auto& [repo_name, repo] : config.repos) {
+    for (const auto& [env_name, target] : repo.deploy) {
+      const Provider* provider = set->find(target.provider);
+      if (provider == nullptr || provider->capabilities().deploy_target) continue;
+      problems.push_back(fmt::format(
+          "{}: repos.{}.deploy.{}.provider: provider {} ({}) has no deploy targets (it offers: "
+          "{})",
+          where(config.source, target.line), repo_name, env_name, provider->name(),
+          provider->type(), fmt::join(provider->capabilities().names(), ", ")));
+    }
+    for (const auto& target : repo.secret_targets) {
+      Provider* provider = set->find(target.provider);
+      if (provider == nullptr) continue;
+      if (!provider->capabilities().secret_target) {
+        problems.push_back(fmt::format(
+            "{}: repos.{}.secret_targets[{}].provider: provider {} ({}) has no secret targets "
+            "(it offers: {})",
+            where(config.source, target.line), repo_name, target.index, provider->name(),
+            provider->type(), fmt::join(provider->capabilities().names(), ", ")));
+        continue;
+      }
+      try {
+        set->secret_targets_[repo_name].push_back(
+            provider->make_secret_target(target, config.source));
+      } catch (const ConfigError& e) {
+        problems.insert(problems.end(), e.problems().begin(), e.problems().end());
+      }
+    }
+  }
+  return set;
+}
+
+const std::vector<std::shared_ptr<SecretTarget>>& ProviderSet::secret_targets(
+    const std::string& repo) const {
+  static const std::vector<std::shared_ptr<SecretTarget>> none;
+  const auto it = secret_targets_.find(repo);
+  return it == secret_targets_.end() ? none : it->second;
+}
+
+Provider* ProviderSet::find(const std::string& name) const {
+  const auto it = by_name_.find(name);
+  return it == by_name_.end() ? nullptr : it->second;
 }
 
 }  // namespace orgd

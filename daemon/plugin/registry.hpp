@@ -4,29 +4,20 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
-#include "daemon/core/clock.hpp"
 #include "daemon/core/config.hpp"
-#include "daemon/core/environment.hpp"
 #include "daemon/plugin/provider.hpp"
+#include "daemon/plugin/provider_services.hpp"
 
 namespace orgd {
-
-// What providers may use instead of globals.
-struct ProviderEnvironment {
-  std::string data_dir;
-  std::shared_ptr<const Clock> clock = std::make_shared<SystemClock>();
-  // orgd's environment (injected: tests stay hermetic). Providers take from it only what their
-  // settings name, e.g. an exec target's `env:`; children never inherit it whole.
-  Environment environment{};
-};
 
 // Turns `providers.<name>` entries into Provider instances, from one explicit list of factories
 // by type (no static self-registration: the linker drops those silently in a static library).
 class ProviderRegistry {
  public:
   using Factory = std::function<std::unique_ptr<Provider>(
-      const ProviderConfig&, const ProviderEnvironment&, const std::string& source_file)>;
+      const ProviderConfig&, const ProviderServices&, const std::string& source_file)>;
 
   // The built-in providers. Defined with their list in plugins/builtin_providers.cpp (library
   // orgd_providers): the providers depend on this header, so it cannot depend on them.
@@ -43,6 +34,34 @@ class ProviderRegistry {
 
  private:
   std::map<std::string, Factory> factories_;
+};
+
+// Every provider instance of a config, by name, built once per config; what the orchestrator,
+// the secrets engine and the operators' view take their providers from.
+class ProviderSet {
+ public:
+  // Builds every provider, then checks that each target names a provider with the capability
+  // it needs (a deploy target a provider without deploy targets, ...): one ConfigError with
+  // every problem, each naming file:line.
+  static std::shared_ptr<ProviderSet> build(const Config& config, const ProviderRegistry& registry,
+                                            const ProviderEnvironment& env);
+  // The same, adding the problems to `problems` instead of throwing them (what built is kept),
+  // so a caller can report them with its own.
+  static std::shared_ptr<ProviderSet> build(const Config& config, const ProviderRegistry& registry,
+                                            const ProviderEnvironment& env,
+                                            std::vector<std::string>& problems);
+
+  // Null when there is no provider of that name.
+  Provider* find(const std::string& name) const;
+  const std::vector<std::unique_ptr<Provider>>& all() const { return providers_; }
+  // A repo's secret targets (repos.<repo>.secret_targets), in config order, built and validated
+  // with the providers.
+  const std::vector<std::shared_ptr<SecretTarget>>& secret_targets(const std::string& repo) const;
+
+ private:
+  std::vector<std::unique_ptr<Provider>> providers_;
+  std::map<std::string, Provider*> by_name_;
+  std::map<std::string, std::vector<std::shared_ptr<SecretTarget>>> secret_targets_;
 };
 
 }  // namespace orgd

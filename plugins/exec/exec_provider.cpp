@@ -259,7 +259,8 @@ ExecDeployTarget::ExecDeployTarget(Settings settings, std::string state_dir,
 Result<std::string> ExecDeployTarget::state_stem(const DeployContext& context) const {
   for (const auto* part : {&context.repo, &context.env, &context.deploy_id}) {
     if (!safe_path_component(*part)) {
-      return invalid_argument("exec provider: unusable repo, env or deploy id '" + *part + "'");
+      return permanent(
+          invalid_argument("exec provider: unusable repo, env or deploy id '" + *part + "'"));
     }
   }
   return (fs::path{state_dir_} / "exec" / context.repo / context.env /
@@ -344,8 +345,8 @@ Result<DeployProgress> ExecDeployTarget::start(const DeployContext& context, con
   return outcome.progress;
 }
 
-Result<DeployProgress> ExecDeployTarget::poll(const DeployContext& context,
-                                              const std::string& handle) {
+Result<DeployProgress> ExecDeployTarget::poll(const DeployContext& context) {
+  const std::string& handle = context.handle.empty() ? context.deploy_id : context.handle;
   DeployContext of_handle = context;
   of_handle.deploy_id = handle;
   const std::string key = result_key(handle, context.attempt);
@@ -362,7 +363,9 @@ Result<DeployProgress> ExecDeployTarget::poll(const DeployContext& context,
 }
 
 Result<DeployProgress> ExecDeployTarget::recover(const DeployContext& context) {
-  auto polled = poll(context, context.deploy_id);
+  DeployContext own = context;
+  own.handle = context.deploy_id;
+  auto polled = poll(own);
   if (polled || polled.error().code != ErrorCode::not_found || state_dir_.empty()) return polled;
   auto stem = state_stem(context);
   if (!stem) return stem.error();
@@ -382,7 +385,7 @@ std::optional<Duration> ExecDeployTarget::max_call_duration() const {
 Result<DeployProgress> ExecDeployTarget::rollback(const DeployContext& context,
                                                   const LogSink& log) {
   if (!settings_.rollback_command) {
-    return invalid_argument("exec provider: this target has no rollback_command");
+    return permanent(invalid_argument("exec provider: this target has no rollback_command"));
   }
   return run_command(*settings_.rollback_command, settings_, context, log).progress;
 }
@@ -422,12 +425,14 @@ std::unique_ptr<DeployTarget> ExecProvider::make_deploy_target(const DeployTarge
 }
 
 std::unique_ptr<Provider> make_exec_provider(const ProviderConfig& config,
-                                             const ProviderEnvironment& env,
+                                             const ProviderServices& services,
                                              const std::string& source_file) {
   SettingsReader reader = provider_settings(config, source_file);
   reader.finish();
-  // The data dir holds the results that outlive a restart; without one (tests) there are none.
-  return std::make_unique<ExecProvider>(config.name, env.data_dir, env.clock, env.environment);
+  // The data dir holds the results that outlive a restart (under exec/, its state dir); without
+  // one (tests) there are none.
+  return std::make_unique<ExecProvider>(config.name, services.data_dir, services.clock,
+                                        services.environment);
 }
 
 }  // namespace orgd

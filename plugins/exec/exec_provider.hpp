@@ -66,9 +66,10 @@ class ExecDeployTarget final : public DeployTarget {
                             std::shared_ptr<const Clock> clock = std::make_shared<SystemClock>());
 
   Result<DeployProgress> start(const DeployContext& context, const LogSink& log) override;
-  // `handle` is the deploy id; the attempt comes from `context`. Falls back to the result file
-  // when this object has not run the deploy (it was run before a restart).
-  Result<DeployProgress> poll(const DeployContext& context, const std::string& handle) override;
+  // context.handle is the deploy id (the deploy id itself when empty); the attempt comes from
+  // `context`. Falls back to the result file when this object has not run the deploy (it was
+  // run before a restart).
+  Result<DeployProgress> poll(const DeployContext& context) override;
   Result<DeployProgress> rollback(const DeployContext& context, const LogSink& log) override;
   bool can_rollback() const override { return settings_.rollback_command.has_value(); }
   // `timeout`, then the kill grace and the output drain.
@@ -101,6 +102,7 @@ class ExecProvider final : public Provider {
 
   std::unique_ptr<DeployTarget> make_deploy_target(const DeployTargetConfig& target,
                                                    const std::string& source_file) override;
+  Capabilities capabilities() const override { return {.deploy_target = true}; }
 
  private:
   std::string data_dir_;
@@ -109,7 +111,7 @@ class ExecProvider final : public Provider {
 };
 
 std::unique_ptr<Provider> make_exec_provider(const ProviderConfig& config,
-                                             const ProviderEnvironment& env,
+                                             const ProviderServices& services,
                                              const std::string& source_file);
 
 }  // namespace orgd

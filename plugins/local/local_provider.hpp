@@ -3,6 +3,7 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "daemon/core/clock.hpp"
 #include "daemon/core/duration.hpp"
@@ -13,7 +14,9 @@ namespace orgd {
 
 // Deploys that only write release records under <data_dir>/local/<repo>/<env>/: for the embedded
 // default config, demos and tests. A deploy "runs" for `duration` and then succeeds, or fails
-// when `fail: true`.
+// when `fail: true`. With `steps: [10, 100]` it is a gradual rollout: each step but the last
+// runs for `duration` and is then reported as a gated phase ("10% of traffic"); orgd's health
+// gate runs, and advance() starts the next step (rewriting the record with its phase).
 //
 // Files per repo and env:
 //   <deploy_id>.json          the release record start() writes (replaced, never edited); poll()
@@ -29,12 +32,14 @@ class LocalDeployTarget final : public DeployTarget {
   struct Settings {
     Duration duration = std::chrono::seconds{1};
     bool fail = false;
+    std::vector<int> steps{100};  // percentages, rising, the last 100
   };
 
   LocalDeployTarget(Settings settings, std::string data_dir, std::shared_ptr<const Clock> clock);
 
   Result<DeployProgress> start(const DeployContext& context, const LogSink& log) override;
-  Result<DeployProgress> poll(const DeployContext& context, const std::string& handle) override;
+  Result<DeployProgress> poll(const DeployContext& context) override;
+  Result<DeployProgress> advance(const DeployContext& context) override;
   Result<DeployProgress> rollback(const DeployContext& context, const LogSink& log) override;
   bool can_rollback() const override { return true; }
   // The release record of this attempt decides: present → as poll(), absent → not_found. A record
@@ -45,6 +50,9 @@ class LocalDeployTarget final : public DeployTarget {
   int executions() const { return executions_.load(); }
 
  private:
+  // Writes the release record of `context`'s deploy at `phase` (0-based step index).
+  Result<std::string> write_record(const DeployContext& context, int phase);
+
   Settings settings_;
   std::string data_dir_;
   std::shared_ptr<const Clock> clock_;
@@ -57,6 +65,7 @@ class LocalProvider final : public Provider {
 
   std::unique_ptr<DeployTarget> make_deploy_target(const DeployTargetConfig& target,
                                                    const std::string& source_file) override;
+  Capabilities capabilities() const override { return {.deploy_target = true}; }
 
  private:
   std::string data_dir_;
@@ -65,7 +74,7 @@ class LocalProvider final : public Provider {
 
 // Validates the provider-level settings (there are none) and builds the provider.
 std::unique_ptr<Provider> make_local_provider(const ProviderConfig& config,
-                                              const ProviderEnvironment& env,
+                                              const ProviderServices& services,
                                               const std::string& source_file);
 
 }  // namespace orgd

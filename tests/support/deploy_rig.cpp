@@ -98,10 +98,11 @@ DeployRig::DeployRig(DeployRigSettings settings) : settings_(std::move(settings)
   shared->store.store(shared->store_owner.get());
   other = memory_deploy_store(kv, deploy_settings.lease_ttl, deploy_settings.history);
   // As Orchestrator makes them.
-  last_deploys_ = std::make_unique<deploy::LastDeploys>(
+  last_deploys_ = std::make_shared<deploy::LastDeploys>(
       shared, metrics, [this](const std::string& deploy_id, bool finished) {
         return scheduler_->request_refresh(deploy_id, finished);
       });
+  shared->previous_success = deploy::previous_success_from(last_deploys_);
   scheduler_ = std::make_unique<deploy::Scheduler>(shared, *last_deploys_, metrics);
   service_ = std::make_unique<deploy::DeployService>(shared, *scheduler_, attached_, metrics);
 }

@@ -130,7 +130,7 @@ class DeployRig {
   DeployRigSettings settings_;
   std::shared_ptr<deploy::DeployExecutor> executor_;
   std::atomic<bool> attached_{true};
-  std::unique_ptr<deploy::LastDeploys> last_deploys_;
+  std::shared_ptr<deploy::LastDeploys> last_deploys_;
   std::unique_ptr<deploy::Scheduler> scheduler_;
   std::unique_ptr<deploy::DeployService> service_;
 };

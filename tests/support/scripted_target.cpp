@@ -14,6 +14,11 @@ Outcome Outcome::failed(std::string error, std::string handle) {
 Outcome Outcome::interrupted(std::string error, std::string handle) {
   return Outcome{DeployStatus::interrupted, std::move(handle), std::move(error)};
 }
+Outcome Outcome::phase_done(int phase, std::string handle) {
+  Outcome outcome{DeployStatus::phase_done, std::move(handle), {}};
+  outcome.progress_.phase = phase;
+  return outcome;
+}
 Outcome Outcome::error(Error error) { return Outcome{std::move(error)}; }
 Outcome Outcome::computed(std::function<Result<DeployProgress>(const DeployContext&)> answer) {
   Outcome outcome;
@@ -31,6 +36,15 @@ Outcome Outcome::times(int n) && {
 }
 Outcome Outcome::log(std::string line) && {
   log_.push_back(std::move(line));
+  return std::move(*this);
+}
+Outcome Outcome::link(std::string url, std::string detail) && {
+  progress_.url = std::move(url);
+  progress_.detail = std::move(detail);
+  return std::move(*this);
+}
+Outcome Outcome::poll_after(Duration after) && {
+  progress_.next_poll_after = after;
   return std::move(*this);
 }
 
@@ -119,15 +133,18 @@ Outcome ScriptedTarget::take(const Key& key) {
     return outcome;
   }
   if (script.fallback) return *script.fallback;
-  return key.second == Call::recover
-             ? Outcome::error(not_found("scripted target keeps no record of it"))
-             : Outcome::succeeded();
+  if (key.second == Call::recover) {
+    return Outcome::error(not_found("scripted target keeps no record of it"));
+  }
+  // A cancel stops the deploy; an advance goes on to a deploy that is then done.
+  if (key.second == Call::cancel) return Outcome::failed("cancelled");
+  return Outcome::succeeded();
 }
 
 Result<DeployProgress> ScriptedTarget::call(Call call, const DeployContext& context,
-                                            const std::string& handle, const LogSink* log) {
+                                            const LogSink* log) {
   std::unique_lock lock(mutex_);
-  calls_.push_back({call, context, handle});
+  calls_.push_back({call, context, context.handle});
   const Outcome outcome = take({context.repo, call});
   if (outcome.hangs() && !released_all_) {
     const std::uint64_t released = releases_[context.repo];
@@ -143,20 +160,27 @@ Result<DeployProgress> ScriptedTarget::call(Call call, const DeployContext& cont
 }
 
 Result<DeployProgress> ScriptedTarget::start(const DeployContext& context, const LogSink& log) {
-  return call(Call::start, context, {}, &log);
+  return call(Call::start, context, &log);
 }
 
-Result<DeployProgress> ScriptedTarget::poll(const DeployContext& context,
-                                            const std::string& handle) {
-  return call(Call::poll, context, handle, nullptr);
+Result<DeployProgress> ScriptedTarget::poll(const DeployContext& context) {
+  return call(Call::poll, context, nullptr);
 }
 
 Result<DeployProgress> ScriptedTarget::rollback(const DeployContext& context, const LogSink& log) {
-  return call(Call::rollback, context, {}, &log);
+  return call(Call::rollback, context, &log);
 }
 
 Result<DeployProgress> ScriptedTarget::recover(const DeployContext& context) {
-  return call(Call::recover, context, {}, nullptr);
+  return call(Call::recover, context, nullptr);
+}
+
+Result<DeployProgress> ScriptedTarget::cancel(const DeployContext& context) {
+  return call(Call::cancel, context, nullptr);
+}
+
+Result<DeployProgress> ScriptedTarget::advance(const DeployContext& context) {
+  return call(Call::advance, context, nullptr);
 }
 
 namespace {
@@ -168,9 +192,10 @@ class ForwardingTarget final : public DeployTarget {
   Result<DeployProgress> start(const DeployContext& c, const LogSink& log) override {
     return target_->start(c, log);
   }
-  Result<DeployProgress> poll(const DeployContext& c, const std::string& handle) override {
-    return target_->poll(c, handle);
-  }
+  Result<DeployProgress> poll(const DeployContext& c) override { return target_->poll(c); }
+  bool can_cancel() const override { return target_->can_cancel(); }
+  Result<DeployProgress> cancel(const DeployContext& c) override { return target_->cancel(c); }
+  Result<DeployProgress> advance(const DeployContext& c) override { return target_->advance(c); }
   Result<DeployProgress> rollback(const DeployContext& c, const LogSink& log) override {
     return target_->rollback(c, log);
   }
@@ -192,6 +217,7 @@ class ScriptedProvider final : public Provider {
                                                    const std::string&) override {
     return std::make_unique<ForwardingTarget>(target_);
   }
+  Capabilities capabilities() const override { return {.deploy_target = true}; }
 
  private:
   std::shared_ptr<ScriptedTarget> target_;
@@ -200,7 +226,7 @@ class ScriptedProvider final : public Provider {
 }  // namespace
 
 ProviderRegistry::Factory scripted_provider_factory(std::shared_ptr<ScriptedTarget> target) {
-  return [target](const ProviderConfig& config, const ProviderEnvironment&, const std::string&) {
+  return [target](const ProviderConfig& config, const ProviderServices&, const std::string&) {
     return std::make_unique<ScriptedProvider>(config.name, config.type, target);
   };
 }

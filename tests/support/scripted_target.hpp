@@ -28,6 +28,8 @@ class Outcome {
   static Outcome succeeded(std::string handle = {});
   static Outcome failed(std::string error, std::string handle = {});
   static Outcome interrupted(std::string error, std::string handle = {});
+  // A gated phase of a gradual rollout is out (phase 1 = the first).
+  static Outcome phase_done(int phase, std::string handle = {});
   // The call itself fails: unavailable(...) for a provider that cannot be reached, not_found(...)
   // for recover() of a deploy the provider never started.
   static Outcome error(Error error);
@@ -40,6 +42,9 @@ class Outcome {
   Outcome times(int n) &&;
   // A line the call writes to its log sink first (start and rollback have one).
   Outcome log(std::string line) &&;
+  // The progress carries a link and a detail line / asks to be polled again after `after`.
+  Outcome link(std::string url, std::string detail) &&;
+  Outcome poll_after(Duration after) &&;
 
   Result<DeployProgress> result(const DeployContext& context) const;
   bool hangs() const { return hangs_; }
@@ -70,11 +75,11 @@ class Outcome {
 // so a test ends with release_all() before it stops what calls the target.
 class ScriptedTarget final : public DeployTarget {
  public:
-  enum class Call { start, poll, recover, rollback };
+  enum class Call { start, poll, recover, rollback, cancel, advance };
   struct Record {
     Call call;
     DeployContext context;
-    std::string handle;  // poll()'s argument
+    std::string handle;  // the context's handle (what poll, cancel and advance ask about)
   };
 
   // Appends to what `call` on `repo` does next.
@@ -91,10 +96,17 @@ class ScriptedTarget final : public DeployTarget {
   void on_rollback(const std::string& repo, std::vector<Outcome> outcomes) {
     script(repo, Call::rollback, std::move(outcomes));
   }
+  void on_cancel(const std::string& repo, std::vector<Outcome> outcomes) {
+    script(repo, Call::cancel, std::move(outcomes));
+  }
+  void on_advance(const std::string& repo, std::vector<Outcome> outcomes) {
+    script(repo, Call::advance, std::move(outcomes));
+  }
   // What `call` on `repo` does once its script has run out (times() does not apply).
   void fallback(const std::string& repo, Call call, Outcome outcome);
 
   void set_can_rollback(bool can) { can_rollback_ = can; }
+  void set_can_cancel(bool can) { can_cancel_ = can; }
   void set_max_call_duration(std::optional<Duration> duration);
 
   // The calls made so far, in order; of one repo and call.
@@ -109,9 +121,12 @@ class ScriptedTarget final : public DeployTarget {
   void release_all();
 
   Result<DeployProgress> start(const DeployContext& context, const LogSink& log) override;
-  Result<DeployProgress> poll(const DeployContext& context, const std::string& handle) override;
+  Result<DeployProgress> poll(const DeployContext& context) override;
   Result<DeployProgress> rollback(const DeployContext& context, const LogSink& log) override;
   bool can_rollback() const override { return can_rollback_.load(); }
+  bool can_cancel() const override { return can_cancel_.load(); }
+  Result<DeployProgress> cancel(const DeployContext& context) override;
+  Result<DeployProgress> advance(const DeployContext& context) override;
   std::optional<Duration> max_call_duration() const override;
   Result<DeployProgress> recover(const DeployContext& context) override;
 
@@ -122,11 +137,11 @@ class ScriptedTarget final : public DeployTarget {
     std::optional<Outcome> fallback;
   };
 
-  Result<DeployProgress> call(Call call, const DeployContext& context, const std::string& handle,
-                              const LogSink* log);
+  Result<DeployProgress> call(Call call, const DeployContext& context, const LogSink* log);
   Outcome take(const Key& key);  // with mutex_ held
 
   std::atomic<bool> can_rollback_{true};
+  std::atomic<bool> can_cancel_{false};
   mutable std::mutex mutex_;  // guards everything below
   std::condition_variable released_cv_;
   std::map<Key, Script> scripts_;

@@ -286,7 +286,7 @@ TEST(Config, UnknownNestedKeys) {
   EXPECT_THAT(problem("secrets:\n  key: x\n"), HasSubstr("test.yaml:2: secrets.key: unknown key"));
   EXPECT_THAT(problem("repos:\n  api:\n    dependson: []\n"),
               HasSubstr("test.yaml:3: repos.api.dependson: unknown key (expected one of: "
-                        "depends_on, deploy, secrets, health)"));
+                        "depends_on, deploy, secrets, secret_targets, health)"));
   EXPECT_THAT(problem("repos:\n  api:\n    health:\n      service: [http]\n"),
               HasSubstr("test.yaml:4: repos.api.health.service: unknown key"));
 }

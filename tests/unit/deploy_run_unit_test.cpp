@@ -283,7 +283,8 @@ TEST(DeployPoll, PollErrorsShortOfTheLimitAreRiddenOut) {
       {Outcome::error(unavailable("provider API unreachable")).times(4), Outcome::running("h1"),
        Outcome::error(unavailable("provider API unreachable")).times(4), Outcome::succeeded("h1")});
   const std::string id = rig.deploy({"api"});
-  rig.advance(10 * 250ms);
+  // Each error doubles the wait before the next poll (2, 4, 8, 16 poll intervals).
+  rig.advance(2 * (250ms + 30 * 250ms + 250ms));
   EXPECT_EQ(rig.target->count("api", Call::poll), 10);
   EXPECT_EQ(rig.record(id).state(), DeployRecord::succeeded)
       << "a good answer in between starts the count again";
@@ -295,9 +296,13 @@ TEST(DeployPoll, FiveConsecutivePollErrorsFailTheAttempt) {
   rig.target->on_start("api", {Outcome::running("h1")});
   rig.target->fallback("api", Call::poll, Outcome::error(unavailable("provider API unreachable")));
   const std::string id = rig.deploy({"api"});
-  rig.advance(4 * 250ms);
+  // Polls at 1, then 1 + 2, + 4, + 8 poll intervals: the wait doubles after each error.
+  rig.advance(15 * 250ms);
+  EXPECT_EQ(rig.target->count("api", Call::poll), 4);
   EXPECT_EQ(rig.step(id, "api").state(), DeployStep::running) << "four errors in a row";
-  rig.advance(250ms);
+  rig.advance(16 * 250ms - 1ms);
+  EXPECT_EQ(rig.target->count("api", Call::poll), 4) << "the fifth poll waits 16 intervals";
+  rig.advance(1ms);
   EXPECT_EQ(rig.target->count("api", Call::poll), 5);
   EXPECT_EQ(rig.record(id).state(), DeployRecord::failed);
   EXPECT_EQ(rig.step(id, "api").error(), "poll failed: provider API unreachable");

@@ -72,6 +72,12 @@ std::string config_error(const std::function<void()>& f) {
   return "(no ConfigError)";
 }
 
+// The context of a call about the deploy `handle` names (poll, cancel, advance).
+DeployContext with_handle(DeployContext context, const std::string& handle) {
+  context.handle = handle;
+  return context;
+}
+
 DeployContext context() { return {"api", "production", "abc123", "d-1", 1}; }
 
 struct Collected {
@@ -125,7 +131,7 @@ TEST(ProviderRegistryTest, AddFactoryForTests) {
   ProviderRegistry registry;
   int built = 0;
   registry.add_factory(
-      "github", [&](const ProviderConfig& c, const ProviderEnvironment& e, const std::string& f) {
+      "github", [&](const ProviderConfig& c, const ProviderServices& e, const std::string& f) {
         ++built;
         return make_exec_provider(c, e, f);
       });
@@ -187,24 +193,66 @@ TEST_F(LocalProviderTest, StartWritesRecordAndPollSucceedsAfterDuration) {
   EXPECT_EQ(record["attempt"], 1);
   EXPECT_TRUE(record["started_at"].is_string());
 
-  auto polled = t->poll(context(), "d-1");
+  auto polled = t->poll(with_handle(context(), "d-1"));
   ASSERT_TRUE(polled);
   EXPECT_EQ(polled.value().status, DeployStatus::running);
   clock_->advance(1999ms);
-  EXPECT_EQ(t->poll(context(), "d-1").value().status, DeployStatus::running);
+  EXPECT_EQ(t->poll(with_handle(context(), "d-1")).value().status, DeployStatus::running);
   clock_->advance(1ms);
-  EXPECT_EQ(t->poll(context(), "d-1").value().status, DeployStatus::succeeded);
+  EXPECT_EQ(t->poll(with_handle(context(), "d-1")).value().status, DeployStatus::succeeded);
 
-  auto missing = t->poll(context(), "d-2");
+  auto missing = t->poll(with_handle(context(), "d-2"));
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.error().code, ErrorCode::not_found);
+}
+
+TEST_F(LocalProviderTest, StepsMakeAGradualRolloutWithAGatedPhaseBeforeEachNextStep) {
+  auto t = target("{duration: 1s, steps: [10, 50, 100]}");
+  ASSERT_TRUE(t->start(context(), {}));
+  DeployContext c = with_handle(context(), "d-1");
+  auto first = t->poll(c);
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first.value().status, DeployStatus::running);
+  EXPECT_EQ(first.value().detail, "10% of traffic");
+  EXPECT_EQ(first.value().url, "file://" + (record_dir() / "d-1.json").string());
+  clock_->advance(1s);
+  auto out = t->poll(c);
+  ASSERT_TRUE(out);
+  EXPECT_EQ(out.value().status, DeployStatus::phase_done);
+  EXPECT_EQ(out.value().phase, 1);
+
+  c.phases_passed = 1;
+  auto next = t->advance(c);
+  ASSERT_TRUE(next) << next.error().message;
+  EXPECT_EQ(next.value().status, DeployStatus::running);
+  EXPECT_EQ(next.value().detail, "50% of traffic");
+  // Asked again for the same phase (orgd stopped between the two), it does not start over.
+  clock_->advance(500ms);
+  EXPECT_EQ(t->advance(c).value().status, DeployStatus::running);
+  clock_->advance(500ms);
+  EXPECT_EQ(t->poll(c).value().phase, 2) << "one second after the first advance";
+
+  c.phases_passed = 2;
+  EXPECT_EQ(t->advance(c).value().detail, "100% of traffic");
+  clock_->advance(1s);
+  EXPECT_EQ(t->poll(c).value().status, DeployStatus::succeeded);
+  c.phases_passed = 3;
+  EXPECT_EQ(t->advance(c).error().retry, Retry::permanent) << "there is no fourth step";
+}
+
+TEST_F(LocalProviderTest, StepsMustRiseToOneHundred) {
+  for (const char* steps : {"[10, 5, 100]", "[10, 50]", "[0, 100]", "[ten, 100]", "[100, 100]"}) {
+    auto problem = config_error([&] { target(std::string("{steps: ") + steps + "}"); });
+    EXPECT_NE(problem.find("deploy.production.steps:"), std::string::npos) << steps << problem;
+  }
+  EXPECT_NO_THROW(target("{steps: [100]}"));
 }
 
 TEST_F(LocalProviderTest, FailTrueFails) {
   auto t = target("{duration: 500ms, fail: true}");
   ASSERT_TRUE(t->start(context(), {}));
   clock_->advance(500ms);
-  auto polled = t->poll(context(), "d-1");
+  auto polled = t->poll(with_handle(context(), "d-1"));
   ASSERT_TRUE(polled);
   EXPECT_EQ(polled.value().status, DeployStatus::failed);
   EXPECT_FALSE(polled.value().error.empty());
@@ -356,7 +404,7 @@ TEST_F(ExecProviderTest, SucceedsWithDeployEnvironment) {
   EXPECT_EQ(result.value().status, DeployStatus::succeeded) << result.value().error;
   ASSERT_EQ(log.lines.size(), 1u);
   EXPECT_EQ(log.lines[0], "api production abc123 d-1");
-  auto polled = t->poll(context(), result.value().handle);
+  auto polled = t->poll(with_handle(context(), result.value().handle));
   ASSERT_TRUE(polled);
   EXPECT_EQ(polled.value().status, DeployStatus::succeeded);
 }
@@ -473,7 +521,7 @@ TEST_F(ExecProviderTest, NonZeroExitFails) {
   EXPECT_EQ(result.value().error, "exit code 3: oops");
   ASSERT_EQ(log.lines.size(), 1u);
   EXPECT_EQ(log.lines[0], "oops");
-  EXPECT_EQ(t->poll(context(), "d-1").value().error, "exit code 3: oops");
+  EXPECT_EQ(t->poll(with_handle(context(), "d-1")).value().error, "exit code 3: oops");
 }
 
 // The failure says why: the command's last output line, also when the command printed more
@@ -614,7 +662,7 @@ TEST_F(ExecProviderTest, PassesLinesOnWhileTheCommandRuns) {
     line_while_running = !lines.empty() && !result.has_value();
   }
   // Meanwhile the deploy shows as running, to poll and to recover alike.
-  const auto polled = t->poll(context(), "d-1");
+  const auto polled = t->poll(with_handle(context(), "d-1"));
   const auto recovered = t->recover(context());
   std::ofstream{go}.flush();
   runner.join();
@@ -658,7 +706,7 @@ TEST_F(ExecProviderTest, ResultSurvivesARestart) {
   EXPECT_EQ(failed.value().status, DeployStatus::failed);
   EXPECT_EQ(failed.value().error, "exit code 3");
   EXPECT_EQ(failed.value().handle, "d-1");
-  auto polled = restarted->poll(context(), "d-1");
+  auto polled = restarted->poll(with_handle(context(), "d-1"));
   ASSERT_TRUE(polled);
   EXPECT_EQ(polled.value().error, "exit code 3");
   auto succeeded = restarted->recover(second);
@@ -668,7 +716,7 @@ TEST_F(ExecProviderTest, ResultSurvivesARestart) {
   auto never = context();
   never.attempt = 2;
   EXPECT_EQ(restarted->recover(never).error().code, ErrorCode::not_found);
-  EXPECT_EQ(restarted->poll(never, "d-1").error().code, ErrorCode::not_found);
+  EXPECT_EQ(restarted->poll(with_handle(never, "d-1")).error().code, ErrorCode::not_found);
 }
 
 TEST_F(ExecProviderTest, StartedWithoutResultRecoversAsInterrupted) {
@@ -702,7 +750,7 @@ TEST_F(ExecProviderTest, WithoutStateDirKeepsNoFiles) {
   auto result = t.start(context(), {});
   ASSERT_TRUE(result);
   EXPECT_EQ(result.value().status, DeployStatus::succeeded);
-  EXPECT_EQ(t.poll(context(), "d-1").value().status, DeployStatus::succeeded);
+  EXPECT_EQ(t.poll(with_handle(context(), "d-1")).value().status, DeployStatus::succeeded);
   EXPECT_EQ(ExecDeployTarget{settings}.recover(context()).error().code, ErrorCode::not_found);
   EXPECT_TRUE(fs::is_empty(dir_.path()));
 }

@@ -16,6 +16,12 @@ namespace {
 
 using Call = ScriptedTarget::Call;
 
+// The context of a call about the deploy `handle` names (poll, cancel, advance).
+DeployContext with_handle(DeployContext context, const std::string& handle) {
+  context.handle = handle;
+  return context;
+}
+
 DeployContext context(const std::string& repo, int attempt = 1) {
   return DeployContext{repo, "dev", "abc", "d1", attempt};
 }
@@ -25,14 +31,14 @@ TEST(ScriptedTarget, ScriptsRunInOrderPerRepoThenFallBack) {
   target.on_poll("api", {Outcome::running().times(2), Outcome::failed("boom", "h1")});
   target.on_recover("web", {Outcome::interrupted("orgd died")});
   auto status = [&](const std::string& repo) {
-    auto polled = target.poll(context(repo), "h");
+    auto polled = target.poll(with_handle(context(repo), "h"));
     EXPECT_TRUE(polled) << polled.error().message;
     return polled ? polled.value().status : DeployStatus::running;
   };
   EXPECT_EQ(status("api"), DeployStatus::running);
   EXPECT_EQ(status("web"), DeployStatus::succeeded) << "web's poll has no script";
   EXPECT_EQ(status("api"), DeployStatus::running);
-  auto failed = target.poll(context("api"), "h");
+  auto failed = target.poll(with_handle(context("api"), "h"));
   ASSERT_TRUE(failed);
   EXPECT_EQ(failed.value().status, DeployStatus::failed);
   EXPECT_EQ(failed.value().error, "boom");
