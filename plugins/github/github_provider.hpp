@@ -1,8 +1,9 @@
 #pragma once
 
-// The `github` provider on the current provider SPI: it validates its settings, so a config can
-// name a github provider (its webhooks, and soon its secret targets), and refuses deploy
-// targets until GitHub deploys are built.
+// The `github` provider: for now its settings, validated at load (so by --check-config), for the
+// webhook intake and the auth to use. It offers no capability yet: a deploy or secret target
+// naming it is refused by the provider set with file:line ("has no deploy targets") until
+// GitHub deploys and Actions secret targets are built on it.
 
 #include <memory>
 #include <string>
@@ -19,19 +20,16 @@ class GithubProvider final : public Provider {
       : Provider(settings.name, "github"), settings_(std::move(settings)) {}
 
   const Settings& settings() const { return settings_; }
-
-  // Throws ConfigError: "<file>:<line>: deploy.<env>: github deploy targets: not built yet".
-  std::unique_ptr<DeployTarget> make_deploy_target(const DeployTargetConfig& target,
-                                                   const std::string& source_file) override;
+  Capabilities capabilities() const override { return {}; }
 
  private:
   Settings settings_;
 };
 
-// The registry's factory for type `github`. The SPI gives it no org name, so `owner` stays as
+// The registry's factory for type `github`. The services carry no org name, so `owner` stays as
 // written (empty when absent: whoever knows the org fills it in).
 std::unique_ptr<Provider> make_github_provider(const ProviderConfig& config,
-                                               const ProviderEnvironment& env,
+                                               const ProviderServices& services,
                                                const std::string& source_file);
 
 }  // namespace orgd::github

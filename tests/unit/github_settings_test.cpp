@@ -138,23 +138,35 @@ TEST(GithubSettingsTest, ApiUrlRules) {
   EXPECT_FALSE(acceptable_api_url("https://host:99999x", why));
 }
 
-TEST(GithubProviderTest, RegisteredAndRefusesDeployTargets) {
+TEST(GithubProviderTest, RegisteredWithNoCapabilityYet) {
   const Config config = load("    token_env: GH_TOKEN\n");
   ProviderRegistry registry;
   ASSERT_TRUE(registry.supports("github"));
   auto provider = registry.create(config.providers.at("gh"), ProviderEnvironment{}, "orgd.yaml");
   ASSERT_TRUE(provider);
   EXPECT_EQ(provider->type(), "github");
-  DeployTargetConfig target;
-  target.env = "production";
-  target.provider = "gh";
-  target.line = 12;
+  EXPECT_TRUE(provider->capabilities().names().empty());
+  auto* github = dynamic_cast<GithubProvider*>(provider.get());
+  ASSERT_NE(github, nullptr);
+  EXPECT_EQ(github->settings().token_env, "GH_TOKEN");
+}
+
+TEST(GithubProviderTest, DeployTargetsNamingItAreRefusedWithFileAndLine) {
+  const std::string yaml =
+      "org: acme\n"
+      "providers:\n"
+      "  gh: {type: github, token_env: GH_TOKEN}\n"
+      "repos:\n"
+      "  api:\n"
+      "    deploy:\n"
+      "      production: {provider: gh, workflow: deploy.yml}\n";
+  const Config config = load_config_string(yaml, "orgd.yaml", Environment());
   try {
-    (void)provider->make_deploy_target(target, "orgd.yaml");
+    (void)ProviderSet::build(config, ProviderRegistry{}, ProviderEnvironment{});
     FAIL() << "a github deploy target was accepted";
   } catch (const ConfigError& e) {
-    EXPECT_THAT(e.what(), HasSubstr("orgd.yaml:12: deploy.production: provider gh: github deploy "
-                                    "targets: not built yet"));
+    EXPECT_THAT(e.what(), HasSubstr("orgd.yaml:7: repos.api.deploy.production.provider: provider "
+                                    "gh (github) has no deploy targets"));
   }
 }
 
