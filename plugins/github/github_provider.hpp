@@ -1,9 +1,9 @@
 #pragma once
 
-// The `github` provider: for now its settings, validated at load (so by --check-config), for the
-// webhook intake and the auth to use. It offers no capability yet: a deploy or secret target
-// naming it is refused by the provider set with file:line ("has no deploy targets") until
-// GitHub deploys and Actions secret targets are built on it.
+// The `github` provider: its settings, validated at load (so by --check-config), and its health
+// probe (GET /rate_limit: credentials and rate-limit budget). It offers no deploy or secret
+// targets yet: a target naming it is refused by the provider set with file:line ("has no
+// deploy targets") until GitHub deploys and Actions secret targets are built on it.
 
 #include <memory>
 #include <string>
@@ -11,19 +11,26 @@
 #include "daemon/plugin/provider.hpp"
 #include "daemon/plugin/registry.hpp"
 #include "plugins/github/github_settings.hpp"
+#include "plugins/github/health_probe.hpp"
 
 namespace orgd::github {
 
 class GithubProvider final : public Provider {
  public:
-  explicit GithubProvider(Settings settings)
-      : Provider(settings.name, "github"), settings_(std::move(settings)) {}
+  // The HTTP client and the auth are made on first use, from `services`.
+  GithubProvider(Settings settings, const ProviderServices& services);
 
   const Settings& settings() const { return settings_; }
-  Capabilities capabilities() const override { return {}; }
+  Capabilities capabilities() const override {
+    Capabilities c;
+    c.health_probe = true;
+    return c;
+  }
+  HealthProbe* health_probe() override { return &probe_; }
 
  private:
   Settings settings_;
+  GithubHealthProbe probe_;
 };
 
 // The registry's factory for type `github`. The services carry no org name, so `owner` stays as

@@ -138,14 +138,16 @@ TEST(GithubSettingsTest, ApiUrlRules) {
   EXPECT_FALSE(acceptable_api_url("https://host:99999x", why));
 }
 
-TEST(GithubProviderTest, RegisteredWithNoCapabilityYet) {
+TEST(GithubProviderTest, RegisteredWithAHealthProbeOnly) {
   const Config config = load("    token_env: GH_TOKEN\n");
   ProviderRegistry registry;
   ASSERT_TRUE(registry.supports("github"));
   auto provider = registry.create(config.providers.at("gh"), ProviderEnvironment{}, "orgd.yaml");
   ASSERT_TRUE(provider);
   EXPECT_EQ(provider->type(), "github");
-  EXPECT_TRUE(provider->capabilities().names().empty());
+  EXPECT_TRUE(provider->capabilities().health_probe);
+  EXPECT_FALSE(provider->capabilities().deploy_target);
+  EXPECT_FALSE(provider->capabilities().secret_target);
   auto* github = dynamic_cast<GithubProvider*>(provider.get());
   ASSERT_NE(github, nullptr);
   EXPECT_EQ(github->settings().token_env, "GH_TOKEN");
