@@ -70,6 +70,9 @@ std::string step_took(const DeployStep& step, TimePoint now) {
   return format_duration(seconds_between(from_timestamp(step.started_at()), end));
 }
 
+
+}  // namespace
+
 // Left-aligned columns two spaces apart; the last column is not padded, so long errors do not
 // widen every row.
 std::string render_table(const std::vector<std::string>& header,
@@ -98,8 +101,6 @@ std::string render_table(const std::vector<std::string>& header,
   for (const auto& row : rows) write(row);
   return out;
 }
-
-}  // namespace
 
 Waves waves_of(const google::protobuf::RepeatedPtrField<google::protobuf::ListValue>& waves) {
   Waves out;
@@ -255,6 +256,11 @@ std::string format_event_line(const v1::DeployEvent& event, bool local_time) {
   } else if (kind == "health_gate_waiting") {
     what = who +
            (step.waiting_for().empty() ? kind : "waiting for " + sanitize_line(step.waiting_for()));
+  } else if (kind == "step_progress") {
+    what = who + (step.detail().empty() ? "progress" : sanitize_line(step.detail())) +
+           (step.url().empty() ? "" : " (" + sanitize_line(step.url()) + ")");
+  } else if (kind == "phase_done" || kind == "phase_passed") {
+    what = fmt::format("{}{} (phase {})", who, kind, step.phase());
   } else if (kind == "rollback_failed") {
     what = who + "not rolled back" +
            (step.rollback_error().empty() ? "" : ": " + sanitize_line(step.rollback_error()));
@@ -295,8 +301,14 @@ std::string format_deploy_summaries(
 
 std::string step_detail(const v1::DeployStep& step, bool with_error) {
   std::vector<std::string> parts;
+  if (step.state() == DeployStep::running && step.phase() > step.phases_passed()) {
+    parts.push_back("phase " + std::to_string(step.phase()) + " out");
+  }
   if (step.state() == DeployStep::running && !step.waiting_for().empty()) {
     parts.push_back("waiting for " + sanitize_line(step.waiting_for()));
+  }
+  if (step.state() == DeployStep::running && !step.detail().empty()) {
+    parts.push_back(sanitize_line(step.detail()));
   }
   if (with_error && !step.error().empty()) parts.push_back(sanitize_line(step.error()));
   if (!step.rollback_error().empty()) {
@@ -341,6 +353,12 @@ std::string render_deploy_record(const DeployRecord& record, TimePoint now) {
   }
   out +=
       "\n" + render_table({"WAVE", "REPO", "STATE", "ATTEMPTS", "TOOK", "HEALTHY", "DETAIL"}, rows);
+  // The providers' links (an Actions run, a dashboard), one per line: too long for the table.
+  std::string links;
+  for (const auto& step : record.steps()) {
+    if (!step.url().empty()) links += "  " + step.repo() + ": " + sanitize_line(step.url()) + "\n";
+  }
+  if (!links.empty()) out += "\nlinks:\n" + links;
   return out;
 }
 

@@ -53,6 +53,10 @@ std::string sanitize_line(std::string_view line);
 // when something was cut.
 std::string truncate_columns(std::string_view text, std::size_t columns);
 
+// Left-aligned columns two spaces apart; the last column is not padded.
+std::string render_table(const std::vector<std::string>& header,
+                         const std::vector<std::vector<std::string>>& rows);
+
 // HH:MM:SS of `t`, in local time or UTC.
 std::string clock_time(TimePoint t, bool local_time);
 

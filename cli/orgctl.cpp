@@ -12,6 +12,7 @@
 #include "cli/client.hpp"
 #include "cli/deploy_commands.hpp"
 #include "cli/deploy_view.hpp"
+#include "cli/provider_view.hpp"
 #include "daemon/core/build_info.hpp"
 #include "orgd/v1/health.pb.h"
 #include "orgd/v1/status.pb.h"
@@ -69,6 +70,9 @@ int main(int argc, char** argv) {
   status_cmd->add_option("repo", status_repo, "Only this repo");
 
   auto* repos_cmd = app.add_subcommand("repos", "The configured repos");
+  auto* providers_cmd = app.add_subcommand(
+      "providers",
+      "The providers: what each offers, its last health probe, rate limit and circuit state");
 
   auto* health_cmd = app.add_subcommand("health", "Health reports");
   health_cmd->require_subcommand(1);
@@ -145,6 +149,18 @@ int main(int argc, char** argv) {
         std::printf("%-24s %-24s %-16s %s\n", r.name().c_str(), join(r.depends_on()).c_str(),
                     join(r.envs()).c_str(), join(r.services()).c_str());
       }
+    }
+    return 0;
+  }
+
+  if (providers_cmd->parsed()) {
+    orgd::v1::ProvidersRequest req;
+    orgd::v1::ProviderList reply;
+    auto code = client.call("providers", req, reply, json);
+    if (code != ExitCode::ok) return static_cast<int>(code);
+    if (!json) {
+      std::fputs(orgd::cli::render_provider_list(reply, std::chrono::system_clock::now()).c_str(),
+                 stdout);
     }
     return 0;
   }

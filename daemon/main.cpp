@@ -62,6 +62,7 @@ int main(int argc, char** argv) {
     // Provider and target settings are the providers' to check, and which provider offers
     // what (a deploy target naming a provider without deploy targets is a config error).
     orgd::ProviderEnvironment providers;
+    providers.org = config.org;
     providers.data_dir = config.nats.data_dir;
     providers.environment = env;
     inventory = orgd::deploy::Inventory::build(config, orgd::ProviderRegistry{}, providers);

@@ -58,6 +58,7 @@ Daemon::Daemon(Config config, DaemonOptions options, Environment env, const Cloc
       org_(config_.org),
       health_(clock) {
   preload_descriptors();
+  for (const auto& [type, factory] : options_.provider_factories) providers_.add_factory(type, factory);
   // Provider and target settings are checked here, so a bad one stops start-up.
   inventory_ = build_inventory(config_);
   health_.configure(health_specs(config_));
@@ -75,6 +76,7 @@ Daemon::~Daemon() { stop(); }
 
 std::shared_ptr<const deploy::Inventory> Daemon::build_inventory(const Config& config) const {
   ProviderEnvironment environment;
+  environment.org = config.org;
   environment.data_dir = config.nats.data_dir;
   environment.environment = env_;
   return deploy::Inventory::build(config, providers_, environment);
@@ -147,6 +149,9 @@ void Daemon::start() {
   deploy_options.poll_interval = options_.deploy_poll_interval;
   orchestrator_ = std::make_unique<deploy::Orchestrator>(deploy_options, inventory_, *events_,
                                                          *health_gate_, metrics_, clock_);
+  provider_monitor_ = std::make_unique<ProviderMonitor>(options_.provider_probe_interval, clock_,
+                                                        metrics_);
+  provider_monitor_->set_providers(inventory_->provider_set());
   deploy_intake_ = std::make_unique<deploy::DeployIntake>(
       *orchestrator_, *rejections_, prefix_, static_cast<std::size_t>(config_.nats.max_payload));
   register_api();
@@ -206,6 +211,7 @@ void Daemon::start() {
   nats_->connect();
   supervisor_->start();
   health_service_->start_sweep();
+  provider_monitor_->start();
 }
 
 void Daemon::supervise_connection() {
@@ -274,6 +280,10 @@ void Daemon::register_api() {
       "repos", [this](const v1::ReposRequest&) -> Result<v1::RepoList> {
         return health_.repo_list();
       });
+  router_->add<v1::ProvidersRequest, v1::ProviderList>(
+      "providers", [this](const v1::ProvidersRequest&) -> Result<v1::ProviderList> {
+        return provider_monitor_->list();
+      });
 }
 
 v1::OrgStatus Daemon::org_status() const {
@@ -314,6 +324,7 @@ void Daemon::apply_reload(const Config& next) {
   config_.secrets = next.secrets;
   config_.deploy = next.deploy;
   inventory_ = inventory;
+  if (provider_monitor_) provider_monitor_->set_providers(inventory->provider_set());
   if (orchestrator_) orchestrator_->set_inventory(std::move(inventory));
   metrics_.counter("orgd_config_reloads_total", "Config reloads (SIGHUP), by result",
                    {{"result", "ok"}})
@@ -356,6 +367,7 @@ void Daemon::stop() {
   };
   if (api_) api_->stop_taking();
   if (health_service_) health_service_->stop_sweep();
+  if (provider_monitor_) provider_monitor_->stop();
   log->info("stopping: draining subscriptions and in-flight requests");
   if (supervisor_) supervisor_->stop_retrying();
   // Without NATS nothing can be drained or released, and every KV call would wait for its

@@ -3,6 +3,7 @@
 #include <boost/asio/io_context.hpp>
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -10,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "daemon/app/provider_monitor.hpp"
 #include "daemon/bus/connection_supervisor.hpp"
 #include "daemon/bus/acked_publisher.hpp"
 #include "daemon/bus/nats_connection.hpp"
@@ -48,6 +50,10 @@ struct DaemonOptions {
   std::chrono::milliseconds shutdown_budget{4000};
   // How often deploy steps are polled and health gates checked.
   std::chrono::milliseconds deploy_poll_interval{250};
+  // How often every provider's health probe runs (P.api.providers shows the last results).
+  std::chrono::milliseconds provider_probe_interval{60'000};
+  // Provider types added to the built-in ones, or replacing one of the same name (tests).
+  std::map<std::string, ProviderRegistry::Factory> provider_factories;
   // Redelivery of commands that could not be done yet (empty: CommandIntakeSettings' default).
   std::vector<std::chrono::milliseconds> command_backoff;
   int command_max_deliver = 5;
@@ -137,6 +143,7 @@ class Daemon {
   std::unique_ptr<HttpServer> http_;
   ProviderRegistry providers_;
   std::shared_ptr<const deploy::Inventory> inventory_;  // the config's; replaced on reload
+  std::unique_ptr<ProviderMonitor> provider_monitor_;
   std::unique_ptr<RegistryHealthGate> health_gate_;
   std::unique_ptr<deploy::Orchestrator> orchestrator_;
   std::unique_ptr<deploy::DeployIntake> deploy_intake_;

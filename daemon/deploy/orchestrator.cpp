@@ -92,6 +92,10 @@ void Orchestrator::fill_status(v1::OrgStatus& org) const { last_deploys_->fill_s
 
 void Orchestrator::observe(const v1::DeployEvent& event) { last_deploys_->observe(event); }
 
+int Orchestrator::poll_now(const std::string& provider, const std::string& handle) {
+  return shared_->poll_now(provider, handle);
+}
+
 std::size_t Orchestrator::summary_count() const { return last_deploys_->summary_count(); }
 
 std::size_t Orchestrator::summary_bytes() const { return last_deploys_->summary_bytes(); }

@@ -83,6 +83,10 @@ class Orchestrator {
   void fill_status(v1::RepoStatus& repo) const;
   void fill_status(v1::OrgStatus& org) const;
   void observe(const v1::DeployEvent& event);
+  // News of a provider's deploy (a webhook: the Actions run completed): the steps waiting on
+  // it poll now instead of at their next poll. How many were told. Only a prompt: what the
+  // provider's poll answers decides.
+  int poll_now(const std::string& provider, const std::string& handle);
   std::size_t summary_count() const;
   std::size_t summary_bytes() const;
 

@@ -6,6 +6,7 @@
 
 #include "daemon/core/timestamps.hpp"
 #include "daemon/deploy/deploy_run.hpp"
+#include "daemon/deploy/step_runner.hpp"
 #include "daemon/events/codec.hpp"
 
 namespace orgd::deploy {
@@ -134,6 +135,35 @@ void OrchestratorContext::release_slot() {
     active_gauge->set(active);
   }
   if (next) next->slot_granted();
+}
+
+void OrchestratorContext::watch_handle(const std::string& provider, const std::string& handle,
+                                       const std::shared_ptr<StepRunner>& step) {
+  std::lock_guard lock(watched_mutex);
+  watched.emplace(std::make_pair(provider, handle), step);
+}
+
+void OrchestratorContext::unwatch_handle(const std::string& provider, const std::string& handle,
+                                         const StepRunner* step) {
+  std::lock_guard lock(watched_mutex);
+  auto [begin, end] = watched.equal_range({provider, handle});
+  for (auto it = begin; it != end;) {
+    auto held = it->second.lock();
+    it = held == nullptr || held.get() == step ? watched.erase(it) : std::next(it);
+  }
+}
+
+int OrchestratorContext::poll_now(const std::string& provider, const std::string& handle) {
+  std::vector<std::shared_ptr<StepRunner>> steps;
+  {
+    std::lock_guard lock(watched_mutex);
+    auto [begin, end] = watched.equal_range({provider, handle});
+    for (auto it = begin; it != end; ++it) {
+      if (auto step = it->second.lock()) steps.push_back(std::move(step));
+    }
+  }
+  for (const auto& step : steps) step->poll_soon();
+  return static_cast<int>(steps.size());
 }
 
 }  // namespace orgd::deploy

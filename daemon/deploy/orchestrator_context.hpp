@@ -54,6 +54,7 @@ void set_waves(google::protobuf::RepeatedPtrField<google::protobuf::ListValue>* 
                const std::vector<std::vector<std::string>>& waves);
 
 class DeployRun;
+class StepRunner;
 
 // What the orchestrator and its runs share. Runs hold it by shared_ptr, so a run whose provider
 // call outlives stop() still has a valid store; `Publisher` and `HealthGateSource` belong to the
@@ -103,11 +104,24 @@ struct OrchestratorContext {
   int active = 0;
   std::deque<std::weak_ptr<DeployRun>> waiting_for_slot;
 
+  // Steps waiting on a provider's deploy, by (provider, handle): news of that deploy (a webhook)
+  // ends the step's wait, so it polls at once instead of at its next poll. Bounded by the steps
+  // running on this orgd.
+  void watch_handle(const std::string& provider, const std::string& handle,
+                    const std::shared_ptr<StepRunner>& step);
+  void unwatch_handle(const std::string& provider, const std::string& handle,
+                      const StepRunner* step);
+  // The steps watching it poll now (each on its own strand); how many there were.
+  int poll_now(const std::string& provider, const std::string& handle);
+
   // The last successful deploy of a repo+env other than the asking one (LastDeploys'), for a
   // step's rollback; null or nullopt when unknown.
   std::function<std::optional<v1::PreviousDeploy>(const std::string& repo, const std::string& env,
                                                   const std::string& deploy_id)>
       previous_success;
+
+  std::mutex watched_mutex;  // guards watched
+  std::multimap<std::pair<std::string, std::string>, std::weak_ptr<StepRunner>> watched;
 
   Counter* deploys_accepted = nullptr;
   Counter* deploys_duplicate = nullptr;

@@ -109,6 +109,27 @@ void StepRunner::call_provider(const std::string& op, Duration limit, Call call,
       });
 }
 
+void StepRunner::step_done() {
+  if (!watched_handle_.empty()) {
+    shared_->unwatch_handle(target_ ? target_->provider : "", watched_handle_, this);
+    watched_handle_.clear();
+  }
+  run_->step_done(shared_from_this());
+}
+
+void StepRunner::watch(const std::string& handle) {
+  if (handle == watched_handle_ || target_ == nullptr) return;
+  if (!watched_handle_.empty()) shared_->unwatch_handle(target_->provider, watched_handle_, this);
+  watched_handle_ = handle;
+  if (!handle.empty()) shared_->watch_handle(target_->provider, handle, shared_from_this());
+}
+
+void StepRunner::poll_soon() {
+  asio::post(strand_, [self = shared_from_this()] {
+    if (self->polling_) self->timer_.cancel();
+  });
+}
+
 const std::string& StepRunner::handle() const {
   return progress_ && !progress_->handle.empty() ? progress_->handle : committed_handle_;
 }
@@ -310,8 +331,13 @@ void StepRunner::record_progress(const DeployProgress& progress) {
 }
 
 void StepRunner::schedule_poll(Duration after) {
+  watch(handle());
+  polling_ = true;
   timer_.wait_for(std::max<Duration>(after, shared_->options.poll_interval),
-                  [self = shared_from_this()](bool) { self->poll(); });
+                  [self = shared_from_this()](bool) {
+                    self->polling_ = false;
+                    self->poll();
+                  });
 }
 
 void StepRunner::on_progress(DeployProgress progress) {

@@ -43,8 +43,12 @@ class StepRunner : public std::enable_shared_from_this<StepRunner> {
   void begin(Mode mode);
   const std::string& repo() const { return repo_; }
 
-  // Ends the wait the step is in (a poll, a retry backoff, a gate check): it runs now.
+  // Ends the wait the step is in (a poll, a retry backoff, a gate check): it runs now. On the
+  // run's strand.
   void cut_wait() { timer_.cancel(); }
+  // The same from any thread, for a poll that should come now (news of the provider's deploy):
+  // a step that is not waiting for a poll is left alone.
+  void poll_soon();
   // The run is over: the step's timer and its provider calls' deadlines end.
   void cancel_timers();
 
@@ -94,7 +98,9 @@ class StepRunner : public std::enable_shared_from_this<StepRunner> {
   void roll_back();
 
   bool should_stop() const { return run_->should_stop(); }
-  void step_done() { run_->step_done(shared_from_this()); }
+  void step_done();
+  // The handle this step's wait can be cut by (OrchestratorContext::watch_handle).
+  void watch(const std::string& handle);
 
   // Everything here is used on the run's strand only.
   std::shared_ptr<StepHost> run_;
@@ -116,6 +122,8 @@ class StepRunner : public std::enable_shared_from_this<StepRunner> {
   bool last_call_hung_ = false;  // the last provider call's answer is orgd's deadline
   bool cancel_sent_ = false;   // this attempt's deploy was asked to stop
   int gate_phase_ = 0;         // the gated phase the health gate checks now (0: the final gate)
+  bool polling_ = false;       // the timer is a wait for the next poll
+  std::string watched_handle_;
   Timer timer_;  // polls, retry backoff, gate checks
   HealthGate gate_;
   std::vector<std::weak_ptr<PendingCall>> calls_;  // provider calls in flight, for cancel_timers()

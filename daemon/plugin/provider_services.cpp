@@ -17,6 +17,7 @@ ProviderServices services_for(const ProviderConfig& config, const ProviderEnviro
   ProviderServices services;
   services.name = config.name;
   services.type = config.type;
+  services.org = env.org;
   services.clock = env.clock ? env.clock : std::make_shared<SystemClock>();
   services.secrets = std::make_shared<SecretSource>(env.environment);
   services.environment = env.environment;

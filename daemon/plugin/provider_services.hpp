@@ -54,12 +54,14 @@ struct ProviderEnvironment {
   HttpTransportFactory http;
   // Null: an UnconnectedNatsRequester.
   std::shared_ptr<NatsRequester> nats;
+  std::string org;  // `org:` of the config (a provider's default owner, account, ...)
 };
 
 // What one provider instance is given.
 struct ProviderServices {
   std::string name;  // providers.<name>
   std::string type;
+  std::string org;   // `org:` of the config
   std::shared_ptr<const Clock> clock;
   // Credentials by the env var or file a setting names (token_env, private_key_file).
   std::shared_ptr<const SecretSource> secrets;

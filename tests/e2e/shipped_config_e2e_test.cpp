@@ -46,6 +46,11 @@ TEST(ShippedConfigE2e, ExampleConfigPassesCheckConfig) {
   const auto r = check_config("config/orgd.example.yaml");
   EXPECT_EQ(r.status, 0) << r.describe();
   EXPECT_NE(r.out.find("config/orgd.example.yaml is valid"), std::string::npos) << r.describe();
+  // Which provider offers what.
+  EXPECT_NE(r.out.find("  provider shell (exec): deploy_target\n"), std::string::npos)
+      << r.describe();
+  EXPECT_NE(r.out.find("  provider local (local): deploy_target\n"), std::string::npos)
+      << r.describe();
 }
 
 TEST(ShippedConfigE2e, DevConfigPassesCheckConfig) {

@@ -117,6 +117,23 @@ TEST(DeploySpiProgress, AHandleFirstLearntInPollIsRecordedAndUsedFromThen) {
   EXPECT_EQ(rig.record(id).state(), DeployRecord::succeeded);
 }
 
+TEST(DeploySpiPacing, NewsOfTheDeployMakesTheWaitingStepPollAtOnce) {
+  DeployRig rig(with_repos(DeployRig::repo("api")));
+  rig.target->on_start("api", {Outcome::running("run-1").poll_after(60s)});
+  rig.target->on_poll("api", {Outcome::succeeded("run-1")});
+  const std::string id = rig.deploy({"api"});
+  rig.advance(1s);
+  EXPECT_EQ(rig.shared->poll_now("scripted", "run-2"), 0) << "another deploy's news";
+  EXPECT_EQ(rig.shared->poll_now("other", "run-1"), 0) << "another provider's handle";
+  rig.run_until_idle();
+  EXPECT_EQ(rig.target->count("api", Call::poll), 0);
+  EXPECT_EQ(rig.shared->poll_now("scripted", "run-1"), 1);
+  rig.run_until_idle();
+  EXPECT_EQ(rig.target->count("api", Call::poll), 1) << "59s early";
+  EXPECT_EQ(rig.record(id).state(), DeployRecord::succeeded);
+  EXPECT_EQ(rig.shared->poll_now("scripted", "run-1"), 0) << "a finished step watches nothing";
+}
+
 // ---- Error kinds --------------------------------------------------------------------------------
 
 TEST(DeploySpiErrors, APermanentStartErrorFailsTheStepAtOnceWhateverItsRetries) {

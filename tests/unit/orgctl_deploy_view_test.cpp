@@ -237,6 +237,33 @@ TEST(OrgctlDeployFormat, RecordTableHasOneRowPerStepWithOneBasedWaves) {
   EXPECT_THAT(text, HasSubstr("2     web   failed     3         -     -        exit status 2\n"));
 }
 
+TEST(OrgctlDeployFormat, RecordShowsTheProvidersDetailPhaseAndLinks) {
+  DeployRecord r;
+  r.set_deploy_id("d-1");
+  r.set_env("prod");
+  r.set_state(DeployRecord::running);
+  auto* api = r.add_steps();
+  *api = step("api", DeployStep::running, 1);
+  api->set_detail("run 1234: in_progress");
+  api->set_url("https://github.com/acme/api/actions/runs/1234");
+  auto* web = r.add_steps();
+  *web = step("web", DeployStep::running, 1);
+  web->set_phase(1);
+  web->set_waiting_for("health: web/http");
+  web->set_detail("10% of traffic");
+  auto text = render_deploy_record(r, kNoon);
+  EXPECT_THAT(text, HasSubstr("run 1234: in_progress\n"));
+  EXPECT_THAT(text, HasSubstr("phase 1 out; waiting for health: web/http; 10% of traffic\n"));
+  EXPECT_THAT(text,
+              HasSubstr("links:\n  api: https://github.com/acme/api/actions/runs/1234\n"));
+  EXPECT_THAT(text, Not(HasSubstr("  web: ")));
+
+  EXPECT_EQ(format_event_line(event("step_progress", *api, kNoon), false),
+            "12:00:00 api run 1234: in_progress (https://github.com/acme/api/actions/runs/1234)");
+  EXPECT_EQ(format_event_line(event("phase_done", *web, kNoon), false),
+            "12:00:00 web phase_done (phase 1)");
+}
+
 TEST(OrgctlDeployFormat, ListTableAndEmptyList) {
   v1::DeployList list;
   EXPECT_EQ(render_deploy_list(list, kNoon), "no deploys\n");

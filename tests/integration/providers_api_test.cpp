@@ -1,0 +1,131 @@
+// P.api.providers against a real nats-server: every provider of the config with its
+// capabilities, and what its health probe found (ok, rate limit, circuit; a failing probe's
+// error), answered from the background probes, which run again at their interval.
+#include <gtest/gtest.h>
+#include <google/protobuf/util/json_util.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "daemon/app/daemon.hpp"
+#include "orgd/v1/providers.pb.h"
+#include "tests/support/nats_server.hpp"
+#include "tests/support/temp_dir.hpp"
+#include "tests/support/wait.hpp"
+
+namespace orgd {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::connect_client;
+using testing::NatsServer;
+using testing::TempDir;
+using testing::wait_until;
+
+// A provider whose probe says what the test sets: a cloud API with a rate limit and a client.
+class ProbedProvider final : public Provider, public HealthProbe {
+ public:
+  ProbedProvider(std::string name, std::shared_ptr<std::atomic<int>> calls,
+                 std::shared_ptr<std::atomic<bool>> healthy)
+      : Provider(std::move(name), "remote"), calls_(std::move(calls)), healthy_(std::move(healthy)) {}
+  Capabilities capabilities() const override {
+    return {.secret_target = true, .health_probe = true};
+  }
+  HealthProbe* health_probe() override { return this; }
+  Result<ProbeResult> probe() override {
+    ++*calls_;
+    if (!healthy_->load()) return unavailable("GET /rate_limit: 401 Bad credentials");
+    ProbeResult r;
+    r.ok = true;
+    r.detail = "token of acme-bot";
+    r.rate_limit_remaining = 4990;
+    r.rate_limit_limit = 5000;
+    r.circuit = "closed";
+    return r;
+  }
+
+ private:
+  std::shared_ptr<std::atomic<int>> calls_;
+  std::shared_ptr<std::atomic<bool>> healthy_;
+};
+
+std::optional<v1::ProviderList> providers(natsConnection* client) {
+  auto reply = testing::request(client, "org.acme.api.providers", "", 3000ms);
+  if (!reply) return std::nullopt;
+  v1::ProviderList list;
+  if (!google::protobuf::util::JsonStringToMessage(*reply, &list).ok()) return std::nullopt;
+  return list;
+}
+
+const v1::ProviderStatus* find(const v1::ProviderList& list, const std::string& name) {
+  for (const auto& p : list.providers()) {
+    if (p.name() == name) return &p;
+  }
+  return nullptr;
+}
+
+TEST(ProvidersApiTest, EveryProviderWithItsCapabilitiesAndItsLastProbe) {
+  NatsServer server;
+  TempDir data("orgd-providers-data");
+  const std::string yaml =
+      "org: acme\n"
+      "nats:\n  urls: [" + server.url() + "]\n  data_dir: " + data.str() + "\n"
+      "http:\n  enabled: false\n"
+      "log:\n  level: warn\n"
+      "providers:\n  files: {type: local}\n  shell: {type: exec}\n  cloud: {type: remote}\n"
+      "repos:\n  api:\n    deploy:\n      dev: {provider: files}\n";
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  auto healthy = std::make_shared<std::atomic<bool>>(true);
+  DaemonOptions options;
+  options.provider_probe_interval = 200ms;
+  options.provider_factories["remote"] = [calls, healthy](const ProviderConfig& config,
+                                                          const ProviderServices&,
+                                                          const std::string&) {
+    return std::make_unique<ProbedProvider>(config.name, calls, healthy);
+  };
+  Daemon d(load_config_string(yaml, "test.yaml", Environment()), options, Environment());
+  d.start();
+  ASSERT_TRUE(wait_until([&] { return d.ready(); }, 15s));
+  auto client = connect_client(server.url());
+
+  std::optional<v1::ProviderList> list;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        list = providers(client.get());
+        const auto* cloud = list ? find(*list, "cloud") : nullptr;
+        return cloud != nullptr && cloud->probed();
+      },
+      10s));
+  ASSERT_EQ(list->providers_size(), 3);
+  const auto* files = find(*list, "files");
+  ASSERT_NE(files, nullptr);
+  EXPECT_EQ(files->type(), "local");
+  EXPECT_EQ(std::vector<std::string>(files->capabilities().begin(), files->capabilities().end()),
+            std::vector<std::string>{"deploy_target"});
+  EXPECT_FALSE(files->probed()) << "local has no probe";
+  const auto* cloud = find(*list, "cloud");
+  EXPECT_TRUE(cloud->ok());
+  EXPECT_EQ(cloud->detail(), "token of acme-bot");
+  EXPECT_EQ(cloud->rate_limit_remaining(), 4990);
+  EXPECT_EQ(cloud->rate_limit_limit(), 5000);
+  EXPECT_EQ(cloud->circuit(), "closed");
+  EXPECT_EQ(std::vector<std::string>(cloud->capabilities().begin(), cloud->capabilities().end()),
+            (std::vector<std::string>{"secret_target", "health_probe"}));
+
+  // A request is answered from memory; the probes run at their interval and say what changed.
+  healthy->store(false);
+  ASSERT_TRUE(wait_until(
+      [&] {
+        list = providers(client.get());
+        const auto* c = list ? find(*list, "cloud") : nullptr;
+        return c != nullptr && !c->ok();
+      },
+      10s));
+  EXPECT_EQ(find(*list, "cloud")->last_error(), "GET /rate_limit: 401 Bad credentials");
+  EXPECT_GE(calls->load(), 2);
+  d.stop();
+}
+
+}  // namespace
+}  // namespace orgd
