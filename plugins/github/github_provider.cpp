@@ -23,8 +23,8 @@ GithubProvider::GithubProvider(Settings settings, const ProviderServices& servic
 std::unique_ptr<Provider> make_github_provider(const ProviderConfig& config,
                                                const ProviderServices& services,
                                                const std::string& source_file) {
-  return std::make_unique<GithubProvider>(parse_settings(config, source_file, /*default_owner=*/""),
-                                          services);
+  return std::make_unique<GithubProvider>(
+      parse_settings(config, source_file, /*default_owner=*/services.org), services);
 }
 
 }  // namespace orgd::github

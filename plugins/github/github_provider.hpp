@@ -33,8 +33,7 @@ class GithubProvider final : public Provider {
   GithubHealthProbe probe_;
 };
 
-// The registry's factory for type `github`. The services carry no org name, so `owner` stays as
-// written (empty when absent: whoever knows the org fills it in).
+// The registry's factory for type `github`; `owner` defaults to the services' org.
 std::unique_ptr<Provider> make_github_provider(const ProviderConfig& config,
                                                const ProviderServices& services,
                                                const std::string& source_file);

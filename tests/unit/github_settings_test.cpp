@@ -151,6 +151,12 @@ TEST(GithubProviderTest, RegisteredWithAHealthProbeOnly) {
   auto* github = dynamic_cast<GithubProvider*>(provider.get());
   ASSERT_NE(github, nullptr);
   EXPECT_EQ(github->settings().token_env, "GH_TOKEN");
+  EXPECT_EQ(github->settings().owner, "");  // no org given
+
+  ProviderEnvironment with_org;
+  with_org.org = "acme";
+  auto owned = registry.create(config.providers.at("gh"), with_org, "orgd.yaml");
+  EXPECT_EQ(dynamic_cast<GithubProvider*>(owned.get())->settings().owner, "acme");
 }
 
 TEST(GithubProviderTest, DeployTargetsNamingItAreRefusedWithFileAndLine) {
