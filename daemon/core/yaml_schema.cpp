@@ -403,6 +403,23 @@ std::optional<std::vector<std::string>> SettingsReader::string_list(const std::s
   return items;
 }
 
+std::optional<std::map<std::string, std::string>> SettingsReader::string_map(
+    const std::string& key) {
+  auto e = entry(key);
+  if (!e) return std::nullopt;
+  const std::size_t before = schema_.problem_count();
+  auto entries = schema_.mapping(e->value, e->path, e->value_line, Words{});
+  if (!entries) return std::nullopt;
+  std::map<std::string, std::string> out;
+  for (const SchemaEntry& item : *entries) {
+    std::string value;
+    schema_.read_string(item, value);
+    out[item.key] = std::move(value);
+  }
+  if (schema_.problem_count() != before) return std::nullopt;
+  return out;
+}
+
 void SettingsReader::invalid(const std::string& key, std::string_view message) {
   const YAML::Node value = lookup(key);
   report(value ? line_of(value, line_) : line_, key, message);

@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -106,6 +107,9 @@ class SettingsReader {
   bool boolean(const std::string& key, bool fallback);
   // A list of non-empty strings (`[A, B]`); nullopt when absent or not such a list (reported).
   std::optional<std::vector<std::string>> string_list(const std::string& key);
+  // A map of strings (`{a: x, b: y}`; a number or bool value is taken as written); nullopt
+  // when absent or not such a map (reported).
+  std::optional<std::map<std::string, std::string>> string_map(const std::string& key);
 
   // A problem with a key's value that only the provider can see (a missing directory, a name
   // that is not set), reported like the others: file, the key's line, path.key.

@@ -75,6 +75,10 @@ struct HttpClientOptions {
   std::chrono::milliseconds backoff_initial{500};
   std::chrono::milliseconds backoff_max{30'000};
   int max_concurrency = 8;  // requests of this provider in flight at once
+  // Idle keep-alive connections kept per (scheme, host, port), and how long one may sit idle
+  // before it is closed instead of reused (servers drop theirs after a minute or so).
+  std::size_t max_idle_connections = 4;
+  std::chrono::milliseconds idle_timeout{50'000};
   int breaker_failures = 5;  // consecutive failed calls that open the circuit
   std::chrono::milliseconds breaker_open_for{30'000};
   RateLimitHeaders rate_limit_headers = RateLimitHeaders::none;

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -52,6 +53,23 @@ TEST(SettingsReaderTest, ReadsValuesAsTheConfigLoaderDoes) {
                           "orgd.yaml:2: deploy.dev.name: must not be empty",
                           "orgd.yaml:3: deploy.dev.env: expected a list of strings, got an item "
                           "that is a map"));
+}
+
+TEST(SettingsReaderTest, ReadsAMapOfStrings) {
+  const YAML::Node settings =
+      YAML::Load("inputs: {ref: '${ORGD_REF}', count: 3, dry: true}\nbad: [x]\nworse: {a: [1]}\n");
+  SettingsReader reader{settings, "orgd.yaml", 1, "deploy.dev", {}};
+  const auto inputs = reader.string_map("inputs");
+  ASSERT_TRUE(inputs.has_value());
+  EXPECT_EQ(*inputs, (std::map<std::string, std::string>{
+                         {"count", "3"}, {"dry", "true"}, {"ref", "${ORGD_REF}"}}));
+  EXPECT_EQ(reader.string_map("bad"), std::nullopt);
+  EXPECT_EQ(reader.string_map("worse"), std::nullopt);
+  EXPECT_EQ(reader.string_map("absent"), std::nullopt);
+  const auto problems = problems_of(reader);
+  ASSERT_EQ(problems.size(), 2u);
+  EXPECT_THAT(problems[0], ::testing::StartsWith("orgd.yaml:2: deploy.dev.bad: expected a map"));
+  EXPECT_THAT(problems[1], ::testing::StartsWith("orgd.yaml:3: deploy.dev.worse.a: expected a string"));
 }
 
 TEST(SettingsReaderTest, LeavesOrgdKeysToOrgd) {
