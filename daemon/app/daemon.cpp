@@ -8,6 +8,7 @@
 #include <future>
 
 #include "daemon/app/ports_file.hpp"
+#include "daemon/app/github_webhooks.hpp"
 #include "daemon/app/registry_health_gate.hpp"
 #include "daemon/bus/embedded_server.hpp"
 #include "daemon/bus/nats_settings.hpp"
@@ -181,6 +182,9 @@ void Daemon::start() {
         return deploy_intake_->carried_out(command, dedup_id);
       });
 
+  // GitHub webhooks: before the supervisor, which puts their stream in place.
+  github_webhooks_ = GithubWebhooks::create(config_, env_, *nats_, metrics_);
+
   supervise_connection();
   // HTTP once everything its routes read exists.
   if (config_.http.enabled) {
@@ -192,8 +196,10 @@ void Daemon::start() {
     hs.read_timeout = config_.http.read_timeout;
     hs.write_timeout = config_.http.write_timeout;
     hs.metrics = &metrics_;
+    if (github_webhooks_) github_webhooks_->configure_http(hs);  // GitHub webhooks
     http_sources_ = std::make_unique<HttpSources>(*this);
-    http_routes_ = std::make_unique<HttpRoutes>(*http_sources_, metrics_);
+    http_routes_ = std::make_unique<HttpRoutes>(
+        *http_sources_, metrics_, github_webhooks_ ? &github_webhooks_->intake() : nullptr);
     http_ = std::make_unique<HttpServer>(
         io_, hs, [routes = http_routes_.get()](const HttpServerRequest& r) { return routes->handle(r); });
     http_->start();
@@ -215,6 +221,9 @@ void Daemon::start() {
 void Daemon::supervise_connection() {
   ConnectionSupervisorSettings settings;
   settings.streams = orgd_streams(prefix_, config_.nats.replicas);
+  if (github_webhooks_) {
+    settings.streams.push_back(github_webhooks_->stream(config_.nats.replicas));
+  }
   settings.reopen_initial = std::max<std::chrono::milliseconds>(
       std::chrono::duration_cast<std::chrono::milliseconds>(config_.nats.reconnect_wait),
       std::chrono::milliseconds(100));

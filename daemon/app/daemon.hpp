@@ -33,6 +33,7 @@ namespace orgd {
 
 class ApiDispatcher;
 class EmbeddedNatsServer;
+class GithubWebhooks;
 class HealthService;
 class HttpRoutes;
 class RegistryHealthGate;
@@ -133,6 +134,9 @@ class Daemon {
   std::unique_ptr<HealthService> health_service_;
   std::unique_ptr<ApiRouter> router_;
   std::unique_ptr<ServiceDiscovery> discovery_;
+  // POST /webhooks/github (daemon/app/github_webhooks.hpp); null without a github provider.
+  // Before http_, whose handler uses it; after nats_, which it publishes on.
+  std::unique_ptr<GithubWebhooks> github_webhooks_;
   class HttpSources;
   std::unique_ptr<HttpSources> http_sources_;
   std::unique_ptr<HttpRoutes> http_routes_;

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <nats/nats.h>
 
+#include <algorithm>
+
 namespace orgd {
 namespace {
 constexpr jsErrCode kStreamNameExists = static_cast<jsErrCode>(10058);
@@ -33,6 +35,20 @@ std::vector<StreamSpec> orgd_streams(const std::string& prefix, int replicas) {
                    std::chrono::duration_cast<std::chrono::seconds>(hours(24 * 30)),
                    256LL * 1024 * 1024, std::chrono::seconds(120), replicas, 64 * 1024});
   return specs;
+}
+
+StreamSpec github_events_stream(std::chrono::seconds dedup_window, int replicas) {
+  const std::chrono::seconds max_age = std::chrono::hours(24 * 7);
+  StreamSpec spec;
+  spec.name = kGithubEventsStream;
+  spec.description = "GitHub webhook deliveries, verified";
+  spec.subjects = {"github.>"};
+  spec.max_age = max_age;
+  spec.max_bytes = 1024LL * 1024 * 1024;
+  // JetStream refuses a duplicate window longer than the stream's max age.
+  spec.duplicate_window = std::clamp(dedup_window, std::chrono::seconds(1), max_age);
+  spec.replicas = replicas;
+  return spec;
 }
 
 Result<Ok> ensure_stream(jsCtx* js, const StreamSpec& spec) {

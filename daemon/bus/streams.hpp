@@ -27,6 +27,11 @@ struct StreamSpec {
 // The streams of DESIGN.md §4 for subject prefix P.
 std::vector<StreamSpec> orgd_streams(const std::string& prefix, int replicas);
 
+// GITHUB_EVENTS: verified GitHub webhook deliveries on github.<owner>.<repo>.<event>, kept 7
+// days (longer than GitHub lets anyone redeliver: 3 days), each delivery id remembered for
+// `dedup_window` (at most 7 days) so a redelivery within it is stored once.
+StreamSpec github_events_stream(std::chrono::seconds dedup_window, int replicas);
+
 // Creates the stream, or updates it when it exists (idempotent).
 Result<Ok> ensure_stream(__jsCtx* js, const StreamSpec& spec);
 
@@ -35,5 +40,6 @@ inline constexpr const char* kCmdStream = "ORGD_CMD";
 inline constexpr const char* kEventsStream = "ORGD_EVENTS";
 inline constexpr const char* kHealthStream = "ORGD_HEALTH";
 inline constexpr const char* kDlqStream = "ORGD_DLQ";
+inline constexpr const char* kGithubEventsStream = "GITHUB_EVENTS";
 
 }  // namespace orgd

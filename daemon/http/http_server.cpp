@@ -146,6 +146,16 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
     if (auto* counter = closed_[static_cast<std::size_t>(reason)]) counter->inc();
   }
 
+  // A slot for a body larger than body_limit; false when max_large_bodies are being read.
+  bool acquire_large_body() {
+    std::size_t taken = large_bodies_.load();
+    while (taken < settings.max_large_bodies) {
+      if (large_bodies_.compare_exchange_weak(taken, taken + 1)) return true;
+    }
+    return false;
+  }
+  void release_large_body() { large_bodies_.fetch_sub(1); }
+
   void start();
   void stop();
   void stop_and_wait_for_handlers();
@@ -181,6 +191,9 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   Gauge* open_ = nullptr;
   int in_flight_ = 0;
   std::condition_variable handlers_idle_;
+  // Large-body slots taken (acquire_large_body); atomic, taken and given back on the sessions'
+  // strands without the mutex.
+  std::atomic<std::size_t> large_bodies_{0};
 };
 
 // The server whose handler the current thread is running, so a handler that destroys its own
@@ -194,13 +207,17 @@ class Session : public std::enable_shared_from_this<Session> {
   Session(std::shared_ptr<ServerCore> server, tcp::socket socket, std::string remote)
       : server_(std::move(server)), stream_(std::move(socket)), remote_(std::move(remote)) {}
 
-  ~Session() { server_->forget(this); }
+  ~Session() {
+    release_large_body();
+    server_->forget(this);
+  }
 
   void start() {
     net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read_header(); });
   }
 
   void close() {
+    release_large_body();
     if (closed_) return;
     closed_ = true;
     beast::error_code ec;
@@ -236,7 +253,11 @@ class Session : public std::enable_shared_from_this<Session> {
   void read_header() {
     if (closed_) return;
     parser_.emplace();
-    parser_->body_limit(settings().body_limit);
+    // The largest any path takes, so the parser does not refuse a large Content-Length before
+    // the path is known; on_header() then sets the path's own limit.
+    std::size_t widest = settings().body_limit;
+    for (const auto& [path, limit] : settings().path_body_limits) widest = std::max(widest, limit);
+    parser_->body_limit(widest);
     parser_->header_limit(kHeaderLimit);
     waiting_since_ = steady_now();
     reading_head_ = true;
@@ -249,6 +270,24 @@ class Session : public std::enable_shared_from_this<Session> {
     if (ec) return on_read_error(ec);
     reading_head_ = false;
     const auto& req = parser_->get();
+    const std::string_view target = req.target();
+    const auto path_limit =
+        settings().path_body_limits.find(std::string(target.substr(0, target.find('?'))));
+    const std::size_t limit = path_limit == settings().path_body_limits.end()
+                                  ? settings().body_limit
+                                  : path_limit->second;
+    const auto length = parser_->content_length();
+    if (length && *length > limit) return send_error(413, "payload too large\n");
+    if (limit > settings().body_limit && (!length || *length > settings().body_limit)) {
+      if (!server_->acquire_large_body()) {
+        server_->log->debug("{}: {} large request bodies being read already; refusing", remote_,
+                            settings().max_large_bodies);
+        return send_error(503, "too many large requests at once; try again\n");
+      }
+      large_body_ = true;
+    }
+    // A chunked body is counted against it as it arrives.
+    parser_->body_limit(limit);
     // Clients such as curl wait (a second, by default) for "100 Continue" before sending a
     // larger body; the limits were checked with the header, so the body is welcome.
     if (!parser_->is_done() && req.version() >= 11 &&
@@ -272,7 +311,14 @@ class Session : public std::enable_shared_from_this<Session> {
                      beast::bind_front_handler(&Session::on_read, shared_from_this()));
   }
 
+  void release_large_body() {
+    if (!large_body_) return;
+    large_body_ = false;
+    server_->release_large_body();
+  }
+
   void on_read_error(beast::error_code ec) {
+    release_large_body();
     if (ec == http::error::end_of_stream) return close();  // the peer is done; so are we
     if (ec == net::error::operation_aborted) return;       // stop() closed us
     if (ec == beast::error::timeout) {
@@ -320,6 +366,8 @@ class Session : public std::enable_shared_from_this<Session> {
     request.remote = remote_;
 
     std::optional<HttpServerResponse> response = server_->invoke(request);
+    // The body goes with `request` when this returns.
+    release_large_body();
     if (!response) return close();  // the server is stopping
     write(std::move(*response), req.version(), req.keep_alive(), req.method() == http::verb::head,
           /*linger=*/false);
@@ -403,6 +451,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::array<char, kLingerBufferSize> drain_buffer_{};
   bool closed_ = false;
   bool reading_head_ = true;
+  bool large_body_ = false;  // holds one of the server's large-body slots
   // Set at construction so a connection accepted but not yet started can be evicted too.
   std::atomic<std::int64_t> waiting_since_{steady_now()};
 };

@@ -31,6 +31,14 @@ struct HttpServerSettings {
   std::string host = "127.0.0.1";
   std::uint16_t port = 0;  // 0: any free port (see HttpServer::port())
   std::size_t body_limit = 1024 * 1024;
+  // Paths (exact, without the query) whose bodies may be larger, or must be smaller, than
+  // body_limit: POST /webhooks/github takes GitHub's 25 MB, every other path keeps body_limit.
+  // A body over its path's limit is refused with 413, from its Content-Length before it is read.
+  std::map<std::string, std::size_t> path_body_limits;
+  // Requests read at once whose body may be larger than body_limit (a larger path limit, with
+  // a Content-Length over body_limit or a chunked body); more get 503 until one is done, so
+  // large bodies cannot pile up in memory one per connection.
+  std::size_t max_large_bodies = 4;
   // The whole request head (request line and headers), counted from when the server starts
   // waiting for it: also how long an idle keep-alive connection is kept.
   std::chrono::milliseconds header_timeout{5'000};

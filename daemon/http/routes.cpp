@@ -3,14 +3,22 @@
 #include <nlohmann/json.hpp>
 
 #include "daemon/core/metrics.hpp"
+#include "daemon/http/webhook_intake.hpp"
 
 namespace orgd {
 
-HttpRoutes::HttpRoutes(RouteSources& sources, const MetricsRegistry& metrics)
-    : sources_(sources), metrics_(metrics) {}
+HttpRoutes::HttpRoutes(RouteSources& sources, const MetricsRegistry& metrics,
+                       WebhookIntake* webhooks)
+    : sources_(sources), metrics_(metrics), webhooks_(webhooks) {}
 
 HttpServerResponse HttpRoutes::handle(const HttpServerRequest& request) const {
   std::string path = request.target.substr(0, request.target.find('?'));
+  if (path == kGithubWebhookPath) {
+    if (webhooks_ == nullptr) {
+      return {404, "text/plain; charset=utf-8", "no github provider is configured\n", {}};
+    }
+    return webhooks_->handle(request);
+  }
   if (request.method != "GET" && request.method != "HEAD") {
     return {405, "text/plain; charset=utf-8", "method not allowed\n", {{"Allow", "GET, HEAD"}}};
   }

@@ -8,6 +8,7 @@
 namespace orgd {
 
 class MetricsRegistry;
+class WebhookIntake;
 
 // What /readyz tells: the connection's readiness, in the words of its JSON.
 struct ProbeReadiness {
@@ -30,17 +31,21 @@ class RouteSources {
   virtual std::string status_json() const = 0;
 };
 
-// orgd's HTTP paths: /healthz, /readyz, /metrics and /status, GET or HEAD. Runs on the HTTP
-// server's io threads, so nothing here blocks.
+// orgd's HTTP paths: /healthz, /readyz, /metrics and /status, GET or HEAD, and
+// POST /webhooks/github when a github provider is configured (`webhooks`; 404 otherwise). Runs
+// on the HTTP server's io threads, so nothing here blocks but a webhook waiting for its
+// bounded JetStream ack (webhook_intake.hpp).
 class HttpRoutes {
  public:
-  HttpRoutes(RouteSources& sources, const MetricsRegistry& metrics);
+  HttpRoutes(RouteSources& sources, const MetricsRegistry& metrics,
+             WebhookIntake* webhooks = nullptr);
 
   HttpServerResponse handle(const HttpServerRequest& request) const;
 
  private:
   RouteSources& sources_;
   const MetricsRegistry& metrics_;
+  WebhookIntake* webhooks_;
 };
 
 }  // namespace orgd
