@@ -21,6 +21,7 @@
 #include "daemon/http/routes.hpp"
 #include "daemon/net/https_client.hpp"
 #include "orgd/v1/status.pb.h"
+#include "plugins/github/github_provider.hpp"
 
 namespace orgd {
 
@@ -184,6 +185,21 @@ void Daemon::start() {
 
   // GitHub webhooks: before the supervisor, which puts their stream in place.
   github_webhooks_ = GithubWebhooks::create(config_, env_, *nats_, metrics_);
+  if (github_webhooks_) {
+    // A completed run a deploy step follows: that step polls now, not at its next poll (the
+    // poll's answer, not the webhook's word, decides the step).
+    github_webhooks_->intake().add_workflow_run_listener([this](const WorkflowRunCompleted& run) {
+      std::shared_ptr<const deploy::Inventory> inventory;
+      {
+        std::lock_guard lock(config_mutex_);
+        inventory = inventory_;
+      }
+      for (const auto& provider : inventory->providers().all()) {
+        if (provider->type() != "github") continue;
+        orchestrator_->poll_now(provider->name(), github::GithubProvider::run_watch_key(run.run_id));
+      }
+    });
+  }
 
   supervise_connection();
   // HTTP once everything its routes read exists.

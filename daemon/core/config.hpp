@@ -126,6 +126,7 @@ inline const std::vector<std::string>& reserved_target_keys() {
 
 // repos.<name>.deploy.<env>
 struct DeployTargetConfig {
+  std::string repo;  // the repo it deploys (the target's default repo at a provider)
   std::string env;
   std::string provider;
   // The target's map as written; the provider's settings are its keys other than

@@ -373,7 +373,7 @@ class SectionReader {
             repo.depends_on.push_back(std::move(dependency));
           }
         } else if (e.key == "deploy") {
-          load_deploy(e, repo.deploy);
+          load_deploy(e, repo.name, repo.deploy);
         } else if (e.key == "secrets") {
           repo.secrets = schema_.read_names(e, "secret");
         } else if (e.key == "secret_targets") {
@@ -419,7 +419,8 @@ class SectionReader {
                    "dependency cycle: " + describe_cycle(*cycle));
   }
 
-  void load_deploy(const SchemaEntry& section, std::map<std::string, DeployTargetConfig>& targets) {
+  void load_deploy(const SchemaEntry& section, const std::string& repo,
+                   std::map<std::string, DeployTargetConfig>& targets) {
     auto entries = schema_.mapping(section.value, section.path, section.value_line, Words{});
     if (!entries) return;
     for (const SchemaEntry& t : *entries) {
@@ -454,6 +455,7 @@ class SectionReader {
         continue;
       }
       DeployTargetConfig target;
+      target.repo = repo;
       target.env = t.key;
       target.provider = std::move(name);
       target.line = t.line;

@@ -118,10 +118,12 @@ void StepRunner::step_done() {
 }
 
 void StepRunner::watch(const std::string& handle) {
-  if (handle == watched_handle_ || target_ == nullptr) return;
+  if (target_ == nullptr) return;
+  const std::string key = handle.empty() ? std::string{} : target_->target->watch_key(handle);
+  if (key == watched_handle_) return;
   if (!watched_handle_.empty()) shared_->unwatch_handle(target_->provider, watched_handle_, this);
-  watched_handle_ = handle;
-  if (!handle.empty()) shared_->watch_handle(target_->provider, handle, shared_from_this());
+  watched_handle_ = key;
+  if (!key.empty()) shared_->watch_handle(target_->provider, key, shared_from_this());
 }
 
 void StepRunner::poll_soon() {

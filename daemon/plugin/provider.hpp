@@ -110,6 +110,9 @@ class DeployTarget {
   // target that needs it says so when it is missing.
   virtual Result<DeployProgress> rollback(const DeployContext& context, const LogSink& log) = 0;
   virtual bool can_rollback() const = 0;
+  // What news of a deploy names it by (Orchestrator::poll_now): the handle itself, or the part
+  // of it a webhook carries (a GitHub run id where the handle also holds a Deployment id).
+  virtual std::string watch_key(const std::string& handle) const { return handle; }
   // The longest a start() or rollback() can take when the provider bounds its own calls (exec
   // kills its command after `timeout`). The orchestrator then never abandons such a call sooner,
   // even with a shorter step_timeout: the work it does is still running, and a new attempt
