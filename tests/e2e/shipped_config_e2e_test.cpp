@@ -51,6 +51,9 @@ TEST(ShippedConfigE2e, ExampleConfigPassesCheckConfig) {
       << r.describe();
   EXPECT_NE(r.out.find("  provider local (local): deploy_target\n"), std::string::npos)
       << r.describe();
+  EXPECT_NE(r.out.find("  provider github (github): deploy_target, secret_target, health_probe\n"),
+            std::string::npos)
+      << r.describe();
 }
 
 TEST(ShippedConfigE2e, DevConfigPassesCheckConfig) {
