@@ -21,22 +21,19 @@ GithubProvider::GithubProvider(Settings settings, const ProviderServices& servic
             return RestClient::Client{transport.value(), std::move(auth).value()};
           },
           services.clock)),
+      // The probe uses the targets' client, so what it reports (circuit, last error) is theirs.
       probe_(
           settings,
-          [settings, services]() -> Result<GithubHealthProbe::Client> {
-            auto transport = services.make_http(http_client_options(settings));
-            if (!transport) return transport.error();
-            const SecretSource& secrets =
-                services.secrets ? *services.secrets : SecretSource(Environment{});
-            auto auth = make_auth(settings, secrets, transport.value(), services.clock);
-            if (!auth) return auth.error();
-            return GithubHealthProbe::Client{transport.value(), std::move(auth).value()};
+          [rest = rest_]() -> Result<GithubHealthProbe::Client> {
+            auto client = rest->client();
+            if (!client) return client.error();
+            return GithubHealthProbe::Client{client.value().transport, client.value().auth};
           },
           services.clock) {}
 
 std::unique_ptr<DeployTarget> GithubProvider::make_deploy_target(const DeployTargetConfig& target,
                                                                  const std::string& source_file) {
-  // The repo's name is not in the target's settings: the inventory names it in its errors.
+  // The target's repo at GitHub defaults to the orgd repo it deploys.
   return std::make_unique<WorkflowDeployTarget>(
       rest_, parse_workflow_target(target, source_file, settings_, target.repo));
 }

@@ -1,5 +1,7 @@
 #include "plugins/github/health_probe.hpp"
 
+#include "daemon/net/https_client.hpp"
+
 #include <fmt/format.h>
 
 #include <nlohmann/json.hpp>
@@ -35,6 +37,18 @@ GithubHealthProbe::GithubHealthProbe(Settings settings, ClientFactory make_clien
 
 Result<ProbeResult> GithubHealthProbe::probe() {
   Client client;
+  auto result = probe_with(client);
+  // The client's own view: its circuit, and the last call of any target that failed.
+  if (result && client.transport) {
+    if (const auto status = http_client_status(*client.transport)) {
+      result.value().circuit = status->circuit;
+      if (result.value().last_error.empty()) result.value().last_error = status->last_error;
+    }
+  }
+  return result;
+}
+
+Result<ProbeResult> GithubHealthProbe::probe_with(Client& client) {
   {
     std::lock_guard lock(mutex_);
     if (!client_) {

@@ -34,6 +34,8 @@ class GithubHealthProbe final : public HealthProbe {
   Result<ProbeResult> probe() override;
 
  private:
+  Result<ProbeResult> probe_with(Client& client);
+
   const Settings settings_;
   const ClientFactory make_client_;
   const std::shared_ptr<const Clock> clock_;

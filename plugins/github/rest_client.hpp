@@ -57,14 +57,15 @@ class RestClient {
                                            const std::string& key, Deadline deadline = {},
                                            std::size_t max_items = 100'000);
 
+  // The transport and credential (made now if they were not yet).
+  Result<Client> client();
+
   const Settings& settings() const { return settings_; }
   const Clock& clock() const { return *clock_; }
   // HTTP requests made so far (retries inside the transport not counted).
   std::uint64_t calls() const { return calls_.load(); }
 
  private:
-  Result<Client> client();
-
   Settings settings_;
   ClientFactory make_client_;
   std::shared_ptr<const Clock> clock_;

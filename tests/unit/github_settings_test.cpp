@@ -8,6 +8,7 @@
 #include <string>
 
 #include "daemon/core/config.hpp"
+#include "daemon/deploy/inventory.hpp"
 #include "daemon/plugin/registry.hpp"
 #include "plugins/github/github_provider.hpp"
 
@@ -138,7 +139,7 @@ TEST(GithubSettingsTest, ApiUrlRules) {
   EXPECT_FALSE(acceptable_api_url("https://host:99999x", why));
 }
 
-TEST(GithubProviderTest, RegisteredWithAHealthProbeOnly) {
+TEST(GithubProviderTest, RegisteredWithDeployAndSecretTargetsAndAHealthProbe) {
   const Config config = load("    token_env: GH_TOKEN\n");
   ProviderRegistry registry;
   ASSERT_TRUE(registry.supports("github"));
@@ -146,8 +147,9 @@ TEST(GithubProviderTest, RegisteredWithAHealthProbeOnly) {
   ASSERT_TRUE(provider);
   EXPECT_EQ(provider->type(), "github");
   EXPECT_TRUE(provider->capabilities().health_probe);
-  EXPECT_FALSE(provider->capabilities().deploy_target);
-  EXPECT_FALSE(provider->capabilities().secret_target);
+  EXPECT_TRUE(provider->capabilities().deploy_target);
+  EXPECT_TRUE(provider->capabilities().secret_target);
+  EXPECT_FALSE(provider->capabilities().credential_issuer);
   auto* github = dynamic_cast<GithubProvider*>(provider.get());
   ASSERT_NE(github, nullptr);
   EXPECT_EQ(github->settings().token_env, "GH_TOKEN");
@@ -159,7 +161,7 @@ TEST(GithubProviderTest, RegisteredWithAHealthProbeOnly) {
   EXPECT_EQ(dynamic_cast<GithubProvider*>(owned.get())->settings().owner, "acme");
 }
 
-TEST(GithubProviderTest, DeployTargetsNamingItAreRefusedWithFileAndLine) {
+TEST(GithubProviderTest, ADeployTargetsSettingsAreCheckedWithFileAndLine) {
   const std::string yaml =
       "org: acme\n"
       "providers:\n"
@@ -167,14 +169,16 @@ TEST(GithubProviderTest, DeployTargetsNamingItAreRefusedWithFileAndLine) {
       "repos:\n"
       "  api:\n"
       "    deploy:\n"
-      "      production: {provider: gh, workflow: deploy.yml}\n";
+      "      production: {provider: gh, workflow: deploy.yml, poll_interval: 10ms}\n";
   const Config config = load_config_string(yaml, "orgd.yaml", Environment());
   try {
-    (void)ProviderSet::build(config, ProviderRegistry{}, ProviderEnvironment{});
-    FAIL() << "a github deploy target was accepted";
+    ProviderEnvironment env;
+    env.org = "acme";
+    (void)deploy::Inventory::build(config, ProviderRegistry{}, env);
+    FAIL() << "a poll interval under a second was accepted";
   } catch (const ConfigError& e) {
-    EXPECT_THAT(e.what(), HasSubstr("orgd.yaml:7: repos.api.deploy.production.provider: provider "
-                                    "gh (github) has no deploy targets"));
+    EXPECT_THAT(e.what(), HasSubstr("orgd.yaml:7: repos.api.deploy.production.poll_interval: at "
+                                    "least 1s"));
   }
 }
 
