@@ -84,6 +84,7 @@ std::shared_ptr<const deploy::Inventory> Daemon::build_inventory(const Config& c
   // One HTTPS client per provider, its metrics in the daemon's registry; the proxy from the
   // environment (HTTPS_PROXY, NO_PROXY).
   environment.http = make_https_transport_factory(metrics_, env_);
+  environment.nats = requester_;
   return deploy::Inventory::build(config, providers_, environment);
 }
 
@@ -122,6 +123,7 @@ void Daemon::start() {
     if (supervisor_) supervisor_->on_state(s);
   });
   nats_->set_metrics(metrics_);
+  requester_->attach(nats_.get());
   events_ = std::make_unique<AckedPublisher>(*nats_, metrics_);
   AckedPublisherSettings health_state_settings;
   health_state_settings.kind = "health_state";
@@ -420,6 +422,7 @@ void Daemon::stop() {
       publisher->stop(std::clamp(left() / 4, milliseconds(100), milliseconds(500)));
     }
   }
+  requester_->detach();
   if (nats_) nats_->close(std::clamp(left(), milliseconds(200), milliseconds(1000)));
   if (supervisor_) supervisor_->join();
   work_.reset();

@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "daemon/app/bus_requester.hpp"
 #include "daemon/app/provider_monitor.hpp"
 #include "daemon/bus/connection_supervisor.hpp"
 #include "daemon/bus/acked_publisher.hpp"
@@ -142,6 +143,8 @@ class Daemon {
   std::unique_ptr<HttpRoutes> http_routes_;
   std::unique_ptr<HttpServer> http_;
   ProviderRegistry providers_;
+  // What providers ask over NATS through (remote providers); attached to nats_ while it lives.
+  std::shared_ptr<BusRequester> requester_ = std::make_shared<BusRequester>();
   std::shared_ptr<const deploy::Inventory> inventory_;  // the config's; replaced on reload
   std::unique_ptr<ProviderMonitor> provider_monitor_;
   std::unique_ptr<RegistryHealthGate> health_gate_;

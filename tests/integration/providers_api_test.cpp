@@ -3,6 +3,7 @@
 // error), answered from the background probes, which run again at their interval.
 #include <gtest/gtest.h>
 #include <google/protobuf/util/json_util.h>
+#include <nats/nats.h>
 
 #include <atomic>
 #include <memory>
@@ -125,6 +126,56 @@ TEST(ProvidersApiTest, EveryProviderWithItsCapabilitiesAndItsLastProbe) {
   EXPECT_EQ(find(*list, "cloud")->last_error(), "GET /rate_limit: 401 Bad credentials");
   EXPECT_GE(calls->load(), 2);
   d.stop();
+}
+
+// A provider served by another process asks it over NATS through the requester it is given:
+// unavailable before orgd connects and after it stops, the reply in between.
+TEST(ProvidersApiTest, TheNatsRequesterProvidersAreGivenAsksOverOrgdsConnection) {
+  NatsServer server;
+  TempDir data("orgd-providers-data");
+  const std::string yaml =
+      "org: acme\n"
+      "nats:\n  urls: [" + server.url() + "]\n  data_dir: " + data.str() + "\n"
+      "http:\n  enabled: false\n"
+      "log:\n  level: warn\n"
+      "providers:\n  plugin: {type: remote}\n";
+  auto requester = std::make_shared<std::shared_ptr<NatsRequester>>();
+  DaemonOptions options;
+  options.provider_factories["remote"] = [requester](const ProviderConfig& config,
+                                                     const ProviderServices& services,
+                                                     const std::string&) {
+    *requester = services.nats;
+    return std::make_unique<ProbedProvider>(config.name, std::make_shared<std::atomic<int>>(0),
+                                            std::make_shared<std::atomic<bool>>(true));
+  };
+  Daemon d(load_config_string(yaml, "test.yaml", Environment()), options, Environment());
+  ASSERT_TRUE(*requester);
+  auto before = (*requester)->request("org.acme.plugin.plugin.describe", "{}", 500ms);
+  ASSERT_FALSE(before);
+  EXPECT_EQ(before.error().code, ErrorCode::unavailable);
+
+  auto client = connect_client(server.url());
+  natsSubscription* sub = nullptr;
+  ASSERT_EQ(natsConnection_Subscribe(
+                &sub, client.get(), "org.acme.plugin.plugin.describe",
+                [](natsConnection* nc, natsSubscription*, natsMsg* msg, void*) {
+                  const std::string answer = R"({"name":"plugin"})";
+                  natsConnection_Publish(nc, natsMsg_GetReply(msg), answer.data(),
+                                         static_cast<int>(answer.size()));
+                  natsMsg_Destroy(msg);
+                },
+                nullptr),
+            NATS_OK);
+  ASSERT_EQ(natsConnection_Flush(client.get()), NATS_OK);
+  d.start();
+  ASSERT_TRUE(wait_until([&] { return d.ready(); }, 15s));
+  auto answered = (*requester)->request("org.acme.plugin.plugin.describe", "{}", 3000ms);
+  ASSERT_TRUE(answered) << answered.error().message;
+  EXPECT_EQ(answered.value(), R"({"name":"plugin"})");
+  d.stop();
+  EXPECT_EQ((*requester)->request("org.acme.plugin.plugin.describe", "{}", 500ms).error().code,
+            ErrorCode::unavailable);
+  natsSubscription_Destroy(sub);
 }
 
 }  // namespace
