@@ -16,6 +16,11 @@
 #include "bench/bench_support.hpp"
 #include "daemon/core/metrics.hpp"
 #include "daemon/net/https_client.hpp"
+#include "daemon/core/config.hpp"
+#include "daemon/core/environment.hpp"
+#include "daemon/deploy/inventory.hpp"
+#include "daemon/plugin/registry.hpp"
+#include "tests/fakes/fake_github.hpp"
 #include "tests/fakes/http_server.hpp"
 #include "tests/support/test_pki.hpp"
 
@@ -31,6 +36,68 @@ struct Params {
   std::int64_t warmup = 200;
   bool tls = true;
 };
+
+// GitHub API calls the github provider makes per operation, counted by the fake GitHub: a
+// secret put (its public key fetched once per target and cached), and a deploy step from dispatch
+// to a successful run read twice, with and without return_run_details.
+void api_calls_per_operation() {
+  constexpr int kPuts = 100;
+  constexpr int kSteps = 10;
+  for (const bool run_details : {true, false}) {
+    testing::FakeGithubServer fake;
+    fake.github().add_token("ghp_bench");
+    fake.github().set_return_run_details_supported(run_details);
+    fake.github().set_run_name("deploy.yml", "deploy ${{ inputs.deploy_id }}");
+    fake.github().complete_runs_after_polls(2, "success");
+    const Environment env(std::map<std::string, std::string>{{"GH_TOKEN", "ghp_bench"}});
+    std::string yaml = "org: acme\nproviders:\n  gh: {type: github, api_url: '" + fake.base_url() +
+                       "', token_env: GH_TOKEN}\nrepos:\n  api:\n    secret_targets:\n"
+                       "      - {provider: gh}\n    deploy:\n      prod: {provider: gh, workflow: "
+                       "deploy.yml, poll_interval: 1s, inputs: {deploy_id: '${ORGD_DEPLOY_ID}'}}\n";
+    const Config config = load_config_string(yaml, "bench.yaml", env);
+    MetricsRegistry metrics;
+    ProviderEnvironment provided;
+    provided.org = "acme";
+    provided.environment = env;
+    provided.http = make_https_transport_factory(metrics, env);
+    const auto inventory = deploy::Inventory::build(config, ProviderRegistry{}, provided);
+    if (run_details) {
+      auto& secrets = *inventory->providers().secret_targets("api").at(0);
+      fake.github().clear_calls();
+      for (int i = 0; i < kPuts; ++i) {
+        if (!secrets.put("SECRET_" + std::to_string(i), Secret::from("value"))) {
+          throw std::runtime_error("secret put failed");
+        }
+      }
+      fmt::print("  github API calls per secret put ({} puts, one target): {:.2f}\n", kPuts,
+                 static_cast<double>(fake.github().calls().size()) / kPuts);
+    }
+    DeployTarget& target = *inventory->target("api", "prod")->target;
+    fake.github().clear_calls();
+    int polls = 0;
+    for (int i = 0; i < kSteps; ++i) {
+      DeployContext c;
+      c.repo = "api";
+      c.env = "prod";
+      c.ref = "v1";
+      c.deploy_id = "bench-" + std::to_string(i);
+      auto progress = target.start(c, {});
+      while (progress && progress.value().status == DeployStatus::running) {
+        c.handle = progress.value().handle;
+        progress = target.poll(c);
+        ++polls;
+      }
+      if (!progress || progress.value().status != DeployStatus::succeeded) {
+        throw std::runtime_error("deploy step did not succeed");
+      }
+    }
+    fmt::print("  github API calls per deploy step ({} steps, return_run_details {}): {:.1f} "
+               "({:.1f} of them polls)\n",
+               kSteps, run_details ? "supported" : "unsupported",
+               static_cast<double>(fake.github().calls().size()) / kSteps,
+               static_cast<double>(polls) / kSteps);
+  }
+}
 
 std::string micros(double us) {
   return us >= 1000 ? fmt::format("{:.2f} ms", us / 1000) : fmt::format("{:.0f} µs", us);
@@ -188,6 +255,7 @@ int run(int argc, char** argv) {
   fmt::print("  ratio orgd/baseline: p50 {:.2f}  p99 {:.2f}; new connections during the run: {}\n",
              b50 > 0 ? c50 / b50 : 0, b99 > 0 ? c99 / b99 : 0,
              server.connections_accepted() - connections_before);
+  api_calls_per_operation();
   return 0;
 }
 

@@ -278,6 +278,7 @@ Result<DeployProgress> WorkflowDeployTarget::progress_of(const DeployContext& co
                                                          WorkflowHandle handle) {
   DeployProgress progress{DeployStatus::running};
   progress.next_poll_after = target_.poll_interval;
+  const bool found_now = handle.run_id.empty();
   if (handle.run_id.empty()) {
     auto found = find_run(context, handle.since);
     if (!found) return found.error();
@@ -297,6 +298,11 @@ Result<DeployProgress> WorkflowDeployTarget::progress_of(const DeployContext& co
   progress.url = string_field(run.value(), "html_url");
   if (status != "completed") {
     progress.detail = "run " + handle.run_id + ": " + (status.empty() ? "queued" : status);
+    // Found by its title just now: the Deployment learns its run.
+    if (found_now) {
+      post_status(context, handle.deployment_id, "in_progress", progress.url,
+                  "orgd deploy " + context.deploy_id);
+    }
     return progress;
   }
   progress.next_poll_after.reset();
