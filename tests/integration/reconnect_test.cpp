@@ -349,24 +349,6 @@ TEST(ReconnectTest, ReadySoonAfterALongOutageEnds) {
   auto d = make_daemon(config_yaml(server.url(), data.str()));
   d->start();
   ASSERT_TRUE(wait_until([&] { return d->ready(); }, 15s)) << "orgd never became ready";
-  // A stream orgd knows nothing of shows that the store really went: orgd re-creates its own
-  // streams as soon as it reconnects, maybe before this test looks, so they cannot show it.
-  {
-    auto before = connect_client(server.url());
-    jsCtx* js = nullptr;
-    ASSERT_EQ(natsConnection_JetStream(&js, before.get(), nullptr), NATS_OK);
-    jsStreamConfig marker;
-    jsStreamConfig_Init(&marker);
-    marker.Name = "STORE_LOSS_MARKER";
-    const char* subjects[] = {"store.loss.marker"};
-    marker.Subjects = subjects;
-    marker.SubjectsLen = 1;
-    jsStreamInfo* info = nullptr;
-    ASSERT_EQ(js_AddStream(&info, js, &marker, nullptr, nullptr), NATS_OK);
-    jsStreamInfo_Destroy(info);
-    jsCtx_Destroy(js);
-  }
-
   server.stop();
   ASSERT_TRUE(wait_until([&] { return !d->ready(); }, 10s));
   // The outage is the fault injected: with reconnect_wait 100ms, a backoff that doubles without
