@@ -18,6 +18,7 @@
 #include <string_view>
 #include <vector>
 
+#include "daemon/core/ascii.hpp"
 #include "daemon/core/logging.hpp"
 #include "daemon/core/metrics.hpp"
 
@@ -60,20 +61,6 @@ std::string format_endpoint(const std::string& host, std::uint16_t port) {
 
 std::string format_endpoint(const tcp::endpoint& ep) {
   return format_endpoint(ep.address().to_string(), ep.port());
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
 }
 
 bool has_line_break(std::string_view s) { return s.find_first_of("\r\n") != s.npos; }
@@ -358,7 +345,7 @@ class Session : public std::enable_shared_from_this<Session> {
     request.target = std::string(req.target());
     for (const auto& field : req) {
       auto [it, inserted] =
-          request.headers.emplace(lower(field.name_string()), std::string(field.value()));
+          request.headers.emplace(ascii_lowered(field.name_string()), std::string(field.value()));
       // Repeated fields combine into one comma-separated list (RFC 9110 §5.3).
       if (!inserted) it->second.append(", ").append(field.value());
     }
@@ -388,7 +375,7 @@ class Session : public std::enable_shared_from_this<Session> {
     for (const auto& [name, value] : out.headers) {
       if (reserved_header(name)) continue;
       if (name.empty() || has_line_break(name) || has_line_break(value)) {
-        server_->log->warn("dropping response header '{}' with a line break", lower(name));
+        server_->log->warn("dropping response header '{}' with a line break", ascii_lowered(name));
         continue;
       }
       res.set(name, value);

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "daemon/core/ascii.hpp"
 #include "daemon/core/logging.hpp"
 #include "daemon/http/webhook_signature.hpp"
 
@@ -23,13 +24,6 @@ constexpr auto kRejectReasons =
 
 // Room for the headers orgd adds to the body on the bus (the X-GitHub-* copies, the ids).
 constexpr std::size_t kHeaderAllowance = 4096;
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
 
 // A delivery id for the log: GitHub's are GUIDs, so anything else is cut out.
 std::string loggable_id(std::string_view id) {
@@ -101,8 +95,8 @@ std::optional<DeliveryRoute> route_from(const std::string& event, const json& pa
       route.owner = string_at(*account, "login").value_or("");
     }
   }
-  route.subject = "github." + subject_token(lower(route.owner)) + "." +
-                  subject_token(lower(route.repo)) + "." + subject_token(event);
+  route.subject = "github." + subject_token(ascii_lowered(route.owner)) + "." +
+                  subject_token(ascii_lowered(route.repo)) + "." + subject_token(event);
   return route;
 }
 

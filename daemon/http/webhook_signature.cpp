@@ -1,5 +1,7 @@
 #include "daemon/http/webhook_signature.hpp"
 
+#include "daemon/core/ascii.hpp"
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -27,13 +29,6 @@ Digest hmac_sha256(std::string_view body, const Secret& secret) {
   return out;
 }
 
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 }  // namespace
 
 std::string github_signature(std::string_view body, const Secret& secret) {
@@ -56,8 +51,8 @@ SignatureCheck check_github_signature(std::string_view header, std::string_view 
   }
   Digest claimed{};
   for (std::size_t i = 0; i < kDigestBytes; ++i) {
-    const int hi = hex_value(header[kPrefix.size() + 2 * i]);
-    const int lo = hex_value(header[kPrefix.size() + 2 * i + 1]);
+    const int hi = hex_digit(header[kPrefix.size() + 2 * i]);
+    const int lo = hex_digit(header[kPrefix.size() + 2 * i + 1]);
     if (hi < 0 || lo < 0) return SignatureCheck::malformed;
     claimed[i] = static_cast<unsigned char>(hi << 4 | lo);
   }

@@ -1,20 +1,12 @@
 #include "daemon/net/http_transport.hpp"
 
-#include <algorithm>
-#include <cctype>
+#include "daemon/core/ascii.hpp"
 
 namespace orgd {
 
 std::string_view HttpResponse::header(std::string_view name) const {
-  const auto same = [&](const std::string& candidate) {
-    return std::equal(candidate.begin(), candidate.end(), name.begin(), name.end(),
-                      [](char a, char b) {
-                        return std::tolower(static_cast<unsigned char>(a)) ==
-                               std::tolower(static_cast<unsigned char>(b));
-                      });
-  };
   for (const auto& h : headers) {
-    if (same(h.name)) return h.value;
+    if (iequals(h.name, name)) return h.value;
   }
   return {};
 }

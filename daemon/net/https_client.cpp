@@ -11,6 +11,7 @@
 #include <fstream>
 #include <thread>
 
+#include "daemon/core/ascii.hpp"
 #include "daemon/core/logging.hpp"
 #include "daemon/net/backoff.hpp"
 
@@ -23,13 +24,6 @@ using Steady = std::chrono::steady_clock;
 
 std::string seconds_text(milliseconds d) {
   return fmt::format("{:.1f} s", static_cast<double>(d.count()) / 1000.0);
-}
-
-bool equals_ci(std::string_view a, std::string_view b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](char x, char y) {
-    return std::tolower(static_cast<unsigned char>(x)) ==
-           std::tolower(static_cast<unsigned char>(y));
-  });
 }
 
 bool is_token(std::string_view s) {
@@ -212,7 +206,7 @@ Result<HttpResponse> HttpsClient::send(HttpRequest request) {
                   permanent(invalid_argument(label + ": header '" + h.name +
                                              "' has a name or value not allowed in HTTP")));
     }
-    if (equals_ci(h.name, "transfer-encoding")) {
+    if (iequals(h.name, "transfer-encoding")) {
       return fail("invalid_request",
                   permanent(invalid_argument(label + ": Transfer-Encoding is not supported")));
     }
@@ -424,8 +418,8 @@ net::Outcome<HttpResponse> HttpsClient::exchange(const HttpRequest& request, con
       request.method + " " + url.target + " HTTP/1.1\r\nHost: " + url.host_header() + "\r\n";
   bool has_user_agent = false;
   for (const auto& h : request.headers) {
-    if (equals_ci(h.name, "host") || equals_ci(h.name, "content-length")) continue;
-    if (equals_ci(h.name, "user-agent")) has_user_agent = true;
+    if (iequals(h.name, "host") || iequals(h.name, "content-length")) continue;
+    if (iequals(h.name, "user-agent")) has_user_agent = true;
     head += h.name + ": " + h.value + "\r\n";
   }
   if (!has_user_agent && !options_.user_agent.empty())

@@ -5,24 +5,11 @@
 #include <algorithm>
 #include <cctype>
 
+#include "daemon/core/ascii.hpp"
 #include "daemon/net/url.hpp"
 
 namespace orgd::net {
 namespace {
-
-std::string lower(std::string_view s) {
-  std::string out{s};
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
 
 // Percent-decodes into a Secret; the intermediate string is wiped by Secret::take.
 Result<Secret> decode_userinfo(std::string_view text) {
@@ -34,8 +21,8 @@ Result<Secret> decode_userinfo(std::string_view text) {
         Secret::take(std::move(out));
         return permanent(invalid_argument("proxy URL has a bad percent-escape in its credentials"));
       }
-      const int hi = hex_value(text[i + 1]);
-      const int lo = hex_value(text[i + 2]);
+      const int hi = hex_digit(text[i + 1]);
+      const int lo = hex_digit(text[i + 2]);
       if (hi < 0 || lo < 0) {
         Secret::take(std::move(out));
         return permanent(invalid_argument("proxy URL has a bad percent-escape in its credentials"));
@@ -78,7 +65,7 @@ Result<std::shared_ptr<const ProxySettings>> parse_proxy(std::string_view text) 
     with_scheme = "http://" + std::string{text};
   } else {
     with_scheme = std::string{text};
-    const std::string scheme = lower(text.substr(0, text.find("://")));
+    const std::string scheme = ascii_lowered(text.substr(0, text.find("://")));
     if (scheme != "http") {
       Secret::take(std::move(with_scheme));
       return permanent(invalid_argument("proxy URL scheme '" + scheme +
@@ -110,11 +97,11 @@ Result<std::shared_ptr<const ProxySettings>> parse_proxy(std::string_view text) 
 }
 
 bool no_proxy_matches(std::string_view no_proxy, std::string_view host, std::uint16_t port) {
-  const std::string h = lower(host);
+  const std::string h = ascii_lowered(host);
   std::size_t i = 0;
   while (i < no_proxy.size()) {
     const auto end = no_proxy.find_first_of(", \t", i);
-    std::string entry = lower(no_proxy.substr(i, end == std::string_view::npos ? end : end - i));
+    std::string entry = ascii_lowered(no_proxy.substr(i, end == std::string_view::npos ? end : end - i));
     i = end == std::string_view::npos ? no_proxy.size() : end + 1;
     if (entry.empty()) continue;
     if (entry == "*") return true;

@@ -1,5 +1,7 @@
 #include "daemon/net/rate_limits.hpp"
 
+#include "daemon/core/ascii.hpp"
+
 #include <ctime>
 
 #include <algorithm>
@@ -25,15 +27,6 @@ std::optional<long> to_long(std::string_view s) {
   const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
   if (ec != std::errc{} || end != s.data() + s.size()) return std::nullopt;
   return v;
-}
-
-bool contains_ci(std::string_view haystack, std::string_view needle) {
-  const auto it = std::search(haystack.begin(), haystack.end(), needle.begin(), needle.end(),
-                              [](char a, char b) {
-                                return std::tolower(static_cast<unsigned char>(a)) ==
-                                       std::tolower(static_cast<unsigned char>(b));
-                              });
-  return it != haystack.end();
 }
 
 // Splits "item;k=v;k=v" into the item and its parameters.
@@ -193,7 +186,7 @@ RateLimitDecision decide_rate_limit(RateLimitHeaders kind, const HttpResponse& r
   const auto retry_after = parse_retry_after(response.header("retry-after"), now);
   const auto snapshot = read_rate_limit(kind, response, now);
   const bool exhausted = snapshot.remaining && *snapshot.remaining == 0 && snapshot.reset;
-  if (is_403 && !retry_after && !exhausted && !contains_ci(response.body, "rate limit")) {
+  if (is_403 && !retry_after && !exhausted && !icontains(response.body, "rate limit")) {
     return {};  // a permission answer
   }
   if (retry_after) return {Throttle::retry_after, std::max(*retry_after, milliseconds{1000})};

@@ -1,5 +1,7 @@
 #include "daemon/net/url.hpp"
 
+#include "daemon/core/ascii.hpp"
+
 #include <arpa/inet.h>
 
 #include <algorithm>
@@ -7,13 +9,6 @@
 
 namespace orgd::net {
 namespace {
-
-std::string lower(std::string_view s) {
-  std::string out{s};
-  std::transform(out.begin(), out.end(), out.begin(),
-                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return out;
-}
 
 std::uint16_t default_port(std::string_view scheme) { return scheme == "https" ? 443 : 80; }
 
@@ -51,7 +46,7 @@ Result<Url> parse_url(std::string_view text) {
   if (sep == std::string_view::npos) {
     return permanent(invalid_argument("not an absolute URL (no scheme://)"));
   }
-  url.scheme = lower(text.substr(0, sep));
+  url.scheme = ascii_lowered(text.substr(0, sep));
   if (url.scheme != "http" && url.scheme != "https") {
     return permanent(
         invalid_argument("URL scheme '" + url.scheme + "' is not supported (http or https)"));
@@ -92,7 +87,7 @@ Result<Url> parse_url(std::string_view text) {
       return permanent(invalid_argument("URL host has a character not allowed in a host name"));
     }
   }
-  url.host = lower(host);
+  url.host = ascii_lowered(host);
   if (port.empty()) {
     url.port = default_port(url.scheme);
   } else {
@@ -120,7 +115,7 @@ Result<Url> parse_url(std::string_view text) {
 }
 
 bool is_loopback_host(std::string_view host) {
-  const std::string h = lower(host);
+  const std::string h = ascii_lowered(host);
   if (h == "localhost" || (h.size() > 10 && h.ends_with(".localhost"))) return true;
   if (h == "::1") return true;
   in_addr addr{};

@@ -13,6 +13,7 @@
 #include <optional>
 #include <utility>
 
+#include "daemon/core/ascii.hpp"
 #include "daemon/core/logging.hpp"
 #include "daemon/core/timestamps.hpp"
 
@@ -163,10 +164,7 @@ Error github_error(std::string_view what, const HttpResponse& response, Clock::t
     const auto retry_after = header_number(response, "retry-after");
     const auto remaining = header_number(response, "x-ratelimit-remaining");
     const auto reset = header_number(response, "x-ratelimit-reset");
-    std::string lowered = message;
-    std::transform(lowered.begin(), lowered.end(), lowered.begin(),
-                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    const bool says_rate_limit = lowered.find("rate limit") != std::string::npos;
+    const bool says_rate_limit = icontains(message, "rate limit");
     // cloud-apis.md §1.5: retry-after first, then the reset when nothing remains, else at least
     // a minute (secondary limits).
     if (retry_after) return rate_limited(text, duration_cast<milliseconds>(seconds{*retry_after}));
