@@ -60,9 +60,11 @@ SettingsReader provider_settings(const ProviderConfig& config, const std::string
 
 SettingsReader secret_target_settings(const SecretTargetConfig& target,
                                       const std::string& source_file) {
-  return SettingsReader{target.settings, source_file, target.line,
-                        "repos." + target.repo + ".secret_targets[" +
-                            std::to_string(target.index) + "]",
+  const std::string path = target.organization
+                               ? "secrets.org_targets[" + std::to_string(target.index) + "]"
+                               : "repos." + target.repo + ".secret_targets[" +
+                                     std::to_string(target.index) + "]";
+  return SettingsReader{target.settings, source_file, target.line, path,
                         reserved_secret_target_keys()};
 }
 

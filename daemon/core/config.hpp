@@ -153,17 +153,22 @@ struct DeployConfig {
 
 // Keys of a secret target that are not the provider's.
 inline const std::vector<std::string>& reserved_secret_target_keys() {
-  static const std::vector<std::string> keys{"provider", "prune"};
+  static const std::vector<std::string> keys{"provider", "prune", "names"};
   return keys;
 }
 
-// repos.<name>.secret_targets[i] (DESIGN.md §9): where a repo's secrets are pushed.
+// repos.<name>.secret_targets[i] or secrets.org_targets[i] (DESIGN.md §9): where secrets are
+// pushed.
 struct SecretTargetConfig {
-  std::string repo;
-  int index = 0;  // its place in the list
+  std::string repo;           // empty for an org target
+  bool organization = false;  // secrets.org_targets: the org's own secrets (GitHub org secrets)
+  int index = 0;              // its place in the list
   std::string provider;
   // Delete secrets at the target that orgd did not put there (never, unless said).
   bool prune = false;
+  // The names this target gets: an org target's (required), or a subset of its repo's secrets
+  // (empty: all of them).
+  std::vector<std::string> names;
   // The item's map as written; the provider's settings are its keys other than
   // reserved_secret_target_keys().
   YAML::Node settings;
@@ -187,9 +192,52 @@ struct RepoConfig {
   int line = 0;
 };
 
+// secrets.sources[i]: a .env file imported into the vault at start and when it changes.
+struct SecretSourceConfig {
+  std::string file;
+  std::string scope;  // "org" or a repo's name
+  int line = 0;
+};
+
+// secrets.rotation.<name>: when and how a secret is replaced.
+struct RotationPolicyConfig {
+  std::string name;
+  // Rotated when its active value is older (0: only on demand or on a rotation event).
+  Duration max_age{0};
+  // A random value of `length` characters from `alphabet` (a named set: alphanumeric, hex,
+  // base64url; or the characters themselves), unless `issuer` names a provider whose credential
+  // issuer makes it.
+  int length = 32;
+  std::string alphabet = "alphanumeric";
+  std::string issuer;
+  // How long the old value stays valid (kept, not revoked) once the new one is active.
+  Duration overlap{std::chrono::hours{1}};
+  int line = 0;
+};
+
+// secrets.backup: scheduled encrypted backups of the whole vault.
+struct SecretsBackupConfig {
+  std::string dir;  // empty: no scheduled backups
+  Duration interval{std::chrono::hours{24}};
+  int keep = 14;
+};
+
 struct SecretsConfig {
+  // The vault's master key: 32 bytes, base64, in a file or an env var; or a passphrase (env
+  // var) stretched with Argon2id.
   std::string master_key_file;
   std::string master_key_env;
+  std::string passphrase_env;
+  std::vector<SecretSourceConfig> sources;
+  std::vector<SecretTargetConfig> org_targets;
+  // Scheduled reconcile on the lease holder (0: only on a change or when asked).
+  Duration sync_interval{std::chrono::minutes{10}};
+  std::map<std::string, RotationPolicyConfig> rotation;
+  SecretsBackupConfig backup;
+
+  bool has_master_key() const {
+    return !master_key_file.empty() || !master_key_env.empty() || !passphrase_env.empty();
+  }
 };
 
 struct Config {

@@ -33,8 +33,14 @@ constexpr auto kLogKeys = std::to_array<std::string_view>({"level", "format"});
 constexpr auto kRepoKeys =
     std::to_array<std::string_view>({"depends_on", "deploy", "secrets", "secret_targets", "health"});
 constexpr auto kHealthKeys = std::to_array<std::string_view>({"services", "ttl"});
-constexpr auto kSecretsKeys =
-    std::to_array<std::string_view>({"master_key_file", "master_key_env"});
+constexpr auto kSecretsKeys = std::to_array<std::string_view>(
+    {"master_key_file", "master_key_env", "passphrase_env", "sources", "org_targets",
+     "sync_interval", "rotation", "backup"});
+constexpr auto kSecretSourceKeys = std::to_array<std::string_view>({"file", "scope"});
+constexpr auto kRotationKeys =
+    std::to_array<std::string_view>({"max_age", "generate", "issuer", "overlap"});
+constexpr auto kGenerateKeys = std::to_array<std::string_view>({"length", "alphabet"});
+constexpr auto kBackupKeys = std::to_array<std::string_view>({"dir", "interval", "keep"});
 constexpr auto kLogLevels =
     std::to_array<std::string_view>({"trace", "debug", "info", "warn", "error", "critical", "off"});
 constexpr auto kLogFormats = std::to_array<std::string_view>({"text", "json"});
@@ -69,10 +75,11 @@ class SectionReader {
     if (const SchemaEntry* e = find("nats")) load_nats(*e, config.nats);
     if (const SchemaEntry* e = find("http")) load_http(*e, config.http);
     if (const SchemaEntry* e = find("log")) load_log(*e, config.log);
-    if (const SchemaEntry* e = find("secrets")) load_secrets(*e, config.secrets);
     if (const SchemaEntry* e = find("deploy")) load_deploy_settings(*e, config.deploy);
     if (const SchemaEntry* e = find("providers")) load_providers(*e, config.providers);
     if (const SchemaEntry* e = find("repos")) load_repos(*e, config);
+    // After repos and providers: sources name repos, targets and issuers name providers.
+    if (const SchemaEntry* e = find("secrets")) load_secrets(*e, config);
   }
 
  private:
@@ -229,13 +236,186 @@ class SectionReader {
     }
   }
 
-  void load_secrets(const SchemaEntry& section, SecretsConfig& secrets) {
+  void load_secrets(const SchemaEntry& section, Config& config) {
+    SecretsConfig& secrets = config.secrets;
     lines_.secrets = section.line;
     auto entries = schema_.mapping(section.value, section.path, section.value_line, kSecretsKeys);
     if (!entries) return;
     for (const SchemaEntry& e : *entries) {
-      if (e.key == "master_key_file") schema_.read_string(e, secrets.master_key_file);
-      if (e.key == "master_key_env") schema_.read_string(e, secrets.master_key_env);
+      if (e.key == "master_key_file") schema_.read_string(e, secrets.master_key_file, false);
+      if (e.key == "master_key_env") schema_.read_string(e, secrets.master_key_env, false);
+      if (e.key == "passphrase_env") schema_.read_string(e, secrets.passphrase_env, false);
+      if (e.key == "sources") load_secret_sources(e, config);
+      if (e.key == "org_targets") load_org_targets(e, secrets);
+      if (e.key == "sync_interval") schema_.read_duration(e, true, secrets.sync_interval);
+      if (e.key == "rotation") load_rotation(e, secrets);
+      if (e.key == "backup") load_backup(e, secrets.backup);
+    }
+  }
+
+  void load_secret_sources(const SchemaEntry& section, Config& config) {
+    if (section.value.IsNull()) return;
+    if (!section.value.IsSequence()) {
+      schema_.report(section.value_line, section.path,
+                     "expected a list of sources ({file: <path>, scope: org|<repo>}), got " +
+                         kind_of(section.value));
+      return;
+    }
+    int index = 0;
+    for (const YAML::Node& item : section.value) {
+      const std::string path = fmt::format("{}[{}]", section.path, index++);
+      SecretSourceConfig source;
+      source.line = line_of(item, section.value_line);
+      auto fields = schema_.mapping(item, path, source.line, kSecretSourceKeys);
+      if (!fields) continue;
+      bool has_scope = false;
+      for (const SchemaEntry& f : *fields) {
+        if (f.key == "file") schema_.read_string(f, source.file, false);
+        if (f.key == "scope") {
+          has_scope = true;
+          schema_.read_string(f, source.scope, false);
+          if (!source.scope.empty() && source.scope != "org" &&
+              config.repos.count(source.scope) == 0) {
+            schema_.report(f.value_line, f.path,
+                           fmt::format("unknown repo {} (a scope is org or a repo under repos:)",
+                                       quoted(source.scope)));
+          }
+        }
+      }
+      if (source.file.empty()) {
+        schema_.report(source.line, path + ".file", "required key missing (the .env file)");
+        continue;
+      }
+      if (!has_scope) {
+        schema_.report(source.line, path + ".scope", "required key missing (org or a repo)");
+        continue;
+      }
+      config.secrets.sources.push_back(std::move(source));
+    }
+  }
+
+  void load_org_targets(const SchemaEntry& section, SecretsConfig& secrets) {
+    if (section.value.IsNull()) return;
+    if (!section.value.IsSequence()) {
+      schema_.report(section.value_line, section.path,
+                     "expected a list of targets ({provider: <name>, names: [...]}), got " +
+                         kind_of(section.value));
+      return;
+    }
+    int index = 0;
+    for (const YAML::Node& item : section.value) {
+      const std::string path = fmt::format("{}[{}]", section.path, index);
+      SecretTargetConfig target;
+      target.organization = true;
+      target.index = index++;
+      target.line = line_of(item, section.value_line);
+      if (!read_secret_target(item, path, target)) continue;
+      if (target.names.empty()) {
+        schema_.report(target.line, path + ".names",
+                       "required key missing (the org secrets this target gets)");
+        continue;
+      }
+      secrets.org_targets.push_back(std::move(target));
+    }
+  }
+
+  // provider (declared), prune and names of a secret target; false (reported) when unusable.
+  bool read_secret_target(const YAML::Node& item, const std::string& path,
+                          SecretTargetConfig& target) {
+    auto fields = schema_.mapping(item, path, target.line, Words{});
+    if (!fields) return false;
+    const auto provider = std::find_if(fields->begin(), fields->end(),
+                                       [](const SchemaEntry& e) { return e.key == "provider"; });
+    if (provider == fields->end()) {
+      schema_.report(target.line, path + ".provider",
+                     "required key missing (the name of a provider)");
+      return false;
+    }
+    schema_.read_string(*provider, target.provider);
+    if (target.provider.empty()) {
+      if (provider->value.IsScalar())
+        schema_.report(provider->value_line, provider->path, "must not be empty");
+      return false;
+    }
+    if (declared_providers_.count(target.provider) == 0) {
+      schema_.report(provider->value_line, provider->path,
+                     fmt::format("unknown provider {} (declare it under providers:)",
+                                 quoted(target.provider)));
+      return false;
+    }
+    for (const SchemaEntry& f : *fields) {
+      if (f.key == "prune") schema_.read_bool(f, target.prune);
+      if (f.key == "names") target.names = schema_.read_names(f, "secret");
+    }
+    target.settings = item;  // the provider's reader skips provider, prune and names
+    return true;
+  }
+
+  void load_rotation(const SchemaEntry& section, SecretsConfig& secrets) {
+    auto entries = schema_.mapping(section.value, section.path, section.value_line, Words{});
+    if (!entries) return;
+    for (const SchemaEntry& r : *entries) {
+      if (!valid_name(r.key)) {
+        schema_.report(r.line, r.path, "invalid secret name (expected [A-Za-z0-9_-]+)");
+        continue;
+      }
+      RotationPolicyConfig policy;
+      policy.name = r.key;
+      policy.line = r.line;
+      auto fields = schema_.mapping(r.value, r.path, r.value_line, kRotationKeys);
+      if (!fields) continue;
+      bool generate = false;
+      for (const SchemaEntry& f : *fields) {
+        if (f.key == "max_age") schema_.read_duration(f, true, policy.max_age);
+        if (f.key == "overlap") schema_.read_duration(f, true, policy.overlap);
+        if (f.key == "issuer") {
+          schema_.read_string(f, policy.issuer, false);
+          if (!policy.issuer.empty() && declared_providers_.count(policy.issuer) == 0) {
+            schema_.report(f.value_line, f.path,
+                           fmt::format("unknown provider {} (declare it under providers:)",
+                                       quoted(policy.issuer)));
+          }
+        }
+        if (f.key == "generate") {
+          generate = true;
+          load_generator(f, policy);
+        }
+      }
+      if (generate == !policy.issuer.empty()) {
+        schema_.report(r.line, r.path,
+                       "set exactly one of generate ({length, alphabet}) and issuer (a provider)");
+      }
+      secrets.rotation.emplace(policy.name, std::move(policy));
+    }
+  }
+
+  void load_generator(const SchemaEntry& section, RotationPolicyConfig& policy) {
+    auto fields = schema_.mapping(section.value, section.path, section.value_line, kGenerateKeys);
+    if (!fields) return;
+    for (const SchemaEntry& f : *fields) {
+      if (f.key == "length") schema_.read_int(f, 16, 4096, policy.length);
+      if (f.key == "alphabet") {
+        schema_.read_string(f, policy.alphabet, false);
+        const std::set<char> distinct(policy.alphabet.begin(), policy.alphabet.end());
+        const bool named = policy.alphabet == "alphanumeric" || policy.alphabet == "hex" ||
+                           policy.alphabet == "base64url";
+        if (!named && distinct.size() < 16) {
+          schema_.report(f.value_line, f.path,
+                         "expected alphanumeric, hex, base64url, or at least 16 distinct "
+                         "characters");
+          policy.alphabet = "alphanumeric";
+        }
+      }
+    }
+  }
+
+  void load_backup(const SchemaEntry& section, SecretsBackupConfig& backup) {
+    auto fields = schema_.mapping(section.value, section.path, section.value_line, kBackupKeys);
+    if (!fields) return;
+    for (const SchemaEntry& f : *fields) {
+      if (f.key == "dir") schema_.read_string(f, backup.dir, false);
+      if (f.key == "interval") schema_.read_duration(f, false, backup.interval);
+      if (f.key == "keep") schema_.read_int(f, 1, 10000, backup.keep);
     }
   }
 
@@ -482,30 +662,13 @@ class SectionReader {
       target.repo = repo.name;
       target.index = index++;
       target.line = line;
-      auto fields = schema_.mapping(item, path, line, Words{});
-      if (!fields) continue;
-      const auto provider = std::find_if(fields->begin(), fields->end(),
-                                         [](const SchemaEntry& e) { return e.key == "provider"; });
-      if (provider == fields->end()) {
-        schema_.report(line, path + ".provider", "required key missing (the name of a provider)");
-        continue;
+      if (!read_secret_target(item, path, target)) continue;
+      for (const auto& name : target.names) {
+        if (std::find(repo.secrets.begin(), repo.secrets.end(), name) == repo.secrets.end()) {
+          schema_.report(line, path + ".names",
+                         fmt::format("{} is not one of repos.{}.secrets", quoted(name), repo.name));
+        }
       }
-      schema_.read_string(*provider, target.provider);
-      if (target.provider.empty()) {
-        if (provider->value.IsScalar())
-          schema_.report(provider->value_line, provider->path, "must not be empty");
-        continue;
-      }
-      if (declared_providers_.count(target.provider) == 0) {
-        schema_.report(provider->value_line, provider->path,
-                       fmt::format("unknown provider {} (declare it under providers:)",
-                                   quoted(target.provider)));
-        continue;
-      }
-      for (const SchemaEntry& f : *fields) {
-        if (f.key == "prune") schema_.read_bool(f, target.prune);
-      }
-      target.settings = item;  // the provider's reader skips `provider` and `prune`
       repo.secret_targets.push_back(std::move(target));
     }
   }
@@ -546,8 +709,23 @@ void ConfigSections::check_combinations(const Config& config) {
   if (nats.jwt_env.empty() != nats.nkey_seed_env.empty()) {
     schema_.report(lines_.nats, "nats", "jwt_env and nkey_seed_env go together");
   }
-  if (!config.secrets.master_key_file.empty() && !config.secrets.master_key_env.empty()) {
-    schema_.report(lines_.secrets, "secrets", "set only one of master_key_file and master_key_env");
+  const SecretsConfig& secrets = config.secrets;
+  const int key_sources = int{!secrets.master_key_file.empty()} +
+                          int{!secrets.master_key_env.empty()} +
+                          int{!secrets.passphrase_env.empty()};
+  if (key_sources > 1) {
+    schema_.report(lines_.secrets, "secrets",
+                   "set only one of master_key_file, master_key_env and passphrase_env");
+  }
+  bool uses_vault = !secrets.sources.empty() || !secrets.org_targets.empty() ||
+                    !secrets.rotation.empty() || !secrets.backup.dir.empty();
+  for (const auto& [name, repo] : config.repos) {
+    if (!repo.secrets.empty()) uses_vault = true;
+  }
+  if (uses_vault && key_sources == 0 && lines_.secrets != 0) {
+    schema_.report(lines_.secrets, "secrets",
+                   "the vault needs a master key: set master_key_file, master_key_env or "
+                   "passphrase_env");
   }
 }
 

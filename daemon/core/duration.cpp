@@ -14,7 +14,8 @@ struct Unit {
 
 // Largest first: a duration's components must appear in this order, each at most once, so that
 // typos such as "5m5m" or "30s1m" are rejected instead of silently summed.
-constexpr std::array<Unit, 4> kUnits{{{"h", 3'600'000}, {"m", 60'000}, {"s", 1'000}, {"ms", 1}}};
+constexpr std::array<Unit, 5> kUnits{
+    {{"d", 86'400'000}, {"h", 3'600'000}, {"m", 60'000}, {"s", 1'000}, {"ms", 1}}};
 
 constexpr std::int64_t kMax = std::numeric_limits<Duration::rep>::max();
 
@@ -24,10 +25,10 @@ bool is_digit(char c) { return c >= '0' && c <= '9'; }
 const Unit* read_unit(std::string_view text, std::size_t& length) {
   if (text.starts_with("ms")) {
     length = 2;
-    return &kUnits[3];
+    return &kUnits[4];
   }
   if (text.empty()) return nullptr;
-  for (std::size_t i = 0; i < 3; ++i) {
+  for (std::size_t i = 0; i < 4; ++i) {
     if (text.front() == kUnits[i].suffix.front()) {
       length = 1;
       return &kUnits[i];

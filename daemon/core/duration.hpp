@@ -9,7 +9,7 @@ namespace orgd {
 
 using Duration = std::chrono::milliseconds;
 
-// Parses "500ms", "30s", "5m", "2h" (also combined: "1m30s"). nullopt on anything else,
+// Parses "500ms", "30s", "5m", "2h", "30d" (also combined: "1m30s", "1d12h"). nullopt on anything else,
 // including negative values and overflow.
 std::optional<Duration> parse_duration(std::string_view text);
 

@@ -23,6 +23,7 @@ ProviderServices services_for(const ProviderConfig& config, const ProviderEnviro
   services.environment = env.environment;
   services.http = env.http;
   services.nats = env.nats ? env.nats : std::make_shared<UnconnectedNatsRequester>();
+  services.repo_secrets = env.repo_secrets;
   services.log = logging::get("provider." + config.name);
   services.data_dir = env.data_dir;
   if (!env.data_dir.empty()) {

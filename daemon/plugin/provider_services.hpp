@@ -41,6 +41,23 @@ class UnconnectedNatsRequester final : public NatsRequester {
   }
 };
 
+// A secret value with its name, as the vault resolves it for a repo.
+struct NamedSecret {
+  std::string name;
+  Secret value;
+};
+
+// The vault's answer to "what are this repo's secrets?" (DESIGN.md §8: an exec target's command
+// gets them in its environment): each of repos.<repo>.secrets, the repo's own value else the
+// org's. Values leave the vault only through this, in Secret memory.
+class RepoSecrets {
+ public:
+  virtual ~RepoSecrets() = default;
+  // not_found naming the secret when one of the repo's names has no value; unavailable when
+  // the vault cannot be read.
+  virtual Result<std::vector<NamedSecret>> secrets_for(const std::string& repo) = 0;
+};
+
 // What the daemon offers every provider.
 struct ProviderEnvironment {
   std::string data_dir;
@@ -55,6 +72,8 @@ struct ProviderEnvironment {
   // Null: an UnconnectedNatsRequester.
   std::shared_ptr<NatsRequester> nats;
   std::string org;  // `org:` of the config (a provider's default owner, account, ...)
+  // Null when orgd has no vault (no secrets configured): repos then get no secrets.
+  std::shared_ptr<RepoSecrets> repo_secrets;
 };
 
 // What one provider instance is given.
@@ -69,6 +88,8 @@ struct ProviderServices {
   Environment environment;
   HttpTransportFactory http;
   std::shared_ptr<NatsRequester> nats;
+  // The vault's view of repos' secrets; null without a vault.
+  std::shared_ptr<RepoSecrets> repo_secrets;
   std::shared_ptr<spdlog::logger> log;  // "provider.<name>"
   // <data_dir>/<type>: files that outlive orgd (release records, markers); empty when orgd has
   // no data directory. Created by the provider when it first writes.

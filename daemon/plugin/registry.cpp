@@ -61,6 +61,33 @@ std::unique_ptr<Provider> ProviderRegistry::create(const ProviderConfig& config,
   return it->second(config, services_for(config, env), source_file);
 }
 
+// A secret target of a repo or of the org, built by its provider; null (reported) when the
+// provider has no secret targets or refuses the settings.
+std::shared_ptr<SecretTarget> ProviderSet::build_secret_target(const ProviderSet& set,
+                                                               const std::string& source,
+                                                               const SecretTargetConfig& target,
+                                                               std::vector<std::string>& problems) {
+  Provider* provider = set.find(target.provider);
+  if (provider == nullptr) return nullptr;
+  const std::string path =
+      target.organization
+          ? fmt::format("secrets.org_targets[{}]", target.index)
+          : fmt::format("repos.{}.secret_targets[{}]", target.repo, target.index);
+  if (!provider->capabilities().secret_target) {
+    problems.push_back(fmt::format(
+        "{}: {}.provider: provider {} ({}) has no secret targets (it offers: {})",
+        where(source, target.line), path, provider->name(), provider->type(),
+        fmt::join(provider->capabilities().names(), ", ")));
+    return nullptr;
+  }
+  try {
+    return provider->make_secret_target(target, source);
+  } catch (const ConfigError& e) {
+    problems.insert(problems.end(), e.problems().begin(), e.problems().end());
+    return nullptr;
+  }
+}
+
 std::shared_ptr<ProviderSet> ProviderSet::build(const Config& config,
                                                 const ProviderRegistry& registry,
                                                 const ProviderEnvironment& env) {
@@ -95,23 +122,23 @@ std::shared_ptr<ProviderSet> ProviderSet::build(const Config& config,
           provider->type(), fmt::join(provider->capabilities().names(), ", ")));
     }
     for (const auto& target : repo.secret_targets) {
-      Provider* provider = set->find(target.provider);
-      if (provider == nullptr) continue;
-      if (!provider->capabilities().secret_target) {
-        problems.push_back(fmt::format(
-            "{}: repos.{}.secret_targets[{}].provider: provider {} ({}) has no secret targets "
-            "(it offers: {})",
-            where(config.source, target.line), repo_name, target.index, provider->name(),
-            provider->type(), fmt::join(provider->capabilities().names(), ", ")));
-        continue;
-      }
-      try {
-        set->secret_targets_[repo_name].push_back(
-            provider->make_secret_target(target, config.source));
-      } catch (const ConfigError& e) {
-        problems.insert(problems.end(), e.problems().begin(), e.problems().end());
+      if (auto built = build_secret_target(*set, config.source, target, problems)) {
+        set->secret_targets_[repo_name].push_back(std::move(built));
       }
     }
+  }
+  for (const auto& target : config.secrets.org_targets) {
+    if (auto built = build_secret_target(*set, config.source, target, problems)) {
+      set->org_secret_targets_.push_back(std::move(built));
+    }
+  }
+  for (const auto& [name, policy] : config.secrets.rotation) {
+    const Provider* provider = policy.issuer.empty() ? nullptr : set->find(policy.issuer);
+    if (provider == nullptr || provider->capabilities().credential_issuer) continue;
+    problems.push_back(fmt::format(
+        "{}: secrets.rotation.{}.issuer: provider {} ({}) issues no credentials (it offers: {})",
+        where(config.source, policy.line), name, provider->name(), provider->type(),
+        fmt::join(provider->capabilities().names(), ", ")));
   }
   return set;
 }
@@ -121,6 +148,10 @@ const std::vector<std::shared_ptr<SecretTarget>>& ProviderSet::secret_targets(
   static const std::vector<std::shared_ptr<SecretTarget>> none;
   const auto it = secret_targets_.find(repo);
   return it == secret_targets_.end() ? none : it->second;
+}
+
+const std::vector<std::shared_ptr<SecretTarget>>& ProviderSet::org_secret_targets() const {
+  return org_secret_targets_;
 }
 
 Provider* ProviderSet::find(const std::string& name) const {

@@ -57,11 +57,20 @@ class ProviderSet {
   // A repo's secret targets (repos.<repo>.secret_targets), in config order, built and validated
   // with the providers.
   const std::vector<std::shared_ptr<SecretTarget>>& secret_targets(const std::string& repo) const;
+  // The org's (secrets.org_targets), in config order: org_secret_targets()[i] is
+  // config.secrets.org_targets[i] when every one built.
+  const std::vector<std::shared_ptr<SecretTarget>>& org_secret_targets() const;
 
  private:
+  static std::shared_ptr<SecretTarget> build_secret_target(const ProviderSet& set,
+                                                           const std::string& source,
+                                                           const SecretTargetConfig& target,
+                                                           std::vector<std::string>& problems);
+
   std::vector<std::unique_ptr<Provider>> providers_;
   std::map<std::string, Provider*> by_name_;
   std::map<std::string, std::vector<std::shared_ptr<SecretTarget>>> secret_targets_;
+  std::vector<std::shared_ptr<SecretTarget>> org_secret_targets_;
 };
 
 }  // namespace orgd

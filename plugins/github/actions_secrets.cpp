@@ -15,7 +15,7 @@ SecretPlace parse_secret_place(const SecretTargetConfig& target, const std::stri
   SettingsReader reader = secret_target_settings(target, source_file);
   SecretPlace place;
   place.owner = settings.owner;
-  const bool org = reader.boolean("org", false);
+  const bool org = target.organization || reader.boolean("org", false);
   const auto repo = reader.string("repo");
   const auto environment = reader.string("environment");
   const auto visibility = reader.string("visibility");

@@ -17,6 +17,9 @@ TEST(ParseDuration, SingleUnits) {
   EXPECT_EQ(parse_duration("30s"), seconds{30});
   EXPECT_EQ(parse_duration("5m"), minutes{5});
   EXPECT_EQ(parse_duration("2h"), hours{2});
+  EXPECT_EQ(parse_duration("30d"), hours{24 * 30});
+  EXPECT_EQ(parse_duration("1d12h"), hours{36});
+  EXPECT_EQ(parse_duration("12h1d"), std::nullopt);
   EXPECT_EQ(parse_duration("0s"), milliseconds{0});
   EXPECT_EQ(parse_duration("0"), milliseconds{0});
   EXPECT_EQ(parse_duration("0ms"), milliseconds{0});
