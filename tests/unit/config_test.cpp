@@ -569,6 +569,109 @@ repos:
   }
 }
 
+constexpr const char* kSecretsConfig = R"(providers:
+  gh: {type: github, owner: acme, token_env: GH_TOKEN}
+  synadia: {type: synadia}
+repos:
+  api:
+    secrets: [DATABASE_URL, SESSION_KEY]
+    secret_targets:
+      - {provider: gh}
+      - {provider: gh, environment: production, names: [SESSION_KEY]}
+secrets:
+  passphrase_env: ORGD_PASSPHRASE
+  sources:
+    - {file: /srv/acme/.github/.env, scope: org}
+    - {file: /srv/acme/api/.env, scope: api}
+  org_targets:
+    - {provider: gh, names: [NPM_TOKEN], visibility: private, prune: true}
+  sync_interval: 5m
+  rotation:
+    SESSION_KEY: {max_age: 30d, generate: {length: 48, alphabet: hex}, overlap: 2h}
+    NATS_DEPLOYER_CREDS: {max_age: 7d, issuer: synadia}
+  backup: {dir: /var/lib/orgd/backups, interval: 12h, keep: 3}
+)";
+
+TEST(SecretsConfig, EveryKeyOfDesignSection9Loads) {
+  const Config c = load(kSecretsConfig);
+  const SecretsConfig& s = c.secrets;
+  EXPECT_EQ(s.passphrase_env, "ORGD_PASSPHRASE");
+  EXPECT_TRUE(s.has_master_key());
+  ASSERT_THAT(s.sources, SizeIs(2));
+  EXPECT_EQ(s.sources[0].file, "/srv/acme/.github/.env");
+  EXPECT_EQ(s.sources[0].scope, "org");
+  EXPECT_EQ(s.sources[1].scope, "api");
+  EXPECT_EQ(s.sources[1].line, 14);
+  ASSERT_THAT(s.org_targets, SizeIs(1));
+  EXPECT_TRUE(s.org_targets[0].organization);
+  EXPECT_TRUE(s.org_targets[0].prune);
+  EXPECT_EQ(s.org_targets[0].provider, "gh");
+  EXPECT_THAT(s.org_targets[0].names, ElementsAre("NPM_TOKEN"));
+  EXPECT_EQ(s.sync_interval, minutes{5});
+  ASSERT_EQ(s.rotation.count("SESSION_KEY"), 1u);
+  const RotationPolicyConfig& session = s.rotation.at("SESSION_KEY");
+  EXPECT_EQ(session.max_age, std::chrono::hours{24 * 30});
+  EXPECT_EQ(session.length, 48);
+  EXPECT_EQ(session.alphabet, "hex");
+  EXPECT_EQ(session.overlap, std::chrono::hours{2});
+  EXPECT_EQ(session.issuer, "");
+  const RotationPolicyConfig& creds = s.rotation.at("NATS_DEPLOYER_CREDS");
+  EXPECT_EQ(creds.issuer, "synadia");
+  EXPECT_EQ(creds.overlap, std::chrono::hours{1});  // the default
+  EXPECT_EQ(s.backup.dir, "/var/lib/orgd/backups");
+  EXPECT_EQ(s.backup.interval, std::chrono::hours{12});
+  EXPECT_EQ(s.backup.keep, 3);
+  const RepoConfig& api = c.repos.at("api");
+  ASSERT_THAT(api.secret_targets, SizeIs(2));
+  EXPECT_THAT(api.secret_targets[0].names, IsEmpty());
+  EXPECT_THAT(api.secret_targets[1].names, ElementsAre("SESSION_KEY"));
+  EXPECT_FALSE(api.secret_targets[1].organization);
+}
+
+TEST(SecretsConfig, DefaultsWithoutASection) {
+  const Config c = load("org: demo\n");
+  EXPECT_FALSE(c.secrets.has_master_key());
+  EXPECT_EQ(c.secrets.sync_interval, minutes{10});
+  EXPECT_THAT(c.secrets.rotation, IsEmpty());
+  EXPECT_EQ(c.secrets.backup.dir, "");
+}
+
+TEST(SecretsConfig, MistakesNameTheirLine) {
+  const std::string head = "providers:\n  gh: {type: github, owner: acme}\nrepos:\n  api: {}\n";
+  EXPECT_THAT(problem(head + "secrets:\n  master_key_env: K\n  sources:\n    - {file: a.env, "
+                             "scope: nope}\n"),
+              HasSubstr("test.yaml:8: secrets.sources[0].scope: unknown repo \"nope\""));
+  EXPECT_THAT(problem(head + "secrets:\n  master_key_env: K\n  sources:\n    - {scope: org}\n"),
+              HasSubstr("test.yaml:8: secrets.sources[0].file: required key missing"));
+  EXPECT_THAT(problem(head + "secrets:\n  master_key_env: K\n  org_targets:\n    - {provider: "
+                             "gh}\n"),
+              HasSubstr("secrets.org_targets[0].names: required key missing"));
+  EXPECT_THAT(problem(head + "secrets:\n  master_key_env: K\n  org_targets:\n    - {provider: "
+                             "nope, names: [A]}\n"),
+              HasSubstr("secrets.org_targets[0].provider: unknown provider \"nope\""));
+  EXPECT_THAT(problem(head + "secrets:\n  master_key_env: K\n  rotation:\n    A: {max_age: "
+                             "1d}\n"),
+              HasSubstr("test.yaml:8: secrets.rotation.A: set exactly one of generate"));
+  EXPECT_THAT(problem(head + "secrets:\n  master_key_env: K\n  rotation:\n    A: {issuer: gh, "
+                             "generate: {}}\n"),
+              HasSubstr("secrets.rotation.A: set exactly one of generate"));
+  EXPECT_THAT(problem(head + "secrets:\n  master_key_env: K\n  rotation:\n    A: {generate: "
+                             "{length: 8}}\n"),
+              HasSubstr("secrets.rotation.A.generate.length"));
+  EXPECT_THAT(problem(head + "secrets:\n  master_key_env: K\n  rotation:\n    A: {generate: "
+                             "{alphabet: abc}}\n"),
+              HasSubstr("at least 16 distinct characters"));
+  EXPECT_THAT(problem(head + "secrets:\n  master_key_env: K\n  backup: {dir: /b, keep: 0}\n"),
+              HasSubstr("secrets.backup.keep"));
+  EXPECT_THAT(problem(head + "secrets:\n  master_key_env: K\n  bogus: 1\n"),
+              HasSubstr("secrets.bogus"));
+  EXPECT_THAT(problem(head + "secrets:\n  sources:\n    - {file: a.env, scope: org}\n"),
+              HasSubstr("secrets: the vault needs a master key"));
+  EXPECT_THAT(problem("repos:\n  api:\n    secrets: [A]\n    secret_targets:\n      - {provider: "
+                      "gh, names: [B]}\nproviders:\n  gh: {type: github, owner: acme}\n"),
+              HasSubstr("\"B\" is not one of repos.api.secrets"));
+}
+
 TEST(Config, CombinationsThatDoNotWork) {
   EXPECT_THAT(problem("nats:\n  tls:\n    cert_file: c.pem\n"),
               HasSubstr("test.yaml:2: nats.tls: cert_file and key_file go together"));
@@ -576,7 +679,8 @@ TEST(Config, CombinationsThatDoNotWork) {
               HasSubstr("nats: set only one of token and token_env"));
   EXPECT_THAT(
       problem("secrets:\n  master_key_file: f\n  master_key_env: E\n"),
-      HasSubstr("test.yaml:1: secrets: set only one of master_key_file and master_key_env"));
+      HasSubstr("test.yaml:1: secrets: set only one of master_key_file, master_key_env and "
+                "passphrase_env"));
   EXPECT_THAT(problem("nats:\n  urls: []\n"),
               HasSubstr("test.yaml:2: nats.urls: needs at least one URL"));
   EXPECT_THAT(problem("nats:\n  urls: 'ftp://x'\n"),
