@@ -43,8 +43,8 @@ Result<Secret> generate_value(int length, std::string_view alphabet) {
   // Built in a buffer that is wiped before it is released; Secret::take copies it into locked
   // memory.
   std::string value(static_cast<std::size_t>(length), '\0');
-  const auto count = static_cast<std::uint32_t>(characters->size());
-  for (char& c : value) c = (*characters)[randombytes_uniform(count)];
+  const auto count = static_cast<std::uint32_t>(characters.value().size());
+  for (char& c : value) c = characters.value()[randombytes_uniform(count)];
   return Secret::take(std::move(value));
 }
 
