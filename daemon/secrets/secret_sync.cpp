@@ -1,0 +1,254 @@
+#include "daemon/secrets/secret_sync.hpp"
+
+#include <map>
+#include <stdexcept>
+
+#include "daemon/core/ascii.hpp"
+#include "daemon/core/logging.hpp"
+
+namespace orgd::secrets {
+namespace {
+
+struct Claimed {
+  SyncClaim claim;
+  Clock::time_point renew_at;
+};
+
+}  // namespace
+
+SyncTarget SyncTarget::make(std::string_view provider, std::shared_ptr<SecretTarget> target,
+                            bool prune, std::vector<DesiredSecret> desired) {
+  SyncTarget t;
+  t.id = target_id(provider, target->describe());
+  t.target = std::move(target);
+  t.prune = prune;
+  t.desired = std::move(desired);
+  return t;
+}
+
+bool SyncResult::in_sync() const {
+  for (const auto& t : targets) {
+    if (!t.in_sync()) return false;
+  }
+  return true;
+}
+
+SecretSync::SecretSync(KvBucket& bucket, Secret digest_key, SyncOptions options,
+                       const Clock& clock)
+    : bucket_(bucket),
+      digest_key_(std::move(digest_key)),
+      options_(std::move(options)),
+      clock_(clock),
+      state_(bucket, clock) {
+  if (digest_key_.size() != kDigestKeyBytes) {
+    throw std::invalid_argument("the sync digest key must be 32 bytes");
+  }
+}
+
+SyncResult SecretSync::sync(const std::vector<SyncTarget>& targets, bool dry_run) {
+  SyncResult result;
+  result.dry_run = dry_run;
+  for (const auto& target : targets) result.targets.push_back(sync_target(target, dry_run));
+  return result;
+}
+
+TargetSyncResult SecretSync::sync_target(const SyncTarget& target, bool dry_run) {
+  std::lock_guard lock(mutex_);
+  auto log = logging::get("secrets");
+  TargetSyncResult result;
+  result.target_id = target.id;
+  result.target = target.target->describe();
+
+  // The claim comes before the records are read: a replica that just finished this target has
+  // written its records by the time its claim is released, so this plan starts from them.
+  std::optional<Claimed> held;
+  if (!dry_run) {
+    auto claim = state_.claim(target.id, options_.replica_id, options_.claim_ttl);
+    if (!claim) {
+      result.claimed_elsewhere = claim.error().code == ErrorCode::conflict;
+      result.error = claim.error();
+      log->info("sync of {} skipped: {}", result.target, claim.error().message);
+      return result;
+    }
+    held = Claimed{claim.value(), clock_.now() + options_.claim_ttl / 4};
+  }
+  auto release = [&] {
+    if (!held) return;
+    if (auto released = state_.release(held->claim); !released) {
+      log->warn("sync of {}: releasing its claim: {}", result.target, released.error().message);
+    }
+    held.reset();
+  };
+
+  auto records = state_.load(target.id);
+  if (!records) {
+    result.error = records.error();
+    release();
+    return result;
+  }
+  auto listing = target.target->list();
+  if (!listing) {
+    result.error = listing.error();
+    log->warn("sync of {}: listing failed: {}", result.target, listing.error().message);
+    release();
+    return result;
+  }
+
+  std::vector<DesiredDigest> digests;
+  std::map<std::string, const DesiredSecret*> by_name;
+  digests.reserve(target.desired.size());
+  for (const auto& d : target.desired) {
+    if (!d.value) continue;
+    auto digest = secret_digest(digest_key_, target.id, d.name, *d.value);
+    if (!digest) {  // only a bad key, refused at construction
+      result.error = digest.error();
+      release();
+      return result;
+    }
+    digests.push_back({d.name, std::move(digest.value())});
+    by_name.emplace(d.name, &d);
+  }
+  std::map<std::string, const std::string*> digest_of;
+  for (const auto& d : digests) digest_of.emplace(d.name, &d.digest);
+
+  result.plan = plan_target(target.id, result.target, target.prune, digests, records.value(),
+                            listing.value());
+  for (const auto& e : result.plan.entries) {
+    if (e.action == SyncAction::none && e.reason == SyncReason::in_sync) ++result.unchanged;
+  }
+  if (dry_run) return result;
+
+  TargetRecords& stored = records.value();
+  // Puts first (what services are waiting for), then removals.
+  std::vector<const PlanEntry*> work;
+  for (const auto& e : result.plan.entries) {
+    if (e.action == SyncAction::put) work.push_back(&e);
+  }
+  for (const auto& e : result.plan.entries) {
+    if (e.action == SyncAction::remove) work.push_back(&e);
+  }
+
+  std::map<std::string, std::uint64_t> pushed;  // name -> its record's revision
+  bool stopped = false;
+  for (std::size_t i = 0; i < work.size(); ++i) {
+    const PlanEntry& e = *work[i];
+    if (stopped) {
+      result.behind.push_back(e.name);
+      continue;
+    }
+    // Renewed ahead of expiry; a claim lost (this replica stalled past its ttl and another took
+    // over) ends the run here, so the two never work on the target at once.
+    if (clock_.now() >= held->renew_at) {
+      auto renewed = state_.renew(held->claim, options_.claim_ttl);
+      if (!renewed) {
+        log->warn("sync of {} stopped: {}", result.target, renewed.error().message);
+        result.error = renewed.error();
+        held.reset();  // not ours any more: nothing to release
+        stopped = true;
+        result.behind.push_back(e.name);
+        continue;
+      }
+      held = Claimed{renewed.value(), clock_.now() + options_.claim_ttl / 4};
+    }
+
+    Result<Ok> done = Ok{};
+    if (e.action == SyncAction::put) {
+      const DesiredSecret& d = *by_name.at(e.name);
+      done = target.target->put(d.name, *d.value);
+      if (done) {
+        SyncRecord record;
+        record.digest = *digest_of.at(e.name);
+        record.version = d.version;
+        record.scope = d.scope;
+        record.pushed_at = clock_.now();
+        auto it = stored.find(e.name);
+        auto saved = state_.save(target.id, e.name, record,
+                                 it == stored.end() ? 0 : it->second.revision);
+        if (!saved) {
+          // Pushed but not noted: the next sync pushes it once more, which is harmless.
+          result.failures.push_back(
+              {e.name, "pushed, but its sync record was not written: " + saved.error().message,
+               saved.error().retry});
+          result.behind.push_back(e.name);
+          continue;
+        }
+        stored[e.name] = StoredRecord{record, saved.value()};
+        pushed[e.name] = saved.value();
+        ++result.pushed;
+        continue;
+      }
+    } else {
+      if (e.listed_name) {
+        done = target.target->remove(*e.listed_name);
+        if (!done && done.error().code == ErrorCode::not_found) done = Ok{};  // already gone
+      }
+      if (done && e.reason == SyncReason::no_longer_desired) {
+        if (auto dropped = state_.drop(target.id, e.name); !dropped) {
+          result.failures.push_back(
+              {e.name, "removed, but its sync record was not dropped: " + dropped.error().message,
+               dropped.error().retry});
+          result.behind.push_back(e.name);
+          continue;
+        }
+        stored.erase(e.name);
+      }
+      if (done) {
+        if (e.listed_name) ++result.removed;
+        continue;
+      }
+    }
+    const Error& error = done.error();
+    log->warn("sync of {}: {} {}: {}", result.target, action_name(e.action), e.name,
+              error.message);
+    result.failures.push_back({e.name, error.message, error.retry});
+    result.behind.push_back(e.name);
+    if (error.retry == Retry::rate_limited) stopped = true;  // the rest waits for the next run
+  }
+
+  // The target's own time of each push, from one more listing, so a later change by someone
+  // else shows as drift. Skipped after a rate limit (it would be refused too); the records then
+  // fall back to the push time (kTargetClockSlack).
+  std::map<std::string, Clock::time_point> adopt;
+  for (const auto& e : result.plan.entries) {
+    if (e.adopt_updated_at) adopt.emplace(e.name, *e.adopt_updated_at);
+  }
+  if (!pushed.empty() && !stopped) {
+    auto after = target.target->list();
+    if (after) {
+      std::map<std::string, Clock::time_point> shown;
+      for (const auto& info : after.value()) {
+        if (info.updated_at) shown.emplace(ascii_lowered(info.name), *info.updated_at);
+      }
+      for (const auto& [name, revision] : pushed) {
+        (void)revision;
+        auto it = shown.find(ascii_lowered(name));
+        if (it != shown.end()) adopt[name] = it->second;
+      }
+    } else {
+      log->warn("sync of {}: listing after the pushes failed: {}", result.target,
+                after.error().message);
+    }
+  }
+  for (const auto& [name, when] : adopt) {
+    auto it = stored.find(name);
+    if (it == stored.end()) continue;
+    SyncRecord record = it->second.record;
+    record.target_updated_at = when;
+    auto saved = state_.save(target.id, name, record, it->second.revision);
+    if (saved) {
+      it->second = StoredRecord{record, saved.value()};
+    } else {
+      // Harmless: drift for this name is then measured from the push time.
+      log->warn("sync of {}: noting the target's time of {}: {}", result.target, name,
+                saved.error().message);
+    }
+  }
+
+  release();
+  log->info("synced {}: {} pushed, {} removed, {} unchanged, {} failed, {} behind", result.target,
+            result.pushed, result.removed, result.unchanged, result.failures.size(),
+            result.behind.size());
+  return result;
+}
+
+}  // namespace orgd::secrets
