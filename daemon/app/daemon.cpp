@@ -58,7 +58,9 @@ Daemon::Daemon(Config config, DaemonOptions options, Environment env, const Cloc
       clock_(clock),
       prefix_(config_.prefix()),
       org_(config_.org),
-      health_(clock) {
+      health_(clock),
+      repo_secrets_(std::make_shared<PendingRepoSecrets>(secret_names_by_repo(config_),
+                                                         config_.secrets.has_master_key())) {
   preload_descriptors();
   for (const auto& [type, factory] : options_.provider_factories) providers_.add_factory(type, factory);
   // Provider and target settings are checked here, so a bad one stops start-up.
@@ -85,6 +87,7 @@ std::shared_ptr<const deploy::Inventory> Daemon::build_inventory(const Config& c
   // environment (HTTPS_PROXY, NO_PROXY).
   environment.http = make_https_transport_factory(metrics_, env_);
   environment.nats = requester_;
+  environment.repo_secrets = repo_secrets_;
   return deploy::Inventory::build(config, providers_, environment);
 }
 
@@ -161,12 +164,30 @@ void Daemon::start() {
   provider_monitor_->set_providers(inventory_->provider_set());
   deploy_intake_ = std::make_unique<deploy::DeployIntake>(
       *orchestrator_, *rejections_, prefix_, static_cast<std::size_t>(config_.nats.max_payload));
+  SecretsApp::Parts secrets_parts;
+  secrets_parts.config = &config_;
+  secrets_parts.environment = env_;
+  secrets_parts.events = events_.get();
+  secrets_parts.replies = nats_.get();
+  secrets_parts.rejections = rejections_.get();
+  secrets_parts.metrics = &metrics_;
+  secrets_parts.clock = &clock_;
+  secrets_parts.is_leader = [this] { return orchestrator_ && orchestrator_->is_scheduler(); };
+  secrets_parts.prefix = prefix_;
+  secrets_parts.replica_id = discovery_->identity().id;
+  secrets_parts.commands.max_deliver = std::max(1, options_.command_max_deliver);
+  if (!options_.command_backoff.empty()) secrets_parts.commands.backoff = options_.command_backoff;
+  secrets_parts.repo_secrets = repo_secrets_;
+  secrets_parts.kdf_cost = options_.kdf_cost;
+  secrets_app_ = std::make_unique<SecretsApp>(std::move(secrets_parts));
   register_api();
   ApiDispatcherSettings api_settings;
   api_settings.max_inflight = options_.max_inflight_requests;
   api_settings.kv_endpoints.assign(router_->endpoint_count(), false);
   for (std::size_t i = 0; i < router_->endpoint_count(); ++i) {
-    api_settings.kv_endpoints[i] = router_->endpoint_name(i).rfind("deploy", 0) == 0;
+    // Deploys and secrets do KV round trips (secrets also cloud calls): not on the io threads.
+    api_settings.kv_endpoints[i] = router_->endpoint_name(i).rfind("deploy", 0) == 0 ||
+                                   router_->endpoint_name(i).rfind("secrets", 0) == 0;
   }
   api_ = std::make_unique<ApiDispatcher>(*router_, *nats_, io_, api_settings, metrics_);
   CommandIntakeSettings intake;
@@ -254,6 +275,14 @@ void Daemon::supervise_connection() {
                                  js);
   });
   supervisor_->add_step("health picture", [this] { return health_service_->rebuild_once(); });
+  supervisor_->add_step("secrets vault", [this]() -> Result<Ok> {
+    std::shared_ptr<const deploy::Inventory> inventory;
+    {
+      std::lock_guard lock(config_mutex_);
+      inventory = inventory_;
+    }
+    return secrets_app_->attach(nats_->raw(), nats_->jetstream(), inventory->provider_set());
+  });
   // Health reports are handled on their subscription's own thread, in arrival order: ordering
   // per service matters (an old "down" must not overtake a newer "ok"), and the work is a decode
   // and an in-memory update, which never blocks.
@@ -298,6 +327,7 @@ void Daemon::register_api() {
         return status;
       });
   deploy_intake_->register_api(*router_);
+  secrets_app_->register_api(*router_);
   router_->add<v1::ReposRequest, v1::RepoList>(
       "repos", [this](const v1::ReposRequest&) -> Result<v1::RepoList> {
         return health_.repo_list();
@@ -401,6 +431,7 @@ void Daemon::stop() {
   const auto drain_deadline = began + options_.shutdown_budget / 4;
   if (supervisor_) supervisor_->drain(drain_deadline);
   if (deploy_commands_) deploy_commands_->stop(drain_deadline);
+  if (secrets_app_) secrets_app_->stop();
   // 2. Finish in-flight handlers.
   if (api_) api_->wait_idle(began + options_.shutdown_budget / 2);
   // 3. Deploys stop where they are; their leases are released so another replica resumes them.

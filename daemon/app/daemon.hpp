@@ -25,6 +25,7 @@
 #include "daemon/deploy/orchestrator.hpp"
 #include "daemon/events/api_router.hpp"
 #include "daemon/events/command_intake.hpp"
+#include "daemon/app/secrets_app.hpp"
 #include "daemon/events/rejections.hpp"
 #include "daemon/health/health_registry.hpp"
 #include "daemon/http/http_server.hpp"
@@ -58,6 +59,8 @@ struct DaemonOptions {
   // Redelivery of commands that could not be done yet (empty: CommandIntakeSettings' default).
   std::vector<std::chrono::milliseconds> command_backoff;
   int command_max_deliver = 5;
+  // The Argon2id cost of a new vault's passphrase parameters (tests: minimal).
+  secrets::KdfCost kdf_cost = secrets::KdfCost::moderate();
 };
 
 // The running daemon: wires the subsystems (embedded NATS, connection, streams, health, API,
@@ -145,6 +148,9 @@ class Daemon {
   ProviderRegistry providers_;
   // What providers ask over NATS through (remote providers); attached to nats_ while it lives.
   std::shared_ptr<BusRequester> requester_ = std::make_shared<BusRequester>();
+  // The repos' secrets as providers get them: the vault's once it is open.
+  std::shared_ptr<PendingRepoSecrets> repo_secrets_;
+  std::unique_ptr<SecretsApp> secrets_app_;
   std::shared_ptr<const deploy::Inventory> inventory_;  // the config's; replaced on reload
   std::unique_ptr<ProviderMonitor> provider_monitor_;
   std::unique_ptr<RegistryHealthGate> health_gate_;
