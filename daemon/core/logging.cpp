@@ -1,6 +1,7 @@
 #include "daemon/core/logging.hpp"
 
 #include <spdlog/pattern_formatter.h>
+#include <spdlog/sinks/dist_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 
 #include <mutex>
@@ -37,9 +38,16 @@ class JsonEscapedMessage final : public spdlog::custom_flag_formatter {
   }
 };
 
+// Every logger writes to one fan-out sink: stderr, and what add_sink() adds.
+std::shared_ptr<spdlog::sinks::dist_sink_mt> make_fan_out() {
+  auto fan_out = std::make_shared<spdlog::sinks::dist_sink_mt>();
+  fan_out->add_sink(std::make_shared<spdlog::sinks::stderr_sink_mt>());
+  return fan_out;
+}
+
 struct State {
   std::mutex mutex;
-  spdlog::sink_ptr sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+  std::shared_ptr<spdlog::sinks::dist_sink_mt> sink = make_fan_out();
   spdlog::level::level_enum level = spdlog::level::info;
   bool json = false;
 };
@@ -75,6 +83,19 @@ void setup(const LogConfig& config) {
   s.json = config.format == "json";
   s.sink->set_formatter(make_formatter(s.json));
   spdlog::apply_all([&](const std::shared_ptr<spdlog::logger>& l) { l->set_level(s.level); });
+}
+
+void add_sink(spdlog::sink_ptr sink) {
+  auto& s = state();
+  std::lock_guard lock(s.mutex);
+  sink->set_formatter(make_formatter(s.json));
+  s.sink->add_sink(std::move(sink));
+}
+
+void remove_sink(const spdlog::sink_ptr& sink) {
+  auto& s = state();
+  std::lock_guard lock(s.mutex);
+  s.sink->remove_sink(sink);
 }
 
 std::shared_ptr<spdlog::logger> get(const std::string& name) {
