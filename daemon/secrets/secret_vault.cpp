@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <tuple>
 #include <stdexcept>
+#include <tuple>
 
 namespace orgd::secrets {
 namespace {
@@ -47,8 +47,8 @@ std::string random_hex(std::size_t bytes) {
 std::string additional_data(const std::string& key, const std::string& generation,
                             const std::string& key_id) {
   std::string ad;
-  for (const std::string_view field : {kAdLabel, std::string_view{key},
-                                       std::string_view{generation}, std::string_view{key_id}}) {
+  for (const std::string_view field :
+       {kAdLabel, std::string_view{key}, std::string_view{generation}, std::string_view{key_id}}) {
     ad += std::to_string(field.size());
     ad += ':';
     ad += field;
@@ -189,12 +189,20 @@ Result<Secret> decrypt_record(const MasterKey& key, const std::string& kv_key,
 bool valid_token_text(const std::string& text) {
   if (text.empty() || text.size() > 255) return false;
   return std::all_of(text.begin(), text.end(), [](char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '-' || c == '.';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.';
   });
 }
 
 }  // namespace
+
+BucketSpec vault_bucket_spec(int replicas) {
+  BucketSpec spec;
+  spec.name = std::string{kVaultBucket};
+  spec.description = "orgd secret vault: encrypted entries only (DESIGN.md 9)";
+  spec.replicas = replicas;
+  return spec;
+}
 
 const VersionInfo* SecretHead::find(std::uint64_t version) const {
   for (const auto& v : versions) {
@@ -272,8 +280,8 @@ Result<std::unique_ptr<SecretVault>> SecretVault::open(std::shared_ptr<KvBucket>
         meta.value().previous.empty()) {
       // Opened with the new key and the old one: the rotation starts now, so every replica
       // that opens with the old key alone is refused from here on.
-      auto updated = bucket->update(meta_key, meta_json({id, previous_id}),
-                                    stored.value()->revision);
+      auto updated =
+          bucket->update(meta_key, meta_json({id, previous_id}), stored.value()->revision);
       if (!updated && updated.error().code != ErrorCode::conflict) return updated.error();
       if (!updated) continue;
       return std::unique_ptr<SecretVault>(
@@ -355,9 +363,9 @@ Result<Secret> SecretVault::read_value(const SecretHead& head, std::uint64_t ver
   if (record.value().key_id == k.current->key_id()) key_for = k.current.get();
   if (k.previous && record.value().key_id == k.previous->key_id()) key_for = k.previous.get();
   if (key_for == nullptr) {
-    return invalid_argument(fmt::format(
-        "vault entry {} is under master key {}, which this vault was not given", key,
-        record.value().key_id));
+    return invalid_argument(
+        fmt::format("vault entry {} is under master key {}, which this vault was not given", key,
+                    record.value().key_id));
   }
   return decrypt_record(*key_for, key, head.generation, record.value());
 }
@@ -642,13 +650,14 @@ Result<std::size_t> SecretVault::rotate_master_key(MasterKey new_key) {
     auto meta = parse_meta(stored.value()->value);
     if (!meta) return meta.error();
     if (meta.value().key_id != start.current->key_id()) {
-      return conflict(fmt::format("the vault's master key changed to {} meanwhile",
-                                  meta.value().key_id));
+      return conflict(
+          fmt::format("the vault's master key changed to {} meanwhile", meta.value().key_id));
     }
     if (!meta.value().previous.empty()) {
-      return conflict(fmt::format("a master key rotation from {} is not finished yet: finish it "
-                                  "first (open with both keys and rotate again)",
-                                  meta.value().previous));
+      return conflict(
+          fmt::format("a master key rotation from {} is not finished yet: finish it "
+                      "first (open with both keys and rotate again)",
+                      meta.value().previous));
     }
     auto updated = bucket_->update(meta_key, meta_json({next->key_id(), start.current->key_id()}),
                                    stored.value()->revision);
@@ -699,8 +708,8 @@ Result<std::size_t> SecretVault::rotate_master_key(MasterKey new_key) {
     auto meta = parse_meta(stored.value()->value);
     if (!meta) return meta.error();
     if (meta.value().key_id != k.current->key_id()) {
-      return conflict(fmt::format("the vault's master key changed to {} meanwhile",
-                                  meta.value().key_id));
+      return conflict(
+          fmt::format("the vault's master key changed to {} meanwhile", meta.value().key_id));
     }
     if (meta.value().previous.empty()) break;
     auto updated =

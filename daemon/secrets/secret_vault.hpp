@@ -37,6 +37,10 @@ namespace orgd::secrets {
 inline constexpr std::string_view kOrgScope = "org";
 inline constexpr std::string_view kVaultBucket = "orgd_vault";
 
+// The bucket the vault lives in (KvBucket::open / MemoryKvStore::open): history 1 (versions
+// are the vault's own records), no ttl.
+BucketSpec vault_bucket_spec(int replicas = 1);
+
 // One version of a secret, as its head records it.
 struct VersionInfo {
   std::uint64_t version = 0;
@@ -92,8 +96,7 @@ class SecretVault {
   // `meta.key`: a vault under another key is refused (invalid_argument naming both key ids:
   // a wrong passphrase or key file), so nothing is written under a wrong key. A new vault's
   // `meta.key` is created.
-  static Result<std::unique_ptr<SecretVault>> open(std::shared_ptr<KvBucket> bucket,
-                                                   MasterKey key,
+  static Result<std::unique_ptr<SecretVault>> open(std::shared_ptr<KvBucket> bucket, MasterKey key,
                                                    std::optional<MasterKey> previous = {},
                                                    const Clock& clock = system_clock(),
                                                    VaultOptions options = {});
@@ -103,8 +106,7 @@ class SecretVault {
   Result<SetResult> set(const std::string& scope, const std::string& name, const Secret& value,
                         const std::string& source);
   // The active value (version 0), or that version. not_found when absent or retired.
-  Result<Secret> get(const std::string& scope, const std::string& name,
-                     std::uint64_t version = 0);
+  Result<Secret> get(const std::string& scope, const std::string& name, std::uint64_t version = 0);
   // The repo's own active value, else the org's.
   Result<Resolved> resolve(const std::string& repo, const std::string& name);
   // Every head (names, scopes, versions, times; never values), sorted by scope then name.
