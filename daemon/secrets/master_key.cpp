@@ -132,6 +132,7 @@ MasterKey::MasterKey(Secret key) : key_(std::move(key)) {
                      reinterpret_cast<const unsigned char*>(fingerprint_source.expose().data()),
                      fingerprint_source.size(), nullptr, 0);
   key_id_ = to_hex(id, sizeof id);
+  entry_key_ = derive(kEntryKeyId, crypto_aead_xchacha20poly1305_ietf_KEYBYTES);
 }
 
 MasterKey MasterKey::generate() {
@@ -197,9 +198,6 @@ Secret MasterKey::derive(std::uint64_t id, std::size_t size) const {
   });
 }
 
-Secret MasterKey::entry_key() const {
-  return derive(kEntryKeyId, crypto_aead_xchacha20poly1305_ietf_KEYBYTES);
-}
 Secret MasterKey::digest_key() const { return derive(kDigestKeyId, crypto_generichash_KEYBYTES); }
 Secret MasterKey::backup_key() const {
   return derive(kBackupKeyId, crypto_secretstream_xchacha20poly1305_KEYBYTES);

@@ -126,7 +126,7 @@ unsigned char* bytes_of(const Secret& secret) {
 
 std::string encrypt_record(const MasterKey& key, const std::string& kv_key,
                            const std::string& generation, const Secret& value) {
-  const Secret entry_key = key.entry_key();
+  const Secret& entry_key = key.entry_key();
   const std::string ad = additional_data(kv_key, generation, key.key_id());
   std::string nonce(crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, '\0');
   randombytes_buf(nonce.data(), nonce.size());
@@ -168,7 +168,7 @@ Result<Record> parse_record(const std::string& kv_key, const std::string& text) 
 
 Result<Secret> decrypt_record(const MasterKey& key, const std::string& kv_key,
                               const std::string& generation, const Record& record) {
-  const Secret entry_key = key.entry_key();
+  const Secret& entry_key = key.entry_key();
   const std::string ad = additional_data(kv_key, generation, record.key_id);
   Secret plain = zeroed_secret(record.ct.size() - crypto_aead_xchacha20poly1305_ietf_ABYTES);
   unsigned long long size = 0;
@@ -728,6 +728,14 @@ Result<std::size_t> SecretVault::rotate_master_key(MasterKey new_key) {
 VaultRepoSecrets::VaultRepoSecrets(std::shared_ptr<SecretVault> vault,
                                    std::map<std::string, std::vector<std::string>> names_by_repo)
     : vault_(std::move(vault)), names_by_repo_(std::move(names_by_repo)) {}
+
+VaultRepoSecrets::VaultRepoSecrets(std::shared_ptr<SecretVault> vault,
+                                   const std::map<std::string, RepoConfig>& repos)
+    : vault_(std::move(vault)) {
+  for (const auto& [name, repo] : repos) {
+    if (!repo.secrets.empty()) names_by_repo_[name] = repo.secrets;
+  }
+}
 
 Result<std::vector<NamedSecret>> VaultRepoSecrets::secrets_for(const std::string& repo) {
   std::vector<NamedSecret> out;

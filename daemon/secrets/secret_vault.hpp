@@ -198,6 +198,9 @@ class VaultRepoSecrets final : public RepoSecrets {
  public:
   VaultRepoSecrets(std::shared_ptr<SecretVault> vault,
                    std::map<std::string, std::vector<std::string>> names_by_repo);
+  // The names of each repo's `secrets:` in the config.
+  VaultRepoSecrets(std::shared_ptr<SecretVault> vault,
+                   const std::map<std::string, RepoConfig>& repos);
   // A repo without configured secrets gets none; not_found naming the secret when one has no
   // value in either scope.
   Result<std::vector<NamedSecret>> secrets_for(const std::string& repo) override;

@@ -66,7 +66,7 @@ TEST_F(MasterKeyTest, SubkeysDifferPerUseAndPerKey) {
   const MasterKey a = MasterKey::generate();
   const MasterKey b = MasterKey::generate();
   EXPECT_NE(a.key_id(), b.key_id());
-  const Secret entry = a.entry_key();
+  const Secret& entry = a.entry_key();
   const Secret digest = a.digest_key();
   const Secret backup = a.backup_key();
   EXPECT_EQ(entry.size(), 32u);

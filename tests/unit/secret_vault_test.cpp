@@ -327,7 +327,7 @@ TEST_F(SecretVaultTest, RotateMasterKeyReencryptsEverything) {
   EXPECT_EQ(rotated.value(), 21u);
   EXPECT_EQ(vault->key_id(), next.key_id());
   EXPECT_EQ(everything_stored().find(key_.key_id()), std::string::npos);
-  EXPECT_TRUE(vault->get("org", "S1", 2).value().equals(canary(1)));
+  EXPECT_TRUE(vault->get("org", "S1", 1).value().equals(canary(1)));
   // A fresh replica: the new key opens; the old one is refused.
   auto reopened = open(next);
   ASSERT_TRUE(reopened);
@@ -448,6 +448,16 @@ TEST_F(SecretVaultTest, RepoSecretsResolveConfiguredNames) {
   auto none = repo_secrets.secrets_for("docs");
   ASSERT_TRUE(none);
   EXPECT_TRUE(none.value().empty());
+
+  std::map<std::string, RepoConfig> repos;
+  repos["api"].secrets = {"OWN"};
+  repos["docs"];
+  VaultRepoSecrets from_config(vault, repos);
+  auto own = from_config.secrets_for("api");
+  ASSERT_TRUE(own) << own.error().message;
+  ASSERT_EQ(own.value().size(), 1u);
+  EXPECT_EQ(own.value()[0].name, "OWN");
+  EXPECT_TRUE(from_config.secrets_for("docs").value().empty());
 }
 
 TEST_F(SecretVaultTest, UnavailableKvIsReportedAsUnavailable) {
