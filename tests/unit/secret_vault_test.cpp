@@ -13,6 +13,7 @@
 
 #include "daemon/bus/memory_kv_bucket.hpp"
 #include "daemon/core/clock.hpp"
+#include "daemon/core/secret_source.hpp"
 
 namespace orgd::secrets {
 namespace {
@@ -237,6 +238,31 @@ TEST_F(SecretVaultTest, OpeningUnderAnotherKeyIsRefused) {
   EXPECT_EQ(wrong.error().code, ErrorCode::invalid_argument);
   EXPECT_NE(wrong.error().message.find(key_.key_id()), std::string::npos);
   EXPECT_NE(wrong.error().message.find(other.key_id()), std::string::npos);
+}
+
+TEST_F(SecretVaultTest, WrongPassphraseIsRefusedBeforeAnythingIsWritten) {
+  SecretsConfig config;
+  config.passphrase_env = "ORGD_PASSPHRASE";
+  auto load = [&](const char* passphrase) {
+    const SecretSource source(
+        Environment(std::map<std::string, std::string>{{"ORGD_PASSPHRASE", passphrase}}));
+    auto key = load_master_key(config, source, *bucket_, KdfCost::minimal());
+    EXPECT_TRUE(key) << key.error().message;
+    return std::move(key.value());
+  };
+  {
+    auto vault = open(load("the right one"));
+    ASSERT_TRUE(vault->set("org", "A", canary(1), "set"));
+  }
+  const std::string before = everything_stored();
+  auto wrong = SecretVault::open(bucket_, load("the wrong one"), std::nullopt, clock_);
+  ASSERT_FALSE(wrong);
+  EXPECT_EQ(wrong.error().code, ErrorCode::invalid_argument);
+  EXPECT_NE(wrong.error().message.find("wrong passphrase"), std::string::npos);
+  EXPECT_EQ(everything_stored(), before);
+  auto right = open(load("the right one"));
+  ASSERT_TRUE(right);
+  EXPECT_TRUE(right->get("org", "A").value().equals(canary(1)));
 }
 
 TEST_F(SecretVaultTest, PendingThenActivateThenRetire) {
