@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <shared_mutex>
 #include <stdexcept>
 #include <tuple>
 
@@ -458,8 +459,13 @@ Result<std::uint64_t> SecretVault::store_new(const std::string& scope, const std
   }
 
   const std::string vkey = value_key(scope, name, version);
-  auto put = bucket_->put(vkey, encrypt_record(*keys().current, vkey, head.generation, value));
-  if (!put) return put.error();
+  {
+    // Encrypted and written before a master-key rotation can switch keys, so the rotation's
+    // pass over the records sees every record written under the old key.
+    std::shared_lock write(record_writes_);
+    auto put = bucket_->put(vkey, encrypt_record(*keys().current, vkey, head.generation, value));
+    if (!put) return put.error();
+  }
 
   std::vector<std::uint64_t> dropped;
   const auto now = clock_.now();
@@ -644,6 +650,8 @@ Result<std::size_t> SecretVault::rotate_master_key(MasterKey new_key) {
   const auto start = keys();
   if (next->key_id() != start.current->key_id()) {
     // Begin: meta.key names the new key and the one being left, before any record changes.
+    // Record writes in flight finish first (under the old key, so the pass below sees them).
+    std::unique_lock no_writes(record_writes_);
     auto stored = bucket_->get(meta_key);
     if (!stored) return stored.error();
     if (!stored.value()) return not_found("vault record meta.key is missing");
@@ -666,38 +674,66 @@ Result<std::size_t> SecretVault::rotate_master_key(MasterKey new_key) {
     keys_ = Keys{next, start.current};
   }
   const auto k = keys();
-  auto heads = list();
-  if (!heads) return heads.error();
+  // Every value record in KV, not only those the heads list: a record written just before the
+  // keys switched may not be in its head's versions yet.
+  auto value_keys = bucket_->keys("value.>");
+  if (!value_keys) return value_keys.error();
+  std::sort(value_keys.value().begin(), value_keys.value().end());
+  std::map<std::string, std::optional<SecretHead>> heads;  // by head key
   std::size_t rewritten = 0;
-  for (const auto& head : heads.value()) {
-    for (const auto& v : head.versions) {
-      const std::string vkey = value_key(head.scope, head.name, v.version);
-      for (int attempt = 0;; ++attempt) {
-        if (attempt == options_.max_retries) {
-          return conflict(fmt::format("vault entry {} keeps changing; rotate again", vkey));
-        }
-        auto entry = bucket_->get(vkey);
-        if (!entry) return entry.error();
-        if (!entry.value()) break;  // retired meanwhile
-        auto record = parse_record(vkey, entry.value()->value);
-        if (!record) return record.error();
-        if (record.value().key_id == k.current->key_id()) break;
-        if (!k.previous || record.value().key_id != k.previous->key_id()) {
-          return invalid_argument(fmt::format(
-              "vault entry {} is under master key {}, which this rotation was not given", vkey,
-              record.value().key_id));
-        }
-        auto value = decrypt_record(*k.previous, vkey, head.generation, record.value());
-        if (!value) return value.error();
-        auto written =
-            bucket_->update(vkey, encrypt_record(*k.current, vkey, head.generation, value.value()),
-                            entry.value()->revision);
-        if (written) {
-          ++rewritten;
-          break;
-        }
-        if (written.error().code != ErrorCode::conflict) return written.error();
+  for (const auto& vkey : value_keys.value()) {
+    // value.<scope>.<name>.<version>: tokens hold no '.', so the head key is the middle two.
+    const auto last_dot = vkey.rfind('.');
+    const std::string hkey = "head." + vkey.substr(6, last_dot - 6);
+    std::uint64_t version = 0;
+    try {
+      version = std::stoull(vkey.substr(last_dot + 1));
+    } catch (const std::exception&) {
+      continue;  // not a record this vault writes
+    }
+    if (!heads.contains(hkey)) {
+      auto entry = bucket_->get(hkey);
+      if (!entry) return entry.error();
+      std::optional<SecretHead> head;
+      if (entry.value()) {
+        auto parsed = parse_head(hkey, entry.value()->value);
+        if (!parsed) return parsed.error();
+        head = std::move(parsed.value());
       }
+      heads.emplace(hkey, std::move(head));
+    }
+    const std::optional<SecretHead>& head = heads.at(hkey);
+    if (!head) continue;  // left behind by a removal: no head, it never opens again
+    for (int attempt = 0;; ++attempt) {
+      if (attempt == options_.max_retries) {
+        return conflict(fmt::format("vault entry {} keeps changing; rotate again", vkey));
+      }
+      auto entry = bucket_->get(vkey);
+      if (!entry) return entry.error();
+      if (!entry.value()) break;  // retired meanwhile
+      auto record = parse_record(vkey, entry.value()->value);
+      if (!record) return record.error();
+      if (record.value().key_id == k.current->key_id()) break;
+      if (!k.previous || record.value().key_id != k.previous->key_id()) {
+        return invalid_argument(
+            fmt::format("vault entry {} is under master key {}, which this rotation was not given",
+                        vkey, record.value().key_id));
+      }
+      auto value = decrypt_record(*k.previous, vkey, head->generation, record.value());
+      if (!value) {
+        // A record of the head's versions that does not open is damage; one it does not list
+        // (and cannot open) is a leftover of an earlier generation.
+        if (head->find(version) == nullptr) break;
+        return value.error();
+      }
+      auto written =
+          bucket_->update(vkey, encrypt_record(*k.current, vkey, head->generation, value.value()),
+                          entry.value()->revision);
+      if (written) {
+        ++rewritten;
+        break;
+      }
+      if (written.error().code != ErrorCode::conflict) return written.error();
     }
   }
   // Every record is under the new key: the rotation is over.

@@ -21,6 +21,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -179,6 +180,9 @@ class SecretVault {
   const Clock& clock_;
   VaultOptions options_;
   mutable std::mutex keys_mutex_;  // guards keys_
+  // Held shared while a value record is encrypted and written, exclusively while a master-key
+  // rotation switches keys.
+  std::shared_mutex record_writes_;
   Keys keys_;
   std::mutex callback_mutex_;  // guards callback_
   std::function<void(const VaultChange&)> callback_;

@@ -362,6 +362,35 @@ TEST_F(SecretVaultTest, RotateMasterKeyReencryptsEverything) {
   EXPECT_FALSE(SecretVault::open(bucket_, key_.clone(), std::nullopt, clock_));
 }
 
+TEST_F(SecretVaultTest, WritesDuringARotationEndUpUnderTheNewKey) {
+  auto vault = open(key_);
+  for (int i = 0; i < 50; ++i)
+    ASSERT_TRUE(vault->set("org", "S" + std::to_string(i), canary(i), "set"));
+  std::atomic<bool> stop{false};
+  std::atomic<int> written{0};
+  std::thread writer([&] {
+    for (int i = 0; !stop.load() || i < 20; ++i) {
+      if (vault->set("org", "W" + std::to_string(i % 10), canary(500 + i), "set")) ++written;
+    }
+  });
+  const MasterKey next = MasterKey::generate();
+  auto rotated = vault->rotate_master_key(next.clone());
+  stop = true;
+  writer.join();
+  ASSERT_TRUE(rotated) << rotated.error().message;
+  EXPECT_GE(written.load(), 20);
+  EXPECT_EQ(everything_stored().find(key_.key_id()), std::string::npos);
+  auto fresh = open(next);
+  ASSERT_TRUE(fresh);
+  auto heads = fresh->list();
+  ASSERT_TRUE(heads);
+  for (const auto& head : heads.value()) {
+    for (const auto& v : head.versions) {
+      EXPECT_TRUE(fresh->get(head.scope, head.name, v.version)) << head.name << " " << v.version;
+    }
+  }
+}
+
 TEST_F(SecretVaultTest, InterruptedMasterKeyRotationFinishesWithBothKeys) {
   auto failing = std::make_shared<FailingBucket>(bucket_);
   auto opened = SecretVault::open(failing, key_.clone(), std::nullopt, clock_);
