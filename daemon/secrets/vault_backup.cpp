@@ -1,7 +1,6 @@
 #include "daemon/secrets/vault_backup.hpp"
 
 #include <fcntl.h>
-#include <fmt/chrono.h>
 #include <fmt/format.h>
 #include <sodium.h>
 #include <sys/stat.h>
@@ -10,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <nlohmann/json.hpp>
 #include <system_error>
 
@@ -443,8 +443,13 @@ Result<std::filesystem::path> write_backup_file(const std::filesystem::path& dir
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return unavailable(fmt::format("backup dir {}: {}", dir.string(), ec.message()));
-  const auto seconds = std::chrono::time_point_cast<std::chrono::seconds>(now);
-  const std::string name = kPrefix + fmt::format("{:%Y%m%dT%H%M%SZ}", seconds) + kSuffix;
+  // UTC whatever the machine's time zone (the name says Z).
+  const std::time_t t = std::chrono::system_clock::to_time_t(now);
+  std::tm utc{};
+  gmtime_r(&t, &utc);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &utc);
+  const std::string name = kPrefix + stamp + kSuffix;
   const std::filesystem::path path = dir / name;
   std::string temp = (dir / ("." + name + ".XXXXXX")).string();
   const int fd = mkstemp(temp.data());  // mode 0600
