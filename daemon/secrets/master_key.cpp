@@ -59,8 +59,7 @@ std::optional<std::string> base64_decode(std::string_view text) {
   std::size_t size = 0;
   const char* end = nullptr;
   if (sodium_base642bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), text.data(),
-                        text.size(), " \t\r\n", &size, &end,
-                        sodium_base64_VARIANT_ORIGINAL) != 0 ||
+                        text.size(), " \t\r\n", &size, &end, sodium_base64_VARIANT_ORIGINAL) != 0 ||
       end != text.data() + text.size()) {
     return std::nullopt;
   }
@@ -133,13 +132,13 @@ MasterKey::MasterKey(Secret key) : key_(std::move(key)) {
                      reinterpret_cast<const unsigned char*>(fingerprint_source.expose().data()),
                      fingerprint_source.size(), nullptr, 0);
   key_id_ = to_hex(id, sizeof id);
+  entry_key_ = derive(kEntryKeyId, crypto_aead_xchacha20poly1305_ietf_KEYBYTES);
 }
 
 MasterKey MasterKey::generate() {
   ensure_sodium();
-  return MasterKey(secret_of_size(kMasterKeyBytes, [](unsigned char* p) {
-    randombytes_buf(p, kMasterKeyBytes);
-  }));
+  return MasterKey(secret_of_size(kMasterKeyBytes,
+                                  [](unsigned char* p) { randombytes_buf(p, kMasterKeyBytes); }));
 }
 
 Result<MasterKey> MasterKey::from_raw(const Secret& key) {
@@ -159,9 +158,8 @@ Result<MasterKey> MasterKey::from_base64(const Secret& encoded, const std::strin
   std::size_t size = 0;
   const char* end = nullptr;
   const int rc = sodium_base642bin(
-      reinterpret_cast<unsigned char*>(const_cast<char*>(decoded.expose().data())),
-      decoded.size(), text.data(), text.size(), " \t\r\n", &size, &end,
-      sodium_base64_VARIANT_ORIGINAL);
+      reinterpret_cast<unsigned char*>(const_cast<char*>(decoded.expose().data())), decoded.size(),
+      text.data(), text.size(), " \t\r\n", &size, &end, sodium_base64_VARIANT_ORIGINAL);
   if (rc != 0 || end != text.data() + text.size() || size == 0) {
     return invalid_argument(
         fmt::format("the master key in {} is not base64 (32 random bytes, base64: "
@@ -183,13 +181,12 @@ Result<MasterKey> MasterKey::from_passphrase(const Secret& passphrase, const Kdf
   int rc = 0;
   Secret key = secret_of_size(kMasterKeyBytes, [&](unsigned char* out) {
     rc = crypto_pwhash(out, kMasterKeyBytes, passphrase.expose().data(), passphrase.size(),
-                       reinterpret_cast<const unsigned char*>(params.salt.data()),
-                       params.opslimit, static_cast<std::size_t>(params.memlimit),
-                       crypto_pwhash_ALG_ARGON2ID13);
+                       reinterpret_cast<const unsigned char*>(params.salt.data()), params.opslimit,
+                       static_cast<std::size_t>(params.memlimit), crypto_pwhash_ALG_ARGON2ID13);
   });
   if (rc != 0) {
-    return unavailable(fmt::format("Argon2id could not run (memlimit {} bytes: out of memory?)",
-                                   params.memlimit));
+    return unavailable(
+        fmt::format("Argon2id could not run (memlimit {} bytes: out of memory?)", params.memlimit));
   }
   return MasterKey(std::move(key));
 }
@@ -201,9 +198,6 @@ Secret MasterKey::derive(std::uint64_t id, std::size_t size) const {
   });
 }
 
-Secret MasterKey::entry_key() const {
-  return derive(kEntryKeyId, crypto_aead_xchacha20poly1305_ietf_KEYBYTES);
-}
 Secret MasterKey::digest_key() const { return derive(kDigestKeyId, crypto_generichash_KEYBYTES); }
 Secret MasterKey::backup_key() const {
   return derive(kBackupKeyId, crypto_secretstream_xchacha20poly1305_KEYBYTES);
@@ -237,8 +231,7 @@ Result<MasterKey> load_master_key(const SecretsConfig& config, const SecretSourc
   if (!config.master_key_env.empty()) {
     auto encoded = source.from_env(config.master_key_env);
     if (!encoded) return encoded.error();
-    return MasterKey::from_base64(encoded.value(),
-                                  "environment variable " + config.master_key_env);
+    return MasterKey::from_base64(encoded.value(), "environment variable " + config.master_key_env);
   }
   if (config.passphrase_env.empty()) {
     return invalid_argument(

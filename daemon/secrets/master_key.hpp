@@ -72,8 +72,8 @@ class MasterKey {
   // Stored with every vault entry and in backups made under the key.
   const std::string& key_id() const { return key_id_; }
 
-  // XChaCha20-Poly1305 key of vault entries.
-  Secret entry_key() const;
+  // XChaCha20-Poly1305 key of vault entries (derived once: every entry read and write uses it).
+  const Secret& entry_key() const { return entry_key_; }
   // Key of the keyed hashes in orgd_sync (crypto_generichash key size, 32 bytes).
   Secret digest_key() const;
   // secretstream key of backups made under the master key.
@@ -92,6 +92,7 @@ class MasterKey {
 
   Secret key_;
   std::string key_id_;
+  Secret entry_key_;
 };
 
 // The vault key's source as the config names it (secrets.master_key_file | master_key_env |

@@ -6,8 +6,9 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <tuple>
+#include <shared_mutex>
 #include <stdexcept>
+#include <tuple>
 
 namespace orgd::secrets {
 namespace {
@@ -47,8 +48,8 @@ std::string random_hex(std::size_t bytes) {
 std::string additional_data(const std::string& key, const std::string& generation,
                             const std::string& key_id) {
   std::string ad;
-  for (const std::string_view field : {kAdLabel, std::string_view{key},
-                                       std::string_view{generation}, std::string_view{key_id}}) {
+  for (const std::string_view field :
+       {kAdLabel, std::string_view{key}, std::string_view{generation}, std::string_view{key_id}}) {
     ad += std::to_string(field.size());
     ad += ':';
     ad += field;
@@ -126,7 +127,7 @@ unsigned char* bytes_of(const Secret& secret) {
 
 std::string encrypt_record(const MasterKey& key, const std::string& kv_key,
                            const std::string& generation, const Secret& value) {
-  const Secret entry_key = key.entry_key();
+  const Secret& entry_key = key.entry_key();
   const std::string ad = additional_data(kv_key, generation, key.key_id());
   std::string nonce(crypto_aead_xchacha20poly1305_ietf_NPUBBYTES, '\0');
   randombytes_buf(nonce.data(), nonce.size());
@@ -168,7 +169,7 @@ Result<Record> parse_record(const std::string& kv_key, const std::string& text) 
 
 Result<Secret> decrypt_record(const MasterKey& key, const std::string& kv_key,
                               const std::string& generation, const Record& record) {
-  const Secret entry_key = key.entry_key();
+  const Secret& entry_key = key.entry_key();
   const std::string ad = additional_data(kv_key, generation, record.key_id);
   Secret plain = zeroed_secret(record.ct.size() - crypto_aead_xchacha20poly1305_ietf_ABYTES);
   unsigned long long size = 0;
@@ -189,12 +190,20 @@ Result<Secret> decrypt_record(const MasterKey& key, const std::string& kv_key,
 bool valid_token_text(const std::string& text) {
   if (text.empty() || text.size() > 255) return false;
   return std::all_of(text.begin(), text.end(), [](char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '-' || c == '.';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.';
   });
 }
 
 }  // namespace
+
+BucketSpec vault_bucket_spec(int replicas) {
+  BucketSpec spec;
+  spec.name = std::string{kVaultBucket};
+  spec.description = "orgd secret vault: encrypted entries only (DESIGN.md 9)";
+  spec.replicas = replicas;
+  return spec;
+}
 
 const VersionInfo* SecretHead::find(std::uint64_t version) const {
   for (const auto& v : versions) {
@@ -272,8 +281,8 @@ Result<std::unique_ptr<SecretVault>> SecretVault::open(std::shared_ptr<KvBucket>
         meta.value().previous.empty()) {
       // Opened with the new key and the old one: the rotation starts now, so every replica
       // that opens with the old key alone is refused from here on.
-      auto updated = bucket->update(meta_key, meta_json({id, previous_id}),
-                                    stored.value()->revision);
+      auto updated =
+          bucket->update(meta_key, meta_json({id, previous_id}), stored.value()->revision);
       if (!updated && updated.error().code != ErrorCode::conflict) return updated.error();
       if (!updated) continue;
       return std::unique_ptr<SecretVault>(
@@ -355,9 +364,9 @@ Result<Secret> SecretVault::read_value(const SecretHead& head, std::uint64_t ver
   if (record.value().key_id == k.current->key_id()) key_for = k.current.get();
   if (k.previous && record.value().key_id == k.previous->key_id()) key_for = k.previous.get();
   if (key_for == nullptr) {
-    return invalid_argument(fmt::format(
-        "vault entry {} is under master key {}, which this vault was not given", key,
-        record.value().key_id));
+    return invalid_argument(
+        fmt::format("vault entry {} is under master key {}, which this vault was not given", key,
+                    record.value().key_id));
   }
   return decrypt_record(*key_for, key, head.generation, record.value());
 }
@@ -450,8 +459,13 @@ Result<std::uint64_t> SecretVault::store_new(const std::string& scope, const std
   }
 
   const std::string vkey = value_key(scope, name, version);
-  auto put = bucket_->put(vkey, encrypt_record(*keys().current, vkey, head.generation, value));
-  if (!put) return put.error();
+  {
+    // Encrypted and written before a master-key rotation can switch keys, so the rotation's
+    // pass over the records sees every record written under the old key.
+    std::shared_lock write(record_writes_);
+    auto put = bucket_->put(vkey, encrypt_record(*keys().current, vkey, head.generation, value));
+    if (!put) return put.error();
+  }
 
   std::vector<std::uint64_t> dropped;
   const auto now = clock_.now();
@@ -636,19 +650,22 @@ Result<std::size_t> SecretVault::rotate_master_key(MasterKey new_key) {
   const auto start = keys();
   if (next->key_id() != start.current->key_id()) {
     // Begin: meta.key names the new key and the one being left, before any record changes.
+    // Record writes in flight finish first (under the old key, so the pass below sees them).
+    std::unique_lock no_writes(record_writes_);
     auto stored = bucket_->get(meta_key);
     if (!stored) return stored.error();
     if (!stored.value()) return not_found("vault record meta.key is missing");
     auto meta = parse_meta(stored.value()->value);
     if (!meta) return meta.error();
     if (meta.value().key_id != start.current->key_id()) {
-      return conflict(fmt::format("the vault's master key changed to {} meanwhile",
-                                  meta.value().key_id));
+      return conflict(
+          fmt::format("the vault's master key changed to {} meanwhile", meta.value().key_id));
     }
     if (!meta.value().previous.empty()) {
-      return conflict(fmt::format("a master key rotation from {} is not finished yet: finish it "
-                                  "first (open with both keys and rotate again)",
-                                  meta.value().previous));
+      return conflict(
+          fmt::format("a master key rotation from {} is not finished yet: finish it "
+                      "first (open with both keys and rotate again)",
+                      meta.value().previous));
     }
     auto updated = bucket_->update(meta_key, meta_json({next->key_id(), start.current->key_id()}),
                                    stored.value()->revision);
@@ -657,38 +674,66 @@ Result<std::size_t> SecretVault::rotate_master_key(MasterKey new_key) {
     keys_ = Keys{next, start.current};
   }
   const auto k = keys();
-  auto heads = list();
-  if (!heads) return heads.error();
+  // Every value record in KV, not only those the heads list: a record written just before the
+  // keys switched may not be in its head's versions yet.
+  auto value_keys = bucket_->keys("value.>");
+  if (!value_keys) return value_keys.error();
+  std::sort(value_keys.value().begin(), value_keys.value().end());
+  std::map<std::string, std::optional<SecretHead>> heads;  // by head key
   std::size_t rewritten = 0;
-  for (const auto& head : heads.value()) {
-    for (const auto& v : head.versions) {
-      const std::string vkey = value_key(head.scope, head.name, v.version);
-      for (int attempt = 0;; ++attempt) {
-        if (attempt == options_.max_retries) {
-          return conflict(fmt::format("vault entry {} keeps changing; rotate again", vkey));
-        }
-        auto entry = bucket_->get(vkey);
-        if (!entry) return entry.error();
-        if (!entry.value()) break;  // retired meanwhile
-        auto record = parse_record(vkey, entry.value()->value);
-        if (!record) return record.error();
-        if (record.value().key_id == k.current->key_id()) break;
-        if (!k.previous || record.value().key_id != k.previous->key_id()) {
-          return invalid_argument(fmt::format(
-              "vault entry {} is under master key {}, which this rotation was not given", vkey,
-              record.value().key_id));
-        }
-        auto value = decrypt_record(*k.previous, vkey, head.generation, record.value());
-        if (!value) return value.error();
-        auto written =
-            bucket_->update(vkey, encrypt_record(*k.current, vkey, head.generation, value.value()),
-                            entry.value()->revision);
-        if (written) {
-          ++rewritten;
-          break;
-        }
-        if (written.error().code != ErrorCode::conflict) return written.error();
+  for (const auto& vkey : value_keys.value()) {
+    // value.<scope>.<name>.<version>: tokens hold no '.', so the head key is the middle two.
+    const auto last_dot = vkey.rfind('.');
+    const std::string hkey = "head." + vkey.substr(6, last_dot - 6);
+    std::uint64_t version = 0;
+    try {
+      version = std::stoull(vkey.substr(last_dot + 1));
+    } catch (const std::exception&) {
+      continue;  // not a record this vault writes
+    }
+    if (!heads.contains(hkey)) {
+      auto entry = bucket_->get(hkey);
+      if (!entry) return entry.error();
+      std::optional<SecretHead> head;
+      if (entry.value()) {
+        auto parsed = parse_head(hkey, entry.value()->value);
+        if (!parsed) return parsed.error();
+        head = std::move(parsed.value());
       }
+      heads.emplace(hkey, std::move(head));
+    }
+    const std::optional<SecretHead>& head = heads.at(hkey);
+    if (!head) continue;  // left behind by a removal: no head, it never opens again
+    for (int attempt = 0;; ++attempt) {
+      if (attempt == options_.max_retries) {
+        return conflict(fmt::format("vault entry {} keeps changing; rotate again", vkey));
+      }
+      auto entry = bucket_->get(vkey);
+      if (!entry) return entry.error();
+      if (!entry.value()) break;  // retired meanwhile
+      auto record = parse_record(vkey, entry.value()->value);
+      if (!record) return record.error();
+      if (record.value().key_id == k.current->key_id()) break;
+      if (!k.previous || record.value().key_id != k.previous->key_id()) {
+        return invalid_argument(
+            fmt::format("vault entry {} is under master key {}, which this rotation was not given",
+                        vkey, record.value().key_id));
+      }
+      auto value = decrypt_record(*k.previous, vkey, head->generation, record.value());
+      if (!value) {
+        // A record of the head's versions that does not open is damage; one it does not list
+        // (and cannot open) is a leftover of an earlier generation.
+        if (head->find(version) == nullptr) break;
+        return value.error();
+      }
+      auto written =
+          bucket_->update(vkey, encrypt_record(*k.current, vkey, head->generation, value.value()),
+                          entry.value()->revision);
+      if (written) {
+        ++rewritten;
+        break;
+      }
+      if (written.error().code != ErrorCode::conflict) return written.error();
     }
   }
   // Every record is under the new key: the rotation is over.
@@ -699,8 +744,8 @@ Result<std::size_t> SecretVault::rotate_master_key(MasterKey new_key) {
     auto meta = parse_meta(stored.value()->value);
     if (!meta) return meta.error();
     if (meta.value().key_id != k.current->key_id()) {
-      return conflict(fmt::format("the vault's master key changed to {} meanwhile",
-                                  meta.value().key_id));
+      return conflict(
+          fmt::format("the vault's master key changed to {} meanwhile", meta.value().key_id));
     }
     if (meta.value().previous.empty()) break;
     auto updated =
@@ -719,6 +764,14 @@ Result<std::size_t> SecretVault::rotate_master_key(MasterKey new_key) {
 VaultRepoSecrets::VaultRepoSecrets(std::shared_ptr<SecretVault> vault,
                                    std::map<std::string, std::vector<std::string>> names_by_repo)
     : vault_(std::move(vault)), names_by_repo_(std::move(names_by_repo)) {}
+
+VaultRepoSecrets::VaultRepoSecrets(std::shared_ptr<SecretVault> vault,
+                                   const std::map<std::string, RepoConfig>& repos)
+    : vault_(std::move(vault)) {
+  for (const auto& [name, repo] : repos) {
+    if (!repo.secrets.empty()) names_by_repo_[name] = repo.secrets;
+  }
+}
 
 Result<std::vector<NamedSecret>> VaultRepoSecrets::secrets_for(const std::string& repo) {
   std::vector<NamedSecret> out;

@@ -21,6 +21,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -36,6 +37,10 @@ namespace orgd::secrets {
 
 inline constexpr std::string_view kOrgScope = "org";
 inline constexpr std::string_view kVaultBucket = "orgd_vault";
+
+// The bucket the vault lives in (KvBucket::open / MemoryKvStore::open): history 1 (versions
+// are the vault's own records), no ttl.
+BucketSpec vault_bucket_spec(int replicas = 1);
 
 // One version of a secret, as its head records it.
 struct VersionInfo {
@@ -92,8 +97,7 @@ class SecretVault {
   // `meta.key`: a vault under another key is refused (invalid_argument naming both key ids:
   // a wrong passphrase or key file), so nothing is written under a wrong key. A new vault's
   // `meta.key` is created.
-  static Result<std::unique_ptr<SecretVault>> open(std::shared_ptr<KvBucket> bucket,
-                                                   MasterKey key,
+  static Result<std::unique_ptr<SecretVault>> open(std::shared_ptr<KvBucket> bucket, MasterKey key,
                                                    std::optional<MasterKey> previous = {},
                                                    const Clock& clock = system_clock(),
                                                    VaultOptions options = {});
@@ -103,8 +107,7 @@ class SecretVault {
   Result<SetResult> set(const std::string& scope, const std::string& name, const Secret& value,
                         const std::string& source);
   // The active value (version 0), or that version. not_found when absent or retired.
-  Result<Secret> get(const std::string& scope, const std::string& name,
-                     std::uint64_t version = 0);
+  Result<Secret> get(const std::string& scope, const std::string& name, std::uint64_t version = 0);
   // The repo's own active value, else the org's.
   Result<Resolved> resolve(const std::string& repo, const std::string& name);
   // Every head (names, scopes, versions, times; never values), sorted by scope then name.
@@ -177,6 +180,9 @@ class SecretVault {
   const Clock& clock_;
   VaultOptions options_;
   mutable std::mutex keys_mutex_;  // guards keys_
+  // Held shared while a value record is encrypted and written, exclusively while a master-key
+  // rotation switches keys.
+  std::shared_mutex record_writes_;
   Keys keys_;
   std::mutex callback_mutex_;  // guards callback_
   std::function<void(const VaultChange&)> callback_;
@@ -196,6 +202,9 @@ class VaultRepoSecrets final : public RepoSecrets {
  public:
   VaultRepoSecrets(std::shared_ptr<SecretVault> vault,
                    std::map<std::string, std::vector<std::string>> names_by_repo);
+  // The names of each repo's `secrets:` in the config.
+  VaultRepoSecrets(std::shared_ptr<SecretVault> vault,
+                   const std::map<std::string, RepoConfig>& repos);
   // A repo without configured secrets gets none; not_found naming the secret when one has no
   // value in either scope.
   Result<std::vector<NamedSecret>> secrets_for(const std::string& repo) override;

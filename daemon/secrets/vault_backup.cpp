@@ -1,7 +1,6 @@
 #include "daemon/secrets/vault_backup.hpp"
 
 #include <fcntl.h>
-#include <fmt/chrono.h>
 #include <fmt/format.h>
 #include <sodium.h>
 #include <sys/stat.h>
@@ -10,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <nlohmann/json.hpp>
 #include <system_error>
 
@@ -151,9 +151,9 @@ class StreamWriter {
     std::string chunk(plain.size() + kChunkOverhead, '\0');
     unsigned long long size = 0;
     const std::string ad = first_ ? first_ad_ : std::string{};
-    crypto_secretstream_xchacha20poly1305_push(&state_, reinterpret_cast<unsigned char*>(chunk.data()),
-                                               &size, u8(plain), plain.size(),
-                                               ad.empty() ? nullptr : u8(ad), ad.size(), tag);
+    crypto_secretstream_xchacha20poly1305_push(
+        &state_, reinterpret_cast<unsigned char*>(chunk.data()), &size, u8(plain), plain.size(),
+        ad.empty() ? nullptr : u8(ad), ad.size(), tag);
     first_ = false;
     put_be(out_, size, 4);
     out_.append(chunk.data(), size);
@@ -187,10 +187,14 @@ json head_record_json(const SecretHead& head) {
   for (const auto& v : head.versions) {
     versions.push_back({{"v", v.version}, {"created", to_ms(v.created)}, {"source", v.source}});
   }
-  return {{"scope", head.scope},     {"name", head.name},
-          {"active", head.active},   {"pending", head.pending},
-          {"latest", head.latest},   {"created", to_ms(head.created)},
-          {"updated", to_ms(head.updated)}, {"versions", std::move(versions)}};
+  return {{"scope", head.scope},
+          {"name", head.name},
+          {"active", head.active},
+          {"pending", head.pending},
+          {"latest", head.latest},
+          {"created", to_ms(head.created)},
+          {"updated", to_ms(head.updated)},
+          {"versions", std::move(versions)}};
 }
 
 TimePoint from_ms(std::int64_t ms) {
@@ -254,11 +258,10 @@ Result<std::string> encrypt_backup(const std::vector<SecretVault::ExportedSecret
 
   std::string out = header_bytes(header);
   StreamWriter writer(out, skey.value());
-  const std::string begin = std::string(1, static_cast<char>(kBeginRecord)) +
-                            json{{"created", to_ms(now)},
-                                 {"vault_key_id", vault_key_id},
-                                 {"secrets", secrets.size()}}
-                                .dump();
+  const std::string begin =
+      std::string(1, static_cast<char>(kBeginRecord)) +
+      json{{"created", to_ms(now)}, {"vault_key_id", vault_key_id}, {"secrets", secrets.size()}}
+          .dump();
   auto pushed = writer.push(begin, crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
   if (!pushed) return pushed.error();
   std::size_t records = 0;
@@ -333,9 +336,9 @@ Result<BackupContents> read_backup(std::string_view bytes, const BackupKey& key)
     unsigned long long plain_size = 0;
     unsigned char tag = 0;
     const std::string_view ad = index == 0 ? first_ad : std::string_view{};
-    if (crypto_secretstream_xchacha20poly1305_pull(
-            &state, bytes_of(plain), &plain_size, &tag, u8(bytes.substr(at, length)), length,
-            ad.empty() ? nullptr : u8(ad), ad.size()) != 0) {
+    if (crypto_secretstream_xchacha20poly1305_pull(&state, bytes_of(plain), &plain_size, &tag,
+                                                   u8(bytes.substr(at, length)), length,
+                                                   ad.empty() ? nullptr : u8(ad), ad.size()) != 0) {
       if (index == 0) {
         return refused(
             header.value().kind == BackupKeyKind::passphrase
@@ -440,8 +443,13 @@ Result<std::filesystem::path> write_backup_file(const std::filesystem::path& dir
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) return unavailable(fmt::format("backup dir {}: {}", dir.string(), ec.message()));
-  const auto seconds = std::chrono::time_point_cast<std::chrono::seconds>(now);
-  const std::string name = kPrefix + fmt::format("{:%Y%m%dT%H%M%SZ}", seconds) + kSuffix;
+  // UTC whatever the machine's time zone (the name says Z).
+  const std::time_t t = std::chrono::system_clock::to_time_t(now);
+  std::tm utc{};
+  gmtime_r(&t, &utc);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &utc);
+  const std::string name = kPrefix + stamp + kSuffix;
   const std::filesystem::path path = dir / name;
   std::string temp = (dir / ("." + name + ".XXXXXX")).string();
   const int fd = mkstemp(temp.data());  // mode 0600
@@ -452,8 +460,8 @@ Result<std::filesystem::path> write_backup_file(const std::filesystem::path& dir
     const int err = errno;
     ::close(fd);
     ::unlink(temp.c_str());
-    return unavailable(fmt::format("backup file {}: {} failed: {}", path.string(), what,
-                                   std::strerror(err)));
+    return unavailable(
+        fmt::format("backup file {}: {} failed: {}", path.string(), what, std::strerror(err)));
   };
   std::size_t done = 0;
   while (done < bytes.size()) {
