@@ -91,8 +91,7 @@ Figures baseline(const Params& p) {
     HttpRequest r;
     r.method = method;
     r.url = fake.base_url() + path;
-    r.headers = {{"Accept", "application/vnd.github+json"},
-                 {"X-GitHub-Api-Version", "2022-11-28"}};
+    r.headers = {{"Accept", "application/vnd.github+json"}, {"X-GitHub-Api-Version", "2022-11-28"}};
     if (!body.empty()) r.headers.push_back({"Content-Type", "application/json"});
     r.body = std::move(body);
     r.authorization = auth;
@@ -104,7 +103,8 @@ Figures baseline(const Params& p) {
   };
   const auto start = SteadyClock::now();
   for (std::int64_t i = 0; i < p.secrets; ++i) {
-    const auto key = nlohmann::json::parse(send("GET", "/orgs/acme/actions/secrets/public-key", {}).body);
+    const auto key =
+        nlohmann::json::parse(send("GET", "/orgs/acme/actions/secrets/public-key", {}).body);
     const Secret value = Secret::from(secret_value(i));
     auto sealed = seal_to(unbase64(key["key"].get<std::string>()), value);
     if (!sealed) throw std::runtime_error(sealed.error().message);
@@ -152,11 +152,11 @@ OrgdFigures orgd_sync(const Params& p, jsCtx* js, int run) {
   secrets::SecretSync sync{*bucket.value(), Secret::from(std::string(32, 'k')), options};
   std::vector<secrets::DesiredSecret> desired;
   for (std::int64_t i = 0; i < p.secrets; ++i) {
-    desired.push_back({secret_name(i), std::make_shared<const Secret>(Secret::from(secret_value(i))),
-                       1, "org"});
+    desired.push_back(
+        {secret_name(i), std::make_shared<const Secret>(Secret::from(secret_value(i))), 1, "org"});
   }
-  const auto target = secrets::SyncTarget::make("gh", set->secret_targets("api").at(0), false,
-                                                std::move(desired));
+  const auto target =
+      secrets::SyncTarget::make("gh", set->secret_targets("api").at(0), false, std::move(desired));
   OrgdFigures f;
   auto start = SteadyClock::now();
   auto full = sync.sync({target});
@@ -197,7 +197,8 @@ std::pair<std::size_t, double> one_record_per_target(const Params& p, jsCtx* js)
   r.pushed_at = std::chrono::system_clock::now();
   r.target_updated_at = r.pushed_at;
   for (std::int64_t i = 0; i < p.secrets; ++i) {
-    r.digest = secrets::secret_digest(key, "t", secret_name(i), Secret::from(secret_value(i))).value();
+    r.digest =
+        secrets::secret_digest(key, "t", secret_name(i), Secret::from(secret_value(i))).value();
     all[secret_name(i)] = nlohmann::json::parse(secrets::encode_record(r));
   }
   const std::string value = all.dump();
@@ -233,9 +234,10 @@ int run(const Params& p) {
   jsCtx_Destroy(js);
 
   const double n = static_cast<double>(p.secrets);
-  fmt::print("bench_secret_sync: {} secrets to one GitHub organization target, fake GitHub over "
-             "loopback HTTP (+{} ms per answer), orgd_sync in JetStream; median of {} runs; {}\n",
-             p.secrets, p.api_latency_ms, p.runs, machine_summary());
+  fmt::print(
+      "bench_secret_sync: {} secrets to one GitHub organization target, fake GitHub over "
+      "loopback HTTP (+{} ms per answer), orgd_sync in JetStream; median of {} runs; {}\n",
+      p.secrets, p.api_latency_ms, p.runs, machine_summary());
   auto line = [&](const char* what, double s, const Figures& f) {
     fmt::print("  {:<42} {:>8.3f} s  {:>6} API calls ({:.2f}/secret, {} writes)\n", what, s,
                grouped(f.calls), static_cast<double>(f.calls) / n, grouped(f.writes));
@@ -246,13 +248,15 @@ int run(const Params& p) {
   fmt::print("  full sync vs baseline: {:.2f}x faster, {:.2f}x fewer API calls\n",
              median(base_s) / median(full_s),
              static_cast<double>(base.calls) / static_cast<double>(full.calls));
-  fmt::print("  no-change sync vs baseline: {:.1f}x faster, {:.0f}x fewer API calls, 0 writes\n",
-             median(base_s) / median(same_s),
-             static_cast<double>(base.calls) / static_cast<double>(std::max<std::size_t>(1, same.calls)));
-  fmt::print("  orgd_sync read of {} records: {:.1f} ms one record per name (keys {:.1f} ms, then a "
-             "get each); one record per target would be {} KB in one get ({:.1f} ms)\n",
-             p.secrets, median(load_s) * 1000, median(keys_s) * 1000, single_bytes / 1024,
-             single_s * 1000);
+  fmt::print(
+      "  no-change sync vs baseline: {:.1f}x faster, {:.0f}x fewer API calls, 0 writes\n",
+      median(base_s) / median(same_s),
+      static_cast<double>(base.calls) / static_cast<double>(std::max<std::size_t>(1, same.calls)));
+  fmt::print(
+      "  orgd_sync read of {} records: {:.1f} ms one record per name (keys {:.1f} ms, then a "
+      "get each); one record per target would be {} KB in one get ({:.1f} ms)\n",
+      p.secrets, median(load_s) * 1000, median(keys_s) * 1000, single_bytes / 1024,
+      single_s * 1000);
   return 0;
 }
 

@@ -33,8 +33,7 @@ bool SyncResult::in_sync() const {
   return true;
 }
 
-SecretSync::SecretSync(KvBucket& bucket, Secret digest_key, SyncOptions options,
-                       const Clock& clock)
+SecretSync::SecretSync(KvBucket& bucket, Secret digest_key, SyncOptions options, const Clock& clock)
     : bucket_(bucket),
       digest_key_(std::move(digest_key)),
       options_(std::move(options)),
@@ -162,8 +161,8 @@ TargetSyncResult SecretSync::sync_target(const SyncTarget& target, bool dry_run)
         record.scope = d.scope;
         record.pushed_at = clock_.now();
         auto it = stored.find(e.name);
-        auto saved = state_.save(target.id, e.name, record,
-                                 it == stored.end() ? 0 : it->second.revision);
+        auto saved =
+            state_.save(target.id, e.name, record, it == stored.end() ? 0 : it->second.revision);
         if (!saved) {
           // Pushed but not noted: the next sync pushes it once more, which is harmless.
           result.failures.push_back(
@@ -198,8 +197,7 @@ TargetSyncResult SecretSync::sync_target(const SyncTarget& target, bool dry_run)
       }
     }
     const Error& error = done.error();
-    log->warn("sync of {}: {} {}: {}", result.target, action_name(e.action), e.name,
-              error.message);
+    log->warn("sync of {}: {} {}: {}", result.target, action_name(e.action), e.name, error.message);
     result.failures.push_back({e.name, error.message, error.retry});
     result.behind.push_back(e.name);
     if (error.retry == Retry::rate_limited) stopped = true;  // the rest waits for the next run

@@ -33,9 +33,9 @@ namespace orgd::secrets {
 namespace {
 
 using namespace std::chrono_literals;
+using orgd::testing::FakeFault;
 using orgd::testing::FakeGithub;
 using orgd::testing::FakeGithubServer;
-using orgd::testing::FakeFault;
 using orgd::testing::SecretScope;
 
 constexpr const char* kToken = "ghp_orgdSyncTestToken0123456789abcdef";
@@ -95,8 +95,8 @@ class SecretSyncGithubTest : public ::testing::Test {
     provided.data_dir = dir_.str();
     provided.environment = env_;
     auto offset = offset_;
-    provided.http = [offset](const HttpClientOptions& given)
-        -> Result<std::shared_ptr<HttpTransport>> {
+    provided.http =
+        [offset](const HttpClientOptions& given) -> Result<std::shared_ptr<HttpTransport>> {
       HttpClientOptions options = given;
       options.max_attempts = 1;
       HttpsClientHooks hooks;
