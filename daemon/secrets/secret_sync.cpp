@@ -33,6 +33,38 @@ bool SyncResult::in_sync() const {
   return true;
 }
 
+nlohmann::json to_json(const SyncResult& result) {
+  nlohmann::json targets = nlohmann::json::array();
+  for (const auto& t : result.targets) {
+    nlohmann::json plan = nlohmann::json::array();
+    for (const auto& e : t.plan.entries) {
+      if (!result.dry_run && e.action == SyncAction::none && e.reason == SyncReason::in_sync) {
+        continue;
+      }
+      plan.push_back({{"name", e.name},
+                      {"action", std::string(action_name(e.action))},
+                      {"reason", std::string(reason_name(e.reason))}});
+    }
+    nlohmann::json failures = nlohmann::json::array();
+    for (const auto& f : t.failures) {
+      failures.push_back(
+          {{"name", f.name}, {"error", f.message}, {"retry", std::string(retry_name(f.retry))}});
+    }
+    nlohmann::json j{{"target_id", t.target_id},
+                     {"target", t.target},
+                     {"pushed", t.pushed},
+                     {"removed", t.removed},
+                     {"unchanged", t.unchanged},
+                     {"plan", std::move(plan)},
+                     {"failures", std::move(failures)},
+                     {"behind", t.behind},
+                     {"claimed_elsewhere", t.claimed_elsewhere}};
+    if (t.error) j["error"] = t.error->message;
+    targets.push_back(std::move(j));
+  }
+  return {{"dry_run", result.dry_run}, {"in_sync", result.in_sync()}, {"targets", targets}};
+}
+
 SecretSync::SecretSync(KvBucket& bucket, Secret digest_key, SyncOptions options, const Clock& clock)
     : bucket_(bucket),
       digest_key_(std::move(digest_key)),

@@ -331,6 +331,30 @@ TEST_F(SecretSyncTest, ADryRunPlansWithoutWritingOrClaiming) {
   EXPECT_TRUE(bucket_->keys(">").value().empty()) << "no record, no claim";
 }
 
+TEST_F(SecretSyncTest, TheResultAsJsonNamesActionsAndReasonsButNoValueOrDigest) {
+  auto sync = make("a");
+  target_->fail["S1"] = permanent(invalid_argument("S1: refused"));
+  const auto t = sync_target(3);
+  const auto dry = to_json(sync.sync({t}, true));
+  EXPECT_TRUE(dry["dry_run"].get<bool>());
+  ASSERT_EQ(dry["targets"][0]["plan"].size(), 3u);
+  EXPECT_EQ(dry["targets"][0]["plan"][0],
+            (nlohmann::json{{"name", "S0"}, {"action", "put"}, {"reason", "new"}}));
+  const auto done = to_json(sync.sync({t}));
+  EXPECT_FALSE(done["in_sync"].get<bool>());
+  EXPECT_EQ(done["targets"][0]["pushed"], 2);
+  EXPECT_EQ(done["targets"][0]["failures"][0]["name"], "S1");
+  EXPECT_EQ(done["targets"][0]["failures"][0]["retry"], "permanent");
+  EXPECT_EQ(done["targets"][0]["behind"], nlohmann::json::array({"S1"}));
+  const auto digest =
+      secret_digest(Secret::from(std::string(32, 'k')), t.id, "S0", Secret::from("v0")).value();
+  for (const auto& text : {dry.dump(), done.dump()}) {
+    EXPECT_EQ(text.find("\"v0\""), std::string::npos) << text;
+    EXPECT_EQ(text.find("\"v2\""), std::string::npos) << text;
+    EXPECT_EQ(text.find(digest), std::string::npos) << text;
+  }
+}
+
 TEST_F(SecretSyncTest, AChangedValueIsPushedAgainAndAnUnchangedOneNot) {
   auto sync = make("a");
   ASSERT_TRUE(sync.sync({sync_target(3)}).in_sync());
