@@ -33,8 +33,39 @@ bool SyncResult::in_sync() const {
   return true;
 }
 
-SecretSync::SecretSync(KvBucket& bucket, Secret digest_key, SyncOptions options,
-                       const Clock& clock)
+nlohmann::json to_json(const SyncResult& result) {
+  nlohmann::json targets = nlohmann::json::array();
+  for (const auto& t : result.targets) {
+    nlohmann::json plan = nlohmann::json::array();
+    for (const auto& e : t.plan.entries) {
+      if (!result.dry_run && e.action == SyncAction::none && e.reason == SyncReason::in_sync) {
+        continue;
+      }
+      plan.push_back({{"name", e.name},
+                      {"action", std::string(action_name(e.action))},
+                      {"reason", std::string(reason_name(e.reason))}});
+    }
+    nlohmann::json failures = nlohmann::json::array();
+    for (const auto& f : t.failures) {
+      failures.push_back(
+          {{"name", f.name}, {"error", f.message}, {"retry", std::string(retry_name(f.retry))}});
+    }
+    nlohmann::json j{{"target_id", t.target_id},
+                     {"target", t.target},
+                     {"pushed", t.pushed},
+                     {"removed", t.removed},
+                     {"unchanged", t.unchanged},
+                     {"plan", std::move(plan)},
+                     {"failures", std::move(failures)},
+                     {"behind", t.behind},
+                     {"claimed_elsewhere", t.claimed_elsewhere}};
+    if (t.error) j["error"] = t.error->message;
+    targets.push_back(std::move(j));
+  }
+  return {{"dry_run", result.dry_run}, {"in_sync", result.in_sync()}, {"targets", targets}};
+}
+
+SecretSync::SecretSync(KvBucket& bucket, Secret digest_key, SyncOptions options, const Clock& clock)
     : bucket_(bucket),
       digest_key_(std::move(digest_key)),
       options_(std::move(options)),
@@ -162,8 +193,8 @@ TargetSyncResult SecretSync::sync_target(const SyncTarget& target, bool dry_run)
         record.scope = d.scope;
         record.pushed_at = clock_.now();
         auto it = stored.find(e.name);
-        auto saved = state_.save(target.id, e.name, record,
-                                 it == stored.end() ? 0 : it->second.revision);
+        auto saved =
+            state_.save(target.id, e.name, record, it == stored.end() ? 0 : it->second.revision);
         if (!saved) {
           // Pushed but not noted: the next sync pushes it once more, which is harmless.
           result.failures.push_back(
@@ -198,8 +229,7 @@ TargetSyncResult SecretSync::sync_target(const SyncTarget& target, bool dry_run)
       }
     }
     const Error& error = done.error();
-    log->warn("sync of {}: {} {}: {}", result.target, action_name(e.action), e.name,
-              error.message);
+    log->warn("sync of {}: {} {}: {}", result.target, action_name(e.action), e.name, error.message);
     result.failures.push_back({e.name, error.message, error.retry});
     result.behind.push_back(e.name);
     if (error.retry == Retry::rate_limited) stopped = true;  // the rest waits for the next run

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -87,6 +88,14 @@ struct SyncOptions {
   // replica that dies mid-sync blocks the target's sync for at most this long.
   Duration claim_ttl{std::chrono::minutes{5}};
 };
+
+// The result as a reply or event body (P.api.secrets.sync, `orgctl secrets sync [--dry-run]`):
+// {"dry_run", "in_sync", "targets": [{"target_id", "target", "pushed", "removed", "unchanged",
+// "plan": [{"name", "action", "reason"}], "failures": [{"name", "error", "retry"}], "behind",
+// "error"?, "claimed_elsewhere"}]}. Names, actions and messages only: no value, no digest. A
+// dry run's plan lists every entry; otherwise only the entries with an action or a reason other
+// than in_sync (1,000 unchanged names need not be echoed).
+nlohmann::json to_json(const SyncResult& result);
 
 class SecretSync {
  public:

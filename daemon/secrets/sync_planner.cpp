@@ -64,22 +64,32 @@ PlanEntry entry(const std::string& name, SyncAction action, SyncReason reason,
 
 std::string_view action_name(SyncAction action) {
   switch (action) {
-    case SyncAction::none: return "none";
-    case SyncAction::put: return "put";
-    case SyncAction::remove: return "remove";
+    case SyncAction::none:
+      return "none";
+    case SyncAction::put:
+      return "put";
+    case SyncAction::remove:
+      return "remove";
   }
   return "none";
 }
 
 std::string_view reason_name(SyncReason reason) {
   switch (reason) {
-    case SyncReason::in_sync: return "in_sync";
-    case SyncReason::new_secret: return "new";
-    case SyncReason::changed: return "changed";
-    case SyncReason::missing: return "missing";
-    case SyncReason::drifted: return "drifted";
-    case SyncReason::unmanaged: return "unmanaged";
-    case SyncReason::no_longer_desired: return "no_longer_desired";
+    case SyncReason::in_sync:
+      return "in_sync";
+    case SyncReason::new_secret:
+      return "new";
+    case SyncReason::changed:
+      return "changed";
+    case SyncReason::missing:
+      return "missing";
+    case SyncReason::drifted:
+      return "drifted";
+    case SyncReason::unmanaged:
+      return "unmanaged";
+    case SyncReason::no_longer_desired:
+      return "no_longer_desired";
   }
   return "in_sync";
 }

@@ -45,7 +45,7 @@ struct PlanEntry {
 
 struct TargetPlan {
   std::string target_id;
-  std::string target;  // describe()
+  std::string target;              // describe()
   std::vector<PlanEntry> entries;  // desired names in the given order, then removals, unmanaged
 
   std::size_t count(SyncAction action) const;

@@ -2,9 +2,8 @@
 
 #include <sodium.h>
 
-#include <nlohmann/json.hpp>
-
 #include <array>
+#include <nlohmann/json.hpp>
 #include <vector>
 
 #include "daemon/core/ascii.hpp"
@@ -53,8 +52,8 @@ std::int64_t millis(Clock::time_point t) {
 }
 
 Clock::time_point from_millis(std::int64_t ms) {
-  return Clock::time_point{std::chrono::duration_cast<Clock::time_point::duration>(
-      std::chrono::milliseconds{ms})};
+  return Clock::time_point{
+      std::chrono::duration_cast<Clock::time_point::duration>(std::chrono::milliseconds{ms})};
 }
 
 std::string encode_claim(const std::string& owner, Clock::time_point until) {
@@ -67,7 +66,8 @@ std::optional<std::pair<std::string, Clock::time_point>> decode_claim(const std:
       !j.contains("until_ms") || !j["until_ms"].is_number_integer()) {
     return std::nullopt;
   }
-  return std::make_pair(j["owner"].get<std::string>(), from_millis(j["until_ms"].get<std::int64_t>()));
+  return std::make_pair(j["owner"].get<std::string>(),
+                        from_millis(j["until_ms"].get<std::int64_t>()));
 }
 
 }  // namespace
@@ -89,7 +89,8 @@ Result<std::string> secret_digest(const Secret& digest_key, std::string_view tar
   }
   crypto_generichash_state state;
   std::array<unsigned char, 32> out{};
-  crypto_generichash_init(&state, reinterpret_cast<const unsigned char*>(digest_key.expose().data()),
+  crypto_generichash_init(&state,
+                          reinterpret_cast<const unsigned char*>(digest_key.expose().data()),
                           digest_key.size(), out.size());
   absorb(state, target_id);
   absorb(state, name);
@@ -227,9 +228,8 @@ Result<SyncClaim> SyncState::claim(const std::string& target_id, const std::stri
 Result<SyncClaim> SyncState::renew(const SyncClaim& claim, Duration ttl) {
   SyncClaim renewed = claim;
   renewed.until = clock_.now() + ttl;
-  auto written =
-      bucket_.update(claim_key(claim.target_id), encode_claim(claim.owner, renewed.until),
-                     claim.revision);
+  auto written = bucket_.update(claim_key(claim.target_id),
+                                encode_claim(claim.owner, renewed.until), claim.revision);
   if (!written) {
     if (written.error().code == ErrorCode::conflict) {
       return conflict("the claim on target " + claim.target_id + " was lost");

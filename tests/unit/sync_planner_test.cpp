@@ -2,6 +2,8 @@
 // kept), the orgd_sync records and claims over a MemoryKvBucket, keyed digests, and SecretSync
 // against an in-memory target that counts its calls and fails on demand (per-name errors, a
 // rate limit stopping the target, a lost claim, two replicas over one bucket).
+#include "daemon/secrets/sync_planner.hpp"
+
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -15,7 +17,6 @@
 #include "daemon/bus/memory_kv_bucket.hpp"
 #include "daemon/core/clock.hpp"
 #include "daemon/secrets/secret_sync.hpp"
-#include "daemon/secrets/sync_planner.hpp"
 #include "daemon/secrets/sync_state.hpp"
 
 namespace orgd::secrets {
@@ -45,18 +46,18 @@ const PlanEntry* find(const TargetPlan& plan, const std::string& name) {
 
 TEST(SyncPlanner, EveryReasonForAPutARemovalOrNothing) {
   TargetRecords records{
-      {"SAME", {record("d-same"), 1}},
-      {"CHANGED", {record("d-old"), 2}},
-      {"GONE", {record("d-gone"), 3}},
-      {"DRIFTED", {record("d-drift"), 4}},
+      {"SAME", {record("d-same"), 1}},       {"CHANGED", {record("d-old"), 2}},
+      {"GONE", {record("d-gone"), 3}},       {"DRIFTED", {record("d-drift"), 4}},
       {"DROPPED", {record("d-dropped"), 5}},
   };
   const std::vector<SecretInfo> listing{
-      {"SAME", kT0},     {"CHANGED", kT0}, {"DRIFTED", kT0 + 1s},
-      {"DROPPED", kT0},  {"NEW", kT0},     {"SOMEONE_ELSES", kT0},
+      {"SAME", kT0},    {"CHANGED", kT0}, {"DRIFTED", kT0 + 1s},
+      {"DROPPED", kT0}, {"NEW", kT0},     {"SOMEONE_ELSES", kT0},
   };
-  const std::vector<DesiredDigest> desired{{"SAME", "d-same"},    {"CHANGED", "d-new"},
-                                           {"GONE", "d-gone"},    {"DRIFTED", "d-drift"},
+  const std::vector<DesiredDigest> desired{{"SAME", "d-same"},
+                                           {"CHANGED", "d-new"},
+                                           {"GONE", "d-gone"},
+                                           {"DRIFTED", "d-drift"},
                                            {"NEW", "d-brand-new"}};
   const auto plan = plan_target("t1", "target one", false, desired, records, listing);
 
@@ -224,7 +225,8 @@ TEST(SyncState, AClaimIsExclusiveUntilItExpiresOrIsReleased) {
   EXPECT_TRUE(state.claim("t", "replica-a", 60s));
 }
 
-// ---- SecretSync over an in-memory target ---------------------------------------------------------
+// ---- SecretSync over an in-memory target
+// ---------------------------------------------------------
 
 // A target in memory: values kept as digests of nothing secret (the test's values are not real
 // secrets), calls counted, failures scripted per name.
@@ -287,10 +289,10 @@ class SecretSyncTest : public ::testing::Test {
   SyncTarget sync_target(int count, bool prune = false, const std::string& suffix = "") {
     std::vector<DesiredSecret> desired;
     for (int i = 0; i < count; ++i) {
-      desired.push_back({"S" + std::to_string(i),
-                         std::make_shared<const Secret>(
-                             Secret::from("v" + std::to_string(i) + suffix)),
-                         1, "api"});
+      desired.push_back(
+          {"S" + std::to_string(i),
+           std::make_shared<const Secret>(Secret::from("v" + std::to_string(i) + suffix)), 1,
+           "api"});
     }
     return SyncTarget::make("mem", target_, prune, std::move(desired));
   }
@@ -329,6 +331,30 @@ TEST_F(SecretSyncTest, ADryRunPlansWithoutWritingOrClaiming) {
   EXPECT_TRUE(bucket_->keys(">").value().empty()) << "no record, no claim";
 }
 
+TEST_F(SecretSyncTest, TheResultAsJsonNamesActionsAndReasonsButNoValueOrDigest) {
+  auto sync = make("a");
+  target_->fail["S1"] = permanent(invalid_argument("S1: refused"));
+  const auto t = sync_target(3);
+  const auto dry = to_json(sync.sync({t}, true));
+  EXPECT_TRUE(dry["dry_run"].get<bool>());
+  ASSERT_EQ(dry["targets"][0]["plan"].size(), 3u);
+  EXPECT_EQ(dry["targets"][0]["plan"][0],
+            (nlohmann::json{{"name", "S0"}, {"action", "put"}, {"reason", "new"}}));
+  const auto done = to_json(sync.sync({t}));
+  EXPECT_FALSE(done["in_sync"].get<bool>());
+  EXPECT_EQ(done["targets"][0]["pushed"], 2);
+  EXPECT_EQ(done["targets"][0]["failures"][0]["name"], "S1");
+  EXPECT_EQ(done["targets"][0]["failures"][0]["retry"], "permanent");
+  EXPECT_EQ(done["targets"][0]["behind"], nlohmann::json::array({"S1"}));
+  const auto digest =
+      secret_digest(Secret::from(std::string(32, 'k')), t.id, "S0", Secret::from("v0")).value();
+  for (const auto& text : {dry.dump(), done.dump()}) {
+    EXPECT_EQ(text.find("\"v0\""), std::string::npos) << text;
+    EXPECT_EQ(text.find("\"v2\""), std::string::npos) << text;
+    EXPECT_EQ(text.find(digest), std::string::npos) << text;
+  }
+}
+
 TEST_F(SecretSyncTest, AChangedValueIsPushedAgainAndAnUnchangedOneNot) {
   auto sync = make("a");
   ASSERT_TRUE(sync.sync({sync_target(3)}).in_sync());
@@ -361,8 +387,7 @@ TEST_F(SecretSyncTest, FailuresArePerNameAndARateLimitStopsTheTargetUntilTheNext
   target_->put_names.clear();
   auto second = sync.sync({sync_target(10)});
   EXPECT_TRUE(second.in_sync());
-  EXPECT_EQ(target_->put_names,
-            (std::vector<std::string>{"S2", "S5", "S6", "S7", "S8", "S9"}))
+  EXPECT_EQ(target_->put_names, (std::vector<std::string>{"S2", "S5", "S6", "S7", "S8", "S9"}))
       << "what was done is not done again";
 }
 
@@ -462,8 +487,8 @@ TEST_F(SecretSyncTest, AClaimLostMidSyncStopsTheRunThere) {
   auto target = std::make_shared<SlowTarget>(clock_, *bucket_, id);
   std::vector<DesiredSecret> desired;
   for (int i = 0; i < 4; ++i) {
-    desired.push_back({"S" + std::to_string(i), std::make_shared<const Secret>(Secret::from("v")),
-                       1, "api"});
+    desired.push_back(
+        {"S" + std::to_string(i), std::make_shared<const Secret>(Secret::from("v")), 1, "api"});
   }
   auto result = slow.sync({SyncTarget::make("mem", target, false, std::move(desired))});
   EXPECT_TRUE(target->taken);
