@@ -133,6 +133,7 @@ Result<GitRun> run_git(const std::string& dir, std::vector<std::string> args,
   }
   GitRun run;
   std::string line;
+  line.reserve(kMaxLine);  // never reallocated: no unwiped copy of a line left behind
   std::size_t total = 0;
   char buffer[1 << 16];
   while (true) {

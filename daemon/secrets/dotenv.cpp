@@ -357,9 +357,16 @@ Secret DotenvDocument::render() const {
     out.push('=');
     out.append(quoted[i].expose());
     const auto suffix = src.substr(seg.suffix_begin, seg.suffix_end - seg.suffix_begin);
-    // `"x"#c` read a comment after a quote; after a bare value the '#' needs a blank before it.
-    if (!suffix.empty() && suffix[0] == '#') out.push(' ');
-    out.append(suffix);
+    // After a quote a comment may follow anything (`"x"#c`, `"x"\r#c`); after a bare value its
+    // '#' needs a blank right before it.
+    const auto hash = suffix.find('#');
+    if (hash != std::string_view::npos && (hash == 0 || !is_blank(suffix[hash - 1]))) {
+      out.append(suffix.substr(0, hash));
+      out.push(' ');
+      out.append(suffix.substr(hash));
+    } else {
+      out.append(suffix);
+    }
     if (seg.has_newline) {
       // A CRLF file keeps its line ending.
       const auto nl = src.substr(seg.suffix_end, seg.end - seg.suffix_end);

@@ -46,7 +46,10 @@ class LineLimiter {
         // A few bytes past the limit are kept, so a cut can tell whether the character at the
         // limit is complete; and the longest secret more, so one that starts before the cut is
         // still whole when the line is scrubbed.
-        kept_bytes_(ExecDeployTarget::kMaxLineBytes + 4 + scrubber.longest()) {}
+        kept_bytes_(ExecDeployTarget::kMaxLineBytes + 4 + scrubber.longest()) {
+    // Reserved once: a growing string would leave unwiped copies of what it held.
+    partial_.reserve(kept_bytes_);
+  }
   ~LineLimiter() { wipe(partial_); }
 
   void feed(const char* data, std::size_t size) {

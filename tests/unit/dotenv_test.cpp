@@ -225,6 +225,18 @@ TEST(DotenvDocument, SetOnALastLineWithoutNewlineAndCrlf) {
   EXPECT_EQ(doc.render().expose(), "A='x y'\r\nB=2\nC=3\n");
 }
 
+// Found by the fuzzer: a comment after a closing quote with a CR before it.
+TEST(DotenvDocument, ACommentAfterAQuoteStaysACommentForABareValue) {
+  auto doc = std::move(DotenvDocument::parse("B=\"x\"\r# c\r\nC='y'#d\n", ".env")).value();
+  doc.blank_values();
+  auto back = parse_dotenv(doc.render().expose(), "out");
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(value_of(back.value(), "B"), "");
+  EXPECT_EQ(value_of(back.value(), "C"), "");
+  ASSERT_TRUE(doc.set("B", Secret::from("bare")).ok());
+  EXPECT_EQ(value_of(parse_dotenv(doc.render().expose(), "out").value(), "B"), "bare");
+}
+
 TEST(DotenvDocument, SetReplacesTheWinningDuplicate) {
   auto doc = std::move(DotenvDocument::parse("A=1\nA=2\n", ".env")).value();
   ASSERT_TRUE(doc.set("A", Secret::from("3")).ok());
