@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "daemon/core/subprocess.hpp"
 #include "daemon/plugin/provider_services.hpp"
 #include "plugins/exec/exec_provider.hpp"
 #include "plugins/exec/output_scrubber.hpp"
@@ -238,6 +239,23 @@ TEST(ExecSecrets, TheProviderPassesTheVaultToItsTargets) {
   ASSERT_TRUE(result.ok());
   EXPECT_EQ(result.value().status, DeployStatus::succeeded) << result.value().error;
   EXPECT_EQ(testing::read_file(dir / "token.txt"), std::string{kToken} + "\n");
+}
+
+TEST(SpawnSecretEnvironment, SecretVariablesReachTheChildAndANameGivenTwiceIsRefused) {
+  TempDir dir;
+  const Secret value = Secret::from("canary value\nwith a newline");
+  const Secret empty;
+  SpawnOptions options;
+  options.argv = {"/bin/sh", "-c", "printf '%s|%s|%s' \"$S\" \"${E-unset}\" \"$PLAIN\" > out"};
+  options.env = {{"PATH", "/usr/bin:/bin"}, {"PLAIN", "p"}};
+  options.secret_env = {{"S", &value}, {"E", &empty}};
+  options.workdir = dir.str();
+  const auto child = spawn_child(options);
+  ASSERT_TRUE(reap_child(child.pid, /*block=*/true).has_value());
+  EXPECT_EQ(testing::read_file(dir / "out"), "canary value\nwith a newline||p");
+
+  options.secret_env = {{"PLAIN", &value}};
+  EXPECT_THROW(spawn_child(options), SpawnError);
 }
 
 TEST(OutputScrubber, ReplacesEveryCoveredStretchOnce) {
