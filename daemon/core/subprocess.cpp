@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <sodium.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -10,6 +11,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <system_error>
 
 namespace orgd {
@@ -125,6 +127,31 @@ SpawnedChild spawn_child(const SpawnOptions& options) {
   for (const auto& [name, value] : options.env) env_entries.push_back(name + "=" + value);
   std::vector<char*> envp;
   for (auto& e : env_entries) envp.push_back(e.data());
+  // Secret variables: one sodium buffer of "NAME=value\0" strings, freed (zeroed) on return.
+  std::size_t secret_bytes = 0;
+  for (const auto& [name, value] : options.secret_env) {
+    if (options.env.count(name) != 0) {
+      throw SpawnError("cannot start '" + options.argv[0] + "': " + name + " is set twice");
+    }
+    secret_bytes += name.size() + 1 + value->size() + 1;
+  }
+  std::unique_ptr<char, void (*)(void*)> secret_block{nullptr, sodium_free};
+  if (secret_bytes > 0) {
+    if (sodium_init() < 0) throw SpawnError("libsodium could not be initialised");
+    secret_block.reset(static_cast<char*>(sodium_malloc(secret_bytes)));
+    if (!secret_block) throw SpawnError("cannot allocate the child's environment");
+    char* at = secret_block.get();
+    for (const auto& [name, value] : options.secret_env) {
+      envp.push_back(at);
+      std::memcpy(at, name.data(), name.size());
+      at += name.size();
+      *at++ = '=';
+      const std::string_view bytes = value->expose();
+      if (!bytes.empty()) std::memcpy(at, bytes.data(), bytes.size());
+      at += bytes.size();
+      *at++ = '\0';
+    }
+  }
   envp.push_back(nullptr);
 
   UniqueFd null_fd{above_stdio(::open("/dev/null", O_RDWR | O_CLOEXEC))};

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "daemon/core/environment.hpp"
+#include "daemon/core/secret.hpp"
 #include "daemon/core/unique_fd.hpp"
 
 // The one way orgd (and its tests) start a child process: the embedded nats-server, exec deploy
@@ -35,6 +36,10 @@ struct SpawnOptions {
   std::vector<std::string> argv;
   // The child's whole environment: nothing is inherited.
   std::map<std::string, std::string> env;
+  // Variables whose values are secrets (borrowed: they must outlive spawn_child()). Their
+  // "NAME=value" strings are built in sodium memory, wiped once the child has exec'd; the only
+  // other copy is the child's own environment. A name also in `env` is a SpawnError.
+  std::vector<std::pair<std::string, const Secret*>> secret_env;
   // Empty: orgd's working directory.
   std::string workdir;
   // Descriptors that become the child's stdout and stderr (may be the same one); -1: /dev/null.

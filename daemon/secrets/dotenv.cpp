@@ -37,9 +37,7 @@ class ValueBuffer {
 };
 
 bool is_blank(char c) { return c == ' ' || c == '\t'; }
-bool key_start(char c) {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
-}
+bool key_start(char c) { return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_'; }
 bool key_char(char c) { return key_start(c) || (c >= '0' && c <= '9'); }
 
 // Characters a bare value may hold and still read back unchanged, here and in compose (which
@@ -99,8 +97,8 @@ Result<DotenvDocument> DotenvDocument::parse(std::string_view text, std::string_
     std::size_t p = pos;
     while (p < n && is_blank(src[p])) ++p;
     // Blank lines (a lone \r of CRLF included) and comments are kept as they are.
-    if (p >= n || src[p] == '\n' || src[p] == '#' || (src[p] == '\r' && (p + 1 >= n ||
-                                                                        src[p + 1] == '\n'))) {
+    if (p >= n || src[p] == '\n' || src[p] == '#' ||
+        (src[p] == '\r' && (p + 1 >= n || src[p + 1] == '\n'))) {
       const std::size_t e = line_end(p);
       seg.end = e < n ? e + 1 : n;
       seg.has_newline = e < n;
@@ -128,8 +126,7 @@ Result<DotenvDocument> DotenvDocument::parse(std::string_view text, std::string_
     if (q >= n || src[q] != '=') {
       // The name is not repeated: a line without '=' may be a pasted value.
       if (q < n && src[q] != '\n' && src[q] != '\r' && !is_blank(src[q]) && q == k) {
-        return invalid_argument(here +
-                                "not a valid name: a name holds letters, digits and _ only");
+        return invalid_argument(here + "not a valid name: a name holds letters, digits and _ only");
       }
       return invalid_argument(here + "no '=' after the name");
     }
@@ -160,12 +157,24 @@ Result<DotenvDocument> DotenvDocument::parse(std::string_view text, std::string_
         if (quote == '"' && c == '\\' && r + 1 < n) {
           const char e = src[r + 1];
           switch (e) {
-            case 'n': buf.push('\n'); break;
-            case 't': buf.push('\t'); break;
-            case 'r': buf.push('\r'); break;
-            case '"': buf.push('"'); break;
-            case '\\': buf.push('\\'); break;
-            case '$': buf.push('$'); break;
+            case 'n':
+              buf.push('\n');
+              break;
+            case 't':
+              buf.push('\t');
+              break;
+            case 'r':
+              buf.push('\r');
+              break;
+            case '"':
+              buf.push('"');
+              break;
+            case '\\':
+              buf.push('\\');
+              break;
+            case '$':
+              buf.push('$');
+              break;
             default:
               // Unknown escapes stay as written, as dotenv keeps them; the next character is
               // read as any other.
@@ -216,13 +225,12 @@ Result<DotenvDocument> DotenvDocument::parse(std::string_view text, std::string_
     seg.value = std::move(value);
     seg.line = entry_line;
     if (++entries > kMaxDotenvEntries) {
-      return invalid_argument(here + "more than " + std::to_string(kMaxDotenvEntries) +
-                              " entries");
+      return invalid_argument(here + "more than " + std::to_string(kMaxDotenvEntries) + " entries");
     }
     if (const auto it = seen.find(key); it != seen.end()) {
-      doc.warnings_.push_back(
-          {entry_line, here + seg.key + " is also set on line " + std::to_string(it->second) +
-                           "; the last one (this line) is used"});
+      doc.warnings_.push_back({entry_line, here + seg.key + " is also set on line " +
+                                               std::to_string(it->second) +
+                                               "; the last one (this line) is used"});
       it->second = entry_line;
     } else {
       seen.emplace(seg.key, entry_line);
@@ -349,9 +357,16 @@ Secret DotenvDocument::render() const {
     out.push('=');
     out.append(quoted[i].expose());
     const auto suffix = src.substr(seg.suffix_begin, seg.suffix_end - seg.suffix_begin);
-    // `"x"#c` read a comment after a quote; after a bare value the '#' needs a blank before it.
-    if (!suffix.empty() && suffix[0] == '#') out.push(' ');
-    out.append(suffix);
+    // After a quote a comment may follow anything (`"x"#c`, `"x"\r#c`); after a bare value its
+    // '#' needs a blank right before it.
+    const auto hash = suffix.find('#');
+    if (hash != std::string_view::npos && (hash == 0 || !is_blank(suffix[hash - 1]))) {
+      out.append(suffix.substr(0, hash));
+      out.push(' ');
+      out.append(suffix.substr(hash));
+    } else {
+      out.append(suffix);
+    }
     if (seg.has_newline) {
       // A CRLF file keeps its line ending.
       const auto nl = src.substr(seg.suffix_end, seg.end - seg.suffix_end);
@@ -365,8 +380,8 @@ Secret DotenvDocument::render() const {
 
 Secret quote_dotenv_value(std::string_view value) {
   if (std::all_of(value.begin(), value.end(), bare_safe)) return Secret::from(value);
-  const bool single = value.find('\'') == std::string_view::npos &&
-                      value.find('\r') == std::string_view::npos;
+  const bool single =
+      value.find('\'') == std::string_view::npos && value.find('\r') == std::string_view::npos;
   if (single) {
     ValueBuffer out{value.size() + 2};
     out.push('\'');
@@ -378,13 +393,26 @@ Secret quote_dotenv_value(std::string_view value) {
   out.push('"');
   for (const char c : value) {
     switch (c) {
-      case '\n': out.append("\\n"); break;
-      case '\r': out.append("\\r"); break;
-      case '\t': out.append("\\t"); break;
-      case '"': out.append("\\\""); break;
-      case '\\': out.append("\\\\"); break;
-      case '$': out.append("\\$"); break;
-      default: out.push(c);
+      case '\n':
+        out.append("\\n");
+        break;
+      case '\r':
+        out.append("\\r");
+        break;
+      case '\t':
+        out.append("\\t");
+        break;
+      case '"':
+        out.append("\\\"");
+        break;
+      case '\\':
+        out.append("\\\\");
+        break;
+      case '$':
+        out.append("\\$");
+        break;
+      default:
+        out.push(c);
     }
   }
   out.push('"');

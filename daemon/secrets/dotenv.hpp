@@ -105,7 +105,7 @@ class DotenvDocument {
     std::size_t suffix_begin = 0;  // [suffix_begin, suffix_end): spaces and comment after it
     std::size_t suffix_end = 0;    // before the newline
     bool has_newline = false;
-    bool changed = false;  // render the value anew
+    bool changed = false;   // render the value anew
     bool appended = false;  // not from the source: `KEY=value` alone
   };
 

@@ -4,9 +4,11 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <sodium.h>
 #include <unistd.h>
 
 #include <cctype>
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -21,6 +23,7 @@
 #include "daemon/core/subprocess.hpp"
 #include "daemon/core/timestamps.hpp"
 #include "daemon/core/unique_fd.hpp"
+#include "plugins/exec/output_scrubber.hpp"
 
 namespace orgd {
 
@@ -33,16 +36,27 @@ constexpr auto kKillGrace = std::chrono::seconds{5};
 constexpr auto kDrainGrace = std::chrono::seconds{1};
 
 // Splits output into lines for the sink: at most kMaxLines lines of at most kMaxLineBytes each;
-// later lines are only counted, and reported in one final line.
+// later lines are only counted, and reported in one final line. Each line is scrubbed of the
+// command's secrets before anything else sees it (the sink, the failure's last line).
 class LineLimiter {
  public:
-  explicit LineLimiter(const LogSink& sink) : sink_(sink) {}
+  LineLimiter(const LogSink& sink, const OutputScrubber& scrubber)
+      : sink_(sink),
+        scrubber_(scrubber),
+        // A few bytes past the limit are kept, so a cut can tell whether the character at the
+        // limit is complete; and the longest secret more, so one that starts before the cut is
+        // still whole when the line is scrubbed.
+        kept_bytes_(ExecDeployTarget::kMaxLineBytes + 4 + scrubber.longest()) {
+    // Reserved once: a growing string would leave unwiped copies of what it held.
+    partial_.reserve(kept_bytes_);
+  }
+  ~LineLimiter() { wipe(partial_); }
 
   void feed(const char* data, std::size_t size) {
     for (std::size_t i = 0; i < size; ++i) {
       if (data[i] == '\n') {
         end_line();
-      } else if (partial_.size() < kKeptBytes) {
+      } else if (partial_.size() < kept_bytes_) {
         partial_.push_back(data[i]);
       }
       has_partial_ = data[i] != '\n';
@@ -60,9 +74,11 @@ class LineLimiter {
   const std::string& last_line() const { return last_; }
 
  private:
-  // A few bytes past the limit are kept, so a cut can tell whether the character at the limit
-  // is complete.
-  static constexpr std::size_t kKeptBytes = ExecDeployTarget::kMaxLineBytes + 4;
+  // The raw line may hold a secret: zeroed before its memory is reused or released.
+  static void wipe(std::string& s) {
+    if (s.capacity() > 0) sodium_memzero(s.data(), s.capacity());
+    s.clear();
+  }
 
   // Cuts a line to `max` bytes without ending inside a UTF-8 sequence; true if it was cut.
   static bool cut_utf8(std::string& line, std::size_t max) {
@@ -73,9 +89,9 @@ class LineLimiter {
     return true;
   }
 
-  void remember_last() {
+  void remember_last(const std::string& scrubbed) {
     std::string line;
-    for (const char c : partial_) {
+    for (const char c : scrubbed) {
       // Control characters (a progress bar's \r, colours) would garble the one-line error.
       line.push_back(static_cast<unsigned char>(c) < 0x20 || c == 0x7F ? ' ' : c);
     }
@@ -89,18 +105,21 @@ class LineLimiter {
 
   void end_line() {
     has_partial_ = false;
-    remember_last();
+    std::string line = scrubber_.scrub(partial_);
+    wipe(partial_);
+    remember_last(line);
     if (emitted_ >= ExecDeployTarget::kMaxLines) {
       ++dropped_;
     } else {
-      cut_utf8(partial_, ExecDeployTarget::kMaxLineBytes);
-      if (sink_) sink_(partial_);
+      cut_utf8(line, ExecDeployTarget::kMaxLineBytes);
+      if (sink_) sink_(line);
       ++emitted_;
     }
-    partial_.clear();
   }
 
   const LogSink& sink_;
+  const OutputScrubber& scrubber_;
+  const std::size_t kept_bytes_;
   std::string partial_;
   bool has_partial_ = false;
   std::size_t emitted_ = 0;
@@ -133,6 +152,26 @@ bool valid_variable_name(const std::string& name) {
   return true;
 }
 
+// Why a repo secret cannot be put in the command's environment ("" when it can): a name that is
+// not a variable name, or one the command already gets (a deploy variable, the allow-list, a
+// name under `env:`). Refused rather than one silently winning: the command would run with a
+// value nobody meant it to have.
+std::string check_secret_name(const std::string& name, const ExecDeployTarget::Settings& settings) {
+  if (!valid_variable_name(name)) {
+    return "secret " + name + " cannot be an environment variable (letters, digits and _ only)";
+  }
+  if (is_deploy_variable(name)) {
+    return "secret " + name + " has the name of a variable orgd sets for each deploy";
+  }
+  const auto& allowed = kChildEnvironmentAllowList;
+  if (std::find(allowed.begin(), allowed.end(), name) != allowed.end() ||
+      settings.environment.count(name) != 0) {
+    return "secret " + name + " has the name of a variable the target passes from orgd's " +
+           "environment (PATH, HOME, LANG, TZ or a name under env:)";
+  }
+  return {};
+}
+
 // Runs `/bin/sh -c command` in workdir to completion (or timeout), passing output to `log` as it
 // arrives.
 CommandOutcome run_command(const std::string& command, const ExecDeployTarget::Settings& settings,
@@ -150,6 +189,30 @@ CommandOutcome run_command(const std::string& command, const ExecDeployTarget::S
   for (std::size_t i = 0; i < std::size(kDeployVariables); ++i) {
     options.env[kDeployVariables[i]] = *values[i];
   }
+  // The repo's secrets from the vault, in Secret memory until spawn_child() copies them into the
+  // child's environment; kept here only to scrub the output.
+  std::vector<NamedSecret> secrets;
+  if (settings.repo_secrets) {
+    auto resolved = settings.repo_secrets->secrets_for(context.repo);
+    if (!resolved) {
+      result.error = "the secrets of " + context.repo + " are unavailable: " +
+                     resolved.error().message;
+      logger->warn("{} {}/{}: {}", context.deploy_id, context.repo, context.env, result.error);
+      return outcome;
+    }
+    secrets = std::move(resolved).value();
+    for (const auto& secret : secrets) {
+      if (auto refused = check_secret_name(secret.name, settings); !refused.empty()) {
+        result.error = refused;
+        logger->warn("{} {}/{}: {}", context.deploy_id, context.repo, context.env, result.error);
+        return outcome;
+      }
+      options.secret_env.emplace_back(secret.name, &secret.value);
+    }
+  }
+  std::vector<const Secret*> secret_values;
+  for (const auto& secret : secrets) secret_values.push_back(&secret.value);
+  const OutputScrubber scrubber{secret_values};
   options.workdir = settings.workdir;
   options.capture_output = true;
   // Its own process group, so a timeout reaches the whole tree. SIGKILL when orgd dies, so a
@@ -170,7 +233,7 @@ CommandOutcome run_command(const std::string& command, const ExecDeployTarget::S
   logger->info("{} {}/{}: running {} in {}", context.deploy_id, context.repo, context.env, command,
                settings.workdir);
 
-  LineLimiter lines{log};
+  LineLimiter lines{log, scrubber};
   const auto started = SteadyClock::now();
   const auto deadline = started + settings.timeout;
   std::optional<SteadyClock::time_point> kill_at;
@@ -208,6 +271,7 @@ CommandOutcome run_command(const std::string& command, const ExecDeployTarget::S
         const ssize_t n = ::read(read_end.get(), buffer, sizeof buffer);
         if (n > 0) {
           lines.feed(buffer, static_cast<std::size_t>(n));
+          sodium_memzero(buffer, static_cast<std::size_t>(n));
           continue;
         }
         if (n == 0 || (errno != EAGAIN && errno != EINTR)) pipe_open = false;
@@ -420,6 +484,7 @@ std::unique_ptr<DeployTarget> ExecProvider::make_deploy_target(const DeployTarge
     }
   }
   settings.environment = child_environment(environment_, names);
+  settings.repo_secrets = repo_secrets_;
   reader.finish();
   return std::make_unique<ExecDeployTarget>(std::move(settings), data_dir_, clock_);
 }
@@ -432,7 +497,7 @@ std::unique_ptr<Provider> make_exec_provider(const ProviderConfig& config,
   // The data dir holds the results that outlive a restart (under exec/, its state dir); without
   // one (tests) there are none.
   return std::make_unique<ExecProvider>(config.name, services.data_dir, services.clock,
-                                        services.environment);
+                                        services.environment, services.repo_secrets);
 }
 
 }  // namespace orgd

@@ -11,17 +11,22 @@
 #include "daemon/core/clock.hpp"
 #include "daemon/core/duration.hpp"
 #include "daemon/plugin/provider.hpp"
+#include "daemon/plugin/provider_services.hpp"
 #include "daemon/plugin/registry.hpp"
 
 namespace orgd {
 
 // Runs a command (e.g. `task deploy`) with `/bin/sh -c` in a working directory. The command sees
-// ORGD_REPO, ORGD_ENV, ORGD_REF and ORGD_DEPLOY_ID, and of orgd's environment only PATH, HOME,
-// LANG, TZ and the names the target lists under `env:` (never orgd's credentials); its output
-// goes to the log sink line by line while it runs (at most kMaxLines lines of kMaxLineBytes, then
-// one final "output truncated" line), and it runs to completion inside start(), so start() never
-// returns `running`. A failure's error ends with the last non-blank output line ("exit code 127:
-// sh: 1: deploy.sh: not found").
+// ORGD_REPO, ORGD_ENV, ORGD_REF and ORGD_DEPLOY_ID, of orgd's environment only PATH, HOME,
+// LANG, TZ and the names the target lists under `env:` (never orgd's credentials), and, when orgd
+// has a vault, the repo's secrets (repos.<repo>.secrets, resolved for each run: RepoSecrets). A
+// secret named like one of the other variables fails the run (nothing is started), as does a
+// vault that cannot resolve one (the error names the secret, never a value). Its output goes to
+// the log sink line by line while it runs (at most kMaxLines lines of kMaxLineBytes, then one
+// final "output truncated" line), each line scrubbed of the secret values first (OutputScrubber:
+// values of 4 bytes or more become ***), and it runs to completion inside start(), so start()
+// never returns `running`. A failure's error ends with the last non-blank output line, scrubbed
+// too ("exit code 127: sh: 1: deploy.sh: not found"). rollback_command gets the same.
 //
 // Settings checked at load (so by --check-config): `workdir` must be an existing directory, and
 // every name under `env:` must be set in orgd's environment.
@@ -53,6 +58,8 @@ class ExecDeployTarget final : public DeployTarget {
     // The command's environment besides the deploy variables: the allow-list (PATH, HOME, LANG,
     // TZ) and the names under `env:`, with their values from orgd's environment.
     std::map<std::string, std::string> environment;
+    // The vault's view of the repo's secrets; null: the command gets none.
+    std::shared_ptr<RepoSecrets> repo_secrets;
   };
 
   static constexpr std::size_t kMaxLines = 1000;
@@ -94,11 +101,12 @@ class ExecDeployTarget final : public DeployTarget {
 class ExecProvider final : public Provider {
  public:
   ExecProvider(std::string name, std::string data_dir, std::shared_ptr<const Clock> clock,
-               Environment environment = {})
+               Environment environment = {}, std::shared_ptr<RepoSecrets> repo_secrets = nullptr)
       : Provider(std::move(name), "exec"),
         data_dir_(std::move(data_dir)),
         clock_(std::move(clock)),
-        environment_(std::move(environment)) {}
+        environment_(std::move(environment)),
+        repo_secrets_(std::move(repo_secrets)) {}
 
   std::unique_ptr<DeployTarget> make_deploy_target(const DeployTargetConfig& target,
                                                    const std::string& source_file) override;
@@ -108,6 +116,7 @@ class ExecProvider final : public Provider {
   std::string data_dir_;
   std::shared_ptr<const Clock> clock_;
   Environment environment_;  // orgd's: where `env:` values and the allow-list come from
+  std::shared_ptr<RepoSecrets> repo_secrets_;  // null without a vault
 };
 
 std::unique_ptr<Provider> make_exec_provider(const ProviderConfig& config,

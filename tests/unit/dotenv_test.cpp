@@ -112,7 +112,8 @@ TEST(Dotenv, DuplicateKeysWarnAndTheLastWins) {
   EXPECT_EQ(file.find("A")->line, 3);
   ASSERT_EQ(file.warnings.size(), 1u);
   EXPECT_EQ(file.warnings[0].line, 3);
-  EXPECT_EQ(file.warnings[0].message, ".env:3: A is also set on line 1; the last one (this line) is used");
+  EXPECT_EQ(file.warnings[0].message,
+            ".env:3: A is also set on line 1; the last one (this line) is used");
   EXPECT_EQ(file.warnings[0].message.find("canary"), std::string::npos);
 }
 
@@ -145,9 +146,8 @@ TEST(Dotenv, ErrorsNameFileAndLineButNoValue) {
             "conf/.env:1: unexpected text after the closing quote of A");
   EXPECT_EQ(error_of("A='x\ny'canary\n"),
             "conf/.env:2: unexpected text after the closing quote of A");
-  for (const std::string text :
-       {"A=1\nB=\"canary-open\nstill\n", "A=\"canary\"canary2\n", "ghp_canary\n",
-        "A=ca\nB=nary\"\n'canary"}) {
+  for (const std::string text : {"A=1\nB=\"canary-open\nstill\n", "A=\"canary\"canary2\n",
+                                 "ghp_canary\n", "A=ca\nB=nary\"\n'canary"}) {
     auto parsed = parse_dotenv(text, "f");
     if (!parsed) {
       EXPECT_EQ(parsed.error().message.find("canary"), std::string::npos);
@@ -194,11 +194,11 @@ TEST(DotenvDocument, UnchangedRendersByteForByte) {
 }
 
 TEST(DotenvDocument, SetReplaceRemoveKeepCommentsAndOrder) {
-  auto parsed = DotenvDocument::parse(
-      "# header\nexport A=1 # one\nB='two'\"\"\n", ".env");
+  auto parsed = DotenvDocument::parse("# header\nexport A=1 # one\nB='two'\"\"\n", ".env");
   // `'two'""` is text after a closing quote.
   EXPECT_FALSE(parsed.ok());
-  auto doc = std::move(DotenvDocument::parse("# header\nexport A=1 # one\nB='two'#c\nC=3", ".env")).value();
+  auto doc = std::move(DotenvDocument::parse("# header\nexport A=1 # one\nB='two'#c\nC=3", ".env"))
+                 .value();
   ASSERT_TRUE(doc.set("A", Secret::from("new value")).ok());
   ASSERT_TRUE(doc.set("B", Secret::from("plain")).ok());
   ASSERT_TRUE(doc.set("NEW", Secret::from("it's \"quoted\"\n$x")).ok());
@@ -225,6 +225,18 @@ TEST(DotenvDocument, SetOnALastLineWithoutNewlineAndCrlf) {
   EXPECT_EQ(doc.render().expose(), "A='x y'\r\nB=2\nC=3\n");
 }
 
+// Found by the fuzzer: a comment after a closing quote with a CR before it.
+TEST(DotenvDocument, ACommentAfterAQuoteStaysACommentForABareValue) {
+  auto doc = std::move(DotenvDocument::parse("B=\"x\"\r# c\r\nC='y'#d\n", ".env")).value();
+  doc.blank_values();
+  auto back = parse_dotenv(doc.render().expose(), "out");
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(value_of(back.value(), "B"), "");
+  EXPECT_EQ(value_of(back.value(), "C"), "");
+  ASSERT_TRUE(doc.set("B", Secret::from("bare")).ok());
+  EXPECT_EQ(value_of(parse_dotenv(doc.render().expose(), "out").value(), "B"), "bare");
+}
+
 TEST(DotenvDocument, SetReplacesTheWinningDuplicate) {
   auto doc = std::move(DotenvDocument::parse("A=1\nA=2\n", ".env")).value();
   ASSERT_TRUE(doc.set("A", Secret::from("3")).ok());
@@ -242,10 +254,30 @@ TEST(DotenvDocument, BlankValuesClearsEveryOccurrence) {
 
 // parse(render(x)) == x for values of every awkward kind.
 TEST(DotenvDocument, RenderRoundTripsAwkwardValues) {
-  const std::vector<std::string> values = {
-      "", "plain", " lead", "trail ", "a b", "#hash", "a #b", "it's", "\"dq\"", "back\\slash",
-      "$HOME", "${X}", "line1\nline2", "cr\rlf", "crlf\r\n", "tab\there", "'", "\"", "\\",
-      "'\"\\$\n\r\t", "=", "x=y", "\xff\xfe", "-----BEGIN KEY-----\nAAA\n-----END KEY-----\n"};
+  const std::vector<std::string> values = {"",
+                                           "plain",
+                                           " lead",
+                                           "trail ",
+                                           "a b",
+                                           "#hash",
+                                           "a #b",
+                                           "it's",
+                                           "\"dq\"",
+                                           "back\\slash",
+                                           "$HOME",
+                                           "${X}",
+                                           "line1\nline2",
+                                           "cr\rlf",
+                                           "crlf\r\n",
+                                           "tab\there",
+                                           "'",
+                                           "\"",
+                                           "\\",
+                                           "'\"\\$\n\r\t",
+                                           "=",
+                                           "x=y",
+                                           "\xff\xfe",
+                                           "-----BEGIN KEY-----\nAAA\n-----END KEY-----\n"};
   DotenvDocument doc;
   for (std::size_t i = 0; i < values.size(); ++i) {
     ASSERT_TRUE(doc.set("K" + std::to_string(i), Secret::from(values[i])).ok());
