@@ -13,7 +13,7 @@
 #include "cli/deploy_commands.hpp"
 #include "cli/deploy_view.hpp"
 #include "cli/provider_view.hpp"
-#include "cli/secrets_files.hpp"
+#include "cli/secrets_commands.hpp"
 #include "daemon/core/build_info.hpp"
 #include "orgd/v1/health.pb.h"
 #include "orgd/v1/status.pb.h"
@@ -92,23 +92,8 @@ int main(int argc, char** argv) {
 
   orgd::cli::DeployCommands deploy;
   deploy.add_to(app);
-
-  // `secrets init` and `secrets security` work on local files (what secret-sync.sh's commands
-  // of those names did): they run without a connection to orgd.
-  auto* secrets_cmd = app.add_subcommand("secrets", "Secrets: .env files and their checks");
-  secrets_cmd->require_subcommand(1);
-  std::string env_file = ".env";
-  auto* secrets_init_cmd = secrets_cmd->add_subcommand(
-      "init", "Write .env.example next to a .env: its names and comments, no values");
-  secrets_init_cmd->add_option("--env-file", env_file, "The .env to read (default: ./.env)");
-  orgd::cli::SecurityOptions security;
-  auto* secrets_security_cmd = secrets_cmd->add_subcommand(
-      "security",
-      "Check the .env's mode (600) and .gitignore, and scan the git history for tokens");
-  secrets_security_cmd->add_option("--repo", security.repo_dir,
-                                   "The repository checkout (default: .)");
-  secrets_security_cmd->add_option("--env-file", security.env_file,
-                                   "The .env, relative to --repo (default: .env)");
+  orgd::cli::SecretsCommands secrets;
+  secrets.add_to(app);
 
   try {
     app.parse(argc, argv);
@@ -124,13 +109,11 @@ int main(int argc, char** argv) {
     }
   }
 
-  if (secrets_init_cmd->parsed()) {
-    return orgd::cli::run_secrets_init(env_file, std::cout, std::cerr);
+  if (secrets.parsed() && secrets.local_only()) return static_cast<int>(secrets.run_local());
+  // A sync or a rotation pushes to every target before it answers: wait longer than for a read.
+  if (secrets.parsed() && app.get_option("--timeout")->count() == 0) {
+    options.timeout_seconds = 300;
   }
-  if (secrets_security_cmd->parsed()) {
-    return orgd::cli::run_secrets_security(security, std::cout, std::cerr);
-  }
-
   Client client(options);
   if (auto code = client.connect(); code != ExitCode::ok) return static_cast<int>(code);
   bool json = output == "json";
@@ -191,6 +174,7 @@ int main(int argc, char** argv) {
   }
 
   if (deploy.parsed()) return static_cast<int>(deploy.run(client, json));
+  if (secrets.parsed()) return static_cast<int>(secrets.run(client, json));
 
   if (report_cmd->parsed()) {
     orgd::v1::HealthReport report;
