@@ -57,44 +57,10 @@ std::string additional_data(const std::string& key, const std::string& generatio
   return ad;
 }
 
-json head_json(const SecretHead& head) {
-  json versions = json::array();
-  for (const auto& v : head.versions) {
-    versions.push_back({{"v", v.version}, {"created", to_ms(v.created)}, {"source", v.source}});
-  }
-  return {{"scope", head.scope},
-          {"name", head.name},
-          {"active", head.active},
-          {"pending", head.pending},
-          {"latest", head.latest},
-          {"gen", head.generation},
-          {"created", to_ms(head.created)},
-          {"updated", to_ms(head.updated)},
-          {"versions", std::move(versions)}};
-}
-
 Result<SecretHead> parse_head(const std::string& key, const std::string& text) {
-  const auto doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  try {
-    if (!doc.is_object()) throw std::invalid_argument("not an object");
-    SecretHead head;
-    head.scope = doc.at("scope").get<std::string>();
-    head.name = doc.at("name").get<std::string>();
-    head.active = doc.at("active").get<std::uint64_t>();
-    head.pending = doc.at("pending").get<std::uint64_t>();
-    head.latest = doc.at("latest").get<std::uint64_t>();
-    head.generation = doc.at("gen").get<std::string>();
-    head.created = from_ms(doc.at("created").get<std::int64_t>());
-    head.updated = from_ms(doc.at("updated").get<std::int64_t>());
-    for (const auto& v : doc.at("versions")) {
-      head.versions.push_back({v.at("v").get<std::uint64_t>(),
-                               from_ms(v.at("created").get<std::int64_t>()),
-                               v.at("source").get<std::string>()});
-    }
-    return head;
-  } catch (const std::exception&) {
-    return invalid_argument(fmt::format("vault record {} is not a secret head", key));
-  }
+  auto head = decode_head(text);
+  if (!head) return invalid_argument(fmt::format("vault record {} is not a secret head", key));
+  return std::move(*head);
 }
 
 struct MetaKey {
@@ -196,6 +162,47 @@ bool valid_token_text(const std::string& text) {
 }
 
 }  // namespace
+
+std::string encode_head(const SecretHead& head) {
+  json versions = json::array();
+  for (const auto& v : head.versions) {
+    versions.push_back({{"v", v.version}, {"created", to_ms(v.created)}, {"source", v.source}});
+  }
+  const json doc{{"scope", head.scope},
+                 {"name", head.name},
+                 {"active", head.active},
+                 {"pending", head.pending},
+                 {"latest", head.latest},
+                 {"gen", head.generation},
+                 {"created", to_ms(head.created)},
+                 {"updated", to_ms(head.updated)},
+                 {"versions", std::move(versions)}};
+  return doc.dump();
+}
+
+std::optional<SecretHead> decode_head(std::string_view text) {
+  const auto doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  try {
+    if (!doc.is_object()) return std::nullopt;
+    SecretHead head;
+    head.scope = doc.at("scope").get<std::string>();
+    head.name = doc.at("name").get<std::string>();
+    head.active = doc.at("active").get<std::uint64_t>();
+    head.pending = doc.at("pending").get<std::uint64_t>();
+    head.latest = doc.at("latest").get<std::uint64_t>();
+    head.generation = doc.at("gen").get<std::string>();
+    head.created = from_ms(doc.at("created").get<std::int64_t>());
+    head.updated = from_ms(doc.at("updated").get<std::int64_t>());
+    for (const auto& v : doc.at("versions")) {
+      head.versions.push_back({v.at("v").get<std::uint64_t>(),
+                               from_ms(v.at("created").get<std::int64_t>()),
+                               v.at("source").get<std::string>()});
+    }
+    return head;
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
 
 BucketSpec vault_bucket_spec(int replicas) {
   BucketSpec spec;
@@ -383,7 +390,7 @@ Result<SecretHead> SecretVault::update_head(
     if (!changed) return changed.error();
     if (!changed.value()) return head;
     head.updated = clock_.now();
-    auto written = bucket_->update(head_key(scope, name), head_json(head).dump(), revision);
+    auto written = bucket_->update(head_key(scope, name), encode_head(head), revision);
     if (written) return head;
     if (written.error().code != ErrorCode::conflict) return written.error();
   }
@@ -444,7 +451,7 @@ Result<std::uint64_t> SecretVault::store_new(const std::string& scope, const std
       head = std::move(current);
       version = head.latest + 1;
       head.latest = version;
-      written = bucket_->update(hkey, head_json(head).dump(), revision);
+      written = bucket_->update(hkey, encode_head(head), revision);
     } else {
       head = SecretHead{};
       head.scope = scope;
@@ -452,7 +459,7 @@ Result<std::uint64_t> SecretVault::store_new(const std::string& scope, const std
       head.generation = random_hex(8);
       head.created = head.updated = clock_.now();
       version = head.latest = 1;
-      written = bucket_->create(hkey, head_json(head).dump());
+      written = bucket_->create(hkey, encode_head(head));
     }
     if (written) break;
     if (written.error().code != ErrorCode::conflict) return written.error();

@@ -189,6 +189,11 @@ class SecretVault {
   std::atomic<std::uint64_t> changes_{0};
 };
 
+// A head as stored (the vault's `head.*` records, and the heads inside a backup), and back:
+// nullopt when the text is not a well-formed head.
+std::string encode_head(const SecretHead& head);
+std::optional<SecretHead> decode_head(std::string_view text);
+
 // A scope or name as one KV key token: [A-Za-z0-9_-] kept, every other byte as =XX (hex), so
 // repo names with dots and secret names of any spelling stay one token.
 std::string kv_token(std::string_view text);

@@ -558,19 +558,18 @@ Result<v1::SecretList> SecretsService::list(const v1::SecretListRequest& request
   return reply;
 }
 
+Result<BackupKey> SecretsService::backup_key(const std::string& sealed_passphrase) const {
+  if (sealed_passphrase.empty()) return BackupKey::with_master_key(master_key_.clone());
+  auto opened = vault_->open_sealed(sealed_passphrase);
+  if (!opened) return invalid_argument("the passphrase is not sealed to this vault's key");
+  return BackupKey::with_passphrase(std::move(opened.value()), options_.backup_kdf_cost);
+}
+
 Result<v1::SecretBackupReply> SecretsService::backup(const v1::SecretBackupRequest& request) {
-  Secret passphrase;
-  if (!request.sealed_passphrase().empty()) {
-    auto opened = vault_->open_sealed(request.sealed_passphrase());
-    if (!opened) return invalid_argument("the passphrase is not sealed to this vault's key");
-    passphrase = std::move(opened.value());
-  }
-  const BackupKey key = passphrase.empty()
-                           ? BackupKey::with_master_key(master_key_.clone())
-                           : BackupKey::with_passphrase(std::move(passphrase),
-                                                        options_.backup_kdf_cost);
+  auto key = backup_key(request.sealed_passphrase());
+  if (!key) return key.error();
   auto heads = vault_->list();
-  auto written = make_backup(*vault_, key, clock_);
+  auto written = make_backup(*vault_, key.value(), clock_);
   if (!written) {
     audit("backup", "backup", {}, "", {}, request.actor(), "failed", written.error().message, "");
     operations_failed_->inc();
@@ -586,17 +585,9 @@ Result<v1::SecretBackupReply> SecretsService::backup(const v1::SecretBackupReque
 }
 
 Result<v1::SecretRestoreReply> SecretsService::restore(const v1::SecretRestoreRequest& request) {
-  Secret passphrase;
-  if (!request.sealed_passphrase().empty()) {
-    auto opened = vault_->open_sealed(request.sealed_passphrase());
-    if (!opened) return invalid_argument("the passphrase is not sealed to this vault's key");
-    passphrase = std::move(opened.value());
-  }
-  const BackupKey key = passphrase.empty()
-                           ? BackupKey::with_master_key(master_key_.clone())
-                           : BackupKey::with_passphrase(std::move(passphrase),
-                                                        options_.backup_kdf_cost);
-  auto restored = restore_backup(*vault_, request.backup(), key);
+  auto key = backup_key(request.sealed_passphrase());
+  if (!key) return key.error();
+  auto restored = restore_backup(*vault_, request.backup(), key.value());
   if (!restored) {
     audit("restore", "restore", {}, "", {}, request.actor(), "failed", restored.error().message,
           request.request_id());

@@ -33,6 +33,7 @@
 #include "daemon/secrets/rotation.hpp"
 #include "daemon/secrets/secret_sync.hpp"
 #include "daemon/secrets/secret_vault.hpp"
+#include "daemon/secrets/vault_backup.hpp"
 #include "orgd/v1/secrets.pb.h"
 
 namespace orgd::secrets {
@@ -127,6 +128,8 @@ class SecretsService {
              const std::string& scope, std::vector<std::string> targets,
              const std::string& actor, const std::string& result, const std::string& error,
              const std::string& id, std::uint64_t version = 0);
+  // A backup's key: the passphrase sealed to the vault's key, or (none given) the master key.
+  Result<BackupKey> backup_key(const std::string& sealed_passphrase) const;
   void loop();
   void watch_sources();
   void scheduled_backup();

@@ -182,45 +182,14 @@ Secret value_record(const std::string& scope, const std::string& name, std::uint
   return record;
 }
 
-json head_record_json(const SecretHead& head) {
-  json versions = json::array();
-  for (const auto& v : head.versions) {
-    versions.push_back({{"v", v.version}, {"created", to_ms(v.created)}, {"source", v.source}});
-  }
-  return {{"scope", head.scope},
-          {"name", head.name},
-          {"active", head.active},
-          {"pending", head.pending},
-          {"latest", head.latest},
-          {"created", to_ms(head.created)},
-          {"updated", to_ms(head.updated)},
-          {"versions", std::move(versions)}};
-}
-
 TimePoint from_ms(std::int64_t ms) {
   return TimePoint{std::chrono::duration_cast<TimePoint::duration>(std::chrono::milliseconds{ms})};
 }
 
 Result<SecretHead> parse_head_record(std::string_view text) {
-  const auto doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  try {
-    SecretHead head;
-    head.scope = doc.at("scope").get<std::string>();
-    head.name = doc.at("name").get<std::string>();
-    head.active = doc.at("active").get<std::uint64_t>();
-    head.pending = doc.at("pending").get<std::uint64_t>();
-    head.latest = doc.at("latest").get<std::uint64_t>();
-    head.created = from_ms(doc.at("created").get<std::int64_t>());
-    head.updated = from_ms(doc.at("updated").get<std::int64_t>());
-    for (const auto& v : doc.at("versions")) {
-      head.versions.push_back({v.at("v").get<std::uint64_t>(),
-                               from_ms(v.at("created").get<std::int64_t>()),
-                               v.at("source").get<std::string>()});
-    }
-    return head;
-  } catch (const std::exception&) {
-    return refused("a secret head inside it is malformed");
-  }
+  auto head = decode_head(text);
+  if (!head) return refused("a secret head inside it is malformed");
+  return std::move(*head);
 }
 
 }  // namespace
@@ -267,7 +236,7 @@ Result<std::string> encrypt_backup(const std::vector<SecretVault::ExportedSecret
   std::size_t records = 0;
   for (const auto& secret : secrets) {
     const std::string head =
-        std::string(1, static_cast<char>(kHeadRecord)) + head_record_json(secret.head).dump();
+        std::string(1, static_cast<char>(kHeadRecord)) + encode_head(secret.head);
     pushed = writer.push(head, crypto_secretstream_xchacha20poly1305_TAG_MESSAGE);
     if (!pushed) return pushed.error();
     ++records;

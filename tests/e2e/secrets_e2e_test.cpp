@@ -5,7 +5,6 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <nats/nats.h>
-#include <sodium.h>
 
 #include <csignal>
 #include <memory>
@@ -16,6 +15,7 @@
 #include "tests/support/collector.hpp"
 #include "tests/support/deploy_api.hpp"
 #include "tests/support/nats_server.hpp"
+#include "tests/support/secret_values.hpp"
 #include "tests/support/subprocess.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/wait.hpp"
@@ -35,24 +35,7 @@ using ::testing::HasSubstr;
 
 constexpr const char* kToken = "ghp_orgdSecretsE2eToken0123456789abcdef";
 
-std::string random_hex(std::size_t bytes) {
-  std::vector<unsigned char> raw(bytes);
-  randombytes_buf(raw.data(), raw.size());
-  std::string out;
-  for (const unsigned char b : raw) {
-    out += "0123456789abcdef"[b >> 4];
-    out += "0123456789abcdef"[b & 15];
-  }
-  return out;
-}
-
-std::string master_key_base64() {
-  unsigned char key[32];
-  randombytes_buf(key, sizeof key);
-  char out[64];
-  sodium_bin2base64(out, sizeof out, key, sizeof key, sodium_base64_VARIANT_ORIGINAL);
-  return out;
-}
+using testing::random_hex;
 
 struct Ran {
   std::optional<int> status;
@@ -61,7 +44,7 @@ struct Ran {
 
 class SecretsE2e : public ::testing::Test {
  protected:
-  SecretsE2e() : master_key_(master_key_base64()) { fake_.github().add_token(kToken); }
+  SecretsE2e() : master_key_(testing::random_master_key_base64()) { fake_.github().add_token(kToken); }
 
   std::string config() const {
     return "org: acme\n"

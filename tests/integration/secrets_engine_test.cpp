@@ -7,7 +7,6 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <nats/nats.h>
-#include <sodium.h>
 #include <spdlog/sinks/ringbuffer_sink.h>
 
 #include <fstream>
@@ -24,6 +23,7 @@
 #include "tests/support/collector.hpp"
 #include "tests/support/deploy_api.hpp"
 #include "tests/support/nats_server.hpp"
+#include "tests/support/secret_values.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/wait.hpp"
 
@@ -44,25 +44,7 @@ using ::testing::HasSubstr;
 constexpr const char* kToken = "ghp_secretsEngineTestToken0123456789abcd";
 constexpr const char* kPrefix = "org.acme";
 
-// Values no code path should ever print, store in clear or publish.
-std::string canary(const std::string& what) {
-  unsigned char bytes[8];
-  randombytes_buf(bytes, sizeof bytes);
-  std::string out = "canary-" + what + "-";
-  for (const unsigned char b : bytes) {
-    out += "0123456789abcdef"[b >> 4];
-    out += "0123456789abcdef"[b & 15];
-  }
-  return out;
-}
-
-std::string master_key_base64() {
-  unsigned char key[32];
-  randombytes_buf(key, sizeof key);
-  char out[64];
-  sodium_bin2base64(out, sizeof out, key, sizeof key, sodium_base64_VARIANT_ORIGINAL);
-  return out;
-}
+using testing::canary;
 
 class SecretsEngineTest : public ::testing::Test {
  protected:
@@ -105,7 +87,7 @@ class SecretsEngineTest : public ::testing::Test {
         "  sync_interval: 0\n"
         "  rotation:\n    SESSION_KEY: {generate: {length: 40}, overlap: 0s}\n" +
         extra_secrets;
-    master_key_ = master_key_base64();
+    master_key_ = testing::random_master_key_base64();
     const Environment env(std::map<std::string, std::string>{
         {"GH_TOKEN", kToken}, {"ORGD_MASTER_KEY", master_key_}, {"BACKUP_PASS", "unused"}});
     DaemonOptions options;
