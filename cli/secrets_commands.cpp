@@ -479,6 +479,7 @@ ExitCode SecretsCommands::run_restore(Client& client, bool json) {
 
 ExitCode SecretsCommands::run_test(Client& client, bool json) {
   v1::ProvidersRequest request;
+  request.set_probe_now(true);
   v1::ProviderList reply;
   const auto code = client.call("providers", request, reply, json);
   if (code != ExitCode::ok) return code;

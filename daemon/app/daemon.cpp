@@ -186,8 +186,10 @@ void Daemon::start() {
   api_settings.kv_endpoints.assign(router_->endpoint_count(), false);
   for (std::size_t i = 0; i < router_->endpoint_count(); ++i) {
     // Deploys and secrets do KV round trips (secrets also cloud calls): not on the io threads.
+    // (providers: a probe_now request calls every provider's API.)
     api_settings.kv_endpoints[i] = router_->endpoint_name(i).rfind("deploy", 0) == 0 ||
-                                   router_->endpoint_name(i).rfind("secrets", 0) == 0;
+                                   router_->endpoint_name(i).rfind("secrets", 0) == 0 ||
+                                   router_->endpoint_name(i) == "providers";
   }
   api_ = std::make_unique<ApiDispatcher>(*router_, *nats_, io_, api_settings, metrics_);
   CommandIntakeSettings intake;
@@ -333,7 +335,19 @@ void Daemon::register_api() {
         return health_.repo_list();
       });
   router_->add<v1::ProvidersRequest, v1::ProviderList>(
-      "providers", [this](const v1::ProvidersRequest&) -> Result<v1::ProviderList> {
+      "providers", [this](const v1::ProvidersRequest& r) -> Result<v1::ProviderList> {
+        if (r.probe_now()) {
+          bool due = false;
+          {
+            std::lock_guard lock(forced_probe_mutex_);
+            const auto now = std::chrono::steady_clock::now();
+            if (now - last_forced_probe_ >= std::chrono::seconds{5}) {
+              last_forced_probe_ = now;
+              due = true;
+            }
+          }
+          if (due) provider_monitor_->probe_all();
+        }
         return provider_monitor_->list();
       });
 }

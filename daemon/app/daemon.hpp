@@ -151,6 +151,8 @@ class Daemon {
   // The repos' secrets as providers get them: the vault's once it is open.
   std::shared_ptr<PendingRepoSecrets> repo_secrets_;
   std::unique_ptr<SecretsApp> secrets_app_;
+  std::mutex forced_probe_mutex_;  // guards last_forced_probe_
+  std::chrono::steady_clock::time_point last_forced_probe_{};
   std::shared_ptr<const deploy::Inventory> inventory_;  // the config's; replaced on reload
   std::unique_ptr<ProviderMonitor> provider_monitor_;
   std::unique_ptr<RegistryHealthGate> health_gate_;

@@ -128,6 +128,53 @@ TEST(ProvidersApiTest, EveryProviderWithItsCapabilitiesAndItsLastProbe) {
   d.stop();
 }
 
+// `orgctl secrets test` asks for a probe now: the answer is a fresh probe, not the last one, and
+// requests closer together than 5 s share one.
+TEST(ProvidersApiTest, AProbeNowRequestProbesAtOnceAtMostOnceInFiveSeconds) {
+  NatsServer server;
+  TempDir data("orgd-providers-data");
+  const std::string yaml =
+      "org: acme\n"
+      "nats:\n  urls: [" + server.url() + "]\n  data_dir: " + data.str() + "\n"
+      "http:\n  enabled: false\n"
+      "log:\n  level: warn\n"
+      "providers:\n  files: {type: local}\n  cloud: {type: remote}\n"
+      "repos:\n  api:\n    deploy:\n      dev: {provider: files}\n";
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  auto healthy = std::make_shared<std::atomic<bool>>(true);
+  DaemonOptions options;
+  options.provider_probe_interval = std::chrono::hours{1};  // only the start-up probe
+  options.provider_factories["remote"] = [calls, healthy](const ProviderConfig& config,
+                                                          const ProviderServices&,
+                                                          const std::string&) {
+    return std::make_unique<ProbedProvider>(config.name, calls, healthy);
+  };
+  Daemon d(load_config_string(yaml, "test.yaml", Environment()), options, Environment());
+  d.start();
+  ASSERT_TRUE(wait_until([&] { return d.ready(); }, 15s));
+  auto client = connect_client(server.url());
+  ASSERT_TRUE(wait_until([&] { return calls->load() >= 1; }, 10s)) << "the start-up probe";
+  const int after_start = calls->load();
+  healthy->store(false);
+  auto plain = providers(client.get());
+  ASSERT_TRUE(plain.has_value());
+  EXPECT_TRUE(find(*plain, "cloud")->ok()) << "without probeNow: the last probe";
+  EXPECT_EQ(calls->load(), after_start);
+
+  auto reply = testing::request(client.get(), "org.acme.api.providers", R"({"probeNow":true})",
+                                3000ms);
+  ASSERT_TRUE(reply.has_value());
+  v1::ProviderList fresh;
+  ASSERT_TRUE(google::protobuf::util::JsonStringToMessage(*reply, &fresh).ok());
+  EXPECT_FALSE(find(fresh, "cloud")->ok()) << "probeNow: probed for this answer";
+  EXPECT_EQ(calls->load(), after_start + 1);
+  ASSERT_TRUE(testing::request(client.get(), "org.acme.api.providers", R"({"probeNow":true})",
+                               3000ms)
+                  .has_value());
+  EXPECT_EQ(calls->load(), after_start + 1) << "a second probeNow within 5 s probes nothing";
+  d.stop();
+}
+
 // A provider served by another process asks it over NATS through the requester it is given:
 // unavailable before orgd connects and after it stops, the reply in between.
 TEST(ProvidersApiTest, TheNatsRequesterProvidersAreGivenAsksOverOrgdsConnection) {
