@@ -100,7 +100,7 @@ void print_sync_report(const v1::SecretSyncReport& report, bool changes_only) {
   if (report.dry_run()) {
     std::printf("dry run: nothing was changed\n");
   } else {
-    std::printf("pushed %lld, removed %lld, unchanged %lld, failed %lld (%lld API calls)\n",
+    std::printf("pushed %lld, removed %lld, unchanged %lld, failed %lld (%lld target calls)\n",
                 static_cast<long long>(report.pushed()), static_cast<long long>(report.removed()),
                 static_cast<long long>(report.unchanged()),
                 static_cast<long long>(report.failed()), static_cast<long long>(report.calls()));

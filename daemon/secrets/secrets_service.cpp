@@ -232,6 +232,11 @@ Result<v1::SecretSetReply> SecretsService::set(const v1::SecretSetRequest& reque
   }
   v1::SecretSetReply reply;
   std::vector<std::string> changed;
+  bool sync_was_wanted = false;
+  {
+    std::lock_guard lock(mutex_);
+    sync_was_wanted = sync_wanted_at_.has_value();
+  }
   for (auto& [name, value] : values) {
     auto written = vault_->set(scope, name, value, request.secrets_size() > 1 ? "import" : "set");
     if (!written) {
@@ -248,8 +253,9 @@ Result<v1::SecretSetReply> SecretsService::set(const v1::SecretSetRequest& reque
   operations_ok_->inc();
   audit(values.size() > 1 ? "imported" : "set", values.size() > 1 ? "import" : "set", changed,
         scope, {}, request.actor(), "ok", "", request.request_id());
-  if (!request.sync()) {
-    // The change callback asked for a sync; this request said not to push now.
+  if (!request.sync() && !sync_was_wanted) {
+    // The change callback asked for a sync; this request said not to push now (a sync another
+    // change asked for before it still runs, and pushes these values too).
     std::lock_guard lock(mutex_);
     sync_wanted_at_.reset();
   }
