@@ -66,9 +66,12 @@ const v1::ProviderStatus* find(const v1::ProviderList& list, const std::string& 
   return nullptr;
 }
 
-TEST(ProvidersApiTest, EveryProviderWithItsCapabilitiesAndItsLastProbe) {
-  NatsServer server;
-  TempDir data("orgd-providers-data");
+// An orgd with providers files (local), shell (exec) and cloud (a ProbedProvider counting its
+// probes in `calls`, healthy while `healthy` says so), probing every `interval`.
+std::unique_ptr<Daemon> start_daemon(const NatsServer& server, const TempDir& data,
+                                     std::chrono::milliseconds interval,
+                                     std::shared_ptr<std::atomic<int>> calls,
+                                     std::shared_ptr<std::atomic<bool>> healthy) {
   const std::string yaml =
       "org: acme\n"
       "nats:\n  urls: [" + server.url() + "]\n  data_dir: " + data.str() + "\n"
@@ -76,18 +79,28 @@ TEST(ProvidersApiTest, EveryProviderWithItsCapabilitiesAndItsLastProbe) {
       "log:\n  level: warn\n"
       "providers:\n  files: {type: local}\n  shell: {type: exec}\n  cloud: {type: remote}\n"
       "repos:\n  api:\n    deploy:\n      dev: {provider: files}\n";
-  auto calls = std::make_shared<std::atomic<int>>(0);
-  auto healthy = std::make_shared<std::atomic<bool>>(true);
   DaemonOptions options;
-  options.provider_probe_interval = 200ms;
+  options.provider_probe_interval = interval;
   options.provider_factories["remote"] = [calls, healthy](const ProviderConfig& config,
                                                           const ProviderServices&,
                                                           const std::string&) {
     return std::make_unique<ProbedProvider>(config.name, calls, healthy);
   };
-  Daemon d(load_config_string(yaml, "test.yaml", Environment()), options, Environment());
-  d.start();
-  ASSERT_TRUE(wait_until([&] { return d.ready(); }, 15s));
+  auto d = std::make_unique<Daemon>(load_config_string(yaml, "test.yaml", Environment()), options,
+                                    Environment());
+  d->start();
+  EXPECT_TRUE(wait_until([&] { return d->ready(); }, 15s));
+  return d;
+}
+
+TEST(ProvidersApiTest, EveryProviderWithItsCapabilitiesAndItsLastProbe) {
+  NatsServer server;
+  TempDir data("orgd-providers-data");
+  auto calls = std::make_shared<std::atomic<int>>(0);
+  auto healthy = std::make_shared<std::atomic<bool>>(true);
+  auto daemon = start_daemon(server, data, 200ms, calls, healthy);
+  ASSERT_TRUE(daemon->ready());
+  Daemon& d = *daemon;
   auto client = connect_client(server.url());
 
   std::optional<v1::ProviderList> list;
@@ -133,25 +146,12 @@ TEST(ProvidersApiTest, EveryProviderWithItsCapabilitiesAndItsLastProbe) {
 TEST(ProvidersApiTest, AProbeNowRequestProbesAtOnceAtMostOnceInFiveSeconds) {
   NatsServer server;
   TempDir data("orgd-providers-data");
-  const std::string yaml =
-      "org: acme\n"
-      "nats:\n  urls: [" + server.url() + "]\n  data_dir: " + data.str() + "\n"
-      "http:\n  enabled: false\n"
-      "log:\n  level: warn\n"
-      "providers:\n  files: {type: local}\n  cloud: {type: remote}\n"
-      "repos:\n  api:\n    deploy:\n      dev: {provider: files}\n";
   auto calls = std::make_shared<std::atomic<int>>(0);
   auto healthy = std::make_shared<std::atomic<bool>>(true);
-  DaemonOptions options;
-  options.provider_probe_interval = std::chrono::hours{1};  // only the start-up probe
-  options.provider_factories["remote"] = [calls, healthy](const ProviderConfig& config,
-                                                          const ProviderServices&,
-                                                          const std::string&) {
-    return std::make_unique<ProbedProvider>(config.name, calls, healthy);
-  };
-  Daemon d(load_config_string(yaml, "test.yaml", Environment()), options, Environment());
-  d.start();
-  ASSERT_TRUE(wait_until([&] { return d.ready(); }, 15s));
+  // Only the start-up probe runs by itself.
+  auto daemon = start_daemon(server, data, std::chrono::hours{1}, calls, healthy);
+  ASSERT_TRUE(daemon->ready());
+  Daemon& d = *daemon;
   auto client = connect_client(server.url());
   ASSERT_TRUE(wait_until([&] { return calls->load() >= 1; }, 10s)) << "the start-up probe";
   const int after_start = calls->load();
