@@ -13,7 +13,14 @@ Collector::Collector(natsConnection* conn, const std::string& subject) {
 }
 
 Collector::~Collector() {
-  natsSubscription_Unsubscribe(sub_);
+  // Drained, not just unsubscribed: a callback may be running on nats.c's delivery thread, and
+  // it must be done with this object before the object goes. A drain completes only once every
+  // delivered message's callback has returned.
+  if (natsSubscription_Drain(sub_) == NATS_OK) {
+    natsSubscription_WaitForDrainCompletion(sub_, 5000);
+  } else {
+    natsSubscription_Unsubscribe(sub_);
+  }
   natsSubscription_Destroy(sub_);
 }
 
