@@ -238,7 +238,6 @@ TEST_F(SecretsEngineTest, ASyncWithNothingChangedListsEachTargetOnceAndWritesNot
         return true;
       },
       30s));
-  const std::size_t before = writes();
   fake_.github().clear_calls();
   const auto report = sync(false);
   EXPECT_EQ(report.pushed(), 0);
@@ -252,7 +251,6 @@ TEST_F(SecretsEngineTest, ASyncWithNothingChangedListsEachTargetOnceAndWritesNot
     }
   }
   EXPECT_EQ(lists, 3u) << "one listing per target (api, web, org)";
-  (void)before;
 }
 
 TEST_F(SecretsEngineTest, ASealedSetIsStoredAndPushedAndAnUnsealedOneIsRefused) {
