@@ -232,6 +232,25 @@ std::optional<std::string> SecretsCommands::vault_key(Client& client) {
   return key.public_key();
 }
 
+ExitCode SecretsCommands::seal_passphrase(Client& client, const std::string& what,
+                                         std::string& sealed) {
+  auto pass = passphrase();
+  if (!pass) {
+    print_error(what, pass.error());
+    return ExitCode::failed;
+  }
+  if (pass.value().empty()) return ExitCode::ok;  // under the master key
+  const auto key = vault_key(client);
+  if (!key) return ExitCode::unreachable;
+  auto result = seal_to(*key, pass.value());
+  if (!result) {
+    print_error(what, result.error());
+    return ExitCode::failed;
+  }
+  sealed = std::move(result.value());
+  return ExitCode::ok;
+}
+
 Result<Secret> SecretsCommands::passphrase() const {
   if (passphrase_env_.empty()) return Secret{};
   const char* value = std::getenv(passphrase_env_.c_str());
@@ -392,23 +411,13 @@ ExitCode SecretsCommands::run_rotate(Client& client, bool json) {
 }
 
 ExitCode SecretsCommands::run_backup(Client& client, bool json) {
-  auto pass = passphrase();
-  if (!pass) {
-    print_error("backup", pass.error());
-    return ExitCode::failed;
+  std::string sealed_passphrase;
+  if (const auto code = seal_passphrase(client, "backup", sealed_passphrase); code != ExitCode::ok) {
+    return code;
   }
   v1::SecretBackupRequest request;
   request.set_actor(actor());
-  if (!pass.value().empty()) {
-    const auto key = vault_key(client);
-    if (!key) return ExitCode::unreachable;
-    auto sealed = seal_to(*key, pass.value());
-    if (!sealed) {
-      print_error("backup", sealed.error());
-      return ExitCode::failed;
-    }
-    request.set_sealed_passphrase(sealed.value());
-  }
+  request.set_sealed_passphrase(sealed_passphrase);
   v1::SecretBackupReply reply;
   const CallResult result = client.call_quietly("secrets.backup", request, reply);
   if (result.code != ExitCode::ok) {
@@ -450,25 +459,15 @@ ExitCode SecretsCommands::run_restore(Client& client, bool json) {
     print_error("restore", bytes.error());
     return ExitCode::failed;
   }
-  auto pass = passphrase();
-  if (!pass) {
-    print_error("restore", pass.error());
-    return ExitCode::failed;
+  std::string sealed_passphrase;
+  if (const auto code = seal_passphrase(client, "restore", sealed_passphrase); code != ExitCode::ok) {
+    return code;
   }
   v1::SecretRestoreRequest request;
   request.set_backup(std::move(bytes.value()));
   request.set_actor(actor());
   request.set_request_id(random_request_id());
-  if (!pass.value().empty()) {
-    const auto key = vault_key(client);
-    if (!key) return ExitCode::unreachable;
-    auto sealed = seal_to(*key, pass.value());
-    if (!sealed) {
-      print_error("restore", sealed.error());
-      return ExitCode::failed;
-    }
-    request.set_sealed_passphrase(sealed.value());
-  }
+  request.set_sealed_passphrase(sealed_passphrase);
   v1::SecretRestoreReply reply;
   const auto code = client.call("secrets.restore", request, reply, json);
   if (code != ExitCode::ok || json) return code;

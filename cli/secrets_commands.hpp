@@ -39,6 +39,9 @@ class SecretsCommands {
   std::optional<std::string> vault_key(Client& client);
   // The passphrase of a backup: from --passphrase-env, else nothing (the master key is used).
   Result<Secret> passphrase() const;
+  // The passphrase sealed to the vault's key into `sealed` (left empty without
+  // --passphrase-env); prints the problem otherwise.
+  ExitCode seal_passphrase(Client& client, const std::string& what, std::string& sealed);
 
   CLI::App* secrets_ = nullptr;
   CLI::App* import_ = nullptr;
