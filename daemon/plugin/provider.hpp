@@ -1,6 +1,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -165,6 +166,36 @@ class CredentialIssuer {
   virtual Result<Ok> revoke(const std::string& id) = 0;
 };
 
+// Where an object store keeps what orgd gives it (secrets.backup.r2: {bucket, prefix}).
+struct ObjectStoreConfig {
+  std::string bucket;
+  std::string prefix;  // prepended to every key ("orgd/backups/"); may be empty
+  int line = 0;
+};
+
+struct StoredObject {
+  std::string key;  // without the prefix
+  std::uint64_t size = 0;
+  std::optional<Clock::time_point> modified;
+};
+
+// Objects in one bucket under one prefix (R2 through its S3 API): where the secrets engine
+// writes its backups. Keys are given without the prefix.
+class ObjectStore {
+ public:
+  virtual ~ObjectStore() = default;
+  // What the store is, for messages ("r2 acme-backups/orgd/").
+  virtual std::string describe() const = 0;
+  // Creates the bucket when it does not exist (once; later calls are free).
+  virtual Result<Ok> ensure() = 0;
+  virtual Result<Ok> put(const std::string& key, std::string_view bytes) = 0;
+  // not_found when there is no such object.
+  virtual Result<std::string> get(const std::string& key) = 0;
+  // Every object under the prefix (+ key_prefix), all pages, sorted by key.
+  virtual Result<std::vector<StoredObject>> list(const std::string& key_prefix = {}) = 0;
+  virtual Result<Ok> remove(const std::string& key) = 0;
+};
+
 // What a provider's health probe found: its credentials, its API's budget, its client's state.
 struct ProbeResult {
   bool ok = false;
@@ -188,6 +219,7 @@ struct Capabilities {
   bool secret_target = false;
   bool credential_issuer = false;
   bool health_probe = false;
+  bool object_store = false;
 
   std::vector<std::string> names() const;
 };
@@ -206,6 +238,10 @@ class Provider {
   // Secret targets, the same way. Only called when capabilities().secret_target.
   virtual std::unique_ptr<SecretTarget> make_secret_target(const SecretTargetConfig& target,
                                                            const std::string& source_file);
+  // Object stores, the same way (throws ConfigError naming file, line and key). Only called
+  // when capabilities().object_store.
+  virtual std::unique_ptr<ObjectStore> make_object_store(const ObjectStoreConfig& config,
+                                                         const std::string& source_file);
   // Null when the provider issues no credentials / has no probe.
   virtual CredentialIssuer* credential_issuer() { return nullptr; }
   virtual HealthProbe* health_probe() { return nullptr; }

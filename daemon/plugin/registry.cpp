@@ -21,7 +21,14 @@ std::vector<std::string> Capabilities::names() const {
   if (secret_target) out.emplace_back("secret_target");
   if (credential_issuer) out.emplace_back("credential_issuer");
   if (health_probe) out.emplace_back("health_probe");
+  if (object_store) out.emplace_back("object_store");
   return out;
+}
+
+std::unique_ptr<ObjectStore> Provider::make_object_store(const ObjectStoreConfig& config,
+                                                         const std::string& source_file) {
+  throw ConfigError({fmt::format("{}: secrets.backup.r2: provider {} ({}) has no object store",
+                                 where(source_file, config.line), name(), type())});
 }
 
 std::unique_ptr<DeployTarget> Provider::make_deploy_target(const DeployTargetConfig& target,
