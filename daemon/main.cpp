@@ -27,8 +27,9 @@ int main(int argc, char** argv) {
   std::string log_level;
   std::string log_format;
   app.add_option("-c,--config", config_path,
-                 "Config file (YAML); without it orgd runs the embedded default "
-                 "(config/orgd.dev.yaml)");
+                 "Config file (YAML); without it orgd reads the YAML in $ORGD_CONFIG_YAML, else "
+                 "runs the embedded default (config/orgd.dev.yaml)")
+      ->envname("ORGD_CONFIG");
   app.add_flag("--check-config", check_config,
                "Validate the config and exit: 0 when valid, 2 with the errors when not");
   app.add_flag("--version", version, "Print the version and exit");
@@ -51,9 +52,7 @@ int main(int argc, char** argv) {
   auto env = orgd::Environment::current();
   orgd::Config config;
   try {
-    config = config_path.empty()
-                 ? orgd::load_config_string(orgd::embedded_default_config(), "<embedded>", env)
-                 : orgd::load_config_file(config_path, env);
+    config = orgd::load_daemon_config(config_path, env);
   } catch (const orgd::ConfigError& e) {
     std::cerr << "orgd: invalid config:\n" << e.what() << "\n";
     return 2;
@@ -80,12 +79,12 @@ int main(int argc, char** argv) {
   if (auto problems = orgd::unreadable_files(orgd::nats_files(config.nats)); !problems.empty()) {
     std::cerr << "orgd: invalid config:\n";
     for (const auto& problem : problems) {
-      std::cerr << (config_path.empty() ? "<embedded>" : config_path) << ": " << problem << "\n";
+      std::cerr << orgd::config_origin(config_path, env) << ": " << problem << "\n";
     }
     return 2;
   }
   if (check_config) {
-    std::cout << "config " << (config_path.empty() ? "<embedded>" : config_path) << " is valid ("
+    std::cout << "config " << orgd::config_origin(config_path, env) << " is valid ("
               << config.repos.size() << " repos, " << config.providers.size()
               << " providers)\n";
     for (const auto& provider : inventory->providers().all()) {

@@ -401,9 +401,7 @@ void Daemon::apply_reload(const Config& next) {
 bool Daemon::reload_from_disk() {
   auto log = logging::get("orgd");
   try {
-    Config next = options_.config_path.empty()
-                      ? load_config_string(embedded_default_config(), "<embedded>", env_)
-                      : load_config_file(options_.config_path, env_);
+    Config next = load_daemon_config(options_.config_path, env_);
     apply_reload(next);
     return true;
   } catch (const ConfigError& e) {

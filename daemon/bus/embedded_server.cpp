@@ -93,16 +93,7 @@ void check_port_free(const std::string& host, std::uint16_t port) {
   }
 }
 
-// A string in the nats-server config syntax (double-quoted, backslash escapes).
-std::string quoted(const std::string& s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') out.push_back('\\');
-    out.push_back(c);
-  }
-  out.push_back('"');
-  return out;
-}
+std::string quoted(const std::string& s) { return nats_config_string(s); }
 
 std::string host_for_url(const std::string& host) {
   return host.find(':') != std::string::npos ? "[" + host + "]" : host;
@@ -212,6 +203,16 @@ std::string render_config(const EmbeddedServerSettings& settings, std::uint16_t 
 }
 
 }  // namespace
+
+std::string nats_config_string(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  out.push_back('"');
+  return out;
+}
 
 EmbeddedNatsServer::EmbeddedNatsServer(EmbeddedServerSettings settings)
     : settings_(std::move(settings)), port_(settings_.port) {

@@ -17,6 +17,9 @@
 namespace orgd {
 
 // Plain settings of the embedded nats-server; built from the validated config by its owner.
+// A string in the nats-server config syntax (double-quoted, backslash escapes).
+std::string nats_config_string(const std::string& s);
+
 struct EmbeddedServerSettings {
   // Searched on PATH when it holds no '/'.
   std::string binary = "nats-server";

@@ -72,6 +72,13 @@ EmbeddedServerSettings embedded_server_settings(const NatsConfig& config) {
   es.host = host;
   es.port = port;
   es.store_dir = (std::filesystem::path(config.data_dir) / "nats").string();
+  if (!config.server_include.empty()) {
+    // nats-server 2.9 joins an include's path to the directory of the config file, even a path
+    // that is absolute: name the fragment relative to the generated file's directory.
+    const auto store = std::filesystem::absolute(es.store_dir).lexically_normal();
+    const auto fragment = std::filesystem::absolute(config.server_include).lexically_normal();
+    es.extra_config = "include " + nats_config_string(fragment.lexically_relative(store).string());
+  }
   return es;
 }
 

@@ -104,4 +104,18 @@ Config load_config_file(const std::string& path, const Environment& env) {
   return load_config_string(text, path, env);
 }
 
+std::string config_origin(const std::string& path, const Environment& env) {
+  if (!path.empty()) return path;
+  if (auto yaml = env.get("ORGD_CONFIG_YAML"); yaml && !yaml->empty()) return "$ORGD_CONFIG_YAML";
+  return "<embedded>";
+}
+
+Config load_daemon_config(const std::string& path, const Environment& env) {
+  if (!path.empty()) return load_config_file(path, env);
+  if (auto yaml = env.get("ORGD_CONFIG_YAML"); yaml && !yaml->empty()) {
+    return load_config_string(*yaml, "$ORGD_CONFIG_YAML", env);
+  }
+  return load_config_string(embedded_default_config(), "<embedded>", env);
+}
+
 }  // namespace orgd

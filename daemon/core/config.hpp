@@ -30,6 +30,9 @@ struct NatsConfig {
   // JetStream store of the embedded server, and orgd's own files.
   std::string data_dir = ".orgd";
   std::string server_binary = "nats-server";
+  // A nats-server config fragment the embedded server includes (websocket, authorization,
+  // accounts, limits): what the org's NATS controller in a container needs beyond orgd's own.
+  std::string server_include;
   std::string creds_file;
   std::string nkey_file;  // a file holding a user nkey seed (SU...)
   std::string token;      // a literal token (dev only; prefer token_env)
@@ -276,5 +279,12 @@ Config load_config_string(const std::string& text, const std::string& source_nam
 
 // The embedded default (config/orgd.dev.yaml, compiled in).
 const std::string& embedded_default_config();
+
+// Where the daemon's config comes from: the file `path` names (--config, or ORGD_CONFIG in the
+// environment), else the YAML held in ORGD_CONFIG_YAML (a container platform that passes
+// environment variables but mounts no files), else the embedded default. The name is what
+// messages call it: the path, "$ORGD_CONFIG_YAML" or "<embedded>".
+std::string config_origin(const std::string& path, const Environment& env);
+Config load_daemon_config(const std::string& path, const Environment& env);
 
 }  // namespace orgd

@@ -23,7 +23,7 @@ constexpr auto kDeployKeys =
 constexpr auto kHealthGateKeys = std::to_array<std::string_view>({"enabled", "timeout", "soak"});
 constexpr auto kFailurePolicies = std::to_array<std::string_view>({"stop", "rollback"});
 constexpr auto kNatsKeys = std::to_array<std::string_view>(
-    {"embedded", "urls", "data_dir", "server_binary", "creds_file", "nkey_file", "token",
+    {"embedded", "urls", "data_dir", "server_binary", "server_include", "creds_file", "nkey_file", "token",
      "token_env", "user", "password_env", "jwt_env", "nkey_seed_env", "tls", "subject_prefix",
      "replicas", "connect_timeout", "reconnect_wait", "max_payload"});
 constexpr auto kTlsKeys = std::to_array<std::string_view>({"ca_file", "cert_file", "key_file"});
@@ -112,6 +112,8 @@ class SectionReader {
         schema_.read_string(e, nats.data_dir, false);
       } else if (k == "server_binary") {
         schema_.read_string(e, nats.server_binary, false);
+      } else if (k == "server_include") {
+        schema_.read_string(e, nats.server_include);
       } else if (k == "creds_file") {
         schema_.read_string(e, nats.creds_file);
       } else if (k == "nkey_file") {

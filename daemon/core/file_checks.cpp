@@ -19,6 +19,7 @@ std::vector<NamedFile> nats_files(const NatsConfig& nats) {
   add("nats.tls.ca_file", nats.tls.ca_file);
   add("nats.tls.cert_file", nats.tls.cert_file);
   add("nats.tls.key_file", nats.tls.key_file);
+  if (nats.embedded) add("nats.server_include", nats.server_include);
   return out;
 }
 

@@ -9,9 +9,23 @@ namespace orgd {
 
 Result<Secret> SecretSource::from_env(const std::string& variable) const {
   auto value = env_.get(variable);
-  if (!value || value->empty()) {
-    return not_found(fmt::format("environment variable {} is not set", variable));
+  const auto file = env_.get(variable + "_FILE");
+  const bool has_value = value && !value->empty();
+  const bool has_file = file && !file->empty();
+  if (has_value && has_file) {
+    return invalid_argument(fmt::format(
+        "both {0} and {0}_FILE are set: give the value or the file that holds it, not both",
+        variable));
   }
+  if (has_file) {
+    auto secret = from_file(*file);
+    if (!secret) {
+      return Error{secret.error().code,
+                   fmt::format("{}_FILE: {}", variable, secret.error().message)};
+    }
+    return secret;
+  }
+  if (!has_value) return not_found(fmt::format("environment variable {} is not set", variable));
   return Secret::take(std::move(*value));
 }
 

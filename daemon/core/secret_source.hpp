@@ -23,7 +23,9 @@ class SecretSource {
 
   explicit SecretSource(Environment env) : env_(std::move(env)) {}
 
-  // not_found when the variable is unset or empty ("environment variable X is not set").
+  // not_found when the variable is unset or empty ("environment variable X is not set"). When
+  // X is unset and X_FILE names a file, the file's bytes (as from_file): the convention of
+  // container images for secrets mounted as files (/run/secrets/...). Both set is an error.
   Result<Secret> from_env(const std::string& variable) const;
   // The file's bytes, one trailing newline (what `echo` adds) removed. not_found when it is
   // missing, invalid_argument when it cannot be read, is not a regular file or is too large;

@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "daemon/app/daemon.hpp"
+#include "daemon/bus/nats_settings.hpp"
 #include "daemon/core/config.hpp"
 #include "daemon/core/subprocess.hpp"
 #include "tests/support/http_client.hpp"
@@ -110,6 +111,41 @@ TEST(EmbeddedNatsServerTest, AcceptsClientsWithJetStream) {
   EXPECT_EQ(config.find("http"), std::string::npos) << "no monitoring port:\n" << config;
   EXPECT_NE(testing::read_file(server.log_path()).find("Server is ready"), std::string::npos);
   EXPECT_THROW(server.start(), std::logic_error);
+}
+
+// nats.server_include: the org's NATS controller in a container needs what orgd does not write
+// itself (authorization, websocket). The fragment is included by its absolute path, so a
+// relative path in the config works whatever orgd's working directory is.
+TEST(EmbeddedNatsServerTest, IncludesTheServerConfigFragment) {
+  TempDir dir;
+  const std::string token = "embedded-include-token-7f3a";
+  {
+    std::ofstream(dir / "auth.conf") << "authorization { token: \"" << token << "\" }\n";
+  }
+  NatsConfig nats;
+  nats.embedded = true;
+  nats.urls = {"nats://127.0.0.1:4222"};
+  nats.data_dir = dir.path().string();
+  nats.server_include = fs::relative(dir / "auth.conf").string();
+  EmbeddedServerSettings settings = embedded_server_settings(nats);
+  // Relative to the generated config's directory (<data_dir>/nats), however it was written.
+  EXPECT_EQ(settings.extra_config, "include \"../auth.conf\"");
+  settings.binary = testing::nats_server_binary();
+  settings.port = 0;
+  settings.wait_for_jetstream = false;  // its readiness probe has no token
+  EmbeddedNatsServer server(settings);
+  server.start();
+
+  natsConnection* anonymous = nullptr;
+  EXPECT_NE(natsConnection_ConnectTo(&anonymous, server.url().c_str()), NATS_OK)
+      << "the fragment's authorization was not applied";
+  natsConnection_Destroy(anonymous);
+
+  natsConnection* with_token = nullptr;
+  const std::string url =
+      "nats://" + token + "@127.0.0.1:" + std::to_string(server.port());
+  EXPECT_EQ(natsConnection_ConnectTo(&with_token, url.c_str()), NATS_OK);
+  natsConnection_Destroy(with_token);
 }
 
 TEST(EmbeddedNatsServerTest, StopEndsTheProcessAndFreesThePort) {

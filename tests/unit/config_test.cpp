@@ -843,6 +843,35 @@ TEST(ShippedConfig, EmbeddedDefaultIsTheDevConfig) {
   EXPECT_EQ(embedded_default_config(), file);
 }
 
+// A container platform that passes env vars but mounts no files gives the config in
+// ORGD_CONFIG_YAML; a path (--config or ORGD_CONFIG) wins over it, and without either orgd runs
+// the embedded default. Problems name where the config came from.
+TEST(DaemonConfig, ComesFromThePathTheEnvironmentOrTheEmbeddedDefault) {
+  const Environment none;
+  EXPECT_EQ(config_origin("", none), "<embedded>");
+  EXPECT_EQ(load_daemon_config("", none).org, "demo");
+
+  const Environment yaml(std::map<std::string, std::string>{
+      {"ORGD_CONFIG_YAML", "org: acme\nrepos:\n  api: {}\n"}});
+  EXPECT_EQ(config_origin("", yaml), "$ORGD_CONFIG_YAML");
+  const Config from_env = load_daemon_config("", yaml);
+  EXPECT_EQ(from_env.org, "acme");
+  EXPECT_EQ(from_env.source, "$ORGD_CONFIG_YAML");
+
+  const std::string dev = std::string{ORGD_SOURCE_DIR} + "/config/orgd.dev.yaml";
+  EXPECT_EQ(config_origin(dev, yaml), dev);
+  EXPECT_EQ(load_daemon_config(dev, yaml).org, "demo");
+
+  const Environment broken(
+      std::map<std::string, std::string>{{"ORGD_CONFIG_YAML", "org: acme\nrepoz: {}\n"}});
+  try {
+    load_daemon_config("", broken);
+    FAIL() << "an unknown key was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("$ORGD_CONFIG_YAML:2"), std::string::npos) << e.what();
+  }
+}
+
 TEST(ShippedConfig, DevConfigLoads) {
   const Config c = load_config_string(embedded_default_config(), "<embedded>", Environment{});
   EXPECT_EQ(c.source, "<embedded>");

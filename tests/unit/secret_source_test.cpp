@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <map>
 #include <string>
 
 #include "daemon/core/secret_source.hpp"
@@ -12,6 +13,7 @@ namespace orgd {
 namespace {
 
 constexpr const char* kCanary = "CANARY-source-51c0de";
+using Vars = std::map<std::string, std::string>;
 
 void write(const std::filesystem::path& path, const std::string& text) {
   std::ofstream(path, std::ios::binary) << text;
@@ -46,6 +48,35 @@ TEST(SecretSourceTest, ReadsAFileWithoutItsTrailingNewline) {
   // Only one newline goes: a PEM keeps its own line ends.
   EXPECT_EQ(source.from_file(dir / "pem").value().expose(),
             "-----BEGIN KEY-----\nAAAA\n-----END KEY-----\n");
+}
+
+// Containers mount secrets as files: ORGD_TEST_TOKEN_FILE names the file when the variable
+// itself is unset; both at once is refused (which one would win is not obvious to the operator).
+TEST(SecretSourceTest, ReadsTheFileAVariableFileNames) {
+  testing::TempDir dir;
+  write(dir / "token", std::string(kCanary) + "\n");
+  const std::string file = (dir / "token").string();
+
+  const SecretSource from_file(Environment(Vars{{"ORGD_TEST_TOKEN_FILE", file}}));
+  auto token = from_file.from_env("ORGD_TEST_TOKEN");
+  ASSERT_TRUE(token) << token.error().message;
+  EXPECT_EQ(token.value().expose(), kCanary);
+
+  const SecretSource both(
+      Environment({{"ORGD_TEST_TOKEN", kCanary}, {"ORGD_TEST_TOKEN_FILE", file}}));
+  auto refused = both.from_env("ORGD_TEST_TOKEN");
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code, ErrorCode::invalid_argument);
+  EXPECT_NE(refused.error().message.find("ORGD_TEST_TOKEN_FILE"), std::string::npos);
+  EXPECT_EQ(refused.error().message.find(kCanary), std::string::npos);
+
+  const SecretSource missing(
+      Environment(Vars{{"ORGD_TEST_TOKEN_FILE", (dir / "absent").string()}}));
+  auto absent = missing.from_env("ORGD_TEST_TOKEN");
+  ASSERT_FALSE(absent);
+  EXPECT_EQ(absent.error().code, ErrorCode::not_found);
+  EXPECT_NE(absent.error().message.find("ORGD_TEST_TOKEN_FILE: secret file"), std::string::npos)
+      << absent.error().message;
 }
 
 TEST(SecretSourceTest, FileErrorsNameThePathNotTheContents) {
