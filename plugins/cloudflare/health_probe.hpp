@@ -1,0 +1,34 @@
+#pragma once
+
+// The cloudflare provider's health probe (cloud-apis.md §2.2): the token verified with
+// GET /accounts/{account_id}/tokens/verify (an account token), else GET /user/tokens/verify (a
+// user token); ok when Cloudflare says the token is active. The detail names the token's id,
+// which kind it is and when it expires; the rate-limit budget, the circuit and the last error
+// come from the provider's HTTP client.
+
+#include <memory>
+
+#include "daemon/plugin/provider.hpp"
+#include "plugins/cloudflare/rest_client.hpp"
+
+namespace orgd::cloudflare {
+
+struct TokenStatus {
+  std::string id;
+  std::string status;      // active | disabled | expired
+  std::string expires_on;  // as Cloudflare wrote it; "" when it never expires
+  bool account = false;    // verified as an account token
+};
+
+class CloudflareHealthProbe final : public HealthProbe {
+ public:
+  explicit CloudflareHealthProbe(std::shared_ptr<RestClient> api) : api_(std::move(api)) {}
+  Result<ProbeResult> probe() override;
+  // The token as Cloudflare verifies it (account endpoint first, then the user one).
+  static Result<TokenStatus> verify(RestClient& api);
+
+ private:
+  std::shared_ptr<RestClient> api_;
+};
+
+}  // namespace orgd::cloudflare
