@@ -118,6 +118,31 @@ Reply failure(int status, int code, const std::string& message) {
                    {"messages", json::array()}, {"result", nullptr}}};
 }
 
+// The route a request is for, named as CfCall::route names it ("" when none).
+std::string route_of(const std::string& method, const std::vector<std::string>& seg) {
+  if (seg.size() == 3 && seg[0] == "user" && seg[1] == "tokens" && seg[2] == "verify") {
+    return method + " /user/tokens/verify";
+  }
+  if (seg.size() < 4 || seg[0] != "accounts") return {};
+  if (seg.size() == 4 && seg[2] == "tokens" && seg[3] == "verify") {
+    return method + " /accounts/{account_id}/tokens/verify";
+  }
+  if (seg[2] == "workers" && seg.size() >= 6 && seg.size() <= 7 && seg[3] == "scripts") {
+    std::string r = method + " /accounts/{account_id}/workers/scripts/{script_name}/" + seg[5];
+    if (seg.size() == 7) {
+      r += seg[5] == "secrets" ? "/{secret_name}" : seg[5] == "versions" ? "/{version_id}" : "/{deployment_id}";
+    }
+    return r;
+  }
+  if (seg[2] == "containers" && seg.size() >= 5 && seg[3] == "applications") {
+    const std::string base = method + " /accounts/{account_id}/containers/applications/{application_id}";
+    if (seg.size() == 5) return base;
+    if (seg.size() == 6 && seg[5] == "rollouts") return base + "/rollouts";
+    if (seg.size() == 7 && seg[5] == "rollouts") return base + "/rollouts/{rollout_id}";
+  }
+  return {};
+}
+
 }  // namespace
 
 std::optional<std::vector<CfFormPart>> parse_multipart(const std::string& content_type,
@@ -331,11 +356,14 @@ FakeResponse FakeCloudflare::handle(const FakeRequest& request) {
     reply.headers.push_back({"Retry-After", std::to_string(std::max<long long>(wait, 1))});
   } else {
     ++s.used;
-    reply = s.route(request, seg, query, route_name);
-    if (reply.status / 100 == 2 && s.success_false > 0 &&
-        (s.success_false_route.empty() || s.success_false_route == route_name)) {
+    const std::string planned = route_of(request.method, seg);
+    if (s.success_false > 0 && (s.success_false_route.empty() || s.success_false_route == planned)) {
+      // Refused before anything is done: nothing changes.
       --s.success_false;
+      route_name = planned;
       reply = failure(200, kInjected, "Internal error: the operation could not be completed");
+    } else {
+      reply = s.route(request, seg, query, route_name);
     }
   }
   const auto reset = std::chrono::ceil<std::chrono::seconds>(
@@ -724,6 +752,27 @@ std::optional<CfWorker> FakeCloudflare::worker(const std::string& name) const {
   const auto it = state_->workers.find(name);
   if (it == state_->workers.end()) return std::nullopt;
   return it->second;
+}
+
+std::string FakeCloudflare::add_version(const std::string& name) {
+  std::lock_guard lock(state_->mutex);
+  CfWorker& w = state_->workers.at(name);
+  CfVersion v = w.versions.back();
+  v.id = state_->new_id("v");
+  v.number = static_cast<int>(w.versions.size()) + 1;
+  v.source = "wrangler";
+  v.annotations = json::object();
+  w.versions.push_back(v);
+  return v.id;
+}
+
+void FakeCloudflare::add_deployment(const std::string& name,
+                                    std::vector<std::pair<std::string, double>> versions) {
+  std::lock_guard lock(state_->mutex);
+  CfDeployment d;
+  d.id = state_->new_id("d");
+  d.versions = std::move(versions);
+  state_->workers.at(name).deployments.push_back(std::move(d));
 }
 
 std::map<std::string, std::string> FakeCloudflare::secrets(const std::string& name) const {

@@ -109,6 +109,11 @@ class FakeCloudflare {
   // in real life): with one version deployed at 100%, holding `secrets`.
   void add_worker(const std::string& name, std::map<std::string, std::string> secrets = {});
   std::optional<CfWorker> worker(const std::string& name) const;
+  // A version uploaded beside orgd (wrangler versions upload, a dashboard save): the latest
+  // version, like the one before with its secrets, not deployed.
+  std::string add_version(const std::string& name);
+  // A deployment made beside orgd (wrangler versions deploy): version id and percentage each.
+  void add_deployment(const std::string& name, std::vector<std::pair<std::string, double>> versions);
   // The secrets of the Worker's latest version (what GET …/secrets lists).
   std::map<std::string, std::string> secrets(const std::string& name) const;
 

@@ -46,7 +46,7 @@ class CloudflareProviderTest : public ::testing::Test {
 
   // The provider from a config whose repos: block is `repos`, on a client that tries once and
   // waits on virtual time (a rate limit's wait moves both clocks on instead of sleeping).
-  void build(const std::string& repos, const std::string& token = kToken) {
+  void build(const std::string& repos, const std::string& token = kToken, int max_attempts = 1) {
     const std::string yaml = "org: acme\nproviders:\n  cf: {type: cloudflare, api_url: '" +
                              fake_.base_url() + "', token_env: CF_TOKEN, account_id: " +
                              fake_.cloudflare().account_id() + "}\nrepos:\n" + repos;
@@ -56,10 +56,10 @@ class CloudflareProviderTest : public ::testing::Test {
     provided.environment = env_;
     provided.data_dir = dir_.str();
     auto offset = offset_;
-    provided.http =
-        [offset](const HttpClientOptions& given) -> Result<std::shared_ptr<HttpTransport>> {
+    provided.http = [offset, max_attempts](
+                        const HttpClientOptions& given) -> Result<std::shared_ptr<HttpTransport>> {
       HttpClientOptions options = given;
-      options.max_attempts = 1;
+      options.max_attempts = max_attempts;
       HttpsClientHooks hooks;
       hooks.sleep = [offset](std::chrono::milliseconds d) { *offset += d.count(); };
       hooks.steady_now = [offset] {
@@ -76,8 +76,8 @@ class CloudflareProviderTest : public ::testing::Test {
                                          services_for(config_.providers.at("cf"), provided),
                                          "orgd.yaml");
   }
-  std::unique_ptr<DeployTarget> target(const std::string& settings) {
-    build("  web:\n    deploy:\n      prod: {provider: cf, " + settings + "}\n");
+  std::unique_ptr<DeployTarget> target(const std::string& settings, int max_attempts = 1) {
+    build("  web:\n    deploy:\n      prod: {provider: cf, " + settings + "}\n", kToken, max_attempts);
     return provider_->make_deploy_target(config_.repos.at("web").deploy.at("prod"), "orgd.yaml");
   }
   std::string workers(const std::string& steps) {
@@ -372,7 +372,7 @@ TEST_F(CloudflareProviderTest, A429PastTheDeadlineIsRateLimitedAndNothingMoreIsS
 }
 
 TEST_F(CloudflareProviderTest, A429WithinTheDeadlineIsWaitedForThenTheCallGoesThrough) {
-  auto t = target(workers("[100]"));
+  auto t = target(workers("[100]"), /*max_attempts=*/4);
   fake_.cloudflare().set_rate_limit_remaining(0);
   DeployContext c = context();
   c.deadline = std::chrono::steady_clock::now() + 20min;

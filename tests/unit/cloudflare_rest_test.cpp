@@ -122,8 +122,7 @@ TEST(CloudflareEnvelopeTest, FailuresGetTheirRetryKindByStatus) {
 }
 
 TEST(CloudflareEnvelopeTest, HostileBodiesGiveClearErrorsNotCrashes) {
-  for (const std::string body :
-       {"", "<html>502 Bad Gateway</html>", "[]", "null", R"({"success":"yes"})", R"({"result":{}})",
+  for (const std::string& body : std::vector<std::string>{"", "<html>502 Bad Gateway</html>", "[]", "null", R"({"success":"yes"})", R"({"result":{}})",
         "{\"success\":true,", std::string(1, '\0')}) {
     auto e = read_envelope("reading", response(200, body));
     ASSERT_FALSE(e) << body;
@@ -138,7 +137,7 @@ TEST(CloudflareEnvelopeTest, HostileBodiesGiveClearErrorsNotCrashes) {
   EXPECT_EQ(e.message, "x: Cloudflare answered 400: (no message); text; (no message); [9] a b c");
   // Many long errors are bounded.
   std::string many = R"({"success":false,"errors":[)";
-  for (int i = 0; i < 200; ++i) many += (i ? "," : "") + R"({"code":1,"message":")" + std::string(5000, 'x') + "\"}";
+  for (int i = 0; i < 200; ++i) many += std::string(i ? "," : "") + R"({"code":1,"message":")" + std::string(5000, 'x') + "\"}";
   many += "]}";
   auto big = read_envelope("x", response(400, many));
   ASSERT_TRUE(big);
