@@ -77,15 +77,6 @@ std::map<std::string, std::string> parse_query(const std::string& query) {
   return out;
 }
 
-std::string iso8601(TimePoint t) {
-  const std::time_t secs = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
 json error_list(int code, const std::string& message) {
   return json::array({{{"code", code}, {"message", message}}});
 }
@@ -110,12 +101,14 @@ struct Reply {
 
 Reply ok(json result, int status = 200) {
   return {status, {{"success", true}, {"errors", json::array()}, {"messages", json::array()},
-                   {"result", std::move(result)}}};
+                   {"result", std::move(result)}},
+          {}};
 }
 
 Reply failure(int status, int code, const std::string& message) {
   return {status, {{"success", false}, {"errors", error_list(code, message)},
-                   {"messages", json::array()}, {"result", nullptr}}};
+                   {"messages", json::array()}, {"result", nullptr}},
+          {}};
 }
 
 // The route a request is for, named as CfCall::route names it ("" when none).

@@ -132,7 +132,7 @@ TEST(CloudflareSettingsTest, AWorkersTargetWithEveryKey) {
 
 TEST(CloudflareSettingsTest, StepsMustIncreaseStayInRangeAndEndAt100) {
   EXPECT_THAT(target_problems("{provider: cf, script: w, dir: d, steps: [50, 10, 100]}"),
-              HasSubstr("orgd.yaml:10: repos.web.deploy.prod.steps: steps must increase"));
+              HasSubstr("orgd.yaml:10: deploy.prod.steps: steps must increase"));
   EXPECT_THAT(target_problems("{provider: cf, script: w, dir: d, steps: [10, 50]}"),
               HasSubstr("deploy.prod.steps: the last step must be 100"));
   EXPECT_THAT(target_problems("{provider: cf, script: w, dir: d, steps: [0, 100]}"),
