@@ -6,9 +6,10 @@
 
 namespace orgd::cloudflare {
 
-Result<TokenStatus> CloudflareHealthProbe::verify(RestClient& api) {
+Result<TokenStatus> CloudflareHealthProbe::verify(RestClient& api, bool user_first) {
   std::string refused;
-  for (const bool account : {true, false}) {
+  bool first = true;
+  for (const bool account : {!user_first, user_first}) {
     const std::string what =
         account ? "verifying the token as an account token" : "verifying the token as a user token";
     RestClient::Request request;
@@ -22,8 +23,9 @@ Result<TokenStatus> CloudflareHealthProbe::verify(RestClient& api) {
       if (error.retry == Retry::rate_limited) return error;
       // An account token is refused by /user/tokens/verify and a user token by the account's
       // endpoint: only both refusals say the token is no good.
-      if (account) {
+      if (first) {
         refused = error.message;
+        first = false;
         continue;
       }
       error.message = refused + "; " + error.message;
@@ -39,7 +41,8 @@ Result<TokenStatus> CloudflareHealthProbe::verify(RestClient& api) {
 
 Result<ProbeResult> CloudflareHealthProbe::probe() {
   ProbeResult r;
-  auto token = verify(*api_);
+  auto token = verify(*api_, user_token_.load());
+  if (token) user_token_ = !token.value().account;
   if (!token) {
     r.ok = false;
     r.detail = token.error().message;

@@ -6,6 +6,7 @@
 // which kind it is and when it expires; the rate-limit budget, the circuit and the last error
 // come from the provider's HTTP client.
 
+#include <atomic>
 #include <memory>
 
 #include "daemon/plugin/provider.hpp"
@@ -24,11 +25,15 @@ class CloudflareHealthProbe final : public HealthProbe {
  public:
   explicit CloudflareHealthProbe(std::shared_ptr<RestClient> api) : api_(std::move(api)) {}
   Result<ProbeResult> probe() override;
-  // The token as Cloudflare verifies it (account endpoint first, then the user one).
-  static Result<TokenStatus> verify(RestClient& api);
+  // The token as Cloudflare verifies it: the account endpoint first, then the user one (the
+  // other way round with `user_first`).
+  static Result<TokenStatus> verify(RestClient& api, bool user_first = false);
 
  private:
   std::shared_ptr<RestClient> api_;
+  // The token verified as a user token before: its endpoint is asked first, so a probe costs
+  // one call.
+  std::atomic<bool> user_token_{false};
 };
 
 }  // namespace orgd::cloudflare

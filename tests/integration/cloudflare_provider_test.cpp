@@ -252,6 +252,24 @@ TEST_F(CloudflareProviderTest, ARollbackWithoutThisDeploysHandleUsesThePreviousD
   EXPECT_EQ(refused.error().retry, Retry::permanent);
 }
 
+TEST_F(CloudflareProviderTest, ADeployReplacedBesideOrgdFailsAtItsNextPoll) {
+  auto t = target(workers("[10, 100]"));
+  auto started = t->start(context(), sink());
+  ASSERT_TRUE(started);
+  const std::string other = fake_.cloudflare().add_version("acme-web");
+  fake_.cloudflare().add_deployment("acme-web", {{other, 100}});
+  DeployContext c = context();
+  c.handle = started.value().handle;
+  auto polled = t->poll(c);
+  ASSERT_TRUE(polled) << polled.error().message;
+  EXPECT_EQ(polled.value().status, DeployStatus::failed);
+  EXPECT_THAT(polled.value().error, HasSubstr("is not deployed"));
+  c.handle = "run=1;deployment=2";
+  auto foreign = t->poll(c);
+  ASSERT_FALSE(foreign);
+  EXPECT_EQ(foreign.error().retry, Retry::permanent);
+}
+
 TEST_F(CloudflareProviderTest, AMissingMainModuleFailsTheStartWithoutAnUpload) {
   auto t = target("script: acme-web, dir: '" + dir_.str() + "', main_module: worker.mjs");
   auto started = t->start(context(), sink());
@@ -328,15 +346,19 @@ TEST_F(CloudflareProviderTest, TheProbeVerifiesUserAndAccountTokens) {
   EXPECT_THAT(user.value().detail, HasSubstr("active, no expiry"));
   EXPECT_EQ(user.value().rate_limit_limit, 1200);
   EXPECT_TRUE(user.value().rate_limit_remaining.has_value());
+  fake_.cloudflare().clear_calls();
+  ASSERT_TRUE(provider_->health_probe()->probe());
+  EXPECT_EQ(fake_.cloudflare().calls().size(), 1u) << "a known user token is verified at once";
 
   fake_.cloudflare().add_token("account-token", /*account=*/true, "active", "2027-06-01T00:00:00Z");
   build("", "account-token");
+  fake_.cloudflare().clear_calls();
   auto account = provider_->health_probe()->probe();
   ASSERT_TRUE(account);
   EXPECT_TRUE(account.value().ok);
   EXPECT_THAT(account.value().detail, HasSubstr("account token"));
   EXPECT_THAT(account.value().detail, HasSubstr("expires 2027-06-01T00:00:00Z"));
-  EXPECT_EQ(fake_.cloudflare().count("GET /user/tokens/verify"), 1u) << "only the user token's probe";
+  EXPECT_EQ(fake_.cloudflare().count("GET /user/tokens/verify"), 0u) << "an account token's probe";
 
   fake_.cloudflare().add_token("disabled-token", false, "disabled");
   build("", "disabled-token");

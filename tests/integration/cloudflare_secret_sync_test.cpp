@@ -108,6 +108,7 @@ TEST_F(CloudflareSecretSyncTest, ARefusalDuringAGradualDeployIsBehindThenTheNext
   EXPECT_EQ(r.failures[0].retry, Retry::retryable);
   EXPECT_THAT(r.failures[0].message, HasSubstr("latest version is not deployed (a gradual deploy in progress)"));
   EXPECT_EQ(r.behind.size(), 3u);
+  for (const auto& f : r.failures) EXPECT_EQ(f.message.find("canary"), std::string::npos);
   EXPECT_TRUE(fake_.cloudflare().secrets("acme-web").empty());
 
   // The deploy finished: all traffic on the latest version.
