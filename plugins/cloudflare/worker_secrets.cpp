@@ -125,7 +125,8 @@ Result<Ok> WorkerSecretTarget::remove(const std::string& name) {
   request.method = "DELETE";
   request.path = base() + "/" + path_segment(name);
   auto answer = api_->exchange("deleting " + name + " from " + describe(), request);
-  if (answer && answer.value().status == 404) {
+  // 404 for the secret, not for the Worker (10007: no such Worker).
+  if (answer && answer.value().status == 404 && !answer.value().has_error(10007)) {
     return permanent(not_found("secret " + name + " is not set on " + describe()));
   }
   return check("deleting " + name + " from " + describe(), std::move(answer));

@@ -43,6 +43,15 @@ std::string annotation(const nlohmann::json& item, const char* key) {
   return {};
 }
 
+// A deployment entry's version id: a string of id characters, else "".
+std::string version_id_of(const nlohmann::json& entry) {
+  if (!entry.is_object()) return {};
+  const auto it = entry.find("version_id");
+  if (it == entry.end() || !it->is_string()) return {};
+  const std::string& id = it->get_ref<const std::string&>();
+  return std::all_of(id.begin(), id.end(), id_char) ? id : std::string{};
+}
+
 }  // namespace
 
 std::string WorkerHandle::text() const {
@@ -115,7 +124,7 @@ std::string main_version(const nlohmann::json& deployment) {
   for (const auto& v : *versions) {
     const auto p = v.is_object() ? v.find("percentage") : v.end();
     const double share = p != v.end() && p->is_number() ? p->get<double>() : 0;
-    const std::string id = string_field(v, "version_id");
+    const std::string id = version_id_of(v);
     if (!id.empty() && share > best_share) {
       best = id;
       best_share = share;
@@ -128,7 +137,7 @@ std::optional<double> share_of(const nlohmann::json& deployment, const std::stri
   const auto versions = deployment.is_object() ? deployment.find("versions") : deployment.end();
   if (versions == deployment.end() || !versions->is_array()) return std::nullopt;
   for (const auto& v : *versions) {
-    if (string_field(v, "version_id") != version) continue;
+    if (version.empty() || version_id_of(v) != version) continue;
     const auto p = v.find("percentage");
     return p != v.end() && p->is_number() ? p->get<double>() : 0.0;
   }

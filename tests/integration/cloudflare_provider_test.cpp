@@ -157,6 +157,10 @@ TEST_F(CloudflareProviderTest, AWorkersDeployGoesThroughItsStepsAndIsUploadedOnc
   EXPECT_EQ(last.value().status, DeployStatus::succeeded);
   EXPECT_EQ(live(worker()).versions, (Versions{{uploaded, 100}}));
   EXPECT_EQ(uploads(), 1u);
+  // Calls per deploy: the start looks for an earlier upload and the live deployment, uploads,
+  // deploys; the poll reads the live deployment; each advance deploys.
+  EXPECT_EQ(dynamic_cast<CloudflareProvider&>(*provider_).rest()->calls(), 7u);
+  EXPECT_EQ(fake_.cloudflare().calls().size(), 7u);
   for (const auto& call : fake_.cloudflare().calls()) {
     EXPECT_EQ(call.header("authorization"), std::string("Bearer ") + kToken);
     EXPECT_EQ(call.body.find(kToken), std::string::npos);
@@ -366,6 +370,13 @@ TEST_F(CloudflareProviderTest, TheProbeVerifiesUserAndAccountTokens) {
   ASSERT_TRUE(disabled);
   EXPECT_FALSE(disabled.value().ok);
   EXPECT_THAT(disabled.value().last_error, HasSubstr("the API token is disabled"));
+
+  build("", "");
+  auto missing = provider_->health_probe()->probe();
+  ASSERT_TRUE(missing);
+  EXPECT_FALSE(missing.value().ok);
+  EXPECT_THAT(missing.value().detail, HasSubstr("Cloudflare API token: "));
+  EXPECT_THAT(missing.value().detail, HasSubstr("CF_TOKEN"));
 
   build("", "not-a-token-canary");
   auto wrong = provider_->health_probe()->probe();

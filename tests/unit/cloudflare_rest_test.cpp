@@ -333,5 +333,67 @@ TEST(CloudflareSecretsTest, BadNamesAndValuesNeverReachTheApi) {
   EXPECT_TRUE(rig.transport->requests.empty());
 }
 
+TEST(CloudflareSecretsTest, RemoveTellsAMissingSecretFromAMissingWorker) {
+  Rig rig;
+  rig.transport->push(404, R"({"success":false,"errors":[{"code":10056,"message":"secret not found"}]})");
+  rig.transport->push(404, R"({"success":false,"errors":[{"code":10007,"message":"This Worker does not exist on your account."}]})");
+  WorkerSecretTarget target(rig.api, "acme-web");
+  auto missing = target.remove("GONE");
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().code, ErrorCode::not_found);
+  EXPECT_EQ(missing.error().message, "secret GONE is not set on cloudflare Worker acme-web");
+  auto no_worker = target.remove("GONE");
+  ASSERT_FALSE(no_worker);
+  EXPECT_THAT(no_worker.error().message, HasSubstr("[10007] This Worker does not exist"));
+  EXPECT_THAT(rig.transport->requests.at(0).url, HasSubstr("/workers/scripts/acme-web/secrets/GONE"));
+}
+
+TEST(CloudflareWorkersTest, DeploymentSharesAreReadToleratingOddShapes) {
+  const auto d = nlohmann::json::parse(R"({"versions":[{"version_id":"a","percentage":10},
+      {"version_id":"b","percentage":90},{"version_id":5,"percentage":100},{"percentage":"x"},7]})");
+  EXPECT_EQ(main_version(d), "b");
+  EXPECT_EQ(share_of(d, "a"), 10.0);
+  EXPECT_FALSE(share_of(d, "c"));
+  EXPECT_EQ(main_version(nlohmann::json::parse(R"({"versions":"none"})")), "");
+  EXPECT_EQ(main_version(nlohmann::json(nullptr)), "");
+  EXPECT_FALSE(share_of(nlohmann::json::array(), "a"));
+}
+
+TEST(CloudflareWorkersTest, HostileAnswersFailTheStartWithClearErrors) {
+  testing::TempDir dir;
+  std::ofstream(dir / "index.js") << "export default {}";
+  WorkersTarget target;
+  target.script = "acme-web";
+  target.dir = dir.str();
+  DeployContext context;
+  context.deploy_id = "d-1";
+  const std::string ok_versions = R"({"success":true,"result":{"items":[]},"result_info":{"page":1,"per_page":50}})";
+  const std::string ok_deployments = R"({"success":true,"result":{"deployments":[]}})";
+  struct Case {
+    std::vector<std::string> answers;
+    std::string error;
+  };
+  const std::vector<Case> cases = {
+      {{R"({"success":true,"result":{"items":5}})"}, "Cloudflare's result has no items list"},
+      {{ok_versions, R"({"success":true,"result":{"deployments":{"a":1}}})"},
+       "Cloudflare's result has no deployments list"},
+      {{ok_versions, ok_deployments, R"({"success":true,"result":{"number":3}})"},
+       "uploading a version of Worker acme-web: Cloudflare's result has no version id"},
+      {{ok_versions, ok_deployments, R"({"success":true,"result":{"id":"../../x"}})"},
+       "Cloudflare's result has no version id"},
+      {{ok_versions, ok_deployments, R"({"success":true,"result":{"id":"v1"}})",
+        R"({"success":false,"errors":[{"code":10021,"message":"bad split"}]})"},
+       "deploying version v1 of Worker acme-web: Cloudflare answered 200 with success: false: [10021] bad split"},
+  };
+  for (const auto& c : cases) {
+    Rig rig;
+    for (const auto& a : c.answers) rig.transport->push(200, a);
+    WorkersDeployTarget t(rig.api, target);
+    auto started = t.start(context, {});
+    ASSERT_FALSE(started) << c.error;
+    EXPECT_THAT(started.error().message, HasSubstr(c.error));
+  }
+}
+
 }  // namespace
 }  // namespace orgd::cloudflare
