@@ -20,6 +20,7 @@
 #include "plugins/cloudflare/worker_secrets.hpp"
 #include "tests/fakes/fake_cloudflare.hpp"
 #include "tests/support/temp_dir.hpp"
+#include "tests/support/test_pki.hpp"
 
 namespace orgd::cloudflare {
 namespace {
@@ -416,6 +417,35 @@ TEST_F(CloudflareProviderTest, A429WithinTheDeadlineIsWaitedForThenTheCallGoesTh
   std::size_t refused = 0;
   for (const auto& call : fake_.cloudflare().calls()) refused += call.status == 429 ? 1 : 0;
   EXPECT_EQ(refused, 1u);
+}
+
+TEST(CloudflareTlsTest, TheApiIsReachedOverTlsWithTheConfiguredCaOnly) {
+  orgd::testing::TestPki pki;
+  ASSERT_TRUE(pki.make());
+  FakeCloudflareServer fake({}, {true, pki.path("server.pem"), pki.path("server-key.pem")});
+  fake.cloudflare().add_token(kToken);
+  MetricsRegistry metrics;
+  ProviderEnvironment provided;
+  provided.environment = Environment{{{"CF_TOKEN", kToken}}};
+  provided.http = make_https_transport_factory(metrics, Environment{});
+  auto probe_with = [&](const std::string& extra) {
+    const std::string yaml = "org: acme\nproviders:\n  cf: {type: cloudflare, api_url: '" +
+                             fake.base_url() + "', token_env: CF_TOKEN, account_id: " +
+                             fake.cloudflare().account_id() + extra + "}\n";
+    const Config config = load_config_string(yaml, "orgd.yaml", provided.environment);
+    auto provider = make_cloudflare_provider(config.providers.at("cf"),
+                                             services_for(config.providers.at("cf"), provided),
+                                             "orgd.yaml");
+    auto result = provider->health_probe()->probe();
+    EXPECT_TRUE(result);
+    return result ? result.value() : ProbeResult{};
+  };
+  ASSERT_EQ(fake.base_url().rfind("https://", 0), 0u);
+  const ProbeResult trusted = probe_with(", ca_file: '" + pki.path("ca.pem") + "'");
+  EXPECT_TRUE(trusted.ok) << trusted.detail;
+  const ProbeResult untrusted = probe_with("");
+  EXPECT_FALSE(untrusted.ok) << "the test CA is not in the system store";
+  EXPECT_EQ(untrusted.detail.find(kToken), std::string::npos);
 }
 
 }  // namespace
