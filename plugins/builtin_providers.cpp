@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "daemon/plugin/registry.hpp"
+#include "plugins/cloudflare/cloudflare_provider.hpp"
 #include "plugins/exec/exec_provider.hpp"
 #include "plugins/github/github_provider.hpp"
 #include "plugins/local/local_provider.hpp"
@@ -13,12 +14,13 @@ namespace orgd {
 namespace {
 
 // The one list of built-in providers. The types the config accepts but that are not here yet
-// (cloudflare, synadia, remote) fail in create() with a clear message.
+// (synadia, remote) fail in create() with a clear message.
 std::vector<std::pair<std::string, ProviderRegistry::Factory>> builtin_factories() {
   return {
       {"local", make_local_provider},
       {"exec", make_exec_provider},
       {"github", make_github_provider},
+      {"cloudflare", make_cloudflare_provider},
   };
 }
 

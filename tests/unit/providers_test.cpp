@@ -102,7 +102,7 @@ TEST(ProviderRegistryTest, BuildsLocalAndExec) {
   ProviderEnvironment env{dir.path()};
   EXPECT_TRUE(registry.supports("local"));
   EXPECT_TRUE(registry.supports("exec"));
-  EXPECT_FALSE(registry.supports("cloudflare"));
+  EXPECT_TRUE(registry.supports("cloudflare"));
   auto local = registry.create(provider_config("files", "local"), env, "orgd.yaml");
   ASSERT_TRUE(local);
   EXPECT_EQ(local->name(), "files");
@@ -115,7 +115,7 @@ TEST(ProviderRegistryTest, BuildsLocalAndExec) {
 TEST(ProviderRegistryTest, RejectsNotBuiltAndUnknownTypes) {
   ProviderRegistry registry;
   ProviderEnvironment env{"/tmp"};
-  for (const std::string type : {"cloudflare", "synadia", "remote"}) {
+  for (const std::string type : {"synadia", "remote"}) {
     const auto message =
         config_error([&] { (void)registry.create(provider_config("p", type), env, "orgd.yaml"); });
     EXPECT_NE(message.find("orgd.yaml:3: providers.p: type '" + type + "' is not built yet"),
