@@ -1,7 +1,10 @@
 #include "daemon/secrets/secret_sync.hpp"
 
+#include <condition_variable>
 #include <map>
+#include <mutex>
 #include <stdexcept>
+#include <thread>
 
 #include "daemon/core/ascii.hpp"
 #include "daemon/core/logging.hpp"
@@ -9,9 +12,75 @@
 namespace orgd::secrets {
 namespace {
 
-struct Claimed {
-  SyncClaim claim;
-  Clock::time_point renew_at;
+// A target's claim while this replica applies it. Renewed ahead of expiry before every item (on
+// the injected clock) and, in wall time, by a thread of its own every quarter ttl, so a call
+// that takes longer than the ttl (an API's retries and waits) keeps it while this process lives,
+// and the ttl can stay short: a replica that dies mid-sync holds the target up for one ttl.
+class ClaimKeeper {
+ public:
+  ClaimKeeper(SyncState& state, SyncClaim claim, Duration ttl, const Clock& clock)
+      : state_(state), ttl_(ttl), clock_(clock), claim_(std::move(claim)),
+        renew_at_(clock_.now() + ttl_ / 4) {
+    thread_ = std::thread([this] { beat(); });
+  }
+  ~ClaimKeeper() { stop(); }
+  ClaimKeeper(const ClaimKeeper&) = delete;
+  ClaimKeeper& operator=(const ClaimKeeper&) = delete;
+
+  // Renews when due; the error when the claim was lost (expired and taken over).
+  std::optional<Error> keep() {
+    std::lock_guard lock(mutex_);
+    if (!lost_ && clock_.now() >= renew_at_) renew_locked();
+    return lost_;
+  }
+
+  // Stops the heartbeat and gives the claim up when it is still held.
+  Result<Ok> release() {
+    stop();
+    std::lock_guard lock(mutex_);
+    if (lost_) return Ok{};  // not ours any more: nothing to give up
+    return state_.release(claim_);
+  }
+
+ private:
+  void renew_locked() {
+    auto renewed = state_.renew(claim_, ttl_);
+    if (!renewed) {
+      lost_ = renewed.error();
+      return;
+    }
+    claim_ = renewed.value();
+    renew_at_ = clock_.now() + ttl_ / 4;
+  }
+
+  void beat() {
+    std::unique_lock lock(mutex_);
+    while (!stopping_ && !lost_) {
+      wake_.wait_for(lock, ttl_ / 4, [this] { return stopping_; });
+      if (stopping_) break;
+      renew_locked();
+    }
+  }
+
+  void stop() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  SyncState& state_;
+  const Duration ttl_;
+  const Clock& clock_;
+  std::mutex mutex_;  // guards everything below; KV calls of a renewal are made holding it
+  std::condition_variable wake_;
+  SyncClaim claim_;
+  Clock::time_point renew_at_;
+  std::optional<Error> lost_;
+  bool stopping_ = false;
+  std::thread thread_;
 };
 
 }  // namespace
@@ -92,7 +161,7 @@ TargetSyncResult SecretSync::sync_target(const SyncTarget& target, bool dry_run)
 
   // The claim comes before the records are read: a replica that just finished this target has
   // written its records by the time its claim is released, so this plan starts from them.
-  std::optional<Claimed> held;
+  std::optional<ClaimKeeper> held;
   if (!dry_run) {
     auto claim = state_.claim(target.id, options_.replica_id, options_.claim_ttl);
     if (!claim) {
@@ -101,11 +170,11 @@ TargetSyncResult SecretSync::sync_target(const SyncTarget& target, bool dry_run)
       log->info("sync of {} skipped: {}", result.target, claim.error().message);
       return result;
     }
-    held = Claimed{claim.value(), clock_.now() + options_.claim_ttl / 4};
+    held.emplace(state_, claim.value(), options_.claim_ttl, clock_);
   }
   auto release = [&] {
     if (!held) return;
-    if (auto released = state_.release(held->claim); !released) {
+    if (auto released = held->release(); !released) {
       log->warn("sync of {}: releasing its claim: {}", result.target, released.error().message);
     }
     held.reset();
@@ -167,19 +236,15 @@ TargetSyncResult SecretSync::sync_target(const SyncTarget& target, bool dry_run)
       result.behind.push_back(e.name);
       continue;
     }
-    // Renewed ahead of expiry; a claim lost (this replica stalled past its ttl and another took
-    // over) ends the run here, so the two never work on the target at once.
-    if (clock_.now() >= held->renew_at) {
-      auto renewed = state_.renew(held->claim, options_.claim_ttl);
-      if (!renewed) {
-        log->warn("sync of {} stopped: {}", result.target, renewed.error().message);
-        result.error = renewed.error();
-        held.reset();  // not ours any more: nothing to release
-        stopped = true;
-        result.behind.push_back(e.name);
-        continue;
-      }
-      held = Claimed{renewed.value(), clock_.now() + options_.claim_ttl / 4};
+    // A claim lost (this replica stalled past its ttl and another took over) ends the run
+    // here, so the two never work on the target at once.
+    if (auto lost = held->keep()) {
+      log->warn("sync of {} stopped: {}", result.target, lost->message);
+      result.error = *lost;
+      release();  // stops the heartbeat; nothing is given up
+      stopped = true;
+      result.behind.push_back(e.name);
+      continue;
     }
 
     Result<Ok> done = Ok{};

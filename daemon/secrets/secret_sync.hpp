@@ -84,9 +84,11 @@ struct SyncResult {
 struct SyncOptions {
   // Names this replica in claims (the daemon's instance id).
   std::string replica_id = "orgd";
-  // How long a claim holds without renewal; renewed while applying, at a quarter of it. A
-  // replica that dies mid-sync blocks the target's sync for at most this long.
-  Duration claim_ttl{std::chrono::minutes{5}};
+  // How long a claim holds without renewal. While a replica applies the target it renews it
+  // every quarter of this (before each item, and in wall time by a thread of its own, so one
+  // slow call does not lose it); a replica that dies mid-sync blocks the target's sync for at
+  // most this long.
+  Duration claim_ttl{std::chrono::seconds{30}};
 };
 
 // The result as a reply or event body (P.api.secrets.sync, `orgctl secrets sync [--dry-run]`):

@@ -499,3 +499,60 @@ TEST_F(SecretSyncTest, AClaimLostMidSyncStopsTheRunThere) {
 
 }  // namespace
 }  // namespace orgd::secrets
+
+namespace orgd::secrets {
+namespace {
+
+// A put slower than the claim's ttl (an API's retries, a rate-limit wait) keeps the claim: it is
+// renewed in wall time while the call runs, so another replica asking for the target meanwhile
+// is refused, and the sync finishes everything it planned. (With renewals only between items,
+// the claim expired during the put and the other replica took the target over.)
+TEST(SecretSyncClaims, ACallSlowerThanTheTtlKeepsTheClaim) {
+  MemoryKvStore kv{system_clock()};
+  auto bucket = kv.open({"orgd_sync", ""}).value();
+  SyncOptions options;
+  options.replica_id = "slow";
+  options.claim_ttl = 400ms;
+  SecretSync sync{*bucket, Secret::from(std::string(32, 'k')), options, system_clock()};
+  const std::string id = target_id("mem", "slow");
+
+  struct SlowTarget final : SecretTarget {
+    SlowTarget(KvBucket& b, std::string i) : bucket(b), id(std::move(i)) {}
+    std::string describe() const override { return "slow"; }
+    Result<std::vector<SecretInfo>> list() override { return std::vector<SecretInfo>{}; }
+    Result<Ok> put(const std::string&, const Secret&) override {
+      // This call lasts three ttls; every 100 ms another replica asks for the claim.
+      SyncState other{bucket, system_clock()};
+      const auto end = std::chrono::steady_clock::now() + 1200ms;
+      while (std::chrono::steady_clock::now() < end) {
+        std::this_thread::sleep_for(100ms);
+        ++asked;
+        if (other.claim(id, "fast", 400ms).ok()) ++taken;
+      }
+      return Ok{};
+    }
+    Result<Ok> remove(const std::string&) override { return Ok{}; }
+    KvBucket& bucket;
+    std::string id;
+    int asked = 0;
+    int taken = 0;
+  };
+  auto target = std::make_shared<SlowTarget>(*bucket, id);
+  std::vector<DesiredSecret> desired;
+  for (int i = 0; i < 2; ++i) {
+    desired.push_back(
+        {"S" + std::to_string(i), std::make_shared<const Secret>(Secret::from("v")), 1, "api"});
+  }
+  auto result = sync.sync({SyncTarget::make("mem", target, false, std::move(desired))});
+  EXPECT_GE(target->asked, 20);
+  EXPECT_EQ(target->taken, 0) << "another replica took the target over during a slow put";
+  EXPECT_TRUE(result.in_sync()) << (result.targets[0].error ? result.targets[0].error->message : "");
+  EXPECT_EQ(result.targets[0].pushed, 2u);
+
+  // Released at the end: the other replica gets it at once.
+  SyncState other{*bucket, system_clock()};
+  EXPECT_TRUE(other.claim(id, "fast", 400ms).ok());
+}
+
+}  // namespace
+}  // namespace orgd::secrets
