@@ -123,11 +123,11 @@ Result<Described> RemoteClient::described(SteadyTime deadline) {
   }
   // Asked without the lock: a slow describe must not hold up callers with a shorter deadline
   // (two concurrent first uses may both ask, which is harmless).
-  v1::DescribeRequest request;
+  v1::PluginDescribeRequest request;
   request.set_provider(settings_.name);
   request.set_org(settings_.org);
   request.set_orgd_public_key(public_key_base64_);
-  v1::DescribeReply reply;
+  v1::PluginDescribeReply reply;
   auto called = call("describe", request, reply, deadline);
   if (!called) return called.error();
 

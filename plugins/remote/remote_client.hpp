@@ -6,7 +6,7 @@
 // built at config load, before orgd is connected, so nothing is asked then. Every call and
 // every failure is counted; the last failure is kept (no secrets: values travel sealed).
 //
-// Keys: the provider announces the X25519 key secret values are sealed to (DescribeReply);
+// Keys: the provider announces the X25519 key secret values are sealed to (PluginDescribeReply);
 // orgd makes its own key pair per provider instance, when it is built, and sends the public
 // half with describe and issue, so issued credentials come back sealed to orgd.
 

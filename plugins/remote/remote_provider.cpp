@@ -38,7 +38,7 @@ google::protobuf::Struct checked_settings(const YAML::Node& settings, const std:
 }  // namespace
 
 TargetValidation::TargetValidation(std::shared_ptr<RemoteClient> client,
-                                   v1::ValidateRequest request, std::string what)
+                                   v1::PluginValidateRequest request, std::string what)
     : client_(std::move(client)), request_(std::move(request)), what_(std::move(what)) {}
 
 Result<Ok> TargetValidation::ensure(RemoteClient::SteadyTime deadline) {
@@ -46,7 +46,7 @@ Result<Ok> TargetValidation::ensure(RemoteClient::SteadyTime deadline) {
     std::lock_guard lock(mutex_);
     if (accepted_) return Ok{};
   }
-  v1::ValidateReply reply;
+  v1::PluginValidateReply reply;
   auto called = client_->call("validate", request_, reply, deadline);
   if (!called) return called.error();
   if (reply.problems_size() > 0) {
@@ -80,7 +80,7 @@ RemoteDeployTarget::RemoteDeployTarget(std::shared_ptr<RemoteClient> client,
       validation_(
           client,
           [&] {
-            v1::ValidateRequest request;
+            v1::PluginValidateRequest request;
             request.set_kind("deploy_target");
             request.set_repo(target.repo);
             request.set_env(target.env);
@@ -201,7 +201,7 @@ RemoteSecretTarget::RemoteSecretTarget(std::shared_ptr<RemoteClient> client,
       validation_(
           client,
           [&] {
-            v1::ValidateRequest request;
+            v1::PluginValidateRequest request;
             request.set_kind("secret_target");
             request.set_repo(target.repo);
             *request.mutable_settings() = settings;
@@ -217,9 +217,9 @@ RemoteSecretTarget::RemoteSecretTarget(std::shared_ptr<RemoteClient> client,
 
 Result<std::vector<SecretInfo>> RemoteSecretTarget::list() {
   if (auto valid = validation_.ensure(RemoteClient::kNoDeadline); !valid) return valid.error();
-  v1::SecretListRequest request;
+  v1::PluginSecretListRequest request;
   *request.mutable_target() = ref_;
-  v1::SecretListReply reply;
+  v1::PluginSecretListReply reply;
   if (auto called = client_->call("secret.list", request, reply); !called) return called.error();
   if (static_cast<std::size_t>(reply.secrets_size()) > kMaxSecrets) {
     return client_->malformed_reply("secret.list",
@@ -245,12 +245,12 @@ Result<Ok> RemoteSecretTarget::put(const std::string& name, const Secret& value)
   if (auto valid = validation_.ensure(RemoteClient::kNoDeadline); !valid) return valid.error();
   auto sealed = client_->seal_for_provider(described.value(), value);
   if (!sealed) return sealed.error();
-  v1::SecretPutRequest request;
+  v1::PluginSecretPutRequest request;
   *request.mutable_target() = ref_;
   request.set_name(name);
   request.set_sealed_value(std::move(sealed).value());
   request.set_public_key(described.value().public_key_base64);
-  v1::SecretPutReply reply;
+  v1::PluginSecretPutReply reply;
   auto called = client_->call("secret.put", request, reply);
   if (!called) {
     if (called.error().code == ErrorCode::conflict) {
@@ -267,10 +267,10 @@ Result<Ok> RemoteSecretTarget::put(const std::string& name, const Secret& value)
 
 Result<Ok> RemoteSecretTarget::remove(const std::string& name) {
   if (auto valid = validation_.ensure(RemoteClient::kNoDeadline); !valid) return valid.error();
-  v1::SecretDeleteRequest request;
+  v1::PluginSecretDeleteRequest request;
   *request.mutable_target() = ref_;
   request.set_name(name);
-  v1::SecretDeleteReply reply;
+  v1::PluginSecretDeleteReply reply;
   if (auto called = client_->call("secret.delete", request, reply); !called) {
     return called.error();
   }
@@ -281,10 +281,10 @@ Result<Ok> RemoteSecretTarget::remove(const std::string& name) {
 
 Result<IssuedCredential> RemoteCredentialIssuer::issue(const std::string& name) {
   if (auto described = client_->described(); !described) return described.error();
-  v1::IssueRequest request;
+  v1::PluginIssueRequest request;
   request.set_name(name);
   request.set_orgd_public_key(client_->orgd_public_key());
-  v1::IssueReply reply;
+  v1::PluginIssueReply reply;
   if (auto called = client_->call("issue", request, reply); !called) return called.error();
   if (reply.id().empty() || reply.id().size() > kMaxHandle) {
     return client_->malformed_reply("issue", "no id for the credential (or a too long one)");
@@ -302,9 +302,9 @@ Result<IssuedCredential> RemoteCredentialIssuer::issue(const std::string& name) 
 }
 
 Result<Ok> RemoteCredentialIssuer::revoke(const std::string& id) {
-  v1::RevokeRequest request;
+  v1::PluginRevokeRequest request;
   request.set_id(id);
-  v1::RevokeReply reply;
+  v1::PluginRevokeReply reply;
   if (auto called = client_->call("revoke", request, reply); !called) return called.error();
   return Ok{};
 }
@@ -321,8 +321,8 @@ Result<ProbeResult> RemoteHealthProbe::probe() {
   };
   auto described = client_->described();
   if (!described) return failed(described.error());
-  v1::HealthRequest request;
-  v1::HealthReply reply;
+  v1::PluginHealthRequest request;
+  v1::PluginHealthReply reply;
   if (auto called = client_->call("health", request, reply); !called) {
     return failed(called.error());
   }
@@ -370,10 +370,8 @@ std::unique_ptr<SecretTarget> RemoteProvider::make_secret_target(const SecretTar
 std::unique_ptr<Provider> make_remote_provider(const ProviderConfig& config,
                                                const ProviderServices& services,
                                                const std::string& source_file) {
-  const std::string prefix =
-      services.subject_prefix.empty() ? "org." + services.org : services.subject_prefix;
   return std::make_unique<RemoteProvider>(
-      parse_settings(config, source_file, prefix, services.org), services);
+      parse_settings(config, source_file, services.subject_prefix, services.org), services);
 }
 
 }  // namespace orgd::remote

@@ -25,13 +25,13 @@ namespace orgd::remote {
 // them and remembered when accepted; refused settings fail the call, permanently.
 class TargetValidation {
  public:
-  TargetValidation(std::shared_ptr<RemoteClient> client, v1::ValidateRequest request,
+  TargetValidation(std::shared_ptr<RemoteClient> client, v1::PluginValidateRequest request,
                    std::string what);
   Result<Ok> ensure(RemoteClient::SteadyTime deadline);
 
  private:
   std::shared_ptr<RemoteClient> client_;
-  v1::ValidateRequest request_;
+  v1::PluginValidateRequest request_;
   std::string what_;  // "deploy target api/production", for messages
   std::mutex mutex_;  // guards accepted_
   bool accepted_ = false;
@@ -75,7 +75,7 @@ class RemoteSecretTarget final : public SecretTarget {
 
  private:
   std::shared_ptr<RemoteClient> client_;
-  v1::SecretTargetRef ref_;
+  v1::PluginSecretTarget ref_;
   std::string description_;
   TargetValidation validation_;
 };

@@ -38,7 +38,9 @@ Settings parse_settings(const ProviderConfig& config, const std::string& source_
   Settings s;
   s.name = config.name;
   s.org = org;
-  s.subject = reader.string("subject").value_or(subject_prefix + ".plugin." + config.name);
+  // Without a prefix (no org: tests, tools), the subject starts at "plugin".
+  s.subject = reader.string("subject").value_or(
+      (subject_prefix.empty() ? std::string{} : subject_prefix + ".") + "plugin." + config.name);
   if (!valid_request_subject(s.subject)) {
     reader.invalid("subject",
                    fmt::format("{} is not a NATS subject orgd can send requests to (dot-separated "

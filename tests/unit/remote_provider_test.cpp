@@ -160,8 +160,8 @@ TEST(RemoteMessagesTest, ReplyDecoding) {
   ASSERT_TRUE(decode_reply("", 1024, "p", reply, fault)) << "an empty body reads as {}";
   EXPECT_EQ(reply.status(), v1::PluginDeployReply::status_unspecified);
 
-  for (const std::string garbage :
-       {"not json", "[1,2]", "\"running\"", R"({"status":7.5})", R"({"handle":{"x":1}})",
+  for (const std::string& garbage : std::vector<std::string>{
+           "not json", "[1,2]", "\"running\"", R"({"status":7.5})", R"({"handle":{"x":1}})",
         R"({"status":"running")", std::string("{\"handle\":\"a\xff\"}"),
         std::string("{\"handle\":\"a\0b\"}", 15), R"({"error":"boom"})"}) {
     auto r = decode_reply(garbage, 1024, "remote provider ext: deploy.poll", reply, fault);
@@ -176,9 +176,9 @@ TEST(RemoteMessagesTest, ReplyDecoding) {
 
 TEST(RemoteMessagesTest, ErrorBodiesMapToOrgdsKindsAndRetry) {
   ReplyFault fault;
-  v1::HealthReply reply;
+  v1::PluginHealthReply reply;
   const auto error_of = [&](const std::string& body) {
-    auto r = decode_reply(body, 4096, "remote provider ext: health", reply, fault);
+    auto r = decode_reply(body, 16384, "remote provider ext: health", reply, fault);
     EXPECT_FALSE(r);
     EXPECT_EQ(fault, ReplyFault::error_reply);
     return r.ok() ? Error{} : r.error();
