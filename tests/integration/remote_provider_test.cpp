@@ -131,10 +131,11 @@ class RemoteProviderBusTest : public ::testing::Test {
   }
   void TearDown() override { requester->detach(); }
 
-  std::unique_ptr<Provider> make(const std::string& extra = "") {
+  std::unique_ptr<Provider> make(const std::string& extra = "",
+                                 const std::string& timeout = "3s") {
     config = load_config_string(
         "org: acme\n"
-        "providers:\n  ext: {type: remote, timeout: 3s, capabilities: [deploy_target, "
+        "providers:\n  ext: {type: remote, timeout: " + timeout + ", capabilities: [deploy_target, "
         "secret_target, credential_issuer, health_probe]" + extra + "}\n"
         "repos:\n"
         "  api:\n"
@@ -356,7 +357,7 @@ TEST_F(RemoteProviderBusTest, AResponderThatNeverAnswersTimesOutWithinTheTimeout
   responder.on("deploy.poll", [](const json&) -> std::optional<std::string> {
     return std::nullopt;
   });
-  auto provider = make(", timeout: 300ms");
+  auto provider = make("", "300ms");
   auto target = deploy_target(*provider);
   auto polled = target->poll(context("h"));
   ASSERT_FALSE(polled);
