@@ -52,8 +52,8 @@ bool is_float(std::string_view t) {
   return i == t.size();
 }
 
-bool scalar_to_value(const YAML::Node& node, const std::string& path,
-                     google::protobuf::Value& out, std::string& why) {
+bool scalar_to_value(const YAML::Node& node, const std::string& path, google::protobuf::Value& out,
+                     std::string& why) {
   const std::string& text = node.Scalar();
   // "!" is a quoted (or otherwise non-plain) scalar: a string whatever it looks like.
   if (node.Tag() != "?") {
@@ -101,8 +101,7 @@ bool convert(const YAML::Node& node, const std::string& path, int depth,
       auto* list = out.mutable_list_value();
       std::size_t i = 0;
       for (const auto& item : node) {
-        if (!convert(item, fmt::format("{}[{}]", path, i++), depth + 1, *list->add_values(),
-                     why)) {
+        if (!convert(item, fmt::format("{}[{}]", path, i++), depth + 1, *list->add_values(), why)) {
           return false;
         }
       }
@@ -212,11 +211,10 @@ Result<Ok> decode_reply(std::string_view payload, std::size_t max_bytes, const s
 
 Error map_plugin_error(const v1::PluginErrorReply::Error& error, const std::string& who) {
   const std::string& code = error.code();
-  const std::string message =
-      fmt::format("{}: {} ({})", who,
-                  error.message().empty() ? std::string{"failed"}
-                                          : printable(error.message(), kMaxMessage),
-                  code.empty() ? std::string{"no code"} : printable(code, 40));
+  const std::string message = fmt::format(
+      "{}: {} ({})", who,
+      error.message().empty() ? std::string{"failed"} : printable(error.message(), kMaxMessage),
+      code.empty() ? std::string{"no code"} : printable(code, 40));
   const auto after = std::chrono::milliseconds{
       std::clamp<std::int64_t>(error.retry_after_ms(), 0, kMaxRetryAfter.count())};
   if (code == "invalid_argument") return permanent(invalid_argument(message));
@@ -246,8 +244,7 @@ std::optional<std::string> from_base64(std::string_view text) {
   std::size_t length = 0;
   const char* end = nullptr;
   if (sodium_base642bin(reinterpret_cast<unsigned char*>(out.data()), out.size(), text.data(),
-                        text.size(), nullptr, &length, &end,
-                        sodium_base64_VARIANT_ORIGINAL) != 0 ||
+                        text.size(), nullptr, &length, &end, sodium_base64_VARIANT_ORIGINAL) != 0 ||
       end != text.data() + text.size()) {
     return std::nullopt;
   }

@@ -24,8 +24,8 @@ namespace orgd::remote {
 // strings, plain scalars resolved as YAML 1.2's core schema does (null/~, true/false, numbers;
 // anything else a string). False, with `why` naming the key path, for what JSON cannot hold (a
 // non-scalar or duplicate key, .inf/.nan). `path` names the node in messages.
-bool yaml_to_value(const YAML::Node& node, const std::string& path,
-                   google::protobuf::Value& out, std::string& why);
+bool yaml_to_value(const YAML::Node& node, const std::string& path, google::protobuf::Value& out,
+                   std::string& why);
 
 // The settings map of a target: every key of `settings` but those in `orgd_keys`. Problems are
 // appended to `problems` as "<path>.<key>: <why>" with the key's line (via `report`).

@@ -70,9 +70,9 @@ void RemoteClient::fail(const Error& error) {
   }
   std::uint64_t suppressed = 0;
   if (log_ && failure_log_limiter().allow(&suppressed)) {
-    log_->warn("{} ({}){}", error.message, retry_name(error.retry),
-               suppressed > 0 ? fmt::format(" [{} similar lines suppressed]", suppressed)
-                              : std::string{});
+    log_->warn(
+        "{} ({}){}", error.message, retry_name(error.retry),
+        suppressed > 0 ? fmt::format(" [{} similar lines suppressed]", suppressed) : std::string{});
   }
 }
 
@@ -163,8 +163,7 @@ Result<Described> RemoteClient::described(SteadyTime deadline) {
     described_ = d;
     if (log_) {
       log_->info("remote provider {} on {}: {} {} ({})", settings_.name, settings_.subject,
-                 printable(d.name, 64), printable(d.version, 32),
-                 join_names(d.capabilities));
+                 printable(d.name, 64), printable(d.version, 32), join_names(d.capabilities));
     }
   }
   return *described_;

@@ -61,9 +61,8 @@ Result<Ok> TargetValidation::ensure(RemoteClient::SteadyTime deadline) {
       text += p.key().empty() ? printable(p.message(), 200)
                               : printable(p.key(), 64) + ": " + printable(p.message(), 200);
     }
-    return permanent(invalid_argument(
-        fmt::format("{}: the provider refuses the settings of {}: {}", client_->who("validate"),
-                    what_, text)));
+    return permanent(invalid_argument(fmt::format("{}: the provider refuses the settings of {}: {}",
+                                                  client_->who("validate"), what_, text)));
   }
   std::lock_guard lock(mutex_);
   accepted_ = true;
@@ -125,11 +124,21 @@ Result<DeployProgress> RemoteDeployTarget::deploy_op(const std::string& op,
   }
   DeployProgress progress;
   switch (reply.status()) {
-    case v1::PluginDeployReply::running: progress.status = DeployStatus::running; break;
-    case v1::PluginDeployReply::succeeded: progress.status = DeployStatus::succeeded; break;
-    case v1::PluginDeployReply::failed: progress.status = DeployStatus::failed; break;
-    case v1::PluginDeployReply::interrupted: progress.status = DeployStatus::interrupted; break;
-    case v1::PluginDeployReply::phase_done: progress.status = DeployStatus::phase_done; break;
+    case v1::PluginDeployReply::running:
+      progress.status = DeployStatus::running;
+      break;
+    case v1::PluginDeployReply::succeeded:
+      progress.status = DeployStatus::succeeded;
+      break;
+    case v1::PluginDeployReply::failed:
+      progress.status = DeployStatus::failed;
+      break;
+    case v1::PluginDeployReply::interrupted:
+      progress.status = DeployStatus::interrupted;
+      break;
+    case v1::PluginDeployReply::phase_done:
+      progress.status = DeployStatus::phase_done;
+      break;
     default:
       return client_->malformed_reply(
           op, "no status (running, succeeded, failed, interrupted or phase_done)");
@@ -207,9 +216,9 @@ RemoteSecretTarget::RemoteSecretTarget(std::shared_ptr<RemoteClient> client,
             *request.mutable_settings() = settings;
             return request;
           }(),
-          target.organization ? "the org's secret target"
-                              : "secret target " + std::to_string(target.index) + " of " +
-                                    target.repo) {
+          target.organization
+              ? "the org's secret target"
+              : "secret target " + std::to_string(target.index) + " of " + target.repo) {
   ref_.set_repo(target.repo);
   ref_.set_organization(target.organization);
   *ref_.mutable_settings() = std::move(settings);
@@ -351,16 +360,15 @@ std::unique_ptr<DeployTarget> RemoteProvider::make_deploy_target(const DeployTar
                                                                  const std::string& source_file) {
   return std::make_unique<RemoteDeployTarget>(
       client_, target,
-      checked_settings(target.settings, "deploy." + target.env, target.line,
-                       reserved_target_keys(), source_file));
+      checked_settings(target.settings, "deploy." + target.env, target.line, reserved_target_keys(),
+                       source_file));
 }
 
 std::unique_ptr<SecretTarget> RemoteProvider::make_secret_target(const SecretTargetConfig& target,
                                                                  const std::string& source_file) {
   const std::string path =
-      target.organization
-          ? fmt::format("secrets.org_targets[{}]", target.index)
-          : fmt::format("repos.{}.secret_targets[{}]", target.repo, target.index);
+      target.organization ? fmt::format("secrets.org_targets[{}]", target.index)
+                          : fmt::format("repos.{}.secret_targets[{}]", target.repo, target.index);
   return std::make_unique<RemoteSecretTarget>(
       client_, target,
       checked_settings(target.settings, path, target.line, reserved_secret_target_keys(),

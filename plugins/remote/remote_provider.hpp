@@ -50,9 +50,7 @@ class RemoteDeployTarget final : public DeployTarget {
   Result<DeployProgress> rollback(const DeployContext& context, const LogSink& log) override;
   bool can_rollback() const override { return true; }
   // A call never outlasts the provider's timeout.
-  std::optional<Duration> max_call_duration() const override {
-    return client_->settings().timeout;
-  }
+  std::optional<Duration> max_call_duration() const override { return client_->settings().timeout; }
 
  private:
   Result<DeployProgress> deploy_op(const std::string& op, const DeployContext& context,

@@ -1,11 +1,11 @@
 #include "plugins/remote/remote_settings.hpp"
 
-#include "daemon/core/config_values.hpp"
-
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <string_view>
+
+#include "daemon/core/config_values.hpp"
 
 namespace orgd::remote {
 

@@ -28,8 +28,8 @@ struct Settings {
   std::size_t max_reply_bytes = 1024 * 1024;
 };
 
-// Reads and checks `providers.<config.name>`; `subject_prefix` is P (empty: none). Throws ConfigError with
-// every problem, each "<file>:<line>: providers.<name>.<key>: <problem>".
+// Reads and checks `providers.<config.name>`; `subject_prefix` is P (empty: none). Throws
+// ConfigError with every problem, each "<file>:<line>: providers.<name>.<key>: <problem>".
 Settings parse_settings(const ProviderConfig& config, const std::string& source_file,
                         const std::string& subject_prefix, const std::string& org);
 

@@ -8,15 +8,14 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <nats/nats.h>
-#include <nlohmann/json.hpp>
 #include <sodium.h>
-
 #include <unistd.h>
 
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "tests/support/collector.hpp"
@@ -32,12 +31,12 @@ namespace {
 
 using namespace std::chrono_literals;
 using json = nlohmann::json;
+using ::testing::HasSubstr;
 using testing::NatsServer;
 using testing::Subprocess;
 using testing::SubprocessOptions;
 using testing::TempDir;
 using testing::wait_until;
-using ::testing::HasSubstr;
 
 const std::filesystem::path kExample =
     std::filesystem::path(ORGD_SOURCE_DIR) / "deploy/examples/remote-provider";
@@ -92,9 +91,11 @@ class RemoteProviderE2e : public ::testing::Test {
     }
 
     SubprocessOptions options;
-    options.argv = {node_, (kExample / "provider.js").string(), "--server", server_->url(),
-                    "--subject", "org.acme.plugin.ext", "--polls", "1", "--state-file",
-                    state_file_.string()};
+    options.argv = {node_,          (kExample / "provider.js").string(),
+                    "--server",     server_->url(),
+                    "--subject",    "org.acme.plugin.ext",
+                    "--polls",      "1",
+                    "--state-file", state_file_.string()};
     options.env = {{"ORGD_EXAMPLE_HASH_KEY", hash_key_hex_}};
     options.unset_env = testing::kOutsideEnv;
     options.cwd = work_.path();
@@ -110,16 +111,21 @@ class RemoteProviderE2e : public ::testing::Test {
     testing::write_file(
         config_path,
         "org: acme\n"
-        "nats:\n  urls: [" + server_->url() + "]\n  connect_timeout: 2s\n"
-        "  reconnect_wait: 100ms\n  data_dir: " + data_.str() + "\n"
-        "http:\n  enabled: false\n"
-        "log:\n  level: debug\n"
-        "deploy:\n  lease_ttl: 2s\n  health_gate: false\n"
-        "providers:\n"
-        "  ext: {type: remote, timeout: 5s, capabilities: [deploy_target, secret_target, "
-        "credential_issuer, health_probe]}\n"
-        "repos:\n" + repos +
-        "secrets:\n  master_key_env: ORGD_MASTER_KEY\n  sync_interval: 0\n" + secrets_tail);
+        "nats:\n  urls: [" +
+            server_->url() +
+            "]\n  connect_timeout: 2s\n"
+            "  reconnect_wait: 100ms\n  data_dir: " +
+            data_.str() +
+            "\n"
+            "http:\n  enabled: false\n"
+            "log:\n  level: debug\n"
+            "deploy:\n  lease_ttl: 2s\n  health_gate: false\n"
+            "providers:\n"
+            "  ext: {type: remote, timeout: 5s, capabilities: [deploy_target, secret_target, "
+            "credential_issuer, health_probe]}\n"
+            "repos:\n" +
+            repos + "secrets:\n  master_key_env: ORGD_MASTER_KEY\n  sync_interval: 0\n" +
+            secrets_tail);
     SubprocessOptions options;
     options.argv = {ORGD_DAEMON_BINARY, "--config", config_path.string()};
     options.unset_env = testing::kOutsideEnv;
@@ -219,8 +225,8 @@ TEST_F(RemoteProviderE2e, ARepoIsDeployedAndASecretSyncedThroughTheJavaScriptPro
   const std::string canary = "canary-remote-e2e-" + testing::random_hex(10);
   testing::write_file(work_.path() / ".env", "API_KEY=" + canary + "\n");
   ASSERT_EQ(orgctl({"secrets", "import", ".env", "--scope", "worker"}), 0) << outputs_;
-  ASSERT_TRUE(wait_until([&] { return held("repo:worker/workers", "API_KEY") == hash(canary); },
-                         30s))
+  ASSERT_TRUE(
+      wait_until([&] { return held("repo:worker/workers", "API_KEY") == hash(canary); }, 30s))
       << testing::read_file(state_file_) << orgd_->describe() << provider_->describe();
   EXPECT_THAT(provider_->stderr_text(), HasSubstr("secret.put repo:worker/workers API_KEY"));
   expect_never_shown(canary, "org.acme.plugin.ext.secret.put");

@@ -4,14 +4,16 @@
 // value never seen on the bus (a subscription to `>` sees every message); a credential issued
 // sealed to orgd and revoked; the health probe; and the failures — a responder that never
 // answers (timeout), none at all (no responders), garbage replies, orgd not connected.
+#include "plugins/remote/remote_provider.hpp"
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <nats/nats.h>
-#include <nlohmann/json.hpp>
 
 #include <functional>
 #include <map>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 
@@ -19,7 +21,6 @@
 #include "daemon/bus/nats_connection.hpp"
 #include "daemon/core/config.hpp"
 #include "daemon/plugin/registry.hpp"
-#include "plugins/remote/remote_provider.hpp"
 #include "tests/support/collector.hpp"
 #include "tests/support/nats_server.hpp"
 #include "tests/support/secret_values.hpp"
@@ -31,8 +32,8 @@ namespace {
 
 using namespace std::chrono_literals;
 using json = nlohmann::json;
-using testing::NatsServer;
 using ::testing::HasSubstr;
+using testing::NatsServer;
 
 constexpr const char* kSubject = "org.acme.plugin.ext";
 
@@ -118,29 +119,31 @@ class RemoteProviderBusTest : public ::testing::Test {
     requester->attach(nats.get());
     responder.on("describe", [this](const json& r) -> std::optional<std::string> {
       orgd_key = r.value("orgdPublicKey", "");
-      return json{{"name", "responder"},
-                  {"version", "0.1"},
-                  {"capabilities",
-                   {"deploy_target", "secret_target", "credential_issuer", "health_probe"}},
-                  {"publicKey", keys.public_base64()}}
+      return json{
+          {"name", "responder"},
+          {"version", "0.1"},
+          {"capabilities", {"deploy_target", "secret_target", "credential_issuer", "health_probe"}},
+          {"publicKey", keys.public_base64()}}
           .dump();
     });
-    responder.on("validate", [](const json&) -> std::optional<std::string> {
-      return R"({"problems":[]})";
-    });
+    responder.on("validate",
+                 [](const json&) -> std::optional<std::string> { return R"({"problems":[]})"; });
   }
   void TearDown() override { requester->detach(); }
 
-  std::unique_ptr<Provider> make(const std::string& extra = "",
-                                 const std::string& timeout = "3s") {
+  std::unique_ptr<Provider> make(const std::string& extra = "", const std::string& timeout = "3s") {
     config = load_config_string(
         "org: acme\n"
-        "providers:\n  ext: {type: remote, timeout: " + timeout + ", capabilities: [deploy_target, "
-        "secret_target, credential_issuer, health_probe]" + extra + "}\n"
-        "repos:\n"
-        "  api:\n"
-        "    deploy:\n      prod: {provider: ext, service: api}\n"
-        "    secret_targets:\n      - {provider: ext}\n",
+        "providers:\n  ext: {type: remote, timeout: " +
+            timeout +
+            ", capabilities: [deploy_target, "
+            "secret_target, credential_issuer, health_probe]" +
+            extra +
+            "}\n"
+            "repos:\n"
+            "  api:\n"
+            "    deploy:\n      prod: {provider: ext, service: api}\n"
+            "    secret_targets:\n      - {provider: ext}\n",
         "orgd.yaml", Environment());
     ProviderEnvironment env;
     env.org = "acme";
@@ -268,8 +271,8 @@ TEST_F(RemoteProviderBusTest, SecretValuesCrossTheBusSealedOnly) {
     return "{}";
   });
   auto provider = make();
-  auto target = provider->make_secret_target(config.repos.at("api").secret_targets.at(0),
-                                             "orgd.yaml");
+  auto target =
+      provider->make_secret_target(config.repos.at("api").secret_targets.at(0), "orgd.yaml");
   ASSERT_TRUE(target->put("DATABASE_URL", Secret::from(canary)));
   {
     std::lock_guard lock(mutex);
@@ -309,8 +312,7 @@ TEST_F(RemoteProviderBusTest, ACredentialIsIssuedSealedToOrgdAndRevoked) {
   const std::string canary = "canary-creds-" + testing::random_hex(12);
   responder.on("issue", [&](const json& r) -> std::optional<std::string> {
     return json{{"id", "user-7"},
-                {"sealedValue",
-                 testing::seal_to_base64_key(r.value("orgdPublicKey", ""), canary)}}
+                {"sealedValue", testing::seal_to_base64_key(r.value("orgdPublicKey", ""), canary)}}
         .dump();
   });
   std::atomic<bool> revoked{false};
@@ -354,9 +356,8 @@ TEST_F(RemoteProviderBusTest, TheHealthProbeAsksDescribeThenHealth) {
 }
 
 TEST_F(RemoteProviderBusTest, AResponderThatNeverAnswersTimesOutWithinTheTimeout) {
-  responder.on("deploy.poll", [](const json&) -> std::optional<std::string> {
-    return std::nullopt;
-  });
+  responder.on("deploy.poll",
+               [](const json&) -> std::optional<std::string> { return std::nullopt; });
   auto provider = make("", "300ms");
   auto target = deploy_target(*provider);
   auto polled = target->poll(context("h"));
@@ -387,11 +388,16 @@ TEST_F(RemoteProviderBusTest, GarbageRepliesAreCountedAndTheProviderKeepsWorking
   std::atomic<int> n{0};
   responder.on("deploy.poll", [&](const json&) -> std::optional<std::string> {
     switch (n++) {
-      case 0: return std::string("\x00\x01\x02garbage", 10);
-      case 1: return R"({"status":42})";
-      case 2: return R"([{"status":"running"}])";
-      case 3: return R"({"status":"running","handle":{"nested":true}})";
-      default: return R"({"status":"running"})";
+      case 0:
+        return std::string("\x00\x01\x02garbage", 10);
+      case 1:
+        return R"({"status":42})";
+      case 2:
+        return R"([{"status":"running"}])";
+      case 3:
+        return R"({"status":"running","handle":{"nested":true}})";
+      default:
+        return R"({"status":"running"})";
     }
   });
   auto provider = make();

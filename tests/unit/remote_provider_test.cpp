@@ -2,19 +2,20 @@
 // plugin messages' codec and error mapping, and every capability against a scripted requester
 // — deadlines, describe's capability check, sealing both ways, and hostile replies (garbage,
 // wrong types, oversized, missing fields) giving clear errors that are counted.
+#include "plugins/remote/remote_provider.hpp"
+
 #include <gmock/gmock.h>
 #include <google/protobuf/util/json_util.h>
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 
 #include <atomic>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "daemon/core/config.hpp"
 #include "daemon/deploy/inventory.hpp"
 #include "daemon/plugin/registry.hpp"
 #include "plugins/remote/plugin_messages.hpp"
-#include "plugins/remote/remote_provider.hpp"
 #include "plugins/remote/remote_settings.hpp"
 #include "tests/unit/remote_test_support.hpp"
 
@@ -29,7 +30,9 @@ using json = nlohmann::json;
 
 constexpr const char* kSubject = "org.acme.plugin.ext";
 
-Config load(const std::string& yaml) { return load_config_string(yaml, "orgd.yaml", Environment()); }
+Config load(const std::string& yaml) {
+  return load_config_string(yaml, "orgd.yaml", Environment());
+}
 
 Settings parse(const std::string& block) {
   const Config config = load("org: acme\nproviders:\n  ext:\n    type: remote\n" + block);
@@ -93,8 +96,8 @@ TEST(RemoteSettingsTest, SubjectRules) {
 }
 
 TEST(RemoteSettingsTest, TheRegistryBuildsItWithTheDaemonsPrefix) {
-  const Config config = load(
-      "org: acme\nnats: {subject_prefix: corp.acme}\nproviders:\n  ext: {type: remote}\n");
+  const Config config =
+      load("org: acme\nnats: {subject_prefix: corp.acme}\nproviders:\n  ext: {type: remote}\n");
   ProviderEnvironment env;
   env.org = "acme";
   env.subject_prefix = config.prefix();
@@ -162,8 +165,8 @@ TEST(RemoteMessagesTest, ReplyDecoding) {
 
   for (const std::string& garbage : std::vector<std::string>{
            "not json", "[1,2]", "\"running\"", R"({"status":7.5})", R"({"handle":{"x":1}})",
-        R"({"status":"running")", std::string("{\"handle\":\"a\xff\"}"),
-        std::string("{\"handle\":\"a\0b\"}", 15), R"({"error":"boom"})"}) {
+           R"({"status":"running")", std::string("{\"handle\":\"a\xff\"}"),
+           std::string("{\"handle\":\"a\0b\"}", 15), R"({"error":"boom"})"}) {
     auto r = decode_reply(garbage, 1024, "remote provider ext: deploy.poll", reply, fault);
     ASSERT_FALSE(r) << garbage;
     EXPECT_EQ(fault, ReplyFault::malformed) << garbage;
@@ -200,7 +203,8 @@ TEST(RemoteMessagesTest, ErrorBodiesMapToOrgdsKindsAndRetry) {
   EXPECT_EQ(e.retry, Retry::rate_limited);
   EXPECT_EQ(e.retry_after, std::chrono::milliseconds{2500});
 
-  e = error_of(R"({"error":{"code":"rate_limited","message":"slow down","retryAfterMs":9999999999}})");
+  e = error_of(
+      R"({"error":{"code":"rate_limited","message":"slow down","retryAfterMs":9999999999}})");
   EXPECT_EQ(e.retry, Retry::rate_limited);
   EXPECT_EQ(e.retry_after, std::chrono::hours{1}) << "clamped";
 
@@ -253,7 +257,9 @@ class RemoteProviderTest : public ::testing::Test {
     config = load(
         "org: acme\n"
         "providers:\n  ext: {type: remote, timeout: 2s, capabilities: [deploy_target, "
-        "secret_target, credential_issuer, health_probe]" + settings + "}\n"
+        "secret_target, credential_issuer, health_probe]" +
+        settings +
+        "}\n"
         "repos:\n"
         "  api:\n"
         "    secrets: [DB]\n"
@@ -527,8 +533,8 @@ TEST_F(RemoteProviderTest, IssuedCredentialsComeBackSealedToOrgdsKey) {
 
   // Sealed to some other key, or not sealed at all: refused, never taken as the value.
   replies["issue"] = [&](const std::string&) -> Result<std::string> {
-    return json{{"id", "u-2"}, {"sealedValue", testing::seal_to_base64_key(keys.public_base64(),
-                                                                            canary)}}
+    return json{{"id", "u-2"},
+                {"sealedValue", testing::seal_to_base64_key(keys.public_base64(), canary)}}
         .dump();
   };
   auto wrong = provider->credential_issuer()->issue("NATS_CREDS");
