@@ -206,6 +206,24 @@ TEST_F(RemoteProviderE2e, ARepoIsDeployedAndASecretSyncedThroughTheJavaScriptPro
       "    deploy:\n      prod: {provider: ext, service: worker, steps: [50, 100]}\n"
       "    secret_targets:\n      - {provider: ext, store: workers}\n");
 
+  // The health probe (describe, then health) as operators see it in P.api.providers.
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto reply = testing::api_call(watcher_.get(), "org.acme.api.providers", "", 2s);
+        if (!reply || reply->error_code) return false;
+        const auto list = json::parse(reply->data, nullptr, /*allow_exceptions=*/false);
+        if (!list.is_object() || !list.contains("providers")) return false;
+        for (const auto& p : list["providers"]) {
+          if (p.value("name", "") == "ext" && p.value("ok", false) &&
+              p.value("detail", "").find("example-remote-provider 0.1.0: ") == 0) {
+            return true;
+          }
+        }
+        return false;
+      },
+      30s))
+      << orgd_->describe();
+
   // A deploy through the provider: its 50% phase, then 100%.
   const auto accepted =
       testing::api_deploy(watcher_.get(), "org.acme", R"({"repos":["worker"],"env":"prod"})");
