@@ -136,7 +136,9 @@ Result<Described> RemoteClient::described(SteadyTime deadline) {
   d.version = reply.version();
   d.capabilities.assign(reply.capabilities().begin(), reply.capabilities().end());
   const auto bad = [&](std::string what) -> Error {
+    // An answer, but not one orgd can use: counted as malformed, not as answered.
     ++malformed_;
+    --answered_;
     Error e = permanent(invalid_argument(who("describe") + ": " + std::move(what)));
     fail(e);
     return e;

@@ -436,6 +436,8 @@ TEST_F(RemoteProviderTest, ADescribeWithoutADeclaredCapabilityIsAPermanentErrorT
   EXPECT_EQ(r.error().retry, Retry::permanent);
   // Asked again (the provider may be upgraded meanwhile), never cached as good.
   EXPECT_EQ(requester->sent("describe").size(), 2u);
+  EXPECT_EQ(remote->client()->stats().malformed, 2);
+  EXPECT_EQ(remote->client()->stats().answered, 0);
 }
 
 TEST_F(RemoteProviderTest, ABadAnnouncedKeyIsRefused) {
