@@ -66,6 +66,7 @@ int main(int argc, char** argv) {
     providers.org = config.org;
     providers.data_dir = config.nats.data_dir;
     providers.environment = env;
+    providers.subject_prefix = config.prefix();
     // Clients are built as the daemon builds them (a bad ca_file or proxy fails here too); no
     // request is made.
     providers.http = orgd::make_https_transport_factory(check_metrics, env);

@@ -8,19 +8,21 @@
 #include "plugins/exec/exec_provider.hpp"
 #include "plugins/github/github_provider.hpp"
 #include "plugins/local/local_provider.hpp"
+#include "plugins/remote/remote_provider.hpp"
 
 namespace orgd {
 
 namespace {
 
 // The one list of built-in providers. The types the config accepts but that are not here yet
-// (synadia, remote) fail in create() with a clear message.
+// (synadia) fail in create() with a clear message.
 std::vector<std::pair<std::string, ProviderRegistry::Factory>> builtin_factories() {
   return {
       {"local", make_local_provider},
       {"exec", make_exec_provider},
       {"github", make_github_provider},
       {"cloudflare", make_cloudflare_provider},
+      {"remote", make_remote_provider},
   };
 }
 

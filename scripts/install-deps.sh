@@ -88,3 +88,20 @@ if ! fuzzer_links; then
     exit 1
   fi
 fi
+
+# The example remote provider (deploy/examples/remote-provider, JavaScript on the npm nats client)
+# and its end-to-end test: node and npm from Debian when missing, then its packages from its
+# package-lock.json (`npm ci`) when its node_modules is missing.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  node_missing=()
+  installed nodejs || node_missing+=(nodejs)
+  installed npm || node_missing+=(npm)
+  if [[ ${#node_missing[@]} -gt 0 ]]; then
+    install_packages "${node_missing[@]}"
+  fi
+fi
+example_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/deploy/examples/remote-provider"
+if [[ ! -d "$example_dir/node_modules/nats" || ! -d "$example_dir/node_modules/libsodium-wrappers" ]]; then
+  echo "install-deps: npm ci in $example_dir" >&2
+  (cd "$example_dir" && npm ci --no-audit --no-fund --loglevel=error)
+fi

@@ -88,6 +88,7 @@ std::shared_ptr<const deploy::Inventory> Daemon::build_inventory(const Config& c
   environment.http = make_https_transport_factory(metrics_, env_);
   environment.nats = requester_;
   environment.repo_secrets = repo_secrets_;
+  environment.subject_prefix = config.prefix();
   return deploy::Inventory::build(config, providers_, environment);
 }
 

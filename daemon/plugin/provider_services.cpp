@@ -26,6 +26,9 @@ ProviderServices services_for(const ProviderConfig& config, const ProviderEnviro
   services.repo_secrets = env.repo_secrets;
   services.log = logging::get("provider." + config.name);
   services.data_dir = env.data_dir;
+  services.subject_prefix = !env.subject_prefix.empty() ? env.subject_prefix
+                            : env.org.empty()            ? std::string{}
+                                                         : "org." + env.org;
   if (!env.data_dir.empty()) {
     services.state_dir = (std::filesystem::path{env.data_dir} / config.type).string();
   }

@@ -74,6 +74,8 @@ struct ProviderEnvironment {
   std::string org;  // `org:` of the config (a provider's default owner, account, ...)
   // Null when orgd has no vault (no secrets configured): repos then get no secrets.
   std::shared_ptr<RepoSecrets> repo_secrets;
+  // The subject prefix P (DESIGN.md §4); empty: "org.<org>".
+  std::string subject_prefix;
 };
 
 // What one provider instance is given.
@@ -95,6 +97,8 @@ struct ProviderServices {
   // no data directory. Created by the provider when it first writes.
   std::string state_dir;
   std::string data_dir;
+  // The subject prefix P (DESIGN.md §4): what a remote provider's default subject starts with.
+  std::string subject_prefix;
 
   // The provider's HTTP client with `options` (options.provider is set to the name); a
   // permanent error when orgd offers none.

@@ -115,7 +115,7 @@ TEST(ProviderRegistryTest, BuildsLocalAndExec) {
 TEST(ProviderRegistryTest, RejectsNotBuiltAndUnknownTypes) {
   ProviderRegistry registry;
   ProviderEnvironment env{"/tmp"};
-  for (const std::string type : {"synadia", "remote"}) {
+  for (const std::string type : {"synadia"}) {
     const auto message =
         config_error([&] { (void)registry.create(provider_config("p", type), env, "orgd.yaml"); });
     EXPECT_NE(message.find("orgd.yaml:3: providers.p: type '" + type + "' is not built yet"),
