@@ -24,6 +24,7 @@
 #include "tests/fakes/fake_github.hpp"
 #include "tests/support/deploy_api.hpp"
 #include "tests/support/nats_server.hpp"
+#include "tests/support/remote_example.hpp"
 #include "tests/support/subprocess.hpp"
 #include "tests/support/temp_dir.hpp"
 #include "tests/support/wait.hpp"
@@ -45,21 +46,7 @@ using ::testing::HasSubstr;
 constexpr const char* kGithubToken = "ghp_mixedE2eToken0123456789abcdef012345";
 constexpr const char* kCloudflareToken = "cf-mixed-e2e-token-5a1b9c";
 
-const std::filesystem::path kExample =
-    std::filesystem::path(ORGD_SOURCE_DIR) / "deploy/examples/remote-provider";
-
-std::string find_node() {
-  const char* path = std::getenv("PATH");
-  std::string dirs = path != nullptr ? path : "";
-  std::size_t at = 0;
-  while (at <= dirs.size()) {
-    const auto end = std::min(dirs.find(':', at), dirs.size());
-    const auto candidate = std::filesystem::path(dirs.substr(at, end - at)) / "node";
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate.string();
-    at = end + 1;
-  }
-  return "";
-}
+const std::filesystem::path kExample = testing::remote_example_dir();
 
 const v1::DeployStep* step(const v1::DeployRecord& record, const std::string& repo) {
   for (const auto& s : record.steps()) {
@@ -71,12 +58,10 @@ const v1::DeployStep* step(const v1::DeployRecord& record, const std::string& re
 class MixedDeployE2e : public ::testing::Test {
  protected:
   void SetUp() override {
-    node_ = find_node();
-    if (node_.empty() || !std::filesystem::exists(kExample / "node_modules/nats") ||
-        !std::filesystem::exists(kExample / "node_modules/libsodium-wrappers")) {
-      GTEST_SKIP() << "node or the example's node_modules are missing: run "
-                      "scripts/install-deps.sh";
+    if (const auto missing = testing::remote_example_missing(); !missing.empty()) {
+      GTEST_SKIP() << missing;
     }
+    node_ = testing::find_node();
     server_ = std::make_unique<NatsServer>();
     client_ = testing::connect_client(server_->url());
     github_.github().add_token(kGithubToken);

@@ -21,6 +21,7 @@
 #include "tests/support/collector.hpp"
 #include "tests/support/deploy_api.hpp"
 #include "tests/support/nats_server.hpp"
+#include "tests/support/remote_example.hpp"
 #include "tests/support/secret_values.hpp"
 #include "tests/support/subprocess.hpp"
 #include "tests/support/temp_dir.hpp"
@@ -38,22 +39,7 @@ using testing::SubprocessOptions;
 using testing::TempDir;
 using testing::wait_until;
 
-const std::filesystem::path kExample =
-    std::filesystem::path(ORGD_SOURCE_DIR) / "deploy/examples/remote-provider";
-
-// node on PATH, or empty.
-std::string find_node() {
-  const char* path = std::getenv("PATH");
-  std::string dirs = path != nullptr ? path : "";
-  std::size_t at = 0;
-  while (at <= dirs.size()) {
-    const auto end = std::min(dirs.find(':', at), dirs.size());
-    const auto candidate = std::filesystem::path(dirs.substr(at, end - at)) / "node";
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate.string();
-    at = end + 1;
-  }
-  return "";
-}
+const std::filesystem::path kExample = testing::remote_example_dir();
 
 // Hex of BLAKE2b-256 keyed with `key`: what the example writes for each secret it holds.
 std::string keyed_hash(const std::string& value, const std::string& key) {
@@ -75,12 +61,10 @@ std::optional<json> read_state(const std::filesystem::path& file) {
 class RemoteProviderE2e : public ::testing::Test {
  protected:
   void SetUp() override {
-    node_ = find_node();
-    if (node_.empty() || !std::filesystem::exists(kExample / "node_modules/nats") ||
-        !std::filesystem::exists(kExample / "node_modules/libsodium-wrappers")) {
-      GTEST_SKIP() << "node or the example's node_modules are missing: run "
-                      "scripts/install-deps.sh";
+    if (const auto missing = testing::remote_example_missing(); !missing.empty()) {
+      GTEST_SKIP() << missing;
     }
+    node_ = testing::find_node();
     ASSERT_GE(sodium_init(), 0);
     server_ = std::make_unique<NatsServer>();
     watcher_ = testing::connect_client(server_->url());
