@@ -303,7 +303,9 @@ void Daemon::supervise_connection() {
       BusMessage reply;
       reply.subject = m.reply;
       reply.data = discovery_->respond(m.subject);
-      (void)nats_->publish(reply);
+      if (auto sent = nats_->publish(reply); !sent) {
+        logging::get("api")->warn("{}: reply not sent: {}", m.subject, sent.error().message);
+      }
     });
   }
   supervisor_->add_subscriptions_here();
@@ -321,7 +323,8 @@ void Daemon::register_api() {
   router_->add<v1::StatusRequest, v1::OrgStatus>(
       "status", [this](const v1::StatusRequest&) -> Result<v1::OrgStatus> {
         return org_status();
-      });
+      },
+      "ask for one repo at a time (P.api.status.repo), or read /status over HTTP");
   router_->add<v1::RepoStatusRequest, v1::RepoStatus>(
       "status.repo", [this](const v1::RepoStatusRequest& r) -> Result<v1::RepoStatus> {
         if (r.repo().empty()) return invalid_argument("repo is required");
@@ -334,7 +337,8 @@ void Daemon::register_api() {
   router_->add<v1::ReposRequest, v1::RepoList>(
       "repos", [this](const v1::ReposRequest&) -> Result<v1::RepoList> {
         return health_.repo_list();
-      });
+      },
+      "read /status over HTTP for every repo");
   router_->add<v1::ProvidersRequest, v1::ProviderList>(
       "providers", [this](const v1::ProvidersRequest& r) -> Result<v1::ProviderList> {
         if (r.probe_now()) {

@@ -33,6 +33,7 @@ AckedPublisher::AckedPublisher(NatsConnection& nats, MetricsRegistry& metrics,
   given_up_ = count("given_up");
   refused_ = count("refused");
   superseded_ = count("superseded");
+  too_large_ = count("too_large");
   callback_errors_ = &CallbackErrors::counter(metrics, "jetstream.ack");
   pending_gauge_ = &metrics.gauge("orgd_acked_publishes_pending",
                                   "Acknowledged publishes queued or waiting for their ack",
@@ -67,7 +68,25 @@ void AckedPublisher::park_gate(Gate* gate) {
   parked.emplace_back(gate);
 }
 
+std::size_t AckedPublisher::max_payload() const { return nats_.max_payload(); }
+
+Result<Ok> AckedPublisher::check_size(const BusMessage& message) {
+  const std::size_t max = nats_.max_payload();
+  if (max == 0 || message.wire_size() <= max) return Ok{};
+  too_large_->inc();
+  auto error = too_large(fmt::format("{} bytes, over the NATS server's max_payload of {} bytes",
+                                     message.wire_size(), max));
+  if (!too_large_logged_.exchange(true)) {
+    logging::get("bus")->error(
+        "{} publish on {} refused: {} (counted in orgd_acked_publishes_total{{result=\"too_large\"}}; "
+        "not logged again)",
+        settings_.kind, message.subject, error.message);
+  }
+  return error;
+}
+
 Result<Ok> AckedPublisher::publish(const BusMessage& message) {
+  if (auto fits = check_size(message); !fits) return fits;
   std::lock_guard lock(mutex_);
   if (stopping_) return unavailable("the publisher is stopping");
   if (queued_ >= settings_.max_queued) {
@@ -82,6 +101,7 @@ Result<Ok> AckedPublisher::publish(const BusMessage& message) {
 }
 
 Result<Ok> AckedPublisher::publish_latest(const BusMessage& message) {
+  if (auto fits = check_size(message); !fits) return fits;
   std::lock_guard lock(mutex_);
   if (stopping_) return unavailable("the publisher is stopping");
   Latest& slot = latest_[message.subject];

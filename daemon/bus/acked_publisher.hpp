@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -67,6 +68,7 @@ class AckedPublisher final : public Publisher {
   // so the stream's message for a subject is never older than one published before it. Also
   // across retries: a failed state is sent again only if no newer one came meanwhile.
   Result<Ok> publish_latest(const BusMessage& message);
+  std::size_t max_payload() const override;
 
   // Waits until nothing is queued, waiting for a retry or in flight; false at the deadline.
   bool flush(std::chrono::milliseconds timeout);
@@ -102,6 +104,9 @@ class AckedPublisher final : public Publisher {
   void run();
   bool send(Item item, std::unique_lock<std::mutex>& lock);
   void failed(Item item, const std::string& why);
+  // too_large (counted, logged the first time) when the message is over the connection's
+  // max_payload: it could never be sent, so it is not queued to be tried again and again.
+  Result<Ok> check_size(const BusMessage& message);
   void schedule_latest(const std::string& key);
   std::chrono::milliseconds delay_after(int attempts) const;
   bool idle_locked() const;
@@ -113,6 +118,8 @@ class AckedPublisher final : public Publisher {
   Counter* given_up_;
   Counter* refused_;
   Counter* superseded_;
+  Counter* too_large_;
+  std::atomic<bool> too_large_logged_{false};
   Counter* callback_errors_;
   Gauge* pending_gauge_;
   LogLimiter log_limiter_;

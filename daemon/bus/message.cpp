@@ -25,6 +25,13 @@ void BusMessage::set_header(std::string name, std::string value) {
   headers.emplace_back(std::move(name), std::move(value));
 }
 
+std::size_t BusMessage::wire_size() const {
+  if (headers.empty()) return data.size();
+  std::size_t size = data.size() + std::string_view("NATS/1.0\r\n\r\n").size();
+  for (const auto& [k, v] : headers) size += k.size() + v.size() + 4;
+  return size;
+}
+
 BusMessage BusMessage::copy_from(natsMsg* msg) {
   BusMessage out;
   if (const char* s = natsMsg_GetSubject(msg)) out.subject = s;

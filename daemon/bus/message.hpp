@@ -22,6 +22,10 @@ struct BusMessage {
   std::optional<std::string> header(std::string_view name) const;
   void set_header(std::string name, std::string value);
 
+  // The bytes a server counts against its max_payload: the data and the encoded header block
+  // ("NATS/1.0\r\n", a "key: value\r\n" line each, "\r\n").
+  std::size_t wire_size() const;
+
   // Copies subject, reply, data and headers of a nats.c message (which stays owned by the caller).
   static BusMessage copy_from(__natsMsg* msg);
   // A nats.c message with the same content, owned by the caller; null if nats.c refuses it.

@@ -502,12 +502,25 @@ std::string NatsConnection::connected_url() const {
   return buf;
 }
 
+std::size_t NatsConnection::max_payload() const {
+  if (conn_ == nullptr) return 0;
+  const int64_t max = natsConnection_GetMaxPayload(conn_);
+  return max > 0 ? static_cast<std::size_t>(max) : 0;
+}
+
 Result<Ok> NatsConnection::publish(const BusMessage& message) {
   if (conn_ == nullptr) return unavailable("not connected to NATS");
+  const std::size_t max = max_payload();
+  const auto over = [&] {
+    return too_large(fmt::format("{} bytes, over the NATS server's max_payload of {} bytes",
+                                 message.wire_size(), max));
+  };
+  if (max > 0 && message.wire_size() > max) return over();
   natsMsg* msg = message.to_nats();
   if (msg == nullptr) return internal_error("cannot build a NATS message");
   natsStatus s = natsConnection_PublishMsg(conn_, msg);
   natsMsg_Destroy(msg);
+  if (s == NATS_MAX_PAYLOAD) return over();
   if (s != NATS_OK) return unavailable(fmt::format("publish: {}", status_text(s)));
   return Ok{};
 }

@@ -142,6 +142,8 @@ class NatsConnection final : public Publisher {
   __jsCtx* jetstream() const { return js_.load(); }
 
   Result<Ok> publish(const BusMessage& message) override;
+  // The connected server's max_payload; 0 while not connected.
+  std::size_t max_payload() const override;
   // Request-reply with a timeout; 503-style errors on no responders and timeouts.
   Result<BusMessage> request(const BusMessage& message, std::chrono::milliseconds timeout);
   void flush(std::chrono::milliseconds timeout);

@@ -11,13 +11,16 @@
 namespace orgd {
 
 // The error kinds of the API (DESIGN.md §5), each with an HTTP-like number.
-enum class ErrorCode { invalid_argument, not_found, conflict, unavailable, internal };
+// too_large: an answer over what the NATS connection carries (its max_payload); the message says
+// what to ask for instead (a page, a filter).
+enum class ErrorCode { invalid_argument, not_found, conflict, too_large, unavailable, internal };
 
 constexpr int http_status(ErrorCode code) {
   switch (code) {
     case ErrorCode::invalid_argument: return 400;
     case ErrorCode::not_found: return 404;
     case ErrorCode::conflict: return 409;
+    case ErrorCode::too_large: return 413;
     case ErrorCode::unavailable: return 503;
     case ErrorCode::internal: return 500;
   }
@@ -29,6 +32,7 @@ constexpr std::string_view code_name(ErrorCode code) {
     case ErrorCode::invalid_argument: return "invalid_argument";
     case ErrorCode::not_found: return "not_found";
     case ErrorCode::conflict: return "conflict";
+    case ErrorCode::too_large: return "too_large";
     case ErrorCode::unavailable: return "unavailable";
     case ErrorCode::internal: return "internal";
   }
@@ -63,6 +67,11 @@ inline Error invalid_argument(std::string message) {
 }
 inline Error not_found(std::string message) { return {ErrorCode::not_found, std::move(message)}; }
 inline Error conflict(std::string message) { return {ErrorCode::conflict, std::move(message)}; }
+inline Error too_large(std::string message) {
+  Error e{ErrorCode::too_large, std::move(message)};
+  e.retry = Retry::permanent;  // the same request gets the same answer
+  return e;
+}
 inline Error unavailable(std::string message) {
   return {ErrorCode::unavailable, std::move(message)};
 }

@@ -80,7 +80,8 @@ class SchemaReader {
 
  private:
   void count_documents(const std::string& text);
-  bool check_shape(const YAML::Node& root);
+  // `budget`: how many nodes the document may have once aliases are expanded.
+  bool check_shape(const YAML::Node& root, std::size_t budget);
 
   std::string source_;
   struct Problem {

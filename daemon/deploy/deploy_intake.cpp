@@ -15,9 +15,11 @@ void DeployIntake::register_api(ApiRouter& router) {
   router.add<v1::DeployRequest, v1::DeployAccepted>(
       "deploy", [this](const v1::DeployRequest& r) { return orchestrator_.deploy(r); });
   router.add<v1::DeployGetRequest, v1::DeployRecord>(
-      "deploy.get", [this](const v1::DeployGetRequest& r) { return orchestrator_.get(r); });
+      "deploy.get", [this](const v1::DeployGetRequest& r) { return orchestrator_.get(r); },
+      "follow the deploy's events on P.events.deploy.<id>.> instead");
   router.add<v1::DeployListRequest, v1::DeployList>(
-      "deploy.list", [this](const v1::DeployListRequest& r) { return orchestrator_.list(r); });
+      "deploy.list", [this](const v1::DeployListRequest& r) { return orchestrator_.list(r); },
+      "ask for fewer (limit) or filter by repo or env");
   router.add<v1::DeployCancelRequest, v1::DeployRecord>(
       "deploy.cancel",
       [this](const v1::DeployCancelRequest& r) { return orchestrator_.cancel(r); });

@@ -1,5 +1,7 @@
 #include "daemon/events/api_router.hpp"
 
+#include <fmt/format.h>
+
 #include "daemon/core/logging.hpp"
 
 namespace orgd {
@@ -12,7 +14,7 @@ ApiRouter::ApiRouter(std::string prefix, std::size_t max_payload, Publisher& pub
       rejections_(rejections),
       metrics_(metrics) {}
 
-void ApiRouter::add_endpoint(const std::string& op, Invoke invoke) {
+void ApiRouter::add_endpoint(const std::string& op, Invoke invoke, std::string too_large_hint) {
   auto e = std::make_unique<Endpoint>();
   // ADR-32 names allow A-Z a-z 0-9 - _ only.
   e->name = op;
@@ -21,6 +23,11 @@ void ApiRouter::add_endpoint(const std::string& op, Invoke invoke) {
   }
   e->subject = prefix_ + ".api." + op;
   e->invoke = std::move(invoke);
+  e->too_large_hint = std::move(too_large_hint);
+  e->too_large = &metrics_.counter(
+      "orgd_api_replies_too_large_total",
+      "P.api replies over the NATS connection's max_payload, answered with a 413 error instead",
+      {{"endpoint", op}});
   e->latency = &metrics_.histogram("orgd_api_request_duration_seconds",
                                    "Time to handle a P.api request, by endpoint",
                                    MetricsRegistry::latency_bounds(), {{"endpoint", op}});
@@ -52,7 +59,8 @@ void ApiRouter::dispatch(std::size_t i, const BusMessage& request) {
       reply.data = std::move(result.value());
       reply.headers.emplace_back(std::string(kContentTypeHeader),
                                  std::string(content_type(encoding)));
-      (void)publisher_.publish(reply);
+      Error instead;
+      if (!send_reply(e, std::move(reply), encoding, instead)) result = std::move(instead);
     }
   } else {
     const Error& error = result.error();
@@ -61,7 +69,8 @@ void ApiRouter::dispatch(std::size_t i, const BusMessage& request) {
     if (error.code == ErrorCode::invalid_argument) {
       rejections_.reject(request, error, "api", encoding);
     } else if (!request.reply.empty()) {
-      (void)publisher_.publish(make_error_reply(request.reply, error, encoding));
+      Error instead;
+      (void)send_reply(e, make_error_reply(request.reply, error, encoding), encoding, instead);
     }
   }
 
@@ -76,6 +85,24 @@ void ApiRouter::dispatch(std::size_t i, const BusMessage& request) {
     e.stats.last_error = std::to_string(http_status(result.error().code)) + ":" +
                          result.error().message.substr(0, 256);
   }
+}
+
+bool ApiRouter::send_reply(Endpoint& e, BusMessage reply, Encoding encoding, Error& sent_instead) {
+  auto sent = publisher_.publish(reply);
+  if (sent.ok() || sent.error().code != ErrorCode::too_large) return true;
+  e.too_large->inc();
+  std::string message = fmt::format("{}: the reply is {}", e.subject, sent.error().message);
+  if (!e.too_large_hint.empty()) message += "; " + e.too_large_hint;
+  if (!e.too_large_logged.exchange(true)) {
+    logging::get("api")->error(
+        "{} (answered with error 413; counted in orgd_api_replies_too_large_total, not logged "
+        "again for this endpoint)",
+        message);
+  }
+  sent_instead = too_large(std::move(message));
+  // The error reply is a few hundred bytes: it fits whatever the server's max_payload.
+  (void)publisher_.publish(make_error_reply(reply.subject, sent_instead, encoding));
+  return false;
 }
 
 std::vector<ServiceEndpoint> ApiRouter::stats() const {

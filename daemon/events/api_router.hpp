@@ -2,6 +2,7 @@
 
 #include <google/protobuf/message.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -32,9 +33,13 @@ class ApiRouter {
   ApiRouter(std::string prefix, std::size_t max_payload, Publisher& publisher,
             Rejections& rejections, MetricsRegistry& metrics);
 
-  // Registers P.api.<op>, handled by `handler`.
+  // Registers P.api.<op>, handled by `handler`. A reply over the connection's max_payload is
+  // never dropped: the caller gets a too_large (413) error saying how big it was and
+  // `too_large_hint` (what to ask for instead: a page, a filter), counted in
+  // orgd_api_replies_too_large_total and logged the first time per endpoint.
   template <class Request, class Reply>
-  void add(const std::string& op, std::function<Result<Reply>(const Request&)> handler) {
+  void add(const std::string& op, std::function<Result<Reply>(const Request&)> handler,
+           std::string too_large_hint = {}) {
     add_endpoint(op, [handler = std::move(handler)](std::string_view data, Encoding encoding,
                                                    std::size_t max_payload)
                          -> Result<std::string> {
@@ -45,7 +50,7 @@ class ApiRouter {
       auto reply = handler(request);
       if (!reply.ok()) return Error{reply.error()};
       return encode(reply.value(), encoding);
-    });
+    }, std::move(too_large_hint));
   }
 
   std::size_t endpoint_count() const { return endpoints_.size(); }
@@ -65,11 +70,17 @@ class ApiRouter {
     std::string name;
     std::string subject;
     Invoke invoke;
+    std::string too_large_hint;
     Histogram* latency = nullptr;
+    Counter* too_large = nullptr;
+    std::atomic<bool> too_large_logged{false};
     mutable std::mutex mutex;  // guards stats
     ServiceEndpoint stats;
   };
-  void add_endpoint(const std::string& op, Invoke invoke);
+  void add_endpoint(const std::string& op, Invoke invoke, std::string too_large_hint);
+  // Publishes a reply; one over max_payload becomes the endpoint's too_large error reply.
+  // False when the caller got no answer it asked for (counted as the endpoint's error).
+  bool send_reply(Endpoint& e, BusMessage reply, Encoding encoding, Error& sent_instead);
 
   std::string prefix_;
   std::size_t max_payload_;

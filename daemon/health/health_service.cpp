@@ -176,7 +176,10 @@ void HealthService::publish_update(const HealthRegistry::Update& update) {
     event.subject =
         fmt::format("{}.events.health.{}.changed", settings_.prefix, update.repo_change->repo());
     event.data = encode(*update.repo_change, Encoding::json);
-    (void)events_.publish(event);
+    if (auto sent = events_.publish(event); !sent) {
+      logging::get("health")->warn("event {} not published: {}", event.subject,
+                                   sent.error().message);
+    }
     logging::get("health")->info(
         "repo {} is {} (was {}, by {})", update.repo_change->repo(),
         v1::Health::Status_Name(update.repo_change->health()),

@@ -161,3 +161,76 @@ TEST_F(ApiRouterTest, DeadLetterHeadersCannotBeForgedByInput) {
 
 }  // namespace
 }  // namespace orgd
+
+namespace orgd {
+namespace {
+
+// Refuses what is over its limit the way NatsConnection does.
+class LimitedPublisher final : public Publisher {
+ public:
+  explicit LimitedPublisher(std::size_t limit) : limit_(limit) {}
+  Result<Ok> publish(const BusMessage& m) override {
+    if (m.wire_size() > limit_) return too_large(std::to_string(m.wire_size()) + " bytes, over");
+    sent.push_back(m);
+    return Ok{};
+  }
+  std::size_t max_payload() const override { return limit_; }
+  std::vector<BusMessage> sent;
+
+ private:
+  std::size_t limit_;
+};
+
+TEST(ApiRouterReplySize, AReplyOverTheLimitBecomesA413WithTheEndpointsHint) {
+  LimitedPublisher publisher(2048);
+  MetricsRegistry metrics;
+  Rejections rejections{"org.demo", publisher, metrics};
+  ApiRouter router{"org.demo", 1024, publisher, rejections, metrics};
+  router.add<v1::RepoStatusRequest, v1::RepoStatus>(
+      "status.repo",
+      [](const v1::RepoStatusRequest& r) -> Result<v1::RepoStatus> {
+        v1::RepoStatus s;
+        s.set_name(std::string(r.repo() == "big" ? 4096 : 8, 'n'));
+        return s;
+      },
+      "ask for less");
+  BusMessage request;
+  request.subject = "org.demo.api.status.repo";
+  request.reply = "_INBOX.9";
+  request.data = R"({"repo":"big"})";
+  router.dispatch(0, request);
+  router.dispatch(0, request);
+  ASSERT_EQ(publisher.sent.size(), 2u) << "each request gets an answer";
+  const BusMessage& reply = publisher.sent[0];
+  EXPECT_EQ(reply.subject, "_INBOX.9");
+  EXPECT_EQ(reply.header("Nats-Service-Error-Code"), "413");
+  EXPECT_NE(reply.data.find("too_large"), std::string::npos) << reply.data;
+  EXPECT_NE(reply.data.find("ask for less"), std::string::npos) << reply.data;
+  EXPECT_NE(reply.data.find("org.demo.api.status.repo"), std::string::npos) << reply.data;
+  EXPECT_EQ(metrics
+                .counter("orgd_api_replies_too_large_total", "", {{"endpoint", "status.repo"}})
+                .value(),
+            2);
+  const auto stats = router.stats();
+  ASSERT_EQ(stats.size(), 1u);
+  EXPECT_EQ(stats[0].num_requests, 2u);
+  EXPECT_EQ(stats[0].num_errors, 2u) << "a reply that could not be sent is the endpoint's error";
+  EXPECT_NE(stats[0].last_error.find("413:"), std::string::npos) << stats[0].last_error;
+
+  request.data = R"({"repo":"small"})";
+  router.dispatch(0, request);
+  ASSERT_EQ(publisher.sent.size(), 3u);
+  EXPECT_FALSE(publisher.sent[2].header("Nats-Service-Error-Code").has_value());
+}
+
+TEST(BusMessageSize, WireSizeCountsTheHeaderBlock) {
+  BusMessage m;
+  m.data = "12345";
+  EXPECT_EQ(m.wire_size(), 5u);
+  m.headers.emplace_back("Ab", "cd");
+  // "NATS/1.0\r\n" + "Ab: cd\r\n" + "\r\n" + the data
+  EXPECT_EQ(m.wire_size(), 10u + 8u + 2u + 5u);
+}
+
+}  // namespace
+}  // namespace orgd

@@ -745,6 +745,48 @@ TEST(Config, AliasBombIsRejected) {
   EXPECT_THAT(problems(yaml), Contains(HasSubstr("too large")));
 }
 
+// What a large org writes: 10,000 repos, each with a deploy target, health services and
+// secret names (over 200,000 nodes), loads; so does the same org sharing one anchored target.
+std::string large_org(int repos, bool shared_target) {
+  std::string yaml = "providers:\n  local: {type: local}\nrepos:\n";
+  for (int i = 0; i < repos; ++i) {
+    const std::string name = "repo-" + std::to_string(i);
+    yaml += "  " + name + ":\n    deploy:\n";
+    if (!shared_target) {
+      yaml += "      production: {provider: local, duration: 1s}\n";
+    } else if (i == 0) {
+      yaml += "      production: &target {provider: local, duration: 1s}\n";
+    } else {
+      yaml += "      production: *target\n";
+    }
+    yaml += "    health: {services: [http, worker, db], ttl: 30s}\n"
+            "    secrets: [DATABASE_URL, SESSION_KEY, API_TOKEN]\n";
+  }
+  return yaml;
+}
+
+TEST(Config, TenThousandReposLoad) {
+  const Config c = load(large_org(10000, false));
+  ASSERT_EQ(c.repos.size(), 10000u);
+  EXPECT_EQ(c.repos.at("repo-9999").deploy.at("production").provider, "local");
+  EXPECT_EQ(c.repos.at("repo-9999").health.services.size(), 3u);
+  // An anchor shared by every repo expands to more nodes than its text has bytes.
+  const Config shared = load(large_org(3000, true));
+  EXPECT_EQ(shared.repos.at("repo-2999").deploy.at("production").provider, "local");
+}
+
+TEST(Config, AnAliasBombAsLongAsALargeConfigIsStillRejected) {
+  // The node budget grows with the text, not with what the aliases expand to.
+  std::string yaml = large_org(2000, false);
+  yaml += "bomb:\n  a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n";
+  for (int i = 1; i < 10; ++i) {
+    yaml += "  a" + std::to_string(i) + ": &a" + std::to_string(i) + " [";
+    for (int j = 0; j < 10; ++j) yaml += (j ? ", *a" : "*a") + std::to_string(i - 1);
+    yaml += "]\n";
+  }
+  EXPECT_THAT(problems(yaml), Contains(HasSubstr("too large")));
+}
+
 TEST(Config, DeepNestingIsRejected) {
   EXPECT_THAT(problems("a: " + std::string(40, '[') + std::string(40, ']') + "\n"),
               Contains(HasSubstr("test.yaml:1: nested deeper than 32 levels")));
