@@ -770,7 +770,7 @@ TEST(Config, TenThousandReposLoad) {
   ASSERT_EQ(c.repos.size(), 10000u);
   EXPECT_EQ(c.repos.at("repo-9999").deploy.at("production").provider, "local");
   EXPECT_EQ(c.repos.at("repo-9999").health.services.size(), 3u);
-  // An anchor shared by every repo expands to more nodes than its text has bytes.
+  // One anchored target shared by every repo (each alias expanded) loads as well.
   const Config shared = load(large_org(3000, true));
   EXPECT_EQ(shared.repos.at("repo-2999").deploy.at("production").provider, "local");
 }
