@@ -1,14 +1,15 @@
-// P.api.status round trip with 1,000 repos: orgd builds the whole OrgStatus and encodes it as
-// JSON for every request. The floor is a bare nats.c replier that answers with a precomputed
+// P.api.status round trip with 1,000 repos: orgd builds a page of the OrgStatus (--page-size
+// repos, 1,000 by default: the whole org) and encodes it as JSON for every request. The floor is a bare nats.c replier that answers with a precomputed
 // payload of the same size, on the same private nats-server, in the same run. Requests to the
 // two alternate, so both see the same machine conditions.
 //
-//   bench_status_rtt [--repos R] [--reported K] [--requests N] [--warmup W]
+//   bench_status_rtt [--repos R] [--reported K] [--requests N] [--warmup W] [--page-size S]
 //
 // Every flag also reads ORGD_BENCH_<FLAG> (e.g. ORGD_BENCH_REQUESTS=5000).
 #include <fmt/format.h>
 #include <nats/nats.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 
@@ -28,7 +29,11 @@ struct Params {
   std::int64_t reported;
   std::int64_t requests;
   std::int64_t warmup;
+  std::int64_t page_size;
 };
+
+// The request body: one page of page_size repos.
+std::string g_request_body = "{}";
 
 std::string repo_name(std::int64_t i) { return fmt::format("repo-{:04}", i); }
 
@@ -62,7 +67,9 @@ double timed_request(natsConnection* client, const std::string& subject,
                      std::size_t* reply_size = nullptr) {
   natsMsg* reply = nullptr;
   const auto start = SteadyClock::now();
-  check(natsConnection_Request(&reply, client, subject.c_str(), "{}", 2, 5000), subject.c_str());
+  check(natsConnection_Request(&reply, client, subject.c_str(), g_request_body.data(),
+                               static_cast<int>(g_request_body.size()), 5000),
+        subject.c_str());
   const double us = std::chrono::duration<double, std::micro>(SteadyClock::now() - start).count();
   if (reply_size != nullptr) *reply_size = static_cast<std::size_t>(natsMsg_GetDataLength(reply));
   const char* error = nullptr;
@@ -99,7 +106,7 @@ int run(int argc, char** argv) {
   if (flags.help()) {
     std::puts(
         "bench_status_rtt [--repos R=1000] [--reported K=500] [--requests N=2000] "
-        "[--warmup W=200]\n(each flag also from ORGD_BENCH_<FLAG>)");
+        "[--warmup W=200] [--page-size S=min(R,5000)]\n(each flag also from ORGD_BENCH_<FLAG>)");
     return 0;
   }
   Params p;
@@ -107,6 +114,8 @@ int run(int argc, char** argv) {
   p.reported = flags.integer("reported", p.repos / 2, 0, p.repos);
   p.requests = flags.integer("requests", 2000, 10, 10'000'000);
   p.warmup = flags.integer("warmup", 200, 0, 1'000'000);
+  p.page_size = flags.integer("page-size", std::min<std::int64_t>(p.repos, 5000), 1, 5000);
+  g_request_body = fmt::format(R"({{"pageSize":{}}})", p.page_size);
 
   logging::setup(LogConfig{"warn", "text"});
   BenchServer server;

@@ -15,6 +15,7 @@
 #include "cli/provider_view.hpp"
 #include "cli/secrets_commands.hpp"
 #include "daemon/core/build_info.hpp"
+#include "daemon/events/codec.hpp"
 #include "orgd/v1/health.pb.h"
 #include "orgd/v1/status.pb.h"
 
@@ -25,6 +26,37 @@ using orgd::cli::ClientOptions;
 using orgd::cli::ExitCode;
 
 std::string health_name(orgd::v1::Health::Status s) { return orgd::v1::Health::Status_Name(s); }
+
+// Walks every page of a paged list (P.api.status, P.api.repos) into one reply that looks as a
+// single reply did; -o json prints it once, whole.
+template <class Request, class Reply>
+ExitCode call_all_pages(Client& client, const std::string& op, Request request, Reply& all,
+                        bool json) {
+  for (bool first = true;; first = false) {
+    Reply page;
+    auto result = client.call_quietly(op, request, page);
+    if (result.code != ExitCode::ok) {
+      std::cerr << "orgctl: " << result.error << "\n";
+      return result.code;
+    }
+    if (first) {
+      all = page;
+      all.clear_repos();
+    }
+    for (auto& repo : *page.mutable_repos()) *all.add_repos() = std::move(repo);
+    if (page.next_cursor().empty()) break;
+    if (page.next_cursor() == request.cursor()) {
+      std::cerr << "orgctl: " << op << ": orgd returned the same page twice (cursor "
+                << page.next_cursor() << ")\n";
+      return ExitCode::failed;
+    }
+    request.set_cursor(page.next_cursor());
+  }
+  all.clear_next_cursor();
+  all.clear_total_repos();
+  if (json) std::cout << orgd::encode(all, orgd::Encoding::json) << "\n";
+  return ExitCode::ok;
+}
 
 void print_status_table(const orgd::v1::OrgStatus& status) {
   const auto now = std::chrono::system_clock::now();
@@ -133,18 +165,16 @@ int main(int argc, char** argv) {
       }
       return 0;
     }
-    orgd::v1::StatusRequest req;
     orgd::v1::OrgStatus reply;
-    auto code = client.call("status", req, reply, json);
+    auto code = call_all_pages(client, "status", orgd::v1::StatusRequest{}, reply, json);
     if (code != ExitCode::ok) return static_cast<int>(code);
     if (!json) print_status_table(reply);
     return 0;
   }
 
   if (repos_cmd->parsed()) {
-    orgd::v1::ReposRequest req;
     orgd::v1::RepoList reply;
-    auto code = client.call("repos", req, reply, json);
+    auto code = call_all_pages(client, "repos", orgd::v1::ReposRequest{}, reply, json);
     if (code != ExitCode::ok) return static_cast<int>(code);
     if (!json) {
       std::printf("%-24s %-24s %-16s %s\n", "REPO", "DEPENDS ON", "ENVS", "SERVICES");

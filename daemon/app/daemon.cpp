@@ -16,6 +16,7 @@
 #include "daemon/core/build_info.hpp"
 #include "daemon/core/config_values.hpp"
 #include "daemon/core/logging.hpp"
+#include "daemon/core/paging.hpp"
 #include "daemon/events/api_dispatcher.hpp"
 #include "daemon/health/health_service.hpp"
 #include "daemon/http/routes.hpp"
@@ -321,10 +322,14 @@ void Daemon::supervise_connection() {
 
 void Daemon::register_api() {
   router_->add<v1::StatusRequest, v1::OrgStatus>(
-      "status", [this](const v1::StatusRequest&) -> Result<v1::OrgStatus> {
-        return org_status();
+      "status", [this](const v1::StatusRequest& r) -> Result<v1::OrgStatus> {
+        auto page = read_page(r.page_size(), r.cursor());
+        if (!page) return Error{page.error()};
+        auto status = health_.org_status(org_, page.value());
+        if (orchestrator_) orchestrator_->fill_status(status);
+        return status;
       },
-      "ask for one repo at a time (P.api.status.repo), or read /status over HTTP");
+      "ask for smaller pages (page_size), or one repo (P.api.status.repo)");
   router_->add<v1::RepoStatusRequest, v1::RepoStatus>(
       "status.repo", [this](const v1::RepoStatusRequest& r) -> Result<v1::RepoStatus> {
         if (r.repo().empty()) return invalid_argument("repo is required");
@@ -335,10 +340,12 @@ void Daemon::register_api() {
   deploy_intake_->register_api(*router_);
   secrets_app_->register_api(*router_);
   router_->add<v1::ReposRequest, v1::RepoList>(
-      "repos", [this](const v1::ReposRequest&) -> Result<v1::RepoList> {
-        return health_.repo_list();
+      "repos", [this](const v1::ReposRequest& r) -> Result<v1::RepoList> {
+        auto page = read_page(r.page_size(), r.cursor());
+        if (!page) return Error{page.error()};
+        return health_.repo_list(page.value());
       },
-      "read /status over HTTP for every repo");
+      "ask for smaller pages (page_size)");
   router_->add<v1::ProvidersRequest, v1::ProviderList>(
       "providers", [this](const v1::ProvidersRequest& r) -> Result<v1::ProviderList> {
         if (r.probe_now()) {

@@ -1,5 +1,7 @@
 #include "daemon/events/fast_json.hpp"
 
+#include <fmt/format.h>
+
 #include <array>
 #include <cstdint>
 #include <limits>
@@ -392,6 +394,11 @@ bool append_org(std::string& out, const v1::OrgStatus& status) {
     if (!append_repo(out, repo)) return false;
   }
   out.push_back(']');
+  // Where protobuf's printer puts them (primitive fields always printed, before the message
+  // field generatedAt).
+  out += ",\"nextCursor\":";
+  if (!append_string(out, status.next_cursor())) return false;
+  out += fmt::format(",\"totalRepos\":{}", status.total_repos());
   if (status.has_generated_at()) {
     out += ",\"generatedAt\":";
     if (!append_timestamp(out, status.generated_at())) return false;

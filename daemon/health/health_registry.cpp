@@ -188,6 +188,23 @@ v1::OrgStatus HealthRegistry::org_status(const std::string& org) const {
     out.mutable_repos()->Reserve(static_cast<int>(repos_.size()));
     for (const auto& [name, repo] : repos_) *out.add_repos() = to_status(repo);
   }
+  out.set_total_repos(static_cast<std::int32_t>(out.repos_size()));
+  *out.mutable_generated_at() = to_timestamp(clock_.now());
+  return out;
+}
+
+v1::OrgStatus HealthRegistry::org_status(const std::string& org, const PageRequest& page) const {
+  v1::OrgStatus out;
+  out.set_org(org);
+  {
+    std::lock_guard lock(mutex_);
+    out.set_total_repos(static_cast<std::int32_t>(repos_.size()));
+    auto it = page.after.empty() ? repos_.begin() : repos_.upper_bound(page.after);
+    for (; it != repos_.end() && static_cast<std::size_t>(out.repos_size()) < page.size; ++it) {
+      *out.add_repos() = to_status(it->second);
+    }
+    if (it != repos_.end()) out.set_next_cursor(out.repos().rbegin()->name());
+  }
   *out.mutable_generated_at() = to_timestamp(clock_.now());
   return out;
 }
@@ -199,16 +216,20 @@ Result<v1::RepoStatus> HealthRegistry::repo_status(std::string_view name) const 
   return to_status(it->second);
 }
 
-v1::RepoList HealthRegistry::repo_list() const {
+v1::RepoList HealthRegistry::repo_list(const PageRequest& page) const {
   v1::RepoList out;
   std::lock_guard lock(mutex_);
-  for (const auto& [name, repo] : repos_) {
+  out.set_total_repos(static_cast<std::int32_t>(repos_.size()));
+  auto it = page.after.empty() ? repos_.begin() : repos_.upper_bound(page.after);
+  for (; it != repos_.end() && static_cast<std::size_t>(out.repos_size()) < page.size; ++it) {
+    const auto& [name, repo] = *it;
     auto* info = out.add_repos();
     info->set_name(name);
     for (const auto& d : repo.spec.depends_on) info->add_depends_on(d);
     for (const auto& e : repo.spec.envs) info->add_envs(e);
     for (const auto& [service, s] : repo.services) info->add_services(service);
   }
+  if (it != repos_.end()) out.set_next_cursor(out.repos().rbegin()->name());
   return out;
 }
 

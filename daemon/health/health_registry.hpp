@@ -10,6 +10,7 @@
 #include "daemon/core/clock.hpp"
 #include "daemon/core/duration.hpp"
 #include "daemon/core/errors.hpp"
+#include "daemon/core/paging.hpp"
 #include "orgd/v1/health.pb.h"
 #include "orgd/v1/status.pb.h"
 
@@ -58,9 +59,11 @@ class HealthRegistry {
   // state for one more ttl from now, so a restart does not flap every repo to down.
   void restore(const v1::ServiceHealth& state);
 
+  // Every repo (HTTP /status), or one page of them (P.api.status), sorted by name.
   v1::OrgStatus org_status(const std::string& org) const;
+  v1::OrgStatus org_status(const std::string& org, const PageRequest& page) const;
   Result<v1::RepoStatus> repo_status(std::string_view repo) const;
-  v1::RepoList repo_list() const;
+  v1::RepoList repo_list(const PageRequest& page) const;
   bool has_repo(std::string_view repo) const;
   std::size_t service_count() const;
 

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -748,6 +749,61 @@ TEST_F(OrgdAgainstNats, OrgctlDeployWaitExitsOneWhenTheDeployFails) {
   EXPECT_EQ(r.status, 1) << r.describe();
   EXPECT_TRUE(contains(r.out, "finished: failed")) << r.out;
   EXPECT_TRUE(contains(r.out, "migrating")) << r.out;
+}
+
+// An org larger than one NATS message: the server carries at most 128 KiB, the whole status of
+// 1,500 repos is well over that, a page of 500 is not. orgctl walks the pages and shows every
+// repo once, as one reply used to look; P.api.status without paging answers the first page and
+// says where the next starts.
+TEST(OrgdLargeOrg, OrgctlWalksThePagesOfStatusAndRepos) {
+  NatsServer::Options options;
+  options.extra_config = "max_payload: 131072\n";
+  NatsServer server(options);
+  constexpr int kRepos = 1500;
+  OrgdConfig config{external_nats(server.url())};
+  config.yaml = "org: acme\nnats:\n" + external_nats(server.url()) +
+                "http: {listen: '127.0.0.1:{http_port}'}\nlog: {level: warn}\nrepos:\n";
+  for (int i = 0; i < kRepos; ++i) {
+    config.yaml += fmt::format("  service-{:04}: {{health: {{services: [http, worker]}}}}\n", i);
+  }
+  OrgdProcess orgd(config);
+  ASSERT_TRUE(orgd.wait_ready(server.url(), 30s)) << orgd.describe();
+
+  auto full = http_get(orgd.http_port(), "/status");
+  ASSERT_TRUE(full.has_value());
+  ASSERT_GT(full->body.size(), 131072U) << "the org must not fit one message";
+
+  auto json_status = orgctl(server.url(), {"-o", "json", "status"}, 60s);
+  ASSERT_EQ(json_status.status, 0) << json_status.describe();
+  const auto status = nlohmann::json::parse(json_status.out, nullptr, false);
+  ASSERT_TRUE(status.is_object()) << json_status.err;
+  ASSERT_EQ(status["repos"].size(), static_cast<std::size_t>(kRepos));
+  std::set<std::string> names;
+  for (const auto& r : status["repos"]) names.insert(r.value("name", ""));
+  EXPECT_EQ(names.size(), static_cast<std::size_t>(kRepos)) << "each repo once";
+  EXPECT_EQ(*names.begin(), "service-0000");
+  EXPECT_EQ(*names.rbegin(), "service-1499");
+  EXPECT_EQ(status.value("nextCursor", "?"), "") << "one reply, no page after it";
+
+  auto table = orgctl(server.url(), {"status"}, 60s);
+  ASSERT_EQ(table.status, 0) << table.describe();
+  EXPECT_TRUE(contains(table.out, "service-0000 ") && contains(table.out, "service-1499 "));
+  auto repos = orgctl(server.url(), {"repos"}, 60s);
+  ASSERT_EQ(repos.status, 0) << repos.describe();
+  EXPECT_EQ(lines_of(repos.out).size(), static_cast<std::size_t>(kRepos) + 1) << "a header and a "
+                                                                                  "row per repo";
+
+  // A bare request gets the first page and the cursor of the next.
+  auto client = testing::connect_client(server.url());
+  natsMsg* reply = nullptr;
+  ASSERT_EQ(natsConnection_RequestString(&reply, client.get(), "org.acme.api.status", "", 5000),
+            NATS_OK);
+  const auto first = nlohmann::json::parse(
+      std::string(natsMsg_GetData(reply), static_cast<std::size_t>(natsMsg_GetDataLength(reply))));
+  natsMsg_Destroy(reply);
+  EXPECT_EQ(first["repos"].size(), 500U);
+  EXPECT_EQ(first.value("totalRepos", 0), kRepos);
+  EXPECT_EQ(first.value("nextCursor", ""), "service-0499");
 }
 
 // ---------------------------------------------------------------------------------------------

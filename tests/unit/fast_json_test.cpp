@@ -183,10 +183,20 @@ v1::OrgStatus big_org(int repos) {
   return org;
 }
 
+TEST(FastJsonEncode, PagingFieldsAreTheFullEncodersToo) {
+  v1::OrgStatus page = big_org(3);
+  page.set_next_cursor("repo-2\"x");
+  page.set_total_repos(10000);
+  expect_same_json(page);
+  page.set_next_cursor("");
+  expect_same_json(page);
+}
+
 TEST(FastJsonEncode, EmptyMessages) {
   expect_same_json(v1::OrgStatus{});
   expect_same_json(v1::RepoStatus{});
-  EXPECT_EQ(fast_encode_org_status(v1::OrgStatus{}), R"({"org":"","repos":[]})");
+  EXPECT_EQ(fast_encode_org_status(v1::OrgStatus{}),
+            R"({"org":"","repos":[],"nextCursor":"","totalRepos":0})");
   EXPECT_EQ(fast_encode_repo_status(v1::RepoStatus{}),
             R"({"name":"","health":"unknown","services":[],"deploys":{}})");
 }

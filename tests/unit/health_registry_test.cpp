@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 namespace orgd {
 namespace {
 
@@ -172,13 +174,62 @@ TEST_F(HealthRegistryTest, ReconfigureKeepsStatesOfRemainingRepos) {
 }
 
 TEST_F(HealthRegistryTest, RepoListNamesDependenciesEnvsAndServices) {
-  auto list = registry.repo_list();
+  auto list = registry.repo_list(PageRequest{});
   ASSERT_EQ(list.repos_size(), 3);
   EXPECT_EQ(list.repos(1).name(), "web");
   ASSERT_EQ(list.repos(1).depends_on_size(), 1);
   EXPECT_EQ(list.repos(1).depends_on(0), "api");
   EXPECT_EQ(list.repos(1).envs(0), "dev");
   EXPECT_EQ(list.repos(1).services_size(), 2);
+}
+
+// Pages walk every repo once, in name order, whatever the page size; a repo added between two
+// pages after the cursor is still met, one removed is not repeated.
+TEST_F(HealthRegistryTest, PagesWalkEveryRepoOnceInNameOrder) {
+  std::vector<RepoHealthSpec> specs;
+  for (int i = 0; i < 25; ++i) {
+    specs.push_back({"repo-" + std::string(i < 10 ? "0" : "") + std::to_string(i), {}, {}, {}, 30s});
+  }
+  registry.configure(specs);
+  for (const std::size_t size : {std::size_t{1}, std::size_t{7}, std::size_t{25}, std::size_t{500}}) {
+    std::vector<std::string> seen;
+    std::vector<std::string> listed;
+    PageRequest page{size, ""};
+    for (int pages = 0; pages < 100; ++pages) {
+      auto status = registry.org_status("demo", page);
+      EXPECT_EQ(status.total_repos(), 25);
+      EXPECT_LE(static_cast<std::size_t>(status.repos_size()), size);
+      for (const auto& r : status.repos()) seen.push_back(r.name());
+      auto list = registry.repo_list(page);
+      EXPECT_EQ(list.next_cursor(), status.next_cursor());
+      for (const auto& r : list.repos()) listed.push_back(r.name());
+      if (status.next_cursor().empty()) break;
+      page.after = status.next_cursor();
+    }
+    ASSERT_EQ(seen.size(), 25u) << "page size " << size;
+    EXPECT_TRUE(std::is_sorted(seen.begin(), seen.end()));
+    EXPECT_EQ(seen, listed);
+  }
+  auto first = registry.org_status("demo", PageRequest{10, ""});
+  ASSERT_EQ(first.next_cursor(), "repo-09");
+  specs.push_back({"repo-095", {}, {}, {}, 30s});  // sorts after the cursor: still met
+  specs.erase(specs.begin() + 5);                   // before the cursor: not repeated
+  registry.configure(specs);
+  auto second = registry.org_status("demo", PageRequest{10, first.next_cursor()});
+  ASSERT_GT(second.repos_size(), 0);
+  EXPECT_EQ(second.repos(0).name(), "repo-095");
+  EXPECT_EQ(second.total_repos(), 25);
+}
+
+TEST(Paging, PageSizeAndCursorAreChecked) {
+  EXPECT_EQ(read_page(0, "").value().size, kDefaultPageSize);
+  EXPECT_EQ(read_page(7, "api").value().after, "api");
+  EXPECT_FALSE(read_page(-1, "").ok());
+  EXPECT_FALSE(read_page(static_cast<std::int64_t>(kMaxPageSize) + 1, "").ok());
+  EXPECT_FALSE(read_page(10, std::string(300, 'a')).ok());
+  auto control = read_page(10, std::string("a\nb"));
+  ASSERT_FALSE(control.ok());
+  EXPECT_EQ(control.error().code, ErrorCode::invalid_argument);
 }
 
 }  // namespace
