@@ -97,6 +97,7 @@ CallResult Client::request(const std::string& subject, const std::string& body,
     result.code = ExitCode::failed;
     result.error = fmt::format("{}: {} (error {})", what,
                                reply.value().header("Nats-Service-Error").value_or("error"), *code);
+    result.service_code = std::atoi(code->c_str());
     return result;
   }
   result.body = std::move(reply.value().data);

@@ -27,7 +27,11 @@ struct CallResult {
   ExitCode code = ExitCode::ok;
   std::string error;  // what went wrong, for stderr; empty when code is ok
   std::string body;   // the reply as received
+  int service_code = 0;  // orgd's error number (Nats-Service-Error-Code), 0 when none
 };
+
+// orgd's answer to a page too large for the connection's max_payload.
+inline constexpr int kTooLarge = 413;
 
 // Connection flags shared by every orgctl command; NATS_* environment variables are the
 // defaults, as for the rest of the org's tooling.

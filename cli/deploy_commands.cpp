@@ -12,6 +12,7 @@
 
 #include "cli/deploy_follow.hpp"
 #include "cli/deploy_view.hpp"
+#include "daemon/events/codec.hpp"
 #include "orgd/v1/deploy.pb.h"
 
 namespace orgd::cli {
@@ -164,14 +165,18 @@ ExitCode DeployCommands::run_get(Client& client, bool json) {
     options.live = !json && live_terminal();
     return follow_deploy(client, progress, options);
   }
-  v1::DeployGetRequest request;
-  request.set_deploy_id(deploy_id_);
   v1::DeployRecord record;
-  auto code = client.call("deploy.get", request, record, json);
-  if (code == ExitCode::ok && !json) {
+  const auto result = get_whole_deploy(client, deploy_id_, record);
+  if (result.code != ExitCode::ok) {
+    std::cerr << "orgctl: " << result.error << "\n";
+    return result.code;
+  }
+  if (json) {
+    std::cout << encode(record, Encoding::json) << "\n";
+  } else {
     std::cout << render_deploy_record(record, std::chrono::system_clock::now());
   }
-  return code;
+  return ExitCode::ok;
 }
 
 ExitCode DeployCommands::run_list(Client& client, bool json) {

@@ -176,10 +176,8 @@ class Follower {
   }
 
   std::optional<v1::DeployRecord> poll() {
-    v1::DeployGetRequest request;
-    request.set_deploy_id(progress_.deploy_id());
     v1::DeployRecord record;
-    auto result = client_.call_quietly("deploy.get", request, record);
+    auto result = get_whole_deploy(client_, progress_.deploy_id(), record);
     if (result.code == ExitCode::ok) {
       poll_failures_ = 0;
       last_poll_error_.clear();
@@ -285,6 +283,44 @@ class Follower {
 
 ExitCode follow_deploy(Client& client, DeployProgress& progress, const FollowOptions& options) {
   return Follower(client, progress, options).run();
+}
+
+CallResult get_whole_deploy(Client& client, const std::string& deploy_id,
+                            v1::DeployRecord& record) {
+  v1::DeployGetRequest request;
+  request.set_deploy_id(deploy_id);
+  record.Clear();
+  // Pages of 500 steps, halved while orgd says a page is over the server's max_payload.
+  int page_size = 500;
+  request.set_page_size(page_size);
+  bool have_summary = false;
+  while (true) {
+    v1::DeployRecord page;
+    auto result = client.call_quietly("deploy.get", request, page);
+    if (result.service_code == kTooLarge && page_size > 1) {
+      page_size /= 2;
+      request.set_page_size(page_size);
+      continue;
+    }
+    if (result.code != ExitCode::ok) return result;
+    if (!have_summary) {
+      record = page;
+      record.clear_steps();
+      have_summary = true;
+    }
+    for (auto& step : *page.mutable_steps()) *record.add_steps() = std::move(step);
+    if (page.next_cursor().empty()) break;
+    if (page.next_cursor() == request.cursor()) {
+      result.code = ExitCode::failed;
+      result.error = "deploy.get: orgd returned the same page twice (cursor " +
+                     page.next_cursor() + ")";
+      return result;
+    }
+    request.set_cursor(page.next_cursor());
+  }
+  record.clear_next_cursor();
+  record.clear_total_steps();
+  return CallResult{};
 }
 
 }  // namespace orgd::cli

@@ -22,4 +22,8 @@ struct FollowOptions {
 // Ctrl-C.
 ExitCode follow_deploy(Client& client, DeployProgress& progress, const FollowOptions& options);
 
+// P.api.deploy.get page after page: the whole record, every step, as one reply used to be.
+CallResult get_whole_deploy(Client& client, const std::string& deploy_id,
+                            v1::DeployRecord& record);
+
 }  // namespace orgd::cli

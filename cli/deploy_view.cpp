@@ -368,8 +368,14 @@ std::string render_deploy_list(const v1::DeployList& list, TimePoint now) {
   for (const auto& record : list.deploys()) {
     std::vector<std::string> repos;
     for (const auto& step : record.steps()) repos.push_back(step.repo());
+    // A list carries each deploy's first steps only: say how many more there are.
+    std::string more;
+    if (record.total_steps() > record.steps_size()) {
+      more = fmt::format(" +{} more", record.total_steps() - record.steps_size());
+    }
     rows.push_back({record.deploy_id(), record.env(), state_name(record.state()),
-                    truncate_columns(join(repos, ","), 40), format_age(record.created_at(), now)});
+                    truncate_columns(join(repos, ","), 40 - more.size()) + more,
+                    format_age(record.created_at(), now)});
   }
   return render_table({"ID", "ENV", "STATE", "REPOS", "CREATED"}, rows);
 }

@@ -32,16 +32,26 @@ std::string health_name(orgd::v1::Health::Status s) { return orgd::v1::Health::S
 template <class Request, class Reply>
 ExitCode call_all_pages(Client& client, const std::string& op, Request request, Reply& all,
                         bool json) {
-  for (bool first = true;; first = false) {
+  // Pages of 500, halved while orgd says a page is over the server's max_payload.
+  int page_size = 500;
+  request.set_page_size(page_size);
+  bool have_first = false;
+  while (true) {
     Reply page;
     auto result = client.call_quietly(op, request, page);
+    if (result.service_code == orgd::cli::kTooLarge && page_size > 1) {
+      page_size /= 2;
+      request.set_page_size(page_size);
+      continue;
+    }
     if (result.code != ExitCode::ok) {
       std::cerr << "orgctl: " << result.error << "\n";
       return result.code;
     }
-    if (first) {
+    if (!have_first) {
       all = page;
       all.clear_repos();
+      have_first = true;
     }
     for (auto& repo : *page.mutable_repos()) *all.add_repos() = std::move(repo);
     if (page.next_cursor().empty()) break;

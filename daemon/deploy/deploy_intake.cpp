@@ -1,5 +1,6 @@
 #include "daemon/deploy/deploy_intake.hpp"
 
+#include "daemon/deploy/record_pages.hpp"
 #include "daemon/events/codec.hpp"
 
 namespace orgd::deploy {
@@ -15,14 +16,29 @@ void DeployIntake::register_api(ApiRouter& router) {
   router.add<v1::DeployRequest, v1::DeployAccepted>(
       "deploy", [this](const v1::DeployRequest& r) { return orchestrator_.deploy(r); });
   router.add<v1::DeployGetRequest, v1::DeployRecord>(
-      "deploy.get", [this](const v1::DeployGetRequest& r) { return orchestrator_.get(r); },
-      "follow the deploy's events on P.events.deploy.<id>.> instead");
+      "deploy.get",
+      [this](const v1::DeployGetRequest& r) -> Result<v1::DeployRecord> {
+        auto record = orchestrator_.get(r);
+        if (!record) return record;
+        return record_page(std::move(record.value()), r);
+      },
+      "ask for smaller pages of steps (page_size)");
   router.add<v1::DeployListRequest, v1::DeployList>(
-      "deploy.list", [this](const v1::DeployListRequest& r) { return orchestrator_.list(r); },
+      "deploy.list",
+      [this](const v1::DeployListRequest& r) -> Result<v1::DeployList> {
+        auto list = orchestrator_.list(r);
+        if (!list) return list;
+        for (auto& record : *list.value().mutable_deploys()) trim_for_list(record);
+        return list;
+      },
       "ask for fewer (limit) or filter by repo or env");
   router.add<v1::DeployCancelRequest, v1::DeployRecord>(
-      "deploy.cancel",
-      [this](const v1::DeployCancelRequest& r) { return orchestrator_.cancel(r); });
+      "deploy.cancel", [this](const v1::DeployCancelRequest& r) -> Result<v1::DeployRecord> {
+        auto record = orchestrator_.cancel(r);
+        if (!record) return record;
+        // The first page of steps; deploy.get has the rest.
+        return record_page(std::move(record.value()), v1::DeployGetRequest{});
+      });
 }
 
 Result<Ok> DeployIntake::on_command(const BusMessage& command, const std::string& dedup_id) {

@@ -806,6 +806,71 @@ TEST(OrgdLargeOrg, OrgctlWalksThePagesOfStatusAndRepos) {
   EXPECT_EQ(first.value("nextCursor", ""), "service-0499");
 }
 
+// A deploy whose record is over what one reply carries (the server's max_payload is 64 KiB, the
+// JSON of 400 finished steps is well over it): P.api.deploy.get pages its steps, a page too big
+// is a 413 and orgctl halves its pages until they fit; --wait follows the deploy to its end and
+// `deploy get` shows every step.
+TEST(OrgdLargeOrg, OrgctlFollowsAndShowsADeployLargerThanOneReply) {
+  NatsServer::Options options;
+  options.extra_config = "max_payload: 65536\n";
+  NatsServer server(options);
+  constexpr int kRepos = 400;
+  OrgdConfig config{external_nats(server.url())};
+  config.yaml = "org: acme\nnats:\n" + external_nats(server.url()) +
+                "http: {listen: '127.0.0.1:{http_port}'}\nlog: {level: warn}\n"
+                "deploy: {health_gate: false}\nproviders: {local: {type: local}}\nrepos:\n";
+  for (int i = 0; i < kRepos; ++i) {
+    config.yaml +=
+        fmt::format("  service-{:04}: {{deploy: {{dev: {{provider: local, duration: 0s}}}}}}\n", i);
+  }
+  OrgdProcess orgd(config);
+  ASSERT_TRUE(orgd.wait_ready(server.url(), 30s)) << orgd.describe();
+
+  auto deployed = orgctl(server.url(), {"deploy", "--all", "--env", "dev", "--wait"}, 170s);
+  ASSERT_EQ(deployed.status, 0) << deployed.describe();
+  EXPECT_TRUE(contains(deployed.out, "finished: succeeded")) << deployed.out;
+  std::string id;
+  for (const auto& line : lines_of(deployed.out)) {
+    // "deploy <id> to dev (...)"
+    if (line.rfind("deploy ", 0) == 0 && contains(line, " to dev")) {
+      id = line.substr(7, line.find(' ', 7) - 7);
+    }
+  }
+  ASSERT_FALSE(id.empty()) << deployed.out;
+
+  auto got = orgctl(server.url(), {"-o", "json", "deploy", "get", id}, 60s);
+  ASSERT_EQ(got.status, 0) << got.describe();
+  const auto record = nlohmann::json::parse(got.out, nullptr, false);
+  ASSERT_TRUE(record.is_object()) << got.err;
+  ASSERT_GT(got.out.size(), 65536U) << "the record must not fit one reply";
+  ASSERT_EQ(record["steps"].size(), static_cast<std::size_t>(kRepos));
+  std::set<std::string> repos;
+  for (const auto& step : record["steps"]) {
+    repos.insert(step.value("repo", ""));
+    EXPECT_EQ(step.value("state", ""), "succeeded");
+  }
+  EXPECT_EQ(repos.size(), static_cast<std::size_t>(kRepos));
+
+  // What a client without paging gets: the first page is too big, and it is told so.
+  auto client = testing::connect_client(server.url());
+  natsMsg* reply = nullptr;
+  const std::string request = R"({"deployId":")" + id + R"("})";
+  ASSERT_EQ(natsConnection_RequestString(&reply, client.get(), "org.acme.api.deploy.get",
+                                         request.c_str(), 5000),
+            NATS_OK);
+  const char* code = nullptr;
+  ASSERT_EQ(natsMsgHeader_Get(reply, "Nats-Service-Error-Code", &code), NATS_OK);
+  EXPECT_STREQ(code, "413");
+  const std::string body(natsMsg_GetData(reply),
+                         static_cast<std::size_t>(natsMsg_GetDataLength(reply)));
+  natsMsg_Destroy(reply);
+  EXPECT_TRUE(contains(body, "page_size")) << body;
+
+  auto list = orgctl(server.url(), {"deploy", "list"}, 30s);
+  ASSERT_EQ(list.status, 0) << list.describe();
+  EXPECT_TRUE(contains(list.out, "+390 more")) << list.out;
+}
+
 // ---------------------------------------------------------------------------------------------
 // (7) orgctl against nothing
 

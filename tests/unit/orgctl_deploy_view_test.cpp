@@ -279,6 +279,20 @@ TEST(OrgctlDeployFormat, ListTableAndEmptyList) {
             "d-2  dev  running  api,web  30s ago\n");
 }
 
+TEST(OrgctlDeployFormat, AListedDeployWithMoreStepsSaysHowManyMore) {
+  v1::DeployList list;
+  auto* r = list.add_deploys();
+  r->set_deploy_id("d-3");
+  r->set_env("dev");
+  r->set_state(DeployRecord::running);
+  *r->add_steps() = step("api", DeployStep::succeeded, 1);
+  r->set_total_steps(5000);
+  *r->mutable_created_at() = to_timestamp(kNoon - seconds{30});
+  EXPECT_EQ(render_deploy_list(list, kNoon),
+            "ID   ENV  STATE    REPOS           CREATED\n"
+            "d-3  dev  running  api +4999 more  30s ago\n");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The live view model
 
