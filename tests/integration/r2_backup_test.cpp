@@ -216,12 +216,12 @@ TEST_F(R2BackupTest, ABackupToR2IsRestoredFromItsKey) {
   restore.set_store_key("orgd-vault-19990101T000000Z.bak");
   const auto missing = call("secrets.restore", encode(restore, Encoding::json));
   ASSERT_TRUE(missing.error_code.has_value());
-  EXPECT_EQ(*missing.error_code, 404);
+  EXPECT_EQ(*missing.error_code, "404");
   EXPECT_THAT(missing.data, HasSubstr("NoSuchKey"));
   restore.set_backup("bytes");
   const auto both = call("secrets.restore", encode(restore, Encoding::json));
   ASSERT_TRUE(both.error_code.has_value());
-  EXPECT_EQ(*both.error_code, 400);
+  EXPECT_EQ(*both.error_code, "400");
 
   for (const auto& call : s3_.s3().calls()) EXPECT_NE(call.code, "SignatureDoesNotMatch");
   expect_values_never_in_clear();
