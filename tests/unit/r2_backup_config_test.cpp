@@ -77,7 +77,7 @@ TEST(R2BackupConfig, TheStoresProviderIsTheOneOfferingOneOrTheNamedOne) {
   EXPECT_THAT(problems(yaml(local, "{bucket: acme-backups}")),
               HasSubstr("orgd.yaml:7: secrets.backup.r2: no provider offers an object store"));
   EXPECT_THAT(problems(yaml(cf + local, "{bucket: acme-backups, provider: files}")),
-              HasSubstr("orgd.yaml:7: secrets.backup.r2.provider: provider files (local) has no "
+              HasSubstr("orgd.yaml:8: secrets.backup.r2.provider: provider files (local) has no "
                         "object store"));
   const std::string two = cf + "  cf2: " + kCloudflare + "\n";
   EXPECT_THAT(problems(yaml(two, "{bucket: acme-backups}")),
