@@ -451,9 +451,8 @@ ExitCode SecretsCommands::run_backup(Client& client, bool json) {
   }
   if (to_r2_) {
     if (json) {
-      std::printf("{\"store\":\"%s\",\"key\":\"%s\",\"secrets\":%lld}\n",
-                  reply.store().c_str(), reply.store_key().c_str(),
-                  static_cast<long long>(reply.secrets()));
+      std::printf("{\"store\":\"%s\",\"key\":\"%s\",\"secrets\":%lld}\n", reply.store().c_str(),
+                  reply.store_key().c_str(), static_cast<long long>(reply.secrets()));
     } else {
       std::printf("wrote r2://%s to %s: %lld secrets\n", reply.store_key().c_str(),
                   reply.store().c_str(), static_cast<long long>(reply.secrets()));

@@ -224,7 +224,7 @@ struct SecretsBackupStoreConfig {
   // The provider whose object store holds them; empty: the one provider offering one (chosen
   // when the providers are built: ProviderSet::backup_store()).
   std::string provider;
-  std::string bucket;                  // required
+  std::string bucket;  // required
   std::string prefix = "orgd/backups/";
   int line = 0;
 };

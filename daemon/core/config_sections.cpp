@@ -425,7 +425,8 @@ class SectionReader {
 
   void load_backup_store(const SchemaEntry& section, SecretsBackupStoreConfig& store) {
     store.line = section.line;
-    auto fields = schema_.mapping(section.value, section.path, section.value_line, kBackupStoreKeys);
+    auto fields =
+        schema_.mapping(section.value, section.path, section.value_line, kBackupStoreKeys);
     if (!fields) return;
     store.enabled = true;
     bool has_bucket = false;

@@ -165,7 +165,8 @@ std::shared_ptr<ObjectStore> ProviderSet::build_backup_store(const ProviderSet& 
     if (!provider->capabilities().object_store) {
       problems.push_back(fmt::format(
           "{}: secrets.backup.r2.provider: provider {} ({}) has no object store (it offers: {})",
-          at, provider->name(), provider->type(), fmt::join(provider->capabilities().names(), ", ")));
+          at, provider->name(), provider->type(),
+          fmt::join(provider->capabilities().names(), ", ")));
       return nullptr;
     }
   } else {

@@ -653,8 +653,8 @@ Result<v1::SecretRestoreReply> SecretsService::restore(const v1::SecretRestoreRe
     }
     fetched = std::move(got.value());
   }
-  const std::string_view bytes = request.store_key().empty() ? std::string_view{request.backup()}
-                                                             : std::string_view{fetched};
+  const std::string_view bytes =
+      request.store_key().empty() ? std::string_view{request.backup()} : std::string_view{fetched};
   auto key = backup_key(request.sealed_passphrase());
   if (!key) return key.error();
   auto restored = restore_backup(*vault_, bytes, key.value());

@@ -423,8 +423,7 @@ bool is_backup_name(std::string_view name) {
          name.find('/') == std::string_view::npos;
 }
 
-Result<std::string> write_store_backup(ObjectStore& store, std::string_view bytes,
-                                       TimePoint now) {
+Result<std::string> write_store_backup(ObjectStore& store, std::string_view bytes, TimePoint now) {
   if (auto ensured = store.ensure(); !ensured) return ensured.error();
   std::string key = backup_name(now);
   if (auto put = store.put(key, bytes); !put) return put.error();

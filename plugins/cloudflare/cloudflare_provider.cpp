@@ -6,8 +6,8 @@
 
 #include "daemon/core/config.hpp"
 #include "plugins/cloudflare/containers_deploys.hpp"
-#include "plugins/cloudflare/worker_secrets.hpp"
 #include "plugins/cloudflare/r2_store.hpp"
+#include "plugins/cloudflare/worker_secrets.hpp"
 #include "plugins/cloudflare/workers_deploys.hpp"
 
 namespace orgd::cloudflare {
@@ -96,10 +96,7 @@ CloudflareProvider::CloudflareProvider(Settings settings, const ProviderServices
 }
 
 Capabilities CloudflareProvider::capabilities() const {
-  return {.deploy_target = true,
-          .secret_target = true,
-          .health_probe = true,
-          .object_store = true};
+  return {.deploy_target = true, .secret_target = true, .health_probe = true, .object_store = true};
 }
 
 std::unique_ptr<DeployTarget> CloudflareProvider::make_deploy_target(
@@ -117,8 +114,8 @@ std::unique_ptr<SecretTarget> CloudflareProvider::make_secret_target(
 std::unique_ptr<ObjectStore> CloudflareProvider::make_object_store(const ObjectStoreConfig& config,
                                                                    const std::string& source_file) {
   const auto problem = [&](const std::string& key, const std::string& text) {
-    return ConfigError({fmt::format("{}:{}: secrets.backup.r2.{}: {}", source_file, config.line,
-                                    key, text)});
+    return ConfigError(
+        {fmt::format("{}:{}: secrets.backup.r2.{}: {}", source_file, config.line, key, text)});
   };
   if (!valid_bucket_name(config.bucket)) {
     throw problem("bucket",
@@ -137,9 +134,9 @@ std::unique_ptr<ObjectStore> CloudflareProvider::make_object_store(const ObjectS
   r2.store = config;
   // The transport is made on the first call (a ca_file that cannot be read fails that call).
   auto transport = std::make_shared<LazyTransport>(rest_);
-  return make_r2_store(std::move(r2), std::move(transport),
-                       [token = token_] { return token->get(/*as_header=*/false); },
-                       services_.clock);
+  return make_r2_store(
+      std::move(r2), std::move(transport),
+      [token = token_] { return token->get(/*as_header=*/false); }, services_.clock);
 }
 
 std::unique_ptr<Provider> make_cloudflare_provider(const ProviderConfig& config,

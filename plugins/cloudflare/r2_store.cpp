@@ -65,12 +65,13 @@ Error s3_error(const std::string& what, const HttpResponse& response) {
   std::string text = fmt::format("{}: R2 answered {}", what, response.status);
   if (code && !code->empty()) text += ": " + printable(*code);
   if (message && !message->empty()) text += ": " + printable(*message);
-  const bool slow_down = response.status == 429 || response.status == 503 ||
-                         (code && *code == "SlowDown");
+  const bool slow_down =
+      response.status == 429 || response.status == 503 || (code && *code == "SlowDown");
   if (slow_down) {
     const auto wait =
         net::parse_retry_after(response.header("retry-after"), std::chrono::system_clock::now());
-    if (wait) return rate_limited(std::move(text), std::max(*wait, std::chrono::milliseconds{1000}));
+    if (wait)
+      return rate_limited(std::move(text), std::max(*wait, std::chrono::milliseconds{1000}));
     return unavailable(std::move(text));
   }
   if (response.status >= 500) return unavailable(std::move(text));
@@ -124,7 +125,8 @@ class R2Store final : public ObjectStore {
     request.method = "POST";
     request.url = s_.api_url + "/accounts/" + path_segment(s_.account_id) + "/r2/buckets";
     request.headers = {{"Accept", "application/json"}, {"Content-Type", "application/json"}};
-    if (!s_.jurisdiction.empty()) request.headers.push_back({"cf-r2-jurisdiction", s_.jurisdiction});
+    if (!s_.jurisdiction.empty())
+      request.headers.push_back({"cf-r2-jurisdiction", s_.jurisdiction});
     request.body = nlohmann::json{{"name", s_.store.bucket}}.dump();
     request.authorization = std::make_shared<const Secret>(bearer(*token.value()));
     // Creating twice is harmless: an existing bucket is the answer we accept.
@@ -144,7 +146,8 @@ class R2Store final : public ObjectStore {
       // A token scoped to objects (Object Read & Write) may not create buckets: a bucket that
       // answers a listing is there, which is all we need.
       auto listed = list_page("checking R2 bucket " + s_.store.bucket, s_.store.prefix, {}, 1);
-      if (!listed) return permanent(Error{error.code, error.message + "; " + listed.error().message});
+      if (!listed)
+        return permanent(Error{error.code, error.message + "; " + listed.error().message});
     }
     std::lock_guard lock(mutex_);
     ensured_ = true;
@@ -197,8 +200,9 @@ class R2Store final : public ObjectStore {
         return out;
       }
       if (page.value().next.empty()) {
-        return unavailable(what + ": R2 said the listing is truncated but gave no "
-                                  "NextContinuationToken");
+        return unavailable(what +
+                           ": R2 said the listing is truncated but gave no "
+                           "NextContinuationToken");
       }
       if (token && *token == page.value().next) {
         return unavailable(what + ": R2 gave the same continuation token twice");
@@ -252,9 +256,9 @@ class R2Store final : public ObjectStore {
       const std::string what = account ? "R2 credentials: verifying the token as an account token"
                                        : "R2 credentials: verifying the token as a user token";
       HttpRequest request;
-      request.url = s_.api_url +
-                    (account ? "/accounts/" + path_segment(s_.account_id) + "/tokens/verify"
-                             : std::string{"/user/tokens/verify"});
+      request.url =
+          s_.api_url + (account ? "/accounts/" + path_segment(s_.account_id) + "/tokens/verify"
+                                : std::string{"/user/tokens/verify"});
       request.headers = {{"Accept", "application/json"}};
       request.authorization = std::make_shared<const Secret>(bearer(*token.value()));
       auto response = transport_->send(std::move(request));
@@ -300,8 +304,8 @@ class R2Store final : public ObjectStore {
     if (method == "PUT") signing.headers.push_back({"Content-Type", "application/octet-stream"});
     signing.payload_sha256 = sigv4::sha256_hex(body);
     signing.amz_date = amz_date(clock_->now());
-    auto signature = sigv4::sign(signing, keys.value()->access_key_id,
-                                 keys.value()->secret_access_key);
+    auto signature =
+        sigv4::sign(signing, keys.value()->access_key_id, keys.value()->secret_access_key);
     HttpRequest request;
     request.method = method;
     request.url = origin_ + signing.encoded_path;

@@ -150,12 +150,12 @@ Signature sign(const Request& request, std::string_view access_key_id,
   hmac(k_region.data(), k_region.size(), request.service, k_service);
   hmac(k_service.data(), k_service.size(), "aws4_request", k_signing);
   hmac(k_signing.data(), k_signing.size(), out.string_to_sign, signature);
-  for (Digest* d : {&k_date, &k_region, &k_service, &k_signing}) OPENSSL_cleanse(d->data(), d->size());
+  for (Digest* d : {&k_date, &k_region, &k_service, &k_signing})
+    OPENSSL_cleanse(d->data(), d->size());
 
-  out.authorization = Secret::take(fmt::format("{} Credential={}/{}, SignedHeaders={}, Signature={}",
-                                               kAlgorithm, access_key_id, out.credential_scope,
-                                               signed_headers,
-                                               hex(signature.data(), signature.size())));
+  out.authorization = Secret::take(
+      fmt::format("{} Credential={}/{}, SignedHeaders={}, Signature={}", kAlgorithm, access_key_id,
+                  out.credential_scope, signed_headers, hex(signature.data(), signature.size())));
   return out;
 }
 

@@ -51,7 +51,7 @@ struct Request {
 struct Signature {
   std::string canonical_request;
   std::string string_to_sign;
-  std::string signed_headers;  // "host;x-amz-content-sha256;x-amz-date"
+  std::string signed_headers;    // "host;x-amz-content-sha256;x-amz-date"
   std::string credential_scope;  // "20130524/auto/s3/aws4_request"
   // "AWS4-HMAC-SHA256 Credential=<id>/<scope>, SignedHeaders=…, Signature=<hex>": handed to the
   // transport as the request's authorization, which is never logged.

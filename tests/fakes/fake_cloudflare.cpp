@@ -427,12 +427,14 @@ Reply FakeCloudflare::State::route(const FakeRequest& request, const std::vector
 Reply FakeCloudflare::State::r2_route(const FakeRequest& request,
                                       const std::vector<std::string>& seg,
                                       std::string& route_name) {
-  if (seg.size() != 4 || seg[3] != "buckets") return failure(404, kRouteError, "No route for that URI");
+  if (seg.size() != 4 || seg[3] != "buckets")
+    return failure(404, kRouteError, "No route for that URI");
   route_name = request.method + " /accounts/{account_id}/r2/buckets";
   if (request.method != "POST") return failure(405, kRouteError, "Method not allowed");
   const auto body = json::parse(request.body, nullptr, false);
-  const std::string name =
-      body.is_object() && body.contains("name") && body["name"].is_string() ? body["name"].get<std::string>() : "";
+  const std::string name = body.is_object() && body.contains("name") && body["name"].is_string()
+                               ? body["name"].get<std::string>()
+                               : "";
   bool valid = name.size() >= 3 && name.size() <= 63 && name.front() != '-' && name.back() != '-';
   for (const unsigned char c : name) {
     if (!(std::islower(c) || std::isdigit(c) || c == '-')) valid = false;

@@ -41,7 +41,8 @@ std::string hmac_raw(std::string_view key, std::string_view data) {
 std::string percent_decode(std::string_view text, bool plus_is_space) {
   std::string out;
   for (std::size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '%' && i + 2 < text.size() && std::isxdigit(static_cast<unsigned char>(text[i + 1])) &&
+    if (text[i] == '%' && i + 2 < text.size() &&
+        std::isxdigit(static_cast<unsigned char>(text[i + 1])) &&
         std::isxdigit(static_cast<unsigned char>(text[i + 2]))) {
       out.push_back(static_cast<char>(std::stoi(std::string{text.substr(i + 1, 2)}, nullptr, 16)));
       i += 2;
@@ -77,7 +78,8 @@ std::vector<std::pair<std::string, std::string>> query_pairs(const std::string& 
   std::size_t at = 0;
   while (at <= query.size() && !query.empty()) {
     const auto amp = query.find('&', at);
-    const std::string part = query.substr(at, amp == std::string::npos ? std::string::npos : amp - at);
+    const std::string part =
+        query.substr(at, amp == std::string::npos ? std::string::npos : amp - at);
     if (!part.empty()) {
       const auto eq = part.find('=');
       out.emplace_back(percent_decode(part.substr(0, eq), true),
@@ -93,12 +95,23 @@ std::string xml_escape(std::string_view text) {
   std::string out;
   for (const char c : text) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      case '\'': out += "&apos;"; break;
-      default: out.push_back(c);
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&apos;";
+        break;
+      default:
+        out.push_back(c);
     }
   }
   return out;
@@ -180,7 +193,9 @@ struct FakeS3::State {
   std::string fail_code;
   std::vector<S3Call> calls;
 
-  TimePoint now() const { return options.clock ? options.clock() : std::chrono::system_clock::now(); }
+  TimePoint now() const {
+    return options.clock ? options.clock() : std::chrono::system_clock::now();
+  }
 
   // The signature check: nullopt when the request is signed by a known key pair.
   std::optional<S3Error> verify(const FakeRequest& request, const std::string& secret,
@@ -194,9 +209,9 @@ FakeResponse xml_error(const S3Error& e, const std::string& resource) {
   FakeResponse r;
   r.status = e.status;
   r.headers = {{"Content-Type", "application/xml"}};
-  r.body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>" + e.code + "</Code><Message>" +
-           xml_escape(e.message) + "</Message><Resource>" + xml_escape(resource) +
-           "</Resource></Error>";
+  r.body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>" + e.code +
+           "</Code><Message>" + xml_escape(e.message) + "</Message><Resource>" +
+           xml_escape(resource) + "</Resource></Error>";
   return r;
 }
 
@@ -214,7 +229,8 @@ std::optional<Authorization> parse_authorization(const std::string& header) {
   std::size_t at = kPrefix.size();
   while (at < header.size()) {
     auto comma = header.find(',', at);
-    std::string part = trim_value(header.substr(at, comma == std::string::npos ? std::string::npos : comma - at));
+    std::string part =
+        trim_value(header.substr(at, comma == std::string::npos ? std::string::npos : comma - at));
     const auto eq = part.find('=');
     if (eq == std::string::npos) return std::nullopt;
     parts[part.substr(0, eq)] = part.substr(eq + 1);
@@ -229,7 +245,8 @@ std::optional<Authorization> parse_authorization(const std::string& header) {
   const std::string& credential = parts["Credential"];
   for (;;) {
     const auto slash = credential.find('/', from);
-    scope.push_back(credential.substr(from, slash == std::string::npos ? std::string::npos : slash - from));
+    scope.push_back(
+        credential.substr(from, slash == std::string::npos ? std::string::npos : slash - from));
     if (slash == std::string::npos) break;
     from = slash + 1;
   }
@@ -243,7 +260,8 @@ std::optional<Authorization> parse_authorization(const std::string& header) {
   const std::string& names = parts["SignedHeaders"];
   for (;;) {
     const auto semi = names.find(';', from);
-    a.signed_headers.push_back(names.substr(from, semi == std::string::npos ? std::string::npos : semi - from));
+    a.signed_headers.push_back(
+        names.substr(from, semi == std::string::npos ? std::string::npos : semi - from));
     if (semi == std::string::npos) break;
     from = semi + 1;
   }
@@ -256,7 +274,8 @@ std::optional<Authorization> parse_authorization(const std::string& header) {
 std::optional<S3Error> FakeS3::State::verify(const FakeRequest& request, const std::string& secret,
                                              const std::string& authorization) const {
   const auto auth = parse_authorization(authorization);
-  if (!auth) return S3Error{400, "AuthorizationHeaderMalformed", "The authorization header is malformed."};
+  if (!auth)
+    return S3Error{400, "AuthorizationHeaderMalformed", "The authorization header is malformed."};
   const std::string amz_date = request.header("x-amz-date");
   const auto when = parse_amz_date(amz_date);
   if (!when) return S3Error{403, "AccessDenied", "X-Amz-Date is missing or not YYYYMMDDTHHMMSSZ."};
@@ -283,7 +302,8 @@ std::optional<S3Error> FakeS3::State::verify(const FakeRequest& request, const s
     if (!signed_set.count(required)) {
       return S3Error{403, "AccessDenied",
                      std::string{"There were headers present in the request which were not "
-                                 "signed: "} + required};
+                                 "signed: "} +
+                         required};
     }
   }
   const std::string content_sha = request.header("x-amz-content-sha256");
@@ -336,7 +356,8 @@ std::optional<S3Error> FakeS3::State::verify(const FakeRequest& request, const s
   key = hmac_raw(key, "s3");
   key = hmac_raw(key, "aws4_request");
   const std::string raw = hmac_raw(key, to_sign);
-  const std::string expected = to_hex(reinterpret_cast<const unsigned char*>(raw.data()), raw.size());
+  const std::string expected =
+      to_hex(reinterpret_cast<const unsigned char*>(raw.data()), raw.size());
   if (expected.size() != auth->signature.size() ||
       CRYPTO_memcmp(expected.data(), auth->signature.data(), expected.size()) != 0) {
     return S3Error{403, "SignatureDoesNotMatch",
@@ -380,17 +401,19 @@ FakeResponse FakeS3::handle(const FakeRequest& request) {
   if (s.fail_times > 0) {
     --s.fail_times;
     code = s.fail_code;
-    response = xml_error({s.fail_status, s.fail_code,
-                          s.fail_code == "SlowDown" ? "Please reduce your request rate."
-                                                    : "We encountered an internal error. Please try again."},
-                         request.path);
+    response = xml_error(
+        {s.fail_status, s.fail_code,
+         s.fail_code == "SlowDown" ? "Please reduce your request rate."
+                                   : "We encountered an internal error. Please try again."},
+        request.path);
   } else if (authorization.empty()) {
     code = "AccessDenied";
     response = xml_error({403, code, "Access Denied"}, request.path);
   } else if (parse_authorization(authorization) && !secret) {
     code = "InvalidAccessKeyId";
-    response = xml_error({403, code, "The AWS Access Key Id you provided does not exist in our records."},
-                         request.path);
+    response =
+        xml_error({403, code, "The AWS Access Key Id you provided does not exist in our records."},
+                  request.path);
   } else if (const auto refused = s.verify(request, secret.value_or(""), authorization)) {
     code = refused->code;
     response = xml_error(*refused, request.path);
@@ -415,7 +438,8 @@ FakeResponse FakeS3::State::serve(const FakeRequest& request) {
     return xml_error({400, "InvalidRequest", "Path-style requests name a bucket."}, path);
   }
   const auto slash = path.find('/', 1);
-  const std::string bucket_name = path.substr(1, slash == std::string::npos ? std::string::npos : slash - 1);
+  const std::string bucket_name =
+      path.substr(1, slash == std::string::npos ? std::string::npos : slash - 1);
   const std::string key = slash == std::string::npos ? "" : path.substr(slash + 1);
   const auto bucket = buckets.find(bucket_name);
   if (bucket == buckets.end()) {
@@ -424,20 +448,27 @@ FakeResponse FakeS3::State::serve(const FakeRequest& request) {
   auto& objects = bucket->second.objects;
   const std::string& m = request.method;
   if (key.empty()) {
-    if (m != "GET") return xml_error({405, "MethodNotAllowed", "The specified method is not allowed against this resource."}, path);
+    if (m != "GET")
+      return xml_error(
+          {405, "MethodNotAllowed", "The specified method is not allowed against this resource."},
+          path);
     std::map<std::string, std::string> q;
     for (const auto& [name, value] : query_pairs(request.query)) q[name] = value;
     if (q["list-type"] != "2") {
-      return xml_error({501, "NotImplemented", "This fake serves ListObjectsV2 (list-type=2) only."}, path);
+      return xml_error(
+          {501, "NotImplemented", "This fake serves ListObjectsV2 (list-type=2) only."}, path);
     }
     int max_keys = 1000;
     if (q.count("max-keys")) {
       try {
         max_keys = std::stoi(q["max-keys"]);
       } catch (const std::exception&) {
-        return xml_error({400, "InvalidArgument", "Provided max-keys not an integer or within integer range"}, path);
+        return xml_error(
+            {400, "InvalidArgument", "Provided max-keys not an integer or within integer range"},
+            path);
       }
-      if (max_keys < 0) return xml_error({400, "InvalidArgument", "max-keys must be positive"}, path);
+      if (max_keys < 0)
+        return xml_error({400, "InvalidArgument", "max-keys must be positive"}, path);
     }
     max_keys = std::min(max_keys, options.page_size);
     const std::string prefix = q["prefix"];
@@ -445,13 +476,16 @@ FakeResponse FakeS3::State::serve(const FakeRequest& request) {
     if (q.count("continuation-token")) {
       const auto t = tokens.find(q["continuation-token"]);
       if (t == tokens.end()) {
-        return xml_error({400, "InvalidArgument", "The continuation token provided is incorrect"}, path);
+        return xml_error({400, "InvalidArgument", "The continuation token provided is incorrect"},
+                         path);
       }
       start = t->second;
     }
-    std::string body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-                       "<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">";
-    body += "<Name>" + xml_escape(bucket_name) + "</Name><Prefix>" + xml_escape(prefix) + "</Prefix>";
+    std::string body =
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+        "<ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">";
+    body +=
+        "<Name>" + xml_escape(bucket_name) + "</Name><Prefix>" + xml_escape(prefix) + "</Prefix>";
     int count = 0;
     std::string contents;
     std::string next_key;
@@ -468,15 +502,16 @@ FakeResponse FakeS3::State::serve(const FakeRequest& request) {
                   std::to_string(it->second.bytes.size()) +
                   "</Size><StorageClass>STANDARD</StorageClass></Contents>";
     }
-    body += "<KeyCount>" + std::to_string(count) + "</KeyCount><MaxKeys>" + std::to_string(max_keys) +
-            "</MaxKeys>";
+    body += "<KeyCount>" + std::to_string(count) + "</KeyCount><MaxKeys>" +
+            std::to_string(max_keys) + "</MaxKeys>";
     if (q.count("continuation-token")) {
       body += "<ContinuationToken>" + xml_escape(q["continuation-token"]) + "</ContinuationToken>";
     }
     body += std::string{"<IsTruncated>"} + (next_key.empty() ? "false" : "true") + "</IsTruncated>";
     if (!next_key.empty()) {
       // Opaque, with characters a client must encode to send back.
-      const std::string token = fmt::format("1/{}+{}==", next_token++, fake_sha256_hex(next_key).substr(0, 8));
+      const std::string token =
+          fmt::format("1/{}+{}==", next_token++, fake_sha256_hex(next_key).substr(0, 8));
       tokens[token] = next_key;
       body += "<NextContinuationToken>" + xml_escape(token) + "</NextContinuationToken>";
     }
@@ -495,7 +530,8 @@ FakeResponse FakeS3::State::serve(const FakeRequest& request) {
   }
   if (m == "GET") {
     const auto it = objects.find(key);
-    if (it == objects.end()) return xml_error({404, "NoSuchKey", "The specified key does not exist."}, path);
+    if (it == objects.end())
+      return xml_error({404, "NoSuchKey", "The specified key does not exist."}, path);
     FakeResponse r;
     r.headers = {{"Content-Type", "application/octet-stream"}};
     r.body = it->second.bytes;
@@ -508,7 +544,9 @@ FakeResponse FakeS3::State::serve(const FakeRequest& request) {
     r.status = 204;
     return r;
   }
-  return xml_error({405, "MethodNotAllowed", "The specified method is not allowed against this resource."}, path);
+  return xml_error(
+      {405, "MethodNotAllowed", "The specified method is not allowed against this resource."},
+      path);
 }
 
 void FakeS3::set_key_lookup(KeyLookup lookup) {
@@ -564,8 +602,9 @@ std::vector<S3Call> FakeS3::calls() const {
 
 std::size_t FakeS3::count(const std::string& method) const {
   std::lock_guard lock(state_->mutex);
-  return static_cast<std::size_t>(std::count_if(state_->calls.begin(), state_->calls.end(),
-                                                [&](const S3Call& c) { return c.method == method; }));
+  return static_cast<std::size_t>(
+      std::count_if(state_->calls.begin(), state_->calls.end(),
+                    [&](const S3Call& c) { return c.method == method; }));
 }
 
 void FakeS3::clear_calls() {

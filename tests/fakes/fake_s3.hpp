@@ -42,8 +42,8 @@ class FakeS3 {
   // The secret access key of an access key id; nullopt when the id is unknown.
   using KeyLookup = std::function<std::optional<std::string>(const std::string& access_key_id)>;
   struct Options {
-    Clock clock;               // unset: the system clock
-    int page_size = 1000;      // the most keys a ListObjectsV2 page holds (S3: 1,000)
+    Clock clock;                        // unset: the system clock
+    int page_size = 1000;               // the most keys a ListObjectsV2 page holds (S3: 1,000)
     std::chrono::minutes max_skew{15};  // x-amz-date this far from now is refused
   };
 

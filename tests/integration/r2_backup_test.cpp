@@ -36,10 +36,10 @@ using testing::canary;
 using testing::connect_client;
 using testing::FakeCloudflareServer;
 using testing::FakeS3Server;
+using ::testing::HasSubstr;
 using testing::NatsServer;
 using testing::TempDir;
 using testing::wait_until;
-using ::testing::HasSubstr;
 
 constexpr const char* kCfToken = "cf-r2-backup-test-token-canary-31f0";
 constexpr const char* kPrefix = "org.acme";
@@ -56,22 +56,32 @@ class R2BackupTest : public ::testing::Test {
   void start(const std::string& backup) {
     db_ = canary("db");
     session_ = canary("session");
-    std::ofstream(data_.path() / "org.env") << "DATABASE_URL=" << db_ << "\nSESSION_KEY=" << session_ << "\n";
+    std::ofstream(data_.path() / "org.env")
+        << "DATABASE_URL=" << db_ << "\nSESSION_KEY=" << session_ << "\n";
     const std::string yaml =
         "org: acme\n"
-        "nats:\n  urls: [" + server_.url() + "]\n  data_dir: " + data_.str() + "\n"
+        "nats:\n  urls: [" +
+        server_.url() + "]\n  data_dir: " + data_.str() +
+        "\n"
         "http:\n  listen: 127.0.0.1:0\n"
         "providers:\n"
-        "  cf: {type: cloudflare, api_url: '" + cf_.base_url() + "', token_env: CF_TOKEN, "
-        "account_id: " + cf_.cloudflare().account_id() + ", r2_url: '" + s3_.base_url() + "'}\n"
+        "  cf: {type: cloudflare, api_url: '" +
+        cf_.base_url() +
+        "', token_env: CF_TOKEN, "
+        "account_id: " +
+        cf_.cloudflare().account_id() + ", r2_url: '" + s3_.base_url() +
+        "'}\n"
         "repos:\n"
         "  api:\n    secrets: [DATABASE_URL, SESSION_KEY]\n"
         "    secret_targets:\n      - {provider: cf, script: acme-api}\n"
         "secrets:\n"
         "  master_key_env: ORGD_MASTER_KEY\n"
-        "  sources:\n    - {file: " + (data_.path() / "org.env").string() + ", scope: org}\n"
+        "  sources:\n    - {file: " +
+        (data_.path() / "org.env").string() +
+        ", scope: org}\n"
         "  sync_interval: 0\n"
-        "  backup: " + backup + "\n";
+        "  backup: " +
+        backup + "\n";
     const Environment env(std::map<std::string, std::string>{
         {"CF_TOKEN", kCfToken}, {"ORGD_MASTER_KEY", testing::random_master_key_base64()}});
     DaemonOptions options;
@@ -80,7 +90,8 @@ class R2BackupTest : public ::testing::Test {
     daemon_->start();
     ASSERT_TRUE(wait_until([&] { return daemon_->ready(); }, 20s)) << "orgd never became ready";
     client_ = connect_client(server_.url());
-    events_ = std::make_unique<testing::Collector>(client_.get(), std::string{kPrefix} + ".events.secrets.>");
+    events_ = std::make_unique<testing::Collector>(client_.get(),
+                                                   std::string{kPrefix} + ".events.secrets.>");
   }
 
   void TearDown() override {

@@ -62,7 +62,8 @@ class FakeS3Test : public ::testing::Test {
 };
 
 TEST_F(FakeS3Test, AcceptsAwsPublishedGetObjectExample) {
-  FakeS3 aws(FakeS3::Options{[] { return at("20130524T000000Z"); }, 1000, std::chrono::minutes{15}});
+  FakeS3 aws(
+      FakeS3::Options{[] { return at("20130524T000000Z"); }, 1000, std::chrono::minutes{15}});
   aws.add_key("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY");
   const std::string signature = "f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41";
   auto request = [&](const std::string& sig) {
@@ -72,11 +73,13 @@ TEST_F(FakeS3Test, AcceptsAwsPublishedGetObjectExample) {
     r.headers = {
         {"Host", "examplebucket.s3.amazonaws.com"},
         {"Range", "bytes=0-9"},
-        {"x-amz-content-sha256", "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
+        {"x-amz-content-sha256",
+         "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"},
         {"x-amz-date", "20130524T000000Z"},
         {"Authorization",
          "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,"
-         "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date,Signature=" + sig}};
+         "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date,Signature=" +
+             sig}};
     return r;
   };
   // Signed as AWS signed it: past the check (the fake has no such bucket).
@@ -105,8 +108,9 @@ TEST_F(FakeS3Test, ATamperedRequestIsRefused) {
   EXPECT_EQ(code_of(send("PUT", "/backups/x", "bytes",
                          [](FakeRequest& r) { r.headers[0].value = "127.0.0.1:9001"; })),
             "SignatureDoesNotMatch");
-  EXPECT_EQ(code_of(send("PUT", "/backups/x", "bytes", [](FakeRequest& r) { r.path = "/backups/y"; })),
-            "SignatureDoesNotMatch");
+  EXPECT_EQ(
+      code_of(send("PUT", "/backups/x", "bytes", [](FakeRequest& r) { r.path = "/backups/y"; })),
+      "SignatureDoesNotMatch");
   EXPECT_EQ(code_of(send("GET", "/backups", "", [](FakeRequest& r) { r.query = "list-type=2"; })),
             "SignatureDoesNotMatch");
   EXPECT_EQ(code_of(send("PUT", "/backups/x", "bytes", [](FakeRequest& r) { r.body = "other"; })),
@@ -116,7 +120,8 @@ TEST_F(FakeS3Test, ATamperedRequestIsRefused) {
                          [](FakeRequest& r) {
                            r.body = "other";
                            for (auto& h : r.headers) {
-                             if (h.name == "x-amz-content-sha256") h.value = fake_sha256_hex("other");
+                             if (h.name == "x-amz-content-sha256")
+                               h.value = fake_sha256_hex("other");
                            }
                          })),
             "SignatureDoesNotMatch");
@@ -148,7 +153,8 @@ TEST_F(FakeS3Test, UnknownKeysAndMissingSignaturesAreRefused) {
     auth.replace(auth.find(kKeyId), std::string{kKeyId}.size(), "tok-unknown");
   });
   EXPECT_EQ(code_of(unknown), "InvalidAccessKeyId");
-  const auto anonymous = send("GET", "/backups/x", "", [](FakeRequest& r) { r.headers.erase(r.headers.begin() + 1); });
+  const auto anonymous =
+      send("GET", "/backups/x", "", [](FakeRequest& r) { r.headers.erase(r.headers.begin() + 1); });
   EXPECT_EQ(anonymous.status, 403);
   EXPECT_EQ(code_of(anonymous), "AccessDenied");
 }

@@ -43,8 +43,8 @@ std::string problems(const std::string& text) {
 }
 
 TEST(R2BackupConfig, IsReadWithItsDefaults) {
-  const Config config = load_config_string(yaml("  cf: " + kCloudflare + "\n", "{bucket: acme-backups}"),
-                                           "orgd.yaml", Environment());
+  const Config config = load_config_string(
+      yaml("  cf: " + kCloudflare + "\n", "{bucket: acme-backups}"), "orgd.yaml", Environment());
   const auto& r2 = config.secrets.backup.r2;
   EXPECT_TRUE(r2.enabled);
   EXPECT_EQ(r2.bucket, "acme-backups");
@@ -52,7 +52,8 @@ TEST(R2BackupConfig, IsReadWithItsDefaults) {
   EXPECT_EQ(r2.provider, "");
   EXPECT_EQ(r2.line, 7);
   EXPECT_TRUE(config.secrets.backup.scheduled());
-  EXPECT_FALSE(load_config_string("org: acme\n", "orgd.yaml", Environment()).secrets.backup.scheduled());
+  EXPECT_FALSE(
+      load_config_string("org: acme\n", "orgd.yaml", Environment()).secrets.backup.scheduled());
 }
 
 TEST(R2BackupConfig, ProblemsNameFileLineAndKey) {
@@ -63,11 +64,13 @@ TEST(R2BackupConfig, ProblemsNameFileLineAndKey) {
               HasSubstr("orgd.yaml:7: secrets.backup.r2.buckt: unknown key"));
   EXPECT_THAT(problems(yaml(cf, "{bucket: b-1, provider: nope}")),
               HasSubstr("orgd.yaml:7: secrets.backup.r2.provider: unknown provider \"nope\""));
-  EXPECT_THAT(problems(yaml(cf, "{bucket: [a]}")), HasSubstr("orgd.yaml:7: secrets.backup.r2.bucket"));
+  EXPECT_THAT(problems(yaml(cf, "{bucket: [a]}")),
+              HasSubstr("orgd.yaml:7: secrets.backup.r2.bucket"));
   EXPECT_THAT(problems(yaml(cf, "{bucket: Not_Valid}")),
               HasSubstr("orgd.yaml:7: secrets.backup.r2.bucket: an R2 bucket name is 3 to 63"));
-  EXPECT_THAT(problems(yaml(cf, "{bucket: acme-backups, prefix: /abs/}")),
-              HasSubstr("orgd.yaml:7: secrets.backup.r2.prefix: a key prefix does not begin with '/'"));
+  EXPECT_THAT(
+      problems(yaml(cf, "{bucket: acme-backups, prefix: /abs/}")),
+      HasSubstr("orgd.yaml:7: secrets.backup.r2.prefix: a key prefix does not begin with '/'"));
 }
 
 TEST(R2BackupConfig, TheStoresProviderIsTheOneOfferingOneOrTheNamedOne) {

@@ -3,9 +3,9 @@
 // AKIAIOSFODNN7EXAMPLE / wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY, 20130524, us-east-1): the
 // GET object, PUT object and list objects cases, whose signatures AWS gives. Any mistake in the
 // canonical request, the string to sign or the key chain changes the signature.
-#include "plugins/cloudflare/sigv4.hpp"
-
 #include <gtest/gtest.h>
+
+#include "plugins/cloudflare/sigv4.hpp"
 
 namespace orgd::cloudflare::sigv4 {
 namespace {

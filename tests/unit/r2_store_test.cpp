@@ -17,11 +17,11 @@
 namespace orgd::cloudflare {
 namespace {
 
-using ::testing::HasSubstr;
-using ::testing::Not;
 using orgd::testing::FakeCloudflareServer;
 using orgd::testing::FakeS3;
 using orgd::testing::FakeS3Server;
+using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr const char* kToken = "r2-store-test-token-canary-7d41";
 
@@ -46,9 +46,9 @@ class R2StoreTest : public ::testing::Test {
     auto client = HttpsClient::create(options, nullptr);
     EXPECT_TRUE(client) << client.error().message;
     auto value = std::make_shared<const Secret>(Secret::from(token));
-    return make_r2_store(s, client.value(),
-                         [value]() -> Result<std::shared_ptr<const Secret>> { return value; },
-                         nullptr);
+    return make_r2_store(
+        s, client.value(), [value]() -> Result<std::shared_ptr<const Secret>> { return value; },
+        nullptr);
   }
   // Every error message must be free of the token and of the secret derived from it.
   void expect_no_secret(const std::string& message, const std::string& token = kToken) {
@@ -74,7 +74,8 @@ TEST_F(R2StoreTest, EnsureCreatesTheBucketOnceAndAcceptsAnExistingOne) {
   ASSERT_TRUE(again) << again.error().message;
   EXPECT_EQ(cf_.cloudflare().count(kCreate), 2u);
   EXPECT_EQ(cf_.cloudflare().calls().back().status, 409);
-  EXPECT_EQ(cf_.cloudflare().calls().back().header("authorization"), std::string{"Bearer "} + kToken);
+  EXPECT_EQ(cf_.cloudflare().calls().back().header("authorization"),
+            std::string{"Bearer "} + kToken);
 }
 
 TEST_F(R2StoreTest, ObjectsRoundTripSignedWithTheDerivedKeyPair) {
@@ -83,7 +84,8 @@ TEST_F(R2StoreTest, ObjectsRoundTripSignedWithTheDerivedKeyPair) {
   const std::string bytes("\x00\x01 backup bytes \xff", 17);
   auto put = r2->put("orgd-vault-20261203T114109Z.bak", bytes);
   ASSERT_TRUE(put) << put.error().message;
-  EXPECT_EQ(s3_.s3().objects("acme-backups").at("orgd/backups/orgd-vault-20261203T114109Z.bak"), bytes);
+  EXPECT_EQ(s3_.s3().objects("acme-backups").at("orgd/backups/orgd-vault-20261203T114109Z.bak"),
+            bytes);
   auto got = r2->get("orgd-vault-20261203T114109Z.bak");
   ASSERT_TRUE(got) << got.error().message;
   EXPECT_EQ(got.value(), bytes);
@@ -153,7 +155,8 @@ TEST_F(R2StoreTest, S3ErrorsNameTheirCodeAndMessage) {
   // No ensure(): the bucket is not there.
   auto no_bucket = r2->put("x.bak", "x");
   ASSERT_FALSE(no_bucket);
-  EXPECT_THAT(no_bucket.error().message, HasSubstr("404: NoSuchBucket: The specified bucket does not exist."));
+  EXPECT_THAT(no_bucket.error().message,
+              HasSubstr("404: NoSuchBucket: The specified bucket does not exist."));
   ASSERT_TRUE(r2->ensure());
   s3_.s3().set_read_only(true);
   auto denied = r2->put("x.bak", "x");
@@ -213,9 +216,9 @@ TEST(R2StoreDirect, SlowDownAndTooManyRequestsAreRetryable) {
   s.s3_url = "http://127.0.0.1:2";
   s.store.bucket = "acme-backups";
   auto value = std::make_shared<const Secret>(Secret::from(kToken));
-  auto r2 = make_r2_store(s, std::make_shared<DirectTransport>(cf, s3, "127.0.0.1:2"),
-                          [value]() -> Result<std::shared_ptr<const Secret>> { return value; },
-                          nullptr);
+  auto r2 = make_r2_store(
+      s, std::make_shared<DirectTransport>(cf, s3, "127.0.0.1:2"),
+      [value]() -> Result<std::shared_ptr<const Secret>> { return value; }, nullptr);
   ASSERT_TRUE(r2->ensure());
   s3.fail_next(1, 503, "SlowDown");
   auto slow = r2->put("x.bak", "x");
@@ -238,9 +241,8 @@ TEST(R2StoreDirect, SlowDownAndTooManyRequestsAreRetryable) {
 TEST_F(R2StoreTest, NoSecretInAnyError) {
   // A wrong key pair: the fake derives another secret than the client.
   ASSERT_TRUE(store()->ensure());
-  s3_.s3().set_key_lookup([](const std::string&) -> std::optional<std::string> {
-    return std::string(64, 'f');
-  });
+  s3_.s3().set_key_lookup(
+      [](const std::string&) -> std::optional<std::string> { return std::string(64, 'f'); });
   auto r2 = store();
   auto refused = r2->put("x.bak", "x");
   ASSERT_FALSE(refused);
