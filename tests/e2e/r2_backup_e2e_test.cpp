@@ -46,7 +46,7 @@ class R2BackupE2e : public ::testing::Test {
     testing::connect_r2(cf_.cloudflare(), s3_.s3());
   }
 
-  std::string config(const std::string& bucket = "acme-backups") const {
+  std::string config(const std::string& bucket = "acme-backups") {
     return "org: acme\n"
            "nats:\n  urls: [" +
            server_.url() + "]\n  data_dir: " + data_.str() +
