@@ -426,6 +426,14 @@ bool is_backup_name(std::string_view name) {
 Result<std::string> write_store_backup(ObjectStore& store, std::string_view bytes, TimePoint now) {
   if (auto ensured = store.ensure(); !ensured) return ensured.error();
   std::string key = backup_name(now);
+  // Two backups in one second (a scheduled one and an operator's) must not replace each other:
+  // the later gets a -2, -3 … before the suffix.
+  const std::string stem = key.substr(0, key.size() - kSuffix.size());
+  auto same_second = store.list(stem);
+  if (!same_second) return same_second.error();
+  if (!same_second.value().empty()) {
+    key = stem + "-" + std::to_string(same_second.value().size() + 1) + kSuffix;
+  }
   if (auto put = store.put(key, bytes); !put) return put.error();
   return key;
 }

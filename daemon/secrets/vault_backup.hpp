@@ -89,7 +89,8 @@ std::string backup_name(std::chrono::system_clock::time_point now);
 bool is_backup_name(std::string_view name);
 
 // Backups in an object store (secrets.backup.r2, docs/r2-backups.md): `bytes` put under
-// backup_name(now) after the store's ensure() -> the key (without the store's prefix).
+// backup_name(now) after the store's ensure() (orgd-vault-<stamp>-2.bak … when that second
+// already has one) -> the key (without the store's prefix).
 Result<std::string> write_store_backup(ObjectStore& store, std::string_view bytes,
                                        std::chrono::system_clock::time_point now);
 // The backups in the store (objects named as backup_name() makes them), oldest first.
