@@ -66,10 +66,9 @@ TEST(StoreBackups, PruneKeepsTheNewestAndLeavesOtherObjects) {
   store.objects["orgd-vault-nested/x.bak"] = "x";
   auto removed = prune_store_backups(store, 2);
   ASSERT_TRUE(removed);
-  EXPECT_EQ(removed.value(),
-            (std::vector<std::string>{"orgd-vault-20261203T120000Z.bak",
-                                      "orgd-vault-20261204T120000Z.bak",
-                                      "orgd-vault-20261205T120000Z.bak"}));
+  EXPECT_EQ(removed.value(), (std::vector<std::string>{"orgd-vault-20261203T120000Z.bak",
+                                                       "orgd-vault-20261204T120000Z.bak",
+                                                       "orgd-vault-20261205T120000Z.bak"}));
   auto left = store_backups(store);
   ASSERT_TRUE(left);
   ASSERT_EQ(left.value().size(), 2u);
