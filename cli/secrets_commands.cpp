@@ -124,6 +124,9 @@ void SecretsCommands::add_to(CLI::App& app) {
       "  orgctl secrets sync [--dry-run]             push what changed to every target\n"
       "  orgctl secrets rotate SESSION_KEY\n"
       "  orgctl secrets backup --out vault.bak --passphrase-env BACKUP_PASSPHRASE\n"
+      "  orgctl secrets backup --to-r2               into secrets.backup.r2's bucket\n"
+      "  orgctl secrets backups                      the backups in that bucket\n"
+      "  orgctl secrets restore r2://orgd-vault-20261203T114109Z.bak\n"
       "  orgctl secrets init && orgctl secrets security   in a checkout (no orgd needed)");
 
   import_ = secrets_->add_subcommand("import", "Import every value of a .env file into the vault");
@@ -162,17 +165,33 @@ void SecretsCommands::add_to(CLI::App& app) {
   rotate_->add_option("--scope", scope_, "org or a repo's name (default: where it is)");
   rotate_->add_option("--reason", reason_, "Why, for the audit trail");
 
-  backup_ = secrets_->add_subcommand("backup", "Write the whole vault to an encrypted file");
+  backup_ = secrets_->add_subcommand(
+      "backup", "Write the whole vault to an encrypted file (--out) or to R2 (--to-r2)");
   backup_->fallthrough();
-  backup_->add_option("--out", out_, "File to write (mode 600)")->required();
+  auto* out = backup_->add_option("--out", out_, "File to write (mode 600)");
+  auto* to_r2 = backup_->add_flag(
+      "--to-r2", to_r2_,
+      "orgd writes the backup to secrets.backup.r2's bucket and prints its key (the bytes do "
+      "not come to orgctl)");
+  out->excludes(to_r2);
   backup_->add_option("--passphrase-env", passphrase_env_,
                       "Encrypt under the passphrase in this env var (default: the master key)");
 
-  restore_ = secrets_->add_subcommand("restore", "Restore the vault from a backup file");
+  restore_ = secrets_->add_subcommand(
+      "restore", "Restore the vault from a backup file, or from R2 (r2://KEY or --from-r2 KEY)");
   restore_->fallthrough();
-  restore_->add_option("file", file_, "Backup file")->required();
+  auto* file = restore_->add_option(
+      "file", file_, "Backup file, or r2://KEY for an object of secrets.backup.r2's bucket");
+  auto* from_r2 = restore_->add_option(
+      "--from-r2", from_r2_,
+      "orgd fetches this key from secrets.backup.r2's bucket (see `orgctl secrets backups`)");
+  file->excludes(from_r2);
   restore_->add_option("--passphrase-env", passphrase_env_,
                        "The backup's passphrase is in this env var");
+
+  backups_ = secrets_->add_subcommand(
+      "backups", "List the backups in secrets.backup.r2's bucket (keys for restore r2://KEY)");
+  backups_->fallthrough();
 
   test_ = secrets_->add_subcommand(
       "test", "Check every provider's credentials (its health probe); non-zero if one fails");
@@ -213,6 +232,7 @@ ExitCode SecretsCommands::run(Client& client, bool json) {
   if (rotate_->parsed()) return run_rotate(client, json);
   if (backup_->parsed()) return run_backup(client, json);
   if (restore_->parsed()) return run_restore(client, json);
+  if (backups_->parsed()) return run_backups(client, json);
   if (test_->parsed()) return run_test(client, json);
   return ExitCode::usage;
 }
@@ -412,17 +432,32 @@ ExitCode SecretsCommands::run_rotate(Client& client, bool json) {
 
 ExitCode SecretsCommands::run_backup(Client& client, bool json) {
   std::string sealed_passphrase;
+  if (out_.empty() && !to_r2_) {
+    std::cerr << "orgctl secrets backup: give --out FILE or --to-r2\n";
+    return ExitCode::usage;
+  }
   if (const auto code = seal_passphrase(client, "backup", sealed_passphrase); code != ExitCode::ok) {
     return code;
   }
   v1::SecretBackupRequest request;
   request.set_actor(actor());
   request.set_sealed_passphrase(sealed_passphrase);
+  request.set_to_store(to_r2_);
   v1::SecretBackupReply reply;
   const CallResult result = client.call_quietly("secrets.backup", request, reply);
   if (result.code != ExitCode::ok) {
     std::cerr << "orgctl secrets backup: " << result.error << "\n";
     return result.code;
+  }
+  if (to_r2_) {
+    if (json) {
+      std::printf("{\"store\":\"%s\",\"key\":\"%s\",\"secrets\":%lld}\n", reply.store().c_str(),
+                  reply.store_key().c_str(), static_cast<long long>(reply.secrets()));
+    } else {
+      std::printf("wrote r2://%s to %s: %lld secrets\n", reply.store_key().c_str(),
+                  reply.store().c_str(), static_cast<long long>(reply.secrets()));
+    }
+    return ExitCode::ok;
   }
   // Written beside the target and renamed, mode 600 from the start: never a half file.
   const std::string temp = out_ + ".tmp";
@@ -454,17 +489,29 @@ ExitCode SecretsCommands::run_backup(Client& client, bool json) {
 }
 
 ExitCode SecretsCommands::run_restore(Client& client, bool json) {
-  auto bytes = read_file_bytes(file_, kMaxBackupBytes);
-  if (!bytes) {
-    print_error("restore", bytes.error());
-    return ExitCode::failed;
+  static constexpr std::string_view kScheme = "r2://";
+  std::string store_key = from_r2_;
+  if (file_.rfind(kScheme, 0) == 0) store_key = file_.substr(kScheme.size());
+  if (store_key.empty() && file_.empty()) {
+    std::cerr << "orgctl secrets restore: name a backup file, r2://KEY or --from-r2 KEY\n";
+    return ExitCode::usage;
+  }
+  std::string backup;
+  if (store_key.empty()) {
+    auto bytes = read_file_bytes(file_, kMaxBackupBytes);
+    if (!bytes) {
+      print_error("restore", bytes.error());
+      return ExitCode::failed;
+    }
+    backup = std::move(bytes.value());
   }
   std::string sealed_passphrase;
   if (const auto code = seal_passphrase(client, "restore", sealed_passphrase); code != ExitCode::ok) {
     return code;
   }
   v1::SecretRestoreRequest request;
-  request.set_backup(std::move(bytes.value()));
+  request.set_backup(std::move(backup));
+  request.set_store_key(store_key);
   request.set_actor(actor());
   request.set_request_id(random_request_id());
   request.set_sealed_passphrase(sealed_passphrase);
@@ -473,6 +520,24 @@ ExitCode SecretsCommands::run_restore(Client& client, bool json) {
   if (code != ExitCode::ok || json) return code;
   std::printf("restored %lld secrets (%lld unchanged)\n", static_cast<long long>(reply.restored()),
               static_cast<long long>(reply.unchanged()));
+  return ExitCode::ok;
+}
+
+ExitCode SecretsCommands::run_backups(Client& client, bool json) {
+  v1::SecretBackupRequest request;
+  request.set_actor(actor());
+  request.set_list_store(true);
+  v1::SecretBackupReply reply;
+  const auto code = client.call("secrets.backup", request, reply, json);
+  if (code != ExitCode::ok || json) return code;
+  const auto now = std::chrono::system_clock::now();
+  std::printf("%s: %d backups\n", reply.store().c_str(), reply.stored_size());
+  if (reply.stored_size() == 0) return ExitCode::ok;
+  std::printf("%-40s %10s %s\n", "KEY", "BYTES", "AGE");
+  for (const auto& b : reply.stored()) {
+    std::printf("%-40s %10lld %s\n", ("r2://" + b.key()).c_str(), static_cast<long long>(b.size()),
+                format_time(b.modified(), now).c_str());
+  }
   return ExitCode::ok;
 }
 

@@ -32,6 +32,7 @@ class SecretsCommands {
   ExitCode run_rotate(Client& client, bool json);
   ExitCode run_backup(Client& client, bool json);
   ExitCode run_restore(Client& client, bool json);
+  ExitCode run_backups(Client& client, bool json);
   ExitCode run_test(Client& client, bool json);
 
   // The vault's public key (P.api.secrets.key); prints the problem and returns nullopt when it
@@ -52,6 +53,7 @@ class SecretsCommands {
   CLI::App* rotate_ = nullptr;
   CLI::App* backup_ = nullptr;
   CLI::App* restore_ = nullptr;
+  CLI::App* backups_ = nullptr;
   CLI::App* init_ = nullptr;
   CLI::App* security_ = nullptr;
   CLI::App* test_ = nullptr;
@@ -66,6 +68,8 @@ class SecretsCommands {
   std::vector<std::string> names_;
   std::string reason_;
   std::string out_;
+  bool to_r2_ = false;
+  std::string from_r2_;
   std::string passphrase_env_;
   std::string repo_dir_ = ".";
   std::string env_file_ = ".env";

@@ -218,11 +218,25 @@ struct RotationPolicyConfig {
   int line = 0;
 };
 
-// secrets.backup: scheduled encrypted backups of the whole vault.
+// secrets.backup.r2: the same backups in an object store (docs/r2-backups.md).
+struct SecretsBackupStoreConfig {
+  bool enabled = false;  // the key is there
+  // The provider whose object store holds them; empty: the one provider offering one (chosen
+  // when the providers are built: ProviderSet::backup_store()).
+  std::string provider;
+  std::string bucket;  // required
+  std::string prefix = "orgd/backups/";
+  int line = 0;
+};
+
+// secrets.backup: scheduled encrypted backups of the whole vault, to `dir`, to `r2`, or both.
 struct SecretsBackupConfig {
-  std::string dir;  // empty: no scheduled backups
+  std::string dir;  // empty: no scheduled backups to files
   Duration interval{std::chrono::hours{24}};
   int keep = 14;
+  SecretsBackupStoreConfig r2;
+
+  bool scheduled() const { return !dir.empty() || r2.enabled; }
 };
 
 struct SecretsConfig {

@@ -40,7 +40,8 @@ constexpr auto kSecretSourceKeys = std::to_array<std::string_view>({"file", "sco
 constexpr auto kRotationKeys =
     std::to_array<std::string_view>({"max_age", "generate", "issuer", "overlap"});
 constexpr auto kGenerateKeys = std::to_array<std::string_view>({"length", "alphabet"});
-constexpr auto kBackupKeys = std::to_array<std::string_view>({"dir", "interval", "keep"});
+constexpr auto kBackupKeys = std::to_array<std::string_view>({"dir", "interval", "keep", "r2"});
+constexpr auto kBackupStoreKeys = std::to_array<std::string_view>({"provider", "bucket", "prefix"});
 constexpr auto kLogLevels =
     std::to_array<std::string_view>({"trace", "debug", "info", "warn", "error", "critical", "off"});
 constexpr auto kLogFormats = std::to_array<std::string_view>({"text", "json"});
@@ -418,6 +419,35 @@ class SectionReader {
       if (f.key == "dir") schema_.read_string(f, backup.dir, false);
       if (f.key == "interval") schema_.read_duration(f, false, backup.interval);
       if (f.key == "keep") schema_.read_int(f, 1, 10000, backup.keep);
+      if (f.key == "r2") load_backup_store(f, backup.r2);
+    }
+  }
+
+  void load_backup_store(const SchemaEntry& section, SecretsBackupStoreConfig& store) {
+    store.line = section.line;
+    auto fields =
+        schema_.mapping(section.value, section.path, section.value_line, kBackupStoreKeys);
+    if (!fields) return;
+    store.enabled = true;
+    bool has_bucket = false;
+    for (const SchemaEntry& f : *fields) {
+      if (f.key == "bucket") {
+        has_bucket = true;
+        schema_.read_string(f, store.bucket, false);
+      }
+      if (f.key == "prefix") schema_.read_string(f, store.prefix);
+      if (f.key == "provider") {
+        schema_.read_string(f, store.provider, false);
+        if (!store.provider.empty() && declared_providers_.count(store.provider) == 0) {
+          schema_.report(f.value_line, f.path,
+                         fmt::format("unknown provider {} (declare it under providers:)",
+                                     quoted(store.provider)));
+        }
+      }
+    }
+    if (!has_bucket) {
+      schema_.report(section.line, section.path + ".bucket",
+                     "required key missing (the bucket the backups go to)");
     }
   }
 
@@ -720,7 +750,7 @@ void ConfigSections::check_combinations(const Config& config) {
                    "set only one of master_key_file, master_key_env and passphrase_env");
   }
   bool uses_vault = !secrets.sources.empty() || !secrets.org_targets.empty() ||
-                    !secrets.rotation.empty() || !secrets.backup.dir.empty();
+                    !secrets.rotation.empty() || secrets.backup.scheduled();
   for (const auto& [name, repo] : config.repos) {
     if (!repo.secrets.empty()) uses_vault = true;
   }

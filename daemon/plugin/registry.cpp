@@ -147,7 +147,55 @@ std::shared_ptr<ProviderSet> ProviderSet::build(const Config& config,
         where(config.source, policy.line), name, provider->name(), provider->type(),
         fmt::join(provider->capabilities().names(), ", ")));
   }
+  if (const auto& r2 = config.secrets.backup.r2; r2.enabled) {
+    set->backup_store_ = build_backup_store(*set, config, problems);
+  }
   return set;
+}
+
+std::shared_ptr<ObjectStore> ProviderSet::build_backup_store(const ProviderSet& set,
+                                                             const Config& config,
+                                                             std::vector<std::string>& problems) {
+  const auto& r2 = config.secrets.backup.r2;
+  const std::string at = where(config.source, r2.line);
+  Provider* provider = nullptr;
+  if (!r2.provider.empty()) {
+    provider = set.find(r2.provider);
+    if (provider == nullptr) return nullptr;  // reported where it failed to build
+    if (!provider->capabilities().object_store) {
+      problems.push_back(fmt::format(
+          "{}: secrets.backup.r2.provider: provider {} ({}) has no object store (it offers: {})",
+          at, provider->name(), provider->type(),
+          fmt::join(provider->capabilities().names(), ", ")));
+      return nullptr;
+    }
+  } else {
+    std::vector<std::string> offering;
+    for (const auto& p : set.providers_) {
+      if (p->capabilities().object_store) {
+        offering.push_back(p->name());
+        provider = p.get();
+      }
+    }
+    if (offering.size() != 1) {
+      problems.push_back(
+          offering.empty()
+              ? fmt::format("{}: secrets.backup.r2: no provider offers an object store (declare "
+                            "a cloudflare provider)",
+                            at)
+              : fmt::format("{}: secrets.backup.r2.provider: required when several providers "
+                            "offer an object store ({})",
+                            at, fmt::join(offering, ", ")));
+      return nullptr;
+    }
+  }
+  try {
+    return provider->make_object_store(ObjectStoreConfig{r2.bucket, r2.prefix, r2.line},
+                                       config.source);
+  } catch (const ConfigError& e) {
+    problems.insert(problems.end(), e.problems().begin(), e.problems().end());
+    return nullptr;
+  }
 }
 
 const std::vector<std::shared_ptr<SecretTarget>>& ProviderSet::secret_targets(

@@ -60,17 +60,24 @@ class ProviderSet {
   // The org's (secrets.org_targets), in config order: org_secret_targets()[i] is
   // config.secrets.org_targets[i] when every one built.
   const std::vector<std::shared_ptr<SecretTarget>>& org_secret_targets() const;
+  // Where secrets.backup.r2 writes the backups: the store of its provider (named, or the one
+  // provider offering an object store); null when the config has no secrets.backup.r2.
+  const std::shared_ptr<ObjectStore>& backup_store() const { return backup_store_; }
 
  private:
   static std::shared_ptr<SecretTarget> build_secret_target(const ProviderSet& set,
                                                            const std::string& source,
                                                            const SecretTargetConfig& target,
                                                            std::vector<std::string>& problems);
+  static std::shared_ptr<ObjectStore> build_backup_store(const ProviderSet& set,
+                                                         const Config& config,
+                                                         std::vector<std::string>& problems);
 
   std::vector<std::unique_ptr<Provider>> providers_;
   std::map<std::string, Provider*> by_name_;
   std::map<std::string, std::vector<std::shared_ptr<SecretTarget>>> secret_targets_;
   std::vector<std::shared_ptr<SecretTarget>> org_secret_targets_;
+  std::shared_ptr<ObjectStore> backup_store_;
 };
 
 }  // namespace orgd

@@ -124,6 +124,14 @@ SecretsService::SecretsService(const Config& config, std::shared_ptr<SecretVault
                                     {{"result", "ok"}});
   operations_failed_ = &metrics.counter("orgd_secret_operations_total", "Secret operations",
                                         {{"result", "failed"}});
+  auto backups = [&](const char* destination, const char* result) {
+    return &metrics.counter("orgd_secret_backups_total", "Scheduled vault backups",
+                            {{"destination", destination}, {"result", result}});
+  };
+  backups_dir_ok_ = backups("dir", "ok");
+  backups_dir_failed_ = backups("dir", "failed");
+  backups_store_ok_ = backups("store", "ok");
+  backups_store_failed_ = backups("store", "failed");
   vault_->on_change([this](const VaultChange&) {
     std::lock_guard lock(mutex_);
     sync_wanted_at_ = std::chrono::steady_clock::now() + options_.settle;
@@ -572,38 +580,94 @@ Result<BackupKey> SecretsService::backup_key(const std::string& sealed_passphras
 }
 
 Result<v1::SecretBackupReply> SecretsService::backup(const v1::SecretBackupRequest& request) {
+  ObjectStore* store = backup_store();
+  if ((request.to_store() || request.list_store()) && store == nullptr) {
+    return invalid_argument("no object store for backups: secrets.backup.r2 is not configured");
+  }
+  v1::SecretBackupReply reply;
+  if (request.list_store()) {
+    auto listed = store_backups(*store);
+    if (!listed) return listed.error();
+    reply.set_store(store->describe());
+    for (const auto& object : listed.value()) {
+      auto* stored = reply.add_stored();
+      stored->set_key(object.key);
+      stored->set_size(static_cast<std::int64_t>(object.size));
+      if (object.modified) *stored->mutable_modified() = to_timestamp(*object.modified);
+    }
+    return reply;
+  }
   auto key = backup_key(request.sealed_passphrase());
   if (!key) return key.error();
   auto heads = vault_->list();
+  const auto now = clock_.now();
   auto written = make_backup(*vault_, key.value(), clock_);
+  std::vector<std::string> targets;
+  if (written && request.to_store()) {
+    targets.push_back(store->describe());
+    auto put = write_store_backup(*store, written.value(), now);
+    if (!put) {
+      written = put.error();
+    } else {
+      reply.set_store_key(put.value());
+      reply.set_store(store->describe());
+      targets.back() += put.value();
+      if (auto pruned = prune_store_backups(*store, config_.secrets.backup.keep); !pruned) {
+        logging::get("secrets")->warn("pruning the backups in {}: {}", store->describe(),
+                                      pruned.error().message);
+      }
+    }
+  }
   if (!written) {
-    audit("backup", "backup", {}, "", {}, request.actor(), "failed", written.error().message, "");
+    audit("backup", "backup", {}, "", targets, request.actor(), "failed", written.error().message,
+          "");
     operations_failed_->inc();
     return written.error();
   }
-  v1::SecretBackupReply reply;
   reply.set_secrets(heads ? static_cast<std::int64_t>(heads.value().size()) : 0);
-  reply.set_backup(std::move(written.value()));
-  *reply.mutable_created_at() = to_timestamp(clock_.now());
-  audit("backup", "backup", {}, "", {}, request.actor(), "ok", "", "");
+  if (!request.to_store()) reply.set_backup(std::move(written.value()));
+  *reply.mutable_created_at() = to_timestamp(now);
+  audit("backup", "backup", {}, "", targets, request.actor(), "ok", "", "");
   operations_ok_->inc();
   return reply;
 }
 
 Result<v1::SecretRestoreReply> SecretsService::restore(const v1::SecretRestoreRequest& request) {
+  std::vector<std::string> targets;
+  std::string fetched;
+  if (!request.store_key().empty()) {
+    if (!request.backup().empty()) {
+      return invalid_argument("set one of backup and store_key, not both");
+    }
+    ObjectStore* store = backup_store();
+    if (store == nullptr) {
+      return invalid_argument("no object store for backups: secrets.backup.r2 is not configured");
+    }
+    targets.push_back(store->describe() + request.store_key());
+    auto got = store->get(request.store_key());
+    if (!got) {
+      audit("restore", "restore", {}, "", targets, request.actor(), "failed", got.error().message,
+            request.request_id());
+      operations_failed_->inc();
+      return got.error();
+    }
+    fetched = std::move(got.value());
+  }
+  const std::string_view bytes =
+      request.store_key().empty() ? std::string_view{request.backup()} : std::string_view{fetched};
   auto key = backup_key(request.sealed_passphrase());
   if (!key) return key.error();
-  auto restored = restore_backup(*vault_, request.backup(), key.value());
+  auto restored = restore_backup(*vault_, bytes, key.value());
   if (!restored) {
-    audit("restore", "restore", {}, "", {}, request.actor(), "failed", restored.error().message,
-          request.request_id());
+    audit("restore", "restore", {}, "", targets, request.actor(), "failed",
+          restored.error().message, request.request_id());
     operations_failed_->inc();
     return restored.error();
   }
   v1::SecretRestoreReply reply;
   reply.set_restored(static_cast<std::int64_t>(restored.value().restored));
   reply.set_unchanged(static_cast<std::int64_t>(restored.value().unchanged));
-  audit("restore", "restore", {}, "", {}, request.actor(), "ok", "", request.request_id());
+  audit("restore", "restore", {}, "", targets, request.actor(), "ok", "", request.request_id());
   operations_ok_->inc();
   return reply;
 }
@@ -668,19 +732,52 @@ void SecretsService::watch_sources() {
 
 void SecretsService::scheduled_backup() {
   const auto& backup = config_.secrets.backup;
-  if (backup.dir.empty()) return;
+  ObjectStore* store = backup_store();
+  if (backup.dir.empty() && store == nullptr) return;
   const auto now = clock_.now();
   if (last_backup_ != Clock::time_point{} && now - last_backup_ < backup.interval) return;
+  // A failure is tried again at the next interval, not at the next tick.
   last_backup_ = now;
-  auto written = run_scheduled_backup(*vault_, BackupKey::with_master_key(master_key_.clone()),
-                                      backup.dir, backup.keep, clock_);
-  if (!written) {
-    logging::get("secrets")->warn("scheduled backup to {}: {}", backup.dir,
-                                  written.error().message);
-    audit("backup", "backup", {}, "", {}, "orgd:schedule", "failed", written.error().message, "");
+  const auto failed = [&](const std::string& where, const Error& error, Counter* counter) {
+    logging::get("secrets")->warn("scheduled backup to {}: {}", where, error.message);
+    audit("backup", "backup", {}, "", {where}, "orgd:schedule", "failed", error.message, "");
+    counter->inc();
+    operations_failed_->inc();
+  };
+  // One backup, the same encrypted bytes in every destination.
+  auto bytes = make_backup(*vault_, BackupKey::with_master_key(master_key_.clone()), clock_);
+  if (!bytes) {
+    failed(backup.dir.empty() ? store->describe() : backup.dir, bytes.error(),
+           backup.dir.empty() ? backups_store_failed_ : backups_dir_failed_);
     return;
   }
-  audit("backup", "backup", {}, "", {}, "orgd:schedule", "ok", "", "");
+  if (!backup.dir.empty()) {
+    auto written = write_backup_file(backup.dir, bytes.value(), now);
+    if (written) {
+      if (auto pruned = prune_backups(backup.dir, backup.keep); !pruned) written = pruned.error();
+    }
+    if (!written) {
+      failed(backup.dir, written.error(), backups_dir_failed_);
+    } else {
+      audit("backup", "backup", {}, "", {written.value().string()}, "orgd:schedule", "ok", "", "");
+      backups_dir_ok_->inc();
+    }
+  }
+  if (store != nullptr) {
+    auto put = write_store_backup(*store, bytes.value(), now);
+    if (!put) {
+      failed(store->describe(), put.error(), backups_store_failed_);
+      return;
+    }
+    const std::string where = store->describe() + put.value();
+    if (auto pruned = prune_store_backups(*store, backup.keep); !pruned) {
+      // The backup is there; the old ones go at the next interval.
+      failed(where, pruned.error(), backups_store_failed_);
+      return;
+    }
+    audit("backup", "backup", {}, "", {where}, "orgd:schedule", "ok", "", "");
+    backups_store_ok_->inc();
+  }
 }
 
 void SecretsService::tick() {

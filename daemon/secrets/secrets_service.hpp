@@ -133,6 +133,8 @@ class SecretsService {
   void loop();
   void watch_sources();
   void scheduled_backup();
+  // secrets.backup.r2's store (null when not configured).
+  ObjectStore* backup_store() const { return providers_->backup_store().get(); }
 
   const Config config_;
   std::shared_ptr<SecretVault> vault_;
@@ -149,6 +151,11 @@ class SecretsService {
   std::unique_ptr<RotationEngine> rotations_;
   Counter* operations_ok_ = nullptr;
   Counter* operations_failed_ = nullptr;
+  // orgd_secret_backups_total{destination=dir|store, result=ok|failed}: scheduled backups.
+  Counter* backups_dir_ok_ = nullptr;
+  Counter* backups_dir_failed_ = nullptr;
+  Counter* backups_store_ok_ = nullptr;
+  Counter* backups_store_failed_ = nullptr;
 
   std::mutex mutex_;  // guards sync_wanted_at_, source_times_, last_*_ and stop_
   std::condition_variable wake_;

@@ -407,18 +407,68 @@ Result<RestoreReport> restore_backup(SecretVault& vault, std::string_view bytes,
   return report;
 }
 
-Result<std::filesystem::path> write_backup_file(const std::filesystem::path& dir,
-                                                std::string_view bytes, TimePoint now) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return unavailable(fmt::format("backup dir {}: {}", dir.string(), ec.message()));
+std::string backup_name(TimePoint now) {
   // UTC whatever the machine's time zone (the name says Z).
   const std::time_t t = std::chrono::system_clock::to_time_t(now);
   std::tm utc{};
   gmtime_r(&t, &utc);
   char stamp[32];
   std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &utc);
-  const std::string name = kPrefix + stamp + kSuffix;
+  return kPrefix + stamp + kSuffix;
+}
+
+bool is_backup_name(std::string_view name) {
+  return name.size() > kPrefix.size() + kSuffix.size() && name.rfind(kPrefix, 0) == 0 &&
+         name.compare(name.size() - kSuffix.size(), kSuffix.size(), kSuffix) == 0 &&
+         name.find('/') == std::string_view::npos;
+}
+
+Result<std::string> write_store_backup(ObjectStore& store, std::string_view bytes, TimePoint now) {
+  if (auto ensured = store.ensure(); !ensured) return ensured.error();
+  std::string key = backup_name(now);
+  // Two backups in one second (a scheduled one and an operator's) must not replace each other:
+  // the later gets a -2, -3 … before the suffix.
+  const std::string stem = key.substr(0, key.size() - kSuffix.size());
+  auto same_second = store.list(stem);
+  if (!same_second) return same_second.error();
+  if (!same_second.value().empty()) {
+    key = stem + "-" + std::to_string(same_second.value().size() + 1) + kSuffix;
+  }
+  if (auto put = store.put(key, bytes); !put) return put.error();
+  return key;
+}
+
+Result<std::vector<StoredObject>> store_backups(ObjectStore& store) {
+  auto listed = store.list(std::string{kPrefix});
+  if (!listed) return listed.error();
+  std::vector<StoredObject> out;
+  for (auto& object : listed.value()) {
+    if (is_backup_name(object.key)) out.push_back(std::move(object));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const StoredObject& a, const StoredObject& b) { return a.key < b.key; });
+  return out;
+}
+
+Result<std::vector<std::string>> prune_store_backups(ObjectStore& store, int keep) {
+  auto backups = store_backups(store);
+  if (!backups) return backups.error();
+  const auto& all = backups.value();
+  const std::size_t kept = static_cast<std::size_t>(std::max(keep, 1));
+  std::vector<std::string> removed;
+  for (std::size_t i = 0; i + kept < all.size(); ++i) {
+    if (auto gone = store.remove(all[i].key); !gone) return gone.error();
+    removed.push_back(all[i].key);
+  }
+  return removed;
+}
+
+Result<std::filesystem::path> write_backup_file(const std::filesystem::path& dir,
+                                                std::string_view bytes, TimePoint now) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return unavailable(fmt::format("backup dir {}: {}", dir.string(), ec.message()));
+  const std::string name = backup_name(now);
   const std::filesystem::path path = dir / name;
   std::string temp = (dir / ("." + name + ".XXXXXX")).string();
   const int fd = mkstemp(temp.data());  // mode 0600
@@ -460,9 +510,7 @@ Result<std::vector<std::filesystem::path>> prune_backups(const std::filesystem::
   std::vector<std::filesystem::path> backups;
   for (std::filesystem::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
-    if (name.size() > kPrefix.size() + kSuffix.size() && name.rfind(kPrefix, 0) == 0 &&
-        name.compare(name.size() - kSuffix.size(), kSuffix.size(), kSuffix) == 0 &&
-        it->is_regular_file()) {
+    if (is_backup_name(name) && it->is_regular_file()) {
       backups.push_back(it->path());
     }
   }

@@ -23,6 +23,7 @@
 #include "daemon/core/clock.hpp"
 #include "daemon/core/errors.hpp"
 #include "daemon/core/secret.hpp"
+#include "daemon/plugin/provider.hpp"
 #include "daemon/secrets/master_key.hpp"
 #include "daemon/secrets/secret_vault.hpp"
 
@@ -82,6 +83,20 @@ Result<BackupContents> read_backup(std::string_view bytes, const BackupKey& key)
 // backup changes nothing.
 Result<RestoreReport> restore_backup(SecretVault& vault, std::string_view bytes,
                                      const BackupKey& key);
+
+// A backup's name, file or object: orgd-vault-<UTC YYYYMMDDTHHMMSSZ>.bak (sorts as time does).
+std::string backup_name(std::chrono::system_clock::time_point now);
+bool is_backup_name(std::string_view name);
+
+// Backups in an object store (secrets.backup.r2, docs/r2-backups.md): `bytes` put under
+// backup_name(now) after the store's ensure() (orgd-vault-<stamp>-2.bak … when that second
+// already has one) -> the key (without the store's prefix).
+Result<std::string> write_store_backup(ObjectStore& store, std::string_view bytes,
+                                       std::chrono::system_clock::time_point now);
+// The backups in the store (objects named as backup_name() makes them), oldest first.
+Result<std::vector<StoredObject>> store_backups(ObjectStore& store);
+// Removes all but the `keep` newest of them (other objects are left alone) -> the keys removed.
+Result<std::vector<std::string>> prune_store_backups(ObjectStore& store, int keep);
 
 // Scheduled backups: `bytes` to `<dir>/orgd-vault-<UTC YYYYMMDDTHHMMSSZ>.bak`, mode 0600,
 // written to a temp file in `dir`, synced, then renamed (no half-written backup is ever seen

@@ -2,13 +2,13 @@
 
 #include <fmt/format.h>
 
+#include <cctype>
+
 #include "daemon/core/config.hpp"
 #include "plugins/cloudflare/containers_deploys.hpp"
+#include "plugins/cloudflare/r2_store.hpp"
 #include "plugins/cloudflare/worker_secrets.hpp"
 #include "plugins/cloudflare/workers_deploys.hpp"
-#ifdef ORGD_CLOUDFLARE_R2
-#include "plugins/cloudflare/r2_store.hpp"
-#endif
 
 namespace orgd::cloudflare {
 
@@ -22,7 +22,29 @@ Secret bearer(std::string_view token) {
   return Secret::take(std::move(text));
 }
 
+// The provider's one HTTP client, made when the first request needs it.
+class LazyTransport final : public HttpTransport {
+ public:
+  explicit LazyTransport(std::shared_ptr<RestClient> rest) : rest_(std::move(rest)) {}
+  Result<HttpResponse> send(HttpRequest request) override {
+    auto transport = rest_->transport();
+    if (!transport) return transport.error();
+    return transport.value()->send(std::move(request));
+  }
+
+ private:
+  std::shared_ptr<RestClient> rest_;
+};
+
 }  // namespace
+
+bool valid_bucket_name(const std::string& name) {
+  if (name.size() < 3 || name.size() > 63) return false;
+  for (const unsigned char c : name) {
+    if (!(std::islower(c) || std::isdigit(c) || c == '-')) return false;
+  }
+  return name.front() != '-' && name.back() != '-';
+}
 
 // The token read once, on first use: its value (R2 derives its S3 key from it) and its
 // Authorization header.
@@ -74,15 +96,7 @@ CloudflareProvider::CloudflareProvider(Settings settings, const ProviderServices
 }
 
 Capabilities CloudflareProvider::capabilities() const {
-  return {.deploy_target = true,
-          .secret_target = true,
-          .health_probe = true,
-#ifdef ORGD_CLOUDFLARE_R2
-          .object_store = true
-#else
-          .object_store = false
-#endif
-  };
+  return {.deploy_target = true, .secret_target = true, .health_probe = true, .object_store = true};
 }
 
 std::unique_ptr<DeployTarget> CloudflareProvider::make_deploy_target(
@@ -99,24 +113,30 @@ std::unique_ptr<SecretTarget> CloudflareProvider::make_secret_target(
 
 std::unique_ptr<ObjectStore> CloudflareProvider::make_object_store(const ObjectStoreConfig& config,
                                                                    const std::string& source_file) {
-#ifdef ORGD_CLOUDFLARE_R2
+  const auto problem = [&](const std::string& key, const std::string& text) {
+    return ConfigError(
+        {fmt::format("{}:{}: secrets.backup.r2.{}: {}", source_file, config.line, key, text)});
+  };
+  if (!valid_bucket_name(config.bucket)) {
+    throw problem("bucket",
+                  "an R2 bucket name is 3 to 63 lower-case letters, digits and hyphens, "
+                  "beginning and ending with a letter or digit");
+  }
+  if (!config.prefix.empty() && config.prefix.front() == '/') {
+    throw problem("prefix", "a key prefix does not begin with '/'");
+  }
+  if (config.prefix.size() > 512) throw problem("prefix", "at most 512 bytes");
   R2Settings r2;
   r2.account_id = settings_.account_id;
   r2.api_url = settings_.api_url;
   r2.s3_url = settings_.r2_url;
   r2.jurisdiction = settings_.r2_jurisdiction;
   r2.store = config;
-  (void)source_file;
-  auto transport = rest_->transport();
-  if (!transport) {
-    throw ConfigError({fmt::format("{}:{}: secrets.backup.r2: provider {}: {}", source_file,
-                                   config.line, name(), transport.error().message)});
-  }
-  return make_r2_store(std::move(r2), transport.value(), [token = token_] { return token->get(/*as_header=*/false); },
-                       services_.clock);
-#else
-  return Provider::make_object_store(config, source_file);
-#endif
+  // The transport is made on the first call (a ca_file that cannot be read fails that call).
+  auto transport = std::make_shared<LazyTransport>(rest_);
+  return make_r2_store(
+      std::move(r2), std::move(transport),
+      [token = token_] { return token->get(/*as_header=*/false); }, services_.clock);
 }
 
 std::unique_ptr<Provider> make_cloudflare_provider(const ProviderConfig& config,

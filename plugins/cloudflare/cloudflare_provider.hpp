@@ -48,6 +48,9 @@ class CloudflareProvider final : public Provider {
   CloudflareHealthProbe probe_;
 };
 
+// An R2 bucket name: 3 to 63 of a-z, 0-9 and '-', not beginning or ending with '-'.
+bool valid_bucket_name(const std::string& name);
+
 // The registry's factory for type `cloudflare`.
 std::unique_ptr<Provider> make_cloudflare_provider(const ProviderConfig& config,
                                                    const ProviderServices& services,

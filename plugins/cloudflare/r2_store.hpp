@@ -26,6 +26,7 @@ struct R2Settings {
   std::string s3_url;
   std::string jurisdiction;  // "" (default) | eu | fedramp | us
   ObjectStoreConfig store;   // bucket and prefix
+  int max_keys = 1000;       // ListObjectsV2 page size asked for (R2 answers at most 1,000)
 };
 
 // The API token, read when first needed (a missing token is the first call's error).

@@ -26,6 +26,8 @@ constexpr int kNotDeployed = 10215;       // guess: the secret edit refusal has 
 constexpr int kSecretNotFound = 10056;    // guess
 constexpr int kRateLimited = 971;         // "Please wait and consider throttling your request speed"
 constexpr int kInjected = 10013;          // guess: an internal failure reported with HTTP 200
+constexpr int kBucketExists = 10004;      // "The bucket you tried to create already exists…"
+constexpr int kBucketNameInvalid = 10005;  // guess
 
 const std::set<std::string> kModuleTypes = {
     "application/javascript+module", "text/javascript+module", "application/javascript",
@@ -127,6 +129,9 @@ std::string route_of(const std::string& method, const std::vector<std::string>& 
     }
     return r;
   }
+  if (seg[2] == "r2" && seg.size() == 4 && seg[3] == "buckets") {
+    return method + " /accounts/{account_id}/r2/buckets";
+  }
   if (seg[2] == "containers" && seg.size() >= 5 && seg[3] == "applications") {
     const std::string base = method + " /accounts/{account_id}/containers/applications/{application_id}";
     if (seg.size() == 5) return base;
@@ -203,6 +208,8 @@ struct FakeCloudflare::State {
   std::map<std::string, CfWorker> workers;
   std::map<std::string, CfApplication> applications;
   std::vector<CfRollout> rollouts;
+  R2BucketCreate r2_create;
+  std::set<std::string> r2_buckets;  // when no r2_create
   std::vector<CfCall> calls;
   int next_id = 1;
   bool revert = false;
@@ -305,6 +312,8 @@ struct FakeCloudflare::State {
                 const std::map<std::string, std::string>& query, std::string& route_name);
   Reply containers_route(const FakeRequest& request, const std::vector<std::string>& seg,
                    std::string& route_name);
+  Reply r2_route(const FakeRequest& request, const std::vector<std::string>& seg,
+                 std::string& route_name);
   Reply upload(CfWorker& w, const FakeRequest& request);
   Reply create_deployment(CfWorker& w, const FakeRequest& request, bool force);
 };
@@ -411,7 +420,38 @@ Reply FakeCloudflare::State::route(const FakeRequest& request, const std::vector
   }
   if (seg[2] == "workers") return workers_route(request, seg, query, route_name);
   if (seg[2] == "containers") return containers_route(request, seg, route_name);
+  if (seg[2] == "r2") return r2_route(request, seg, route_name);
   return failure(404, kRouteError, "No route for that URI");
+}
+
+Reply FakeCloudflare::State::r2_route(const FakeRequest& request,
+                                      const std::vector<std::string>& seg,
+                                      std::string& route_name) {
+  if (seg.size() != 4 || seg[3] != "buckets")
+    return failure(404, kRouteError, "No route for that URI");
+  route_name = request.method + " /accounts/{account_id}/r2/buckets";
+  if (request.method != "POST") return failure(405, kRouteError, "Method not allowed");
+  const auto body = json::parse(request.body, nullptr, false);
+  const std::string name = body.is_object() && body.contains("name") && body["name"].is_string()
+                               ? body["name"].get<std::string>()
+                               : "";
+  bool valid = name.size() >= 3 && name.size() <= 63 && name.front() != '-' && name.back() != '-';
+  for (const unsigned char c : name) {
+    if (!(std::islower(c) || std::isdigit(c) || c == '-')) valid = false;
+  }
+  if (!valid) return failure(400, kBucketNameInvalid, "The bucket name is not valid.");
+  std::string jurisdiction = request.header("cf-r2-jurisdiction");
+  if (jurisdiction.empty()) jurisdiction = "default";
+  const bool created = r2_create ? r2_create(name, jurisdiction) : r2_buckets.insert(name).second;
+  if (!created) {
+    return failure(409, kBucketExists,
+                   "The bucket you tried to create already exists, and you own it.");
+  }
+  return ok({{"name", name},
+             {"creation_date", "2026-12-03T00:00:00.000Z"},
+             {"location", "WEUR"},
+             {"jurisdiction", jurisdiction},
+             {"storage_class", "Standard"}});
 }
 
 Reply FakeCloudflare::State::workers_route(const FakeRequest& request,
@@ -722,6 +762,19 @@ std::string FakeCloudflare::token_id(const std::string& token) const {
   std::lock_guard lock(state_->mutex);
   const auto it = state_->tokens.find(token);
   return it == state_->tokens.end() ? std::string{} : it->second.id;
+}
+
+void FakeCloudflare::set_r2_buckets(R2BucketCreate create) {
+  std::lock_guard lock(state_->mutex);
+  state_->r2_create = std::move(create);
+}
+
+std::optional<std::string> FakeCloudflare::token_by_id(const std::string& id) const {
+  std::lock_guard lock(state_->mutex);
+  for (const auto& [token, info] : state_->tokens) {
+    if (info.id == id && info.status == "active") return token;
+  }
+  return std::nullopt;
 }
 
 void FakeCloudflare::add_worker(const std::string& name, std::map<std::string, std::string> secrets) {

@@ -133,6 +133,16 @@ class FakeCloudflare {
   // Requests left in this window; the budget starts anew when the window ends.
   void set_rate_limit_remaining(int remaining);
 
+  // R2's bucket API, POST /accounts/{id}/r2/buckets (cloud-apis.md §2.6): `create` keeps the
+  // buckets and says whether the name was new (connect_r2() in fake_s3.hpp hands it to the fake
+  // S3). Without it the fake keeps the names itself. An existing bucket is answered 409 with
+  // code 10004, an invalid name 400 with 10005.
+  using R2BucketCreate =
+      std::function<bool(const std::string& name, const std::string& jurisdiction)>;
+  void set_r2_buckets(R2BucketCreate create);
+  // The value of the active token with this id (the fake S3 derives its secret key from it).
+  std::optional<std::string> token_by_id(const std::string& id) const;
+
   std::vector<CfCall> calls() const;
   std::size_t count(const std::string& route) const;
   void clear_calls();
