@@ -142,6 +142,17 @@ TEST_F(SynadiaRotationE2e, IssuedCredsReachGithubAndTheOldUserIsRevokedAndDelete
   const testing::SynUser first = *held_user();
   EXPECT_THAT(first.name, ::testing::StartsWith("orgd-nats-deployer-creds-"));
   const std::string first_creds = *at_github();
+  // The first rotation ends after its overlap (it had no credential to revoke); the next one
+  // revokes the credential this one issued.
+  const auto retired = [&](std::size_t count) {
+    std::size_t n = 0;
+    for (const auto& m : everything.messages()) {
+      n += m.subject == "org.acme.events.secrets.NATS_DEPLOYER_CREDS.rotation_retired" ? 1 : 0;
+    }
+    return n >= count;
+  };
+  ASSERT_TRUE(wait_until([&] { return retired(1); }, 30s)) << orgd->describe();
+  EXPECT_TRUE(synadia_.synadia().revocations(account_).empty());
 
   ASSERT_EQ(orgctl({"secrets", "rotate", "NATS_DEPLOYER_CREDS", "--scope", "api"}), 0) << outputs_;
   ASSERT_TRUE(wait_until(
