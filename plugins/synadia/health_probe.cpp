@@ -113,10 +113,10 @@ Result<ProbeResult> SynadiaHealthProbe::probe() {
                                                             : ids.value().account_name);
       // Quotas: the account's limits and its usage; a failure here is not the probe's.
       auto account = api_->get_account(ids.value().account_id);
-      auto info = api_->account_info(ids.value().account_id);
+      auto metrics = api_->account_metrics(ids.value().account_id);
       r.quotas = read_quotas(account ? account.value() : nlohmann::json::object(),
-                             info ? info.value() : nlohmann::json::object());
-      if (!info) r.last_error = info.error().message;
+                             metrics ? metrics.value() : nlohmann::json::object());
+      if (!metrics) r.last_error = metrics.error().message;
     }
   }
   if (!settings.nats_url.empty()) {

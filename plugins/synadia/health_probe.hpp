@@ -2,7 +2,7 @@
 
 // The synadia provider's health probe: the token (GET the system; the settings' names resolved
 // to ids on first use), the account's JetStream limits and usage as quotas (the account's
-// jwt_settings and GET /accounts/{id}/info, read tolerantly), and, when nats_url is set, a
+// jwt_settings and GET /accounts/{id}/metrics, read tolerantly), and, when nats_url is set, a
 // connect to the managed NATS with the configured creds (creds_env / creds_file, else the
 // creds this provider issued last). The circuit and the last error come from the HTTP client.
 

@@ -194,8 +194,9 @@ Result<NatsUser> read_user(const nlohmann::json& json) {
 std::vector<ProviderQuota> read_quotas(const nlohmann::json& account, const nlohmann::json& info) {
   // Limits: the account's jwt_settings.limits (the account claims' shape: mem_storage,
   // disk_storage, streams, consumer, conn; -1 is unlimited), else the info's JetStream limits
-  // (max_memory, max_storage, ...). Usage: the info's JetStream numbers, flat or under
-  // `jetstream` / `jetstream.stats`. None of this is documented in detail (unconfirmed).
+  // (max_memory, max_storage, ...). Usage: the metrics' nats_core_account_* numbers (the Go
+  // SDK's AccountMetrics), else JetStream numbers, flat or under `jetstream` /
+  // `jetstream.stats`. Not in cloud-apis.md (unconfirmed).
   const nlohmann::json empty = nlohmann::json::object();
   const nlohmann::json* limits = &empty;
   for (const auto* source : {&account, &info}) {
@@ -231,21 +232,27 @@ std::vector<ProviderQuota> read_quotas(const nlohmann::json& account, const nloh
   struct Row {
     const char* name;
     const char* used;
+    const char* metric;  // GET /accounts/{id}/metrics (AccountMetrics of the Go SDK)
     const char* claim_limit;
     const char* js_limit;
   };
   const Row rows[] = {
-      {"jetstream_memory_bytes", "memory", "mem_storage", "max_memory"},
-      {"jetstream_storage_bytes", "storage", "disk_storage", "max_storage"},
-      {"jetstream_streams", "streams", "streams", "max_streams"},
-      {"jetstream_consumers", "consumers", "consumer", "max_consumers"},
-      {"connections", "connections", "conn", "max_connections"},
+      {"jetstream_memory_bytes", "memory", "nats_core_account_jetstream_memory_used",
+       "mem_storage", "max_memory"},
+      {"jetstream_storage_bytes", "storage", "nats_core_account_jetstream_storage_used",
+       "disk_storage", "max_storage"},
+      {"jetstream_streams", "streams", "nats_core_account_jetstream_stream_count", "streams",
+       "max_streams"},
+      {"jetstream_consumers", "consumers", "nats_core_account_jetstream_consumer_count",
+       "consumer", "max_consumers"},
+      {"connections", "connections", "nats_core_account_conn_count", "conn", "max_connections"},
   };
   std::vector<ProviderQuota> out;
   for (const Row& row : rows) {
     ProviderQuota q;
     q.name = row.name;
-    q.used = int_at(*usage, {row.used});
+    q.used = int_at(info, {row.metric});
+    if (!q.used) q.used = int_at(*usage, {row.used});
     auto limit = int_at(*limits, {row.claim_limit});
     if (!limit) limit = int_at(*js_limits, {row.js_limit});
     if (limit && *limit >= 0) q.limit = limit;
@@ -378,6 +385,14 @@ Result<nlohmann::json> SynadiaApi::account_info(const std::string& account_id, D
   request.path = "/accounts/" + path_segment(account_id) + "/info";
   request.deadline = deadline;
   return call_json("reading the info of account " + account_id, request);
+}
+
+Result<nlohmann::json> SynadiaApi::account_metrics(const std::string& account_id,
+                                                   Deadline deadline) {
+  Request request;
+  request.path = "/accounts/" + path_segment(account_id) + "/metrics";
+  request.deadline = deadline;
+  return call_json("reading the metrics of account " + account_id, request);
 }
 
 Result<std::vector<nlohmann::json>> SynadiaApi::list_sk_groups(const std::string& account_id,

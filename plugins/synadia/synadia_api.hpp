@@ -89,6 +89,8 @@ class SynadiaApi {
                                         Deadline deadline = {});
   Result<nlohmann::json> get_account(const std::string& account_id, Deadline deadline = {});
   Result<nlohmann::json> account_info(const std::string& account_id, Deadline deadline = {});
+  // GET /accounts/{id}/metrics: the account's usage (nats_core_account_* gauges).
+  Result<nlohmann::json> account_metrics(const std::string& account_id, Deadline deadline = {});
   Result<std::vector<nlohmann::json>> list_sk_groups(const std::string& account_id,
                                                      Deadline deadline = {});
   Result<NatsUser> create_user(const std::string& account_id, const std::string& name,
@@ -144,9 +146,10 @@ struct CredsParts {
 };
 CredsParts split_creds(std::string_view creds);
 
-// The account's JetStream limits (its JWT settings) and usage (its info), read tolerantly:
-// absent fields are left out. cloud-apis.md does not document the shapes (unconfirmed).
-std::vector<ProviderQuota> read_quotas(const nlohmann::json& account, const nlohmann::json& info);
+// The account's JetStream limits (its jwt_settings: the account JWT's limits) and usage (its
+// metrics, or a JetStream account info), read tolerantly: absent fields are left out.
+// cloud-apis.md does not document the shapes (unconfirmed).
+std::vector<ProviderQuota> read_quotas(const nlohmann::json& account, const nlohmann::json& usage);
 
 std::string path_segment(std::string_view text);
 std::string string_field(const nlohmann::json& json, const char* key);

@@ -404,6 +404,19 @@ FakeResponse FakeSynadia::route(const FakeRequest& request, const std::vector<st
       route_name = "GET /accounts/{accountId}/info";
       return answer(200, {{"id", it->second.id}, {"jetstream", it->second.usage}});
     }
+    if (n == 3 && p[2] == "metrics" && m == "GET") {
+      if (it == accounts_.end()) return missing("GET /accounts/{accountId}/metrics");
+      route_name = "GET /accounts/{accountId}/metrics";
+      // AccountMetrics (the Go SDK's model): gauges as numbers, 0 when nothing is set.
+      const json& u = it->second.usage;
+      auto gauge = [&](const char* key) { return u.is_object() && u.contains(key) ? u[key] : json(0); };
+      return answer(200, {{"nats_core_account_jetstream_memory_used", gauge("memory")},
+                          {"nats_core_account_jetstream_storage_used", gauge("storage")},
+                          {"nats_core_account_jetstream_stream_count", gauge("streams")},
+                          {"nats_core_account_jetstream_consumer_count", gauge("consumers")},
+                          {"nats_core_account_conn_count", gauge("connections")},
+                          {"nats_core_account_jetstream_enabled", 1}});
+    }
     if (n == 3 && p[2] == "account-sk-groups" && m == "GET") {
       if (it == accounts_.end()) return missing("GET /accounts/{accountId}/account-sk-groups");
       route_name = "GET /accounts/{accountId}/account-sk-groups";

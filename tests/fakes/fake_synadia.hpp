@@ -12,9 +12,11 @@
 // the accounts preloaded, so the creds it hands out connect to a real server, and a revoked
 // user's creds are refused by a server started with the config written after the revocation.
 //
-// Guesses (nothing documented): GET /accounts/{id}/info answers {jetstream: {memory, storage,
-// streams, consumers}}; an account's jwt_settings carry {limits: {mem_storage, disk_storage,
-// streams, consumer, conn}}; a 429 (throttle_next) carries Retry-After.
+// Guesses (not in cloud-apis.md): GET /accounts/{id}/info answers {jetstream: {memory, storage,
+// streams, consumers}}; GET /accounts/{id}/metrics the Go SDK's AccountMetrics gauges
+// (nats_core_account_jetstream_storage_used, ...); an account's jwt_settings carry {limits:
+// {mem_storage, disk_storage, streams, consumer, conn}}; a 429 (throttle_next) carries
+// Retry-After.
 
 #include <nlohmann/json.hpp>
 

@@ -289,7 +289,7 @@ TEST_F(SynadiaProviderTest, TheProbeChecksTheTokenReadsQuotasAndConnectsToNats) 
   EXPECT_EQ(q[3].used, 7);
   EXPECT_FALSE(q[3].limit) << "-1 is unlimited";
   EXPECT_EQ(q[4].name, "connections");
-  EXPECT_FALSE(q[4].used) << "not in the info";
+  EXPECT_EQ(q[4].used, 0) << "the fake's metrics count no connections";
   EXPECT_EQ(q[4].limit, 100);
 
   // Issued creds: the probe connects with them (the server trusts the fake's account).
@@ -361,13 +361,16 @@ TEST_F(SynadiaProviderTest, QuotasReachProviderStatus) {
   ASSERT_EQ(list.providers_size(), 1);
   const auto& status = list.providers(0);
   EXPECT_TRUE(status.ok()) << status.detail();
-  ASSERT_EQ(status.quotas_size(), 2);
-  EXPECT_EQ(status.quotas(0).name(), "jetstream_storage_bytes");
-  EXPECT_EQ(status.quotas(0).used(), 5 << 20);
-  EXPECT_EQ(status.quotas(0).limit(), 1 << 30);
-  EXPECT_EQ(status.quotas(1).name(), "jetstream_streams");
-  EXPECT_EQ(status.quotas(1).used(), 3);
-  EXPECT_EQ(status.quotas(1).limit(), 10);
+  // Every quota the metrics count; limits where jwt_settings has them.
+  ASSERT_EQ(status.quotas_size(), 5);
+  EXPECT_EQ(status.quotas(0).name(), "jetstream_memory_bytes");
+  EXPECT_FALSE(status.quotas(0).has_limit());
+  EXPECT_EQ(status.quotas(1).name(), "jetstream_storage_bytes");
+  EXPECT_EQ(status.quotas(1).used(), 5 << 20);
+  EXPECT_EQ(status.quotas(1).limit(), 1 << 30);
+  EXPECT_EQ(status.quotas(2).name(), "jetstream_streams");
+  EXPECT_EQ(status.quotas(2).used(), 3);
+  EXPECT_EQ(status.quotas(2).limit(), 10);
 }
 
 }  // namespace

@@ -166,6 +166,19 @@ TEST(SynadiaClientPieces, QuotasFromLimitsAndUsageInEitherShape) {
   EXPECT_EQ(flat[1].limit, 200);
   EXPECT_FALSE(flat[2].limit);
   EXPECT_EQ(flat[3].limit, 40);
+  // The metrics' gauges (floats), limits from the account claims' shape.
+  const auto metrics = read_quotas(
+      nlohmann::json::parse(R"({"jwt_settings":{"limits":{"disk_storage":4096,"streams":-1}}})"),
+      nlohmann::json::parse(R"({"nats_core_account_jetstream_storage_used":1024.0,
+        "nats_core_account_jetstream_stream_count":2,"nats_core_account_conn_count":3})"));
+  ASSERT_EQ(metrics.size(), 3u);
+  EXPECT_EQ(metrics[0].name, "jetstream_storage_bytes");
+  EXPECT_EQ(metrics[0].used, 1024);
+  EXPECT_EQ(metrics[0].limit, 4096);
+  EXPECT_EQ(metrics[1].used, 2);
+  EXPECT_FALSE(metrics[1].limit);
+  EXPECT_EQ(metrics[2].name, "connections");
+  EXPECT_EQ(metrics[2].used, 3);
   // Nothing known: nothing shown; hostile shapes tolerated.
   EXPECT_TRUE(read_quotas(nlohmann::json::parse(R"({"jwt_settings":[1]})"),
                           nlohmann::json::parse(R"({"jetstream":"x"})"))
