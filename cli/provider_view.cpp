@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <cstdint>
 #include <vector>
 
 #include "cli/deploy_view.hpp"
@@ -29,6 +30,20 @@ std::string rate_limit(const v1::ProviderStatus& p, std::chrono::system_clock::t
   return out;
 }
 
+// Bytes as KiB/MiB/GiB for the *_bytes quotas, counts as they are.
+std::string quota_value(const std::string& name, std::int64_t value) {
+  const bool bytes = name.size() > 6 && name.compare(name.size() - 6, 6, "_bytes") == 0;
+  if (!bytes || value < 1024) return std::to_string(value);
+  const char* units[] = {"KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(value);
+  int unit = -1;
+  while (v >= 1024 && unit < 3) {
+    v /= 1024;
+    ++unit;
+  }
+  return fmt::format("{:.1f} {}", v, units[unit]);
+}
+
 }  // namespace
 
 std::string render_provider_list(const v1::ProviderList& list,
@@ -43,9 +58,19 @@ std::string render_provider_list(const v1::ProviderList& list,
                     p.probed() ? format_age(p.checked_at(), now) : "-",
                     said.empty() ? "-" : sanitize_line(said)});
   }
-  return render_table(
+  std::string out = render_table(
       {"NAME", "TYPE", "CAPABILITIES", "PROBE", "RATE LIMIT", "CIRCUIT", "CHECKED", "DETAIL"},
       rows);
+  std::vector<std::vector<std::string>> quotas;
+  for (const auto& p : list.providers()) {
+    for (const auto& q : p.quotas()) {
+      quotas.push_back({p.name(), sanitize_line(q.name()),
+                        q.has_used() ? quota_value(q.name(), q.used()) : "-",
+                        q.has_limit() ? quota_value(q.name(), q.limit()) : "unlimited"});
+    }
+  }
+  if (!quotas.empty()) out += "\n" + render_table({"PROVIDER", "QUOTA", "USED", "LIMIT"}, quotas);
+  return out;
 }
 
 }  // namespace orgd::cli

@@ -9,19 +9,20 @@
 #include "plugins/github/github_provider.hpp"
 #include "plugins/local/local_provider.hpp"
 #include "plugins/remote/remote_provider.hpp"
+#include "plugins/synadia/synadia_provider.hpp"
 
 namespace orgd {
 
 namespace {
 
-// The one list of built-in providers. The types the config accepts but that are not here yet
-// (synadia) fail in create() with a clear message.
+// The one list of built-in providers.
 std::vector<std::pair<std::string, ProviderRegistry::Factory>> builtin_factories() {
   return {
       {"local", make_local_provider},
       {"exec", make_exec_provider},
       {"github", make_github_provider},
       {"cloudflare", make_cloudflare_provider},
+      {"synadia", make_synadia_provider},
       {"remote", make_remote_provider},
   };
 }

@@ -103,6 +103,12 @@ void ProviderMonitor::probe_all() {
     if (r.rate_limit_reset) *status.mutable_rate_limit_reset() = to_timestamp(*r.rate_limit_reset);
     status.set_circuit(r.circuit);
     status.set_last_error(r.last_error);
+    for (const ProviderQuota& q : r.quotas) {
+      auto* quota = status.add_quotas();
+      quota->set_name(q.name);
+      if (q.used) quota->set_used(*q.used);
+      if (q.limit) quota->set_limit(*q.limit);
+    }
     results[provider->name()] = std::move(status);
   }
   std::lock_guard lock(mutex_);

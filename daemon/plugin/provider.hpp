@@ -196,6 +196,15 @@ class ObjectStore {
   virtual Result<Ok> remove(const std::string& key) = 0;
 };
 
+// One quota a provider's account shows (Synadia: JetStream storage, streams, consumers): how
+// much is used and the limit, each absent when the provider does not say (a limit absent:
+// unlimited or not shown).
+struct ProviderQuota {
+  std::string name;  // "jetstream_storage_bytes", "jetstream_streams", ...
+  std::optional<std::int64_t> used;
+  std::optional<std::int64_t> limit;
+};
+
 // What a provider's health probe found: its credentials, its API's budget, its client's state.
 struct ProbeResult {
   bool ok = false;
@@ -205,6 +214,7 @@ struct ProbeResult {
   std::optional<Clock::time_point> rate_limit_reset;
   std::string circuit;     // closed | half_open | open; empty when the provider has no client
   std::string last_error;  // the last failed call's error, no secrets
+  std::vector<ProviderQuota> quotas;  // the account's quotas, where the provider reads them
 };
 
 class HealthProbe {

@@ -58,7 +58,7 @@ std::unique_ptr<Provider> ProviderRegistry::create(const ProviderConfig& config,
   const auto it = factories_.find(config.type);
   if (it == factories_.end()) {
     const bool planned = config.type == "github" || config.type == "cloudflare" ||
-                         config.type == "synadia" || config.type == "remote";
+                         config.type == "remote";
     std::string built;
     for (const auto& [type, factory] : factories_) built += (built.empty() ? "" : ", ") + type;
     throw ConfigError({where(source_file, config.line) + ": providers." + config.name +

@@ -54,5 +54,39 @@ TEST(OrgctlProviders, OneRowPerProviderWithProbeRateLimitAndCircuit) {
   EXPECT_EQ(render_provider_list(v1::ProviderList{}, kNoon), "no providers\n");
 }
 
+TEST(OrgctlProviders, QuotasFollowInTheirOwnTable) {
+  v1::ProviderList list;
+  auto* syn = list.add_providers();
+  syn->set_name("syn");
+  syn->set_type("synadia");
+  syn->set_probed(true);
+  syn->set_ok(true);
+  syn->set_detail("system prod account deployers");
+  *syn->mutable_checked_at() = to_timestamp(kNoon - 1s);
+  auto* storage = syn->add_quotas();
+  storage->set_name("jetstream_storage_bytes");
+  storage->set_used(5 << 20);
+  storage->set_limit(1 << 30);
+  auto* streams = syn->add_quotas();
+  streams->set_name("jetstream_streams");
+  streams->set_used(3);
+  auto* consumers = syn->add_quotas();
+  consumers->set_name("jetstream_consumers");
+  consumers->set_limit(100);
+
+  const std::string text = render_provider_list(list, kNoon);
+  const auto quotas = text.find("\nPROVIDER");
+  ASSERT_NE(quotas, std::string::npos) << text;
+  EXPECT_EQ(text.substr(quotas + 1),
+            "PROVIDER  QUOTA                    USED     LIMIT\n"
+            "syn       jetstream_storage_bytes  5.0 MiB  1.0 GiB\n"
+            "syn       jetstream_streams        3        unlimited\n"
+            "syn       jetstream_consumers      -        100\n")
+      << text;
+  // No quotas: no second table.
+  syn->clear_quotas();
+  EXPECT_EQ(render_provider_list(list, kNoon).find("PROVIDER"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace orgd::cli
