@@ -127,4 +127,29 @@ bool is_loopback_host(std::string_view host) {
 
 bool is_ip_literal(std::string_view host) { return is_ipv4(host) || is_ipv6(host); }
 
+bool acceptable_api_url(const std::string& url, std::string& why) {
+  if (url.rfind("https://", 0) != 0 && url.rfind("http://", 0) != 0) {
+    why = "must start with https:// (or http:// for a loopback host)";
+    return false;
+  }
+  if (url.find_first_of("?# \t") != std::string::npos) {
+    why = "must not have a query, a fragment or spaces";
+    return false;
+  }
+  auto parsed = parse_url(url);
+  if (!parsed) {
+    why = parsed.error().message;
+    return false;
+  }
+  if (!parsed.value().userinfo.empty()) {
+    why = "must not carry credentials (user:password@)";
+    return false;
+  }
+  if (!parsed.value().tls() && !is_loopback_host(parsed.value().host)) {
+    why = "http:// is accepted for loopback hosts only (127.0.0.1, [::1], localhost); use https://";
+    return false;
+  }
+  return true;
+}
+
 }  // namespace orgd::net

@@ -36,6 +36,11 @@ Result<Url> parse_url(std::string_view text);
 // never go through a proxy.
 bool is_loopback_host(std::string_view host);
 
+// Whether `url` may be an HTTP provider's api_url (DESIGN.md §8): https://host[:port][/path], or
+// http:// to a loopback host; no credentials, query, fragment or spaces. On false, `why` says
+// what is wrong (without repeating credentials).
+bool acceptable_api_url(const std::string& url, std::string& why);
+
 // An IPv4 or IPv6 literal (certificate checks compare an IP address instead of a name, and no
 // SNI is sent).
 bool is_ip_literal(std::string_view host);

@@ -73,31 +73,6 @@ std::optional<std::vector<int>> read_steps(SettingsReader& reader, const std::st
 
 }  // namespace
 
-bool acceptable_api_url(const std::string& url, std::string& why) {
-  if (url.rfind("https://", 0) != 0 && url.rfind("http://", 0) != 0) {
-    why = "must start with https:// (or http:// for a loopback host)";
-    return false;
-  }
-  if (url.find_first_of("?# \t") != std::string::npos) {
-    why = "must not have a query, a fragment or spaces";
-    return false;
-  }
-  auto parsed = net::parse_url(url);
-  if (!parsed) {
-    why = parsed.error().message;
-    return false;
-  }
-  if (!parsed.value().userinfo.empty()) {
-    why = "must not carry credentials (user:password@)";
-    return false;
-  }
-  if (!parsed.value().tls() && !net::is_loopback_host(parsed.value().host)) {
-    why = "http:// is accepted for loopback hosts only (127.0.0.1, [::1], localhost); use https://";
-    return false;
-  }
-  return true;
-}
-
 bool valid_script_name(const std::string& name) {
   return !name.empty() && name.size() <= 63 && name.front() != '-' &&
          std::all_of(name.begin(), name.end(), [](char c) {
@@ -114,7 +89,7 @@ Settings parse_settings(const ProviderConfig& config, const std::string& source_
     if (!url) return;
     while (url->size() > 1 && url->back() == '/') url->pop_back();
     std::string why;
-    if (!acceptable_api_url(*url, why)) {
+    if (!net::acceptable_api_url(*url, why)) {
       reader.invalid(key, why);
     } else {
       out = std::move(*url);

@@ -30,11 +30,6 @@ struct Settings {
 // "<file>:<line>: providers.<name>.<key>: <problem>".
 Settings parse_settings(const ProviderConfig& config, const std::string& source_file);
 
-// Whether `url` may be an api_url or r2_url: https://host[:port][/path], or http:// to a
-// loopback host (127.0.0.0/8, [::1], localhost); no credentials, query or fragment. On false,
-// `why` says what is wrong.
-bool acceptable_api_url(const std::string& url, std::string& why);
-
 // A Workers target: `script`, `dir`, `main_module`, `compatibility_date`, `steps`.
 struct WorkersTarget {
   std::string script;

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "daemon/core/yaml_schema.hpp"
+#include "daemon/net/url.hpp"
 
 namespace orgd::github {
 
@@ -37,21 +38,6 @@ bool valid_env_name(std::string_view name) {
          all_of(name, env_name_char);
 }
 
-bool loopback_host(std::string_view host) {
-  if (host == "localhost" || host == "[::1]") return true;
-  // 127.0.0.0/8, written as a dotted quad.
-  if (host.rfind("127.", 0) != 0) return false;
-  int dots = 0;
-  for (const char c : host) {
-    if (c == '.') {
-      ++dots;
-    } else if (std::isdigit(static_cast<unsigned char>(c)) == 0) {
-      return false;
-    }
-  }
-  return dots == 3;
-}
-
 // YYYY-MM-DD, as GitHub names its API versions.
 bool valid_api_version(std::string_view v) {
   if (v.size() != 10 || v[4] != '-' || v[7] != '-') return false;
@@ -63,60 +49,6 @@ bool valid_api_version(std::string_view v) {
 }
 
 }  // namespace
-
-bool acceptable_api_url(const std::string& url, std::string& why) {
-  std::string_view rest = url;
-  bool plain = false;
-  if (rest.rfind("https://", 0) == 0) {
-    rest.remove_prefix(8);
-  } else if (rest.rfind("http://", 0) == 0) {
-    rest.remove_prefix(7);
-    plain = true;
-  } else {
-    why = "must start with https:// (or http:// for a loopback host)";
-    return false;
-  }
-  const std::string_view authority = rest.substr(0, rest.find('/'));
-  if (authority.find_first_of("?#@ \t") != std::string_view::npos) {
-    why = "must be https://host[:port][/path], without credentials, query or fragment";
-    return false;
-  }
-  if (rest.find_first_of("?# \t") != std::string_view::npos) {
-    why = "must not have a query, a fragment or spaces";
-    return false;
-  }
-  std::string_view host = authority;
-  if (!host.empty() && host.front() == '[') {
-    const auto close = host.find(']');
-    if (close == std::string_view::npos) {
-      why = "has an unterminated [IPv6] host";
-      return false;
-    }
-    const std::string_view after = host.substr(close + 1);
-    if (!after.empty() &&
-        (after.front() != ':' || after.size() == 1 || !all_of(after.substr(1), digit_char))) {
-      why = "has an invalid port";
-      return false;
-    }
-    host = host.substr(0, close + 1);
-  } else if (const auto colon = host.find(':'); colon != std::string_view::npos) {
-    const std::string_view port = host.substr(colon + 1);
-    if (port.empty() || port.size() > 5 || !all_of(port, digit_char)) {
-      why = "has an invalid port";
-      return false;
-    }
-    host = host.substr(0, colon);
-  }
-  if (host.empty()) {
-    why = "has no host";
-    return false;
-  }
-  if (plain && !loopback_host(host)) {
-    why = "http:// is accepted for loopback hosts only (127.0.0.1, [::1], localhost); use https://";
-    return false;
-  }
-  return true;
-}
 
 Settings parse_settings(const ProviderConfig& config, const std::string& source_file,
                         const std::string& default_owner) {
@@ -138,7 +70,7 @@ Settings parse_settings(const ProviderConfig& config, const std::string& source_
       if (url.empty()) continue;
       while (url.size() > 1 && url.back() == '/') url.pop_back();
       std::string why;
-      if (!acceptable_api_url(url, why)) {
+      if (!net::acceptable_api_url(url, why)) {
         schema.report(e.value_line, e.path, why);
       } else {
         s.api_url = std::move(url);

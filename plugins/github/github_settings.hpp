@@ -46,8 +46,4 @@ inline constexpr std::chrono::hours kMaxDedupWindow{24 * 7};
 Settings parse_settings(const ProviderConfig& config, const std::string& source_file,
                         const std::string& default_owner);
 
-// Whether `url` may be an api_url: https://host[:port][/path], or http:// to 127.0.0.0/8,
-// [::1] or localhost. On false, `why` says what is wrong.
-bool acceptable_api_url(const std::string& url, std::string& why);
-
 }  // namespace orgd::github

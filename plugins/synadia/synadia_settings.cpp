@@ -41,31 +41,6 @@ bool acceptable_nats_url(const std::string& url) {
 
 }  // namespace
 
-bool acceptable_api_url(const std::string& url, std::string& why) {
-  if (url.rfind("https://", 0) != 0 && url.rfind("http://", 0) != 0) {
-    why = "must start with https:// (or http:// for a loopback host)";
-    return false;
-  }
-  if (url.find_first_of("?# \t") != std::string::npos) {
-    why = "must not have a query, a fragment or spaces";
-    return false;
-  }
-  auto parsed = net::parse_url(url);
-  if (!parsed) {
-    why = parsed.error().message;
-    return false;
-  }
-  if (!parsed.value().userinfo.empty()) {
-    why = "must not carry credentials (user:password@)";
-    return false;
-  }
-  if (!parsed.value().tls() && !net::is_loopback_host(parsed.value().host)) {
-    why = "http:// is accepted for loopback hosts only (127.0.0.1, [::1], localhost); use https://";
-    return false;
-  }
-  return true;
-}
-
 Settings parse_settings(const ProviderConfig& config, const std::string& source_file) {
   SettingsReader reader = provider_settings(config, source_file);
   Settings s;
@@ -73,7 +48,7 @@ Settings parse_settings(const ProviderConfig& config, const std::string& source_
   if (auto url = reader.string("api_url")) {
     while (url->size() > 1 && url->back() == '/') url->pop_back();
     std::string why;
-    if (!acceptable_api_url(*url, why)) {
+    if (!net::acceptable_api_url(*url, why)) {
       reader.invalid("api_url", why);
     } else {
       s.api_url = std::move(*url);

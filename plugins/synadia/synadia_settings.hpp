@@ -41,8 +41,4 @@ struct Settings {
 // "<file>:<line>: providers.<name>.<key>: <problem>".
 Settings parse_settings(const ProviderConfig& config, const std::string& source_file);
 
-// Whether `url` may be the api_url: https://host[:port][/path], or http:// to a loopback host;
-// no credentials, query or fragment. On false, `why` says what is wrong.
-bool acceptable_api_url(const std::string& url, std::string& why);
-
 }  // namespace orgd::synadia

@@ -101,16 +101,6 @@ TEST(CloudflareSettingsTest, BadValuesAreRefused) {
               HasSubstr("providers.cf.r2_jurisdiction: expected default, eu, fedramp or us"));
 }
 
-TEST(CloudflareSettingsTest, AcceptableApiUrls) {
-  std::string why;
-  EXPECT_TRUE(acceptable_api_url("https://api.cloudflare.com/client/v4", why));
-  EXPECT_TRUE(acceptable_api_url("http://localhost:9000", why));
-  EXPECT_TRUE(acceptable_api_url("http://[::1]:9000/client/v4", why));
-  EXPECT_FALSE(acceptable_api_url("ftp://api.cloudflare.com", why));
-  EXPECT_FALSE(acceptable_api_url("http://10.0.0.1/client/v4", why));
-  EXPECT_FALSE(acceptable_api_url("https://api.cloudflare.com/#x", why));
-}
-
 TEST(CloudflareSettingsTest, AWorkersTargetWithDefaults) {
   const auto t = target("{provider: cf, script: acme-web, dir: /srv/web/dist}");
   ASSERT_FALSE(t.containers);

@@ -122,23 +122,6 @@ TEST(GithubSettingsTest, AppProblems) {
               HasSubstr("orgd.yaml:5: providers.gh.app: expected a map"));
 }
 
-TEST(GithubSettingsTest, ApiUrlRules) {
-  std::string why;
-  EXPECT_TRUE(acceptable_api_url("https://api.github.com", why));
-  EXPECT_TRUE(acceptable_api_url("https://ghe.example.com:8443/api/v3", why));
-  EXPECT_TRUE(acceptable_api_url("http://127.0.0.1:4000", why));
-  EXPECT_TRUE(acceptable_api_url("http://localhost:4000", why));
-  EXPECT_TRUE(acceptable_api_url("http://[::1]:4000", why));
-  EXPECT_FALSE(acceptable_api_url("http://10.0.0.1", why));
-  EXPECT_FALSE(acceptable_api_url("http://127.0.0.1.evil.com", why));
-  EXPECT_FALSE(acceptable_api_url("http://localhost.evil.com", why));
-  EXPECT_FALSE(acceptable_api_url("ftp://api.github.com", why));
-  EXPECT_FALSE(acceptable_api_url("https://user:pw@api.github.com", why));
-  EXPECT_FALSE(acceptable_api_url("https://api.github.com?x=1", why));
-  EXPECT_FALSE(acceptable_api_url("https://:443", why));
-  EXPECT_FALSE(acceptable_api_url("https://host:99999x", why));
-}
-
 TEST(GithubProviderTest, RegisteredWithDeployAndSecretTargetsAndAHealthProbe) {
   const Config config = load("    token_env: GH_TOKEN\n");
   ProviderRegistry registry;

@@ -69,5 +69,29 @@ TEST(HttpsUrl, KnowsLoopbackHosts) {
   EXPECT_FALSE(is_ip_literal("example.com"));
 }
 
+// Every HTTP provider's api_url (github, cloudflare, synadia) goes through this one check.
+TEST(ApiUrl, HttpsOrLoopbackHttpWithoutCredentialsQueryOrFragment) {
+  std::string why;
+  EXPECT_TRUE(acceptable_api_url("https://api.github.com", why));
+  EXPECT_TRUE(acceptable_api_url("https://ghe.example.com:8443/api/v3", why));
+  EXPECT_TRUE(acceptable_api_url("http://127.0.0.1:4000", why));
+  EXPECT_TRUE(acceptable_api_url("http://localhost:4000", why));
+  EXPECT_TRUE(acceptable_api_url("http://[::1]:4000", why));
+  EXPECT_FALSE(acceptable_api_url("http://10.0.0.1", why));
+  EXPECT_FALSE(acceptable_api_url("http://127.0.0.1.evil.com", why));
+  EXPECT_FALSE(acceptable_api_url("http://localhost.evil.com", why));
+  EXPECT_FALSE(acceptable_api_url("ftp://api.github.com", why));
+  EXPECT_FALSE(acceptable_api_url("https://user:pw@api.github.com", why));
+  EXPECT_FALSE(acceptable_api_url("https://api.github.com?x=1", why));
+  EXPECT_FALSE(acceptable_api_url("https://:443", why));
+  EXPECT_FALSE(acceptable_api_url("https://host:99999x", why));
+  EXPECT_TRUE(acceptable_api_url("https://api.cloudflare.com/client/v4", why));
+  EXPECT_TRUE(acceptable_api_url("http://localhost:9000", why));
+  EXPECT_TRUE(acceptable_api_url("http://[::1]:9000/client/v4", why));
+  EXPECT_FALSE(acceptable_api_url("ftp://api.cloudflare.com", why));
+  EXPECT_FALSE(acceptable_api_url("http://10.0.0.1/client/v4", why));
+  EXPECT_FALSE(acceptable_api_url("https://api.cloudflare.com/#x", why));
+}
+
 }  // namespace
 }  // namespace orgd::net
