@@ -4,14 +4,25 @@
 #include <sodium.h>
 
 #include <algorithm>
+#include <chrono>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <shared_mutex>
 #include <stdexcept>
+#include <thread>
 #include <tuple>
 
 namespace orgd::secrets {
 namespace {
+
+// Before trying a revision-checked write again after a conflict: a random wait of up to
+// 2^attempt ms (at most 64 ms), so replicas racing on one key stop colliding in lock step (with
+// no wait, the slower of two could lose every one of its max_retries attempts).
+void wait_after_conflict(int attempt) {
+  if (attempt <= 0) return;
+  const std::uint32_t bound = 1u << std::min(attempt, 6);
+  std::this_thread::sleep_for(std::chrono::microseconds(randombytes_uniform(bound * 1000u)));
+}
 
 using json = nlohmann::json;
 using TimePoint = std::chrono::system_clock::time_point;
@@ -263,6 +274,7 @@ Result<std::unique_ptr<SecretVault>> SecretVault::open(std::shared_ptr<KvBucket>
   const std::string& id = keys.current->key_id();
   const std::string previous_id = keys.previous ? keys.previous->key_id() : "";
   for (int attempt = 0; attempt < options.max_retries; ++attempt) {
+    wait_after_conflict(attempt);
     auto stored = bucket->get(meta_key);
     if (!stored) return stored.error();
     if (!stored.value()) {
@@ -382,6 +394,7 @@ Result<SecretHead> SecretVault::update_head(
     const std::string& scope, const std::string& name,
     const std::function<Result<bool>(SecretHead&)>& change) {
   for (int attempt = 0; attempt < options_.max_retries; ++attempt) {
+    wait_after_conflict(attempt);
     auto read = read_head(scope, name);
     if (!read) return read.error();
     if (!read.value()) return not_found(fmt::format("no secret {} in scope {}", name, scope));
@@ -435,6 +448,7 @@ Result<std::uint64_t> SecretVault::store_new(const std::string& scope, const std
     if (attempt == options_.max_retries) {
       return conflict(fmt::format("secret {} of {} keeps changing; try again", name, scope));
     }
+    wait_after_conflict(attempt);
     auto read = read_head(scope, name);
     if (!read) return read.error();
     Result<std::uint64_t> written{0};
@@ -715,6 +729,7 @@ Result<std::size_t> SecretVault::rotate_master_key(MasterKey new_key) {
       if (attempt == options_.max_retries) {
         return conflict(fmt::format("vault entry {} keeps changing; rotate again", vkey));
       }
+      wait_after_conflict(attempt);
       auto entry = bucket_->get(vkey);
       if (!entry) return entry.error();
       if (!entry.value()) break;  // retired meanwhile
@@ -745,6 +760,7 @@ Result<std::size_t> SecretVault::rotate_master_key(MasterKey new_key) {
   }
   // Every record is under the new key: the rotation is over.
   for (int attempt = 0; attempt < options_.max_retries; ++attempt) {
+    wait_after_conflict(attempt);
     auto stored = bucket_->get(meta_key);
     if (!stored) return stored.error();
     if (!stored.value()) return not_found("vault record meta.key is missing");
