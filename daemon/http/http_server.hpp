@@ -32,7 +32,7 @@ struct HttpServerResponse {
   std::string content_type = "text/plain; charset=utf-8";
   std::string body;
   std::map<std::string, std::string> headers;
-  BodyStream stream;  // when set, the body; `body` is then ignored
+  BodyStream stream = nullptr;  // when set, the body; `body` is then ignored
 };
 
 class MetricsRegistry;
