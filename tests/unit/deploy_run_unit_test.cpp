@@ -367,6 +367,41 @@ TEST(DeployPoll, FiveConsecutivePollErrorsFailTheAttempt) {
   EXPECT_EQ(rig.target->calls("api", Call::poll).back().handle, "h1");
 }
 
+// A deploy an older orgd left running, its record stored whole (steps inline, no step keys):
+// resumed, it is run to its end, and its record is split into a header and step keys as it goes.
+TEST(DeployRecover, ARecordStoredWholeByAnOlderOrgdIsResumedAndSplit) {
+  DeployRig rig(with_repos(DeployRig::repo("api")));
+  rig.target->on_recover("api", {Outcome::running("h9")});
+  const std::string id = rig.left_by_a_crash("api");
+  auto bucket = rig.kv.open(deploy::deploy_bucket_specs(Duration{0}, 15s, 1).deploys);
+  ASSERT_TRUE(bucket);
+  auto split = rig.other->load(id);
+  ASSERT_TRUE(split && split.value());
+  DeployRecord whole = split.value()->record;
+  whole.set_total_steps(0);
+  ASSERT_TRUE(bucket.value()->update("deploy." + id, whole.SerializeAsString(),
+                                     split.value()->revision));
+  ASSERT_TRUE(bucket.value()->remove("deploy." + id + ".step.0"));
+  auto keys = bucket.value()->keys("deploy." + id + ".>");
+  ASSERT_TRUE(keys);
+  ASSERT_TRUE(keys.value().empty()) << "stored as an older orgd stored it";
+
+  rig.resume(id);
+  rig.run_until_idle();
+  rig.advance(250ms);
+  EXPECT_EQ(rig.record(id).state(), DeployRecord::succeeded) << rig.record(id).DebugString();
+  EXPECT_EQ(rig.target->count("api", Call::start), 0) << "the attempt in flight was followed";
+  ASSERT_FALSE(rig.target->calls("api", Call::poll).empty());
+  EXPECT_EQ(rig.target->calls("api", Call::poll).front().handle, "h9");
+  auto header = bucket.value()->get("deploy." + id);
+  ASSERT_TRUE(header && header.value());
+  DeployRecord stored;
+  ASSERT_TRUE(stored.ParseFromString(header.value()->value));
+  EXPECT_EQ(stored.steps_size(), 0);
+  EXPECT_EQ(stored.total_steps(), 1);
+  EXPECT_TRUE(bucket.value()->get("deploy." + id + ".step.0").value().has_value());
+}
+
 // ---- Resume: what the provider says of the attempt in flight ------------------------------------
 
 TEST(DeployRecover, ARunningAttemptIsPolledToItsEnd) {
