@@ -1,5 +1,8 @@
 #include "daemon/app/daemon.hpp"
 
+#include "daemon/events/fast_json.hpp"
+#include "daemon/core/timestamps.hpp"
+
 #include <boost/asio/signal_set.hpp>
 #include <sodium.h>
 
@@ -41,7 +44,38 @@ class Daemon::HttpSources final : public RouteSources {
     daemon_.health_service_->refresh_gauges();
     if (daemon_.nats_) daemon_.nats_->refresh_dropped();
   }
-  std::string status_json() const override { return encode(daemon_.org_status(), Encoding::json); }
+  HttpServerResponse::BodyStream status_stream() const override {
+    // One page of repos per piece, walked like P.api.status pages (by name, after the last
+    // one sent), so the memory held is one page, not the org.
+    struct Walk {
+      bool started = false;
+      std::string after;
+      std::int32_t sent = 0;
+    };
+    auto walk = std::make_shared<Walk>();
+    return [this, walk](std::string& out) -> bool {
+      if (!walk->started) {
+        fast_append_org_status_head(out, daemon_.org_);
+        walk->started = true;
+      }
+      auto page = daemon_.health_.org_status(daemon_.org_, PageRequest{256, walk->after});
+      if (daemon_.orchestrator_) daemon_.orchestrator_->fill_status(page);
+      for (const auto& repo : page.repos()) {
+        fast_append_org_status_repo(out, repo, walk->sent == 0);
+        ++walk->sent;
+      }
+      if (!page.next_cursor().empty()) {
+        walk->after = page.next_cursor();
+        return true;
+      }
+      v1::OrgStatus tail;
+      tail.set_total_repos(walk->sent);
+      *tail.mutable_generated_at() = to_timestamp(daemon_.clock_.now());
+      fast_append_org_status_tail(out, tail);
+      out += "\n";
+      return false;
+    };
+  }
 
  private:
   Daemon& daemon_;

@@ -21,6 +21,17 @@ bool is_conflict(natsStatus status) {
          text.find("key exists") != std::string::npos;
 }
 
+KvEntry entry_of(kvEntry* entry) {
+  KvEntry out;
+  out.key = kvEntry_Key(entry);
+  const auto* data = static_cast<const char*>(kvEntry_Value(entry));
+  out.value.assign(data == nullptr ? "" : data, static_cast<std::size_t>(kvEntry_ValueLen(entry)));
+  out.revision = kvEntry_Revision(entry);
+  out.created = std::chrono::system_clock::time_point{std::chrono::duration_cast<
+      std::chrono::system_clock::duration>(std::chrono::nanoseconds{kvEntry_Created(entry)})};
+  return out;
+}
+
 }  // namespace
 
 Result<std::unique_ptr<KvBucket>> KvBucket::open(jsCtx* js, const BucketSpec& spec) {
@@ -85,13 +96,7 @@ Result<std::optional<KvEntry>> JetStreamKvBucket::get(const std::string& key) {
   const natsStatus s = kvStore_Get(&entry, kv_, key.c_str());
   if (s == NATS_NOT_FOUND) return std::optional<KvEntry>{};
   if (s != NATS_OK) return failure("get", key, s);
-  KvEntry out;
-  out.key = key;
-  const auto* data = static_cast<const char*>(kvEntry_Value(entry));
-  out.value.assign(data == nullptr ? "" : data, static_cast<std::size_t>(kvEntry_ValueLen(entry)));
-  out.revision = kvEntry_Revision(entry);
-  out.created = std::chrono::system_clock::time_point{std::chrono::duration_cast<
-      std::chrono::system_clock::duration>(std::chrono::nanoseconds{kvEntry_Created(entry)})};
+  KvEntry out = entry_of(entry);
   kvEntry_Destroy(entry);
   return std::optional<KvEntry>{std::move(out)};
 }
@@ -127,21 +132,22 @@ Result<Ok> JetStreamKvBucket::remove(const std::string& key) {
   return Ok{};
 }
 
-Result<std::vector<std::string>> JetStreamKvBucket::keys(const std::string& filter) {
-  // A metadata-only watch of the filter: the server sends the last entry of each matching key,
-  // then an empty entry marking the end of what is stored now. Deletes are received and skipped
-  // here, not by nats.c. A key deleted while the watch starts (its put, counted as pending,
-  // replaced by the delete marker) can leave nats.c 3.4.1 waiting for an end marker that never
-  // comes (fixed in nats.go the same way, PR #1824): the server pushes a listing's entries at
-  // once, so a second with none means it has sent them all.
+Result<std::vector<KvEntry>> JetStreamKvBucket::current(const std::string& filter,
+                                                        bool meta_only) {
+  // A watch of the filter: the server sends the last entry of each matching key, then an empty
+  // entry marking the end of what is stored now. Deletes are received and skipped here, not by
+  // nats.c. A key deleted while the watch starts (its put, counted as pending, replaced by the
+  // delete marker) can leave nats.c 3.4.1 waiting for an end marker that never comes (fixed in
+  // nats.go the same way, PR #1824): the server pushes a listing's entries at once, so a second
+  // with none means it has sent them all.
   constexpr long kIdleEnd = 1000;  // ms
   kvWatchOptions options;
   kvWatchOptions_Init(&options);
-  options.MetaOnly = true;
+  options.MetaOnly = meta_only;
   kvWatcher* watcher = nullptr;
   natsStatus s = kvStore_Watch(&watcher, kv_, filter.c_str(), &options);
   if (s != NATS_OK) return failure("watch", filter, s);
-  std::vector<std::string> keys;
+  std::vector<KvEntry> entries;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds{10};
   for (;;) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -159,12 +165,25 @@ Result<std::vector<std::string>> JetStreamKvBucket::keys(const std::string& filt
     }
     if (s != NATS_OK) break;
     if (entry == nullptr) break;  // the end of the initial values
-    if (kvEntry_Operation(entry) == kvOp_Put) keys.emplace_back(kvEntry_Key(entry));
+    if (kvEntry_Operation(entry) == kvOp_Put) entries.push_back(entry_of(entry));
     kvEntry_Destroy(entry);
   }
   kvWatcher_Destroy(watcher);
   if (s != NATS_OK) return failure("list", filter, s);
+  return entries;
+}
+
+Result<std::vector<std::string>> JetStreamKvBucket::keys(const std::string& filter) {
+  auto listed = current(filter, /*meta_only=*/true);
+  if (!listed) return listed.error();
+  std::vector<std::string> keys;
+  keys.reserve(listed.value().size());
+  for (auto& entry : listed.value()) keys.push_back(std::move(entry.key));
   return keys;
+}
+
+Result<std::vector<KvEntry>> JetStreamKvBucket::entries(const std::string& filter) {
+  return current(filter, /*meta_only=*/false);
 }
 
 }  // namespace orgd

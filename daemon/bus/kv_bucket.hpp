@@ -56,6 +56,11 @@ class KvBucket {
   virtual Result<Ok> remove(const std::string& key) = 0;
   // Keys present (not deleted) matching a subject filter such as "deploy.*" or ">".
   virtual Result<std::vector<std::string>> keys(const std::string& filter) = 0;
+  // The keys present matching a filter with their values, in one pass over what is stored now,
+  // in no particular order. A key written while the listing starts may show either value, or
+  // (JetStream, history 1: its old value removed, its new one after the listing's end) be
+  // missing: a caller that needs every key asks for a missing one with get().
+  virtual Result<std::vector<KvEntry>> entries(const std::string& filter) = 0;
 
  protected:
   KvBucket() = default;
@@ -76,11 +81,14 @@ class JetStreamKvBucket final : public KvBucket {
   Result<std::uint64_t> put(const std::string& key, const std::string& value) override;
   Result<Ok> remove(const std::string& key) override;
   Result<std::vector<std::string>> keys(const std::string& filter) override;
+  Result<std::vector<KvEntry>> entries(const std::string& filter) override;
 
  private:
   friend class KvBucket;  // open() makes them
   JetStreamKvBucket(__kvStore* kv, std::string name) : kv_(kv), name_(std::move(name)) {}
   Error failure(const std::string& what, const std::string& key, int status) const;
+  // The current entries matching `filter` (values too unless `meta_only`).
+  Result<std::vector<KvEntry>> current(const std::string& filter, bool meta_only);
 
   __kvStore* kv_;
   std::string name_;

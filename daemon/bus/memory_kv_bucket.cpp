@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <string_view>
 #include <vector>
 
@@ -51,6 +52,12 @@ void MemoryKvStore::lose_data() {
   state_->buckets.clear();
 }
 
+MemoryKvStore::Written MemoryKvStore::written(const std::string& bucket) const {
+  std::lock_guard lock(state_->mutex);
+  const auto found = state_->buckets.find(bucket);
+  return found == state_->buckets.end() ? Written{} : found->second.written;
+}
+
 Result<MemoryKvStore::Bucket*> MemoryKvBucket::reach(const std::string& what,
                                                      const std::string& key) {
   if (state_->unavailable) {
@@ -71,6 +78,11 @@ Result<MemoryKvStore::Bucket*> MemoryKvBucket::reach(const std::string& what,
 
 std::uint64_t MemoryKvBucket::write(MemoryKvStore::Bucket& bucket, const std::string& key,
                                     std::string value, bool deleted) {
+  if (!deleted) {
+    ++bucket.written.writes;
+    bucket.written.bytes += value.size();
+    bucket.written.largest = std::max(bucket.written.largest, value.size());
+  }
   auto& entry = bucket.entries[key];
   entry.value = std::move(value);
   entry.revision = ++bucket.last_revision;
@@ -137,6 +149,19 @@ Result<std::vector<std::string>> MemoryKvBucket::keys(const std::string& filter)
   std::vector<std::string> out;
   for (const auto& [key, entry] : bucket.value()->entries) {
     if (!entry.deleted && subject_matches(filter, key)) out.push_back(key);
+  }
+  return out;
+}
+
+Result<std::vector<KvEntry>> MemoryKvBucket::entries(const std::string& filter) {
+  std::lock_guard lock(state_->mutex);
+  auto bucket = reach("list", filter);
+  if (!bucket) return bucket.error();
+  std::vector<KvEntry> out;
+  for (const auto& [key, entry] : bucket.value()->entries) {
+    if (!entry.deleted && subject_matches(filter, key)) {
+      out.push_back(KvEntry{key, entry.value, entry.revision, entry.created});
+    }
   }
   return out;
 }

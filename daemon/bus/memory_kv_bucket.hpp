@@ -35,6 +35,15 @@ class MemoryKvStore {
 
   void set_unavailable(bool unavailable);
   void lose_data();
+
+  // What was written to a bucket since it was first opened (creates, updates and puts that
+  // landed; deletes not counted): how many writes, their bytes, the largest value.
+  struct Written {
+    std::uint64_t writes = 0;
+    std::uint64_t bytes = 0;
+    std::size_t largest = 0;
+  };
+  Written written(const std::string& bucket) const;
   const Clock& clock() const { return state_->clock; }
 
  private:
@@ -49,6 +58,7 @@ class MemoryKvStore {
     Duration ttl{0};
     std::uint64_t last_revision = 0;
     std::map<std::string, Entry> entries;
+    Written written;
   };
   struct State {
     explicit State(const Clock& c) : clock(c) {}
@@ -73,6 +83,7 @@ class MemoryKvBucket final : public KvBucket {
   Result<std::uint64_t> put(const std::string& key, const std::string& value) override;
   Result<Ok> remove(const std::string& key) override;
   Result<std::vector<std::string>> keys(const std::string& filter) override;
+  Result<std::vector<KvEntry>> entries(const std::string& filter) override;
 
  private:
   friend class MemoryKvStore;  // open() makes them

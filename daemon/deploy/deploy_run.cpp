@@ -100,6 +100,7 @@ void DeployRun::after_slot() {
   const bool was_pending = loaded.state() == Record::pending;
   const auto now = shared_->clock.now();
   if (!record_.commit(
+          {},
           [&](Record& r) {
             mark_running(r, record_.owner(), now);
             return true;
@@ -144,6 +145,7 @@ void DeployRun::decide() {
     std::vector<std::pair<std::string, std::string>> events;
     for (const auto& repo : next.skip) events.emplace_back("step_skipped", repo);
     record_.commit(
+        next.skip,
         [&](Record& r) {
           bool changed = false;
           for (const auto& repo : next.skip) changed |= mark_skipped(r, repo, next.skip_as, now);
@@ -169,6 +171,7 @@ void DeployRun::decide() {
     std::vector<std::pair<std::string, std::string>> events;
     for (const auto& repo : unlocked) events.emplace_back("step_failed", repo);
     record_.commit(
+        unlocked,
         [&](Record& r) {
           for (const auto& repo : unlocked) {
             mark_started(r, repo, "", now);
@@ -187,6 +190,7 @@ void DeployRun::decide() {
     std::vector<std::pair<std::string, std::string>> events;
     for (const auto& repo : next.start) events.emplace_back("step_started", repo);
     const bool started = record_.commit(
+        next.start,
         [&](Record& r) {
           bool changed = false;
           for (const auto& repo : next.start) {
@@ -238,6 +242,7 @@ void DeployRun::finish(Record::State state, Clock::time_point now) {
   if (state == Record::cancelled) events.emplace_back("cancelled", "");
   events.emplace_back("finished", "");
   if (record_.commit(
+          {},
           [&](Record& r) {
             mark_finished(r, state, now);
             return true;

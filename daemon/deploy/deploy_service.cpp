@@ -7,6 +7,7 @@
 
 #include "daemon/core/timestamps.hpp"
 #include "daemon/deploy/deploy_index.hpp"
+#include "daemon/deploy/record_pages.hpp"
 #include "daemon/deploy/scheduler.hpp"
 
 namespace orgd::deploy {
@@ -245,13 +246,16 @@ Result<v1::DeployList> DeployService::list(const v1::DeployListRequest& request)
         std::find(it->repos().begin(), it->repos().end(), request.repo()) == it->repos().end()) {
       continue;
     }
-    auto loaded = shared_->kv()->load(it->deploy_id());
+    // The header and the steps a list shows, unless the repo filter needs them all.
+    const bool whole = !request.repo().empty();
+    auto loaded = whole ? shared_->kv()->load(it->deploy_id())
+                        : shared_->kv()->load_head(it->deploy_id(), kListedSteps);
     if (!loaded) return loaded.error();
     if (!loaded.value()) continue;  // expired from the bucket's history
-    const Record& record = loaded.value()->record;
+    Record& record = loaded.value()->record;
     if (!request.env().empty() && record.env() != request.env()) continue;
-    if (!request.repo().empty() && find_step(record, request.repo()) == nullptr) continue;
-    *list.add_deploys() = record;
+    if (whole && find_step(record, request.repo()) == nullptr) continue;
+    *list.add_deploys() = std::move(record);
   }
   return list;
 }
@@ -263,18 +267,19 @@ Result<v1::DeployRecord> DeployService::cancel(const v1::DeployCancelRequest& re
     auto loaded = shared_->kv()->load(request.deploy_id());
     if (!loaded) return loaded.error();
     if (!loaded.value()) return not_found("no deploy " + request.deploy_id());
-    Record record = loaded.value()->record;
+    Record& record = loaded.value()->record;
     if (is_terminal(record.state())) {
       return conflict("deploy " + request.deploy_id() + " already finished (" +
                       Record::State_Name(record.state()) + ")");
     }
     if (record.cancel_requested()) return record;
     if (!record.queued_behind().empty()) {
-      auto cancelled = cancel_queued(record, loaded.value()->revision, request.reason());
+      auto cancelled = cancel_queued(*loaded.value(), request.reason());
       if (cancelled || cancelled.error().code != ErrorCode::conflict) return cancelled;
       continue;  // started (or changed) meanwhile: look again
     }
     request_cancel(record, request.reason(), shared_->clock.now());
+    // The header alone: the run writes the steps.
     auto written = shared_->kv()->update(record, loaded.value()->revision);
     if (written) {
       shared_->log->info("deploy {}: cancel requested ({})", request.deploy_id(),
@@ -334,9 +339,10 @@ Result<v1::DeployAccepted> DeployService::enqueue(Record record,
   return accepted;
 }
 
-Result<v1::DeployRecord> DeployService::cancel_queued(Record record, std::uint64_t revision,
+Result<v1::DeployRecord> DeployService::cancel_queued(StoredRecord& stored,
                                                       const std::string& reason) {
   // Nobody runs a queued deploy yet: it is finished here, and the queue forgets it.
+  Record& record = stored.record;
   const auto now = shared_->clock.now();
   request_cancel(record, reason, now);
   std::vector<std::string> repos;
@@ -344,8 +350,27 @@ Result<v1::DeployRecord> DeployService::cancel_queued(Record record, std::uint64
   for (const auto& repo : repos) mark_skipped(record, repo, Step::cancelled, now);
   record.clear_queued_behind();
   mark_finished(record, Record::cancelled, now);
-  auto written = shared_->kv()->update(record, revision);
-  if (!written) return written.error();
+  DeployStore* store = shared_->kv();
+  if (record.total_steps() == 0) {  // stored whole
+    auto written = store->update(record, stored.revision);
+    if (!written) return written.error();
+  } else {
+    // The header first: its compare-and-set decides between this cancel and the scheduler
+    // starting the deploy. Once it says finished nobody else writes the steps; a crash before
+    // they are written leaves them pending in a cancelled deploy, which is what they are.
+    auto written = store->update_header(record, record.steps_size(), stored.revision);
+    if (!written) return written.error();
+    for (int i = 0; i < record.steps_size(); ++i) {
+      const auto revision =
+          i < static_cast<int>(stored.step_revisions.size()) ? stored.step_revisions[i] : 0;
+      if (auto step = store->update_step(record.deploy_id(), i, record.steps(i), revision);
+          !step) {
+        shared_->kv_errors->inc();
+        shared_->log->warn("deploy {}: step {} not marked cancelled: {}", record.deploy_id(), i,
+                           step.error().message);
+      }
+    }
+  }
   (void)DeployQueueStore(shared_->kv()->deploys()).remove(record.deploy_id());
   shared_->deploys_finished["cancelled"]->inc();
   shared_->publish_event(record, "cancelled", nullptr, record.deploy_id() + ".cancelled");

@@ -14,6 +14,7 @@
 
 #include "daemon/core/errors.hpp"
 #include "daemon/core/metrics.hpp"
+#include "daemon/deploy/deploy_store.hpp"
 #include "daemon/deploy/orchestrator_context.hpp"
 #include "orgd/v1/deploy.pb.h"
 
@@ -47,8 +48,8 @@ class DeployService {
   Result<v1::DeployAccepted> accepted_of(const std::string& deploy_id, bool duplicate);
   Result<v1::DeployAccepted> enqueue(v1::DeployRecord record, const std::vector<std::string>& repos,
                                      const std::string& reason);
-  Result<v1::DeployRecord> cancel_queued(v1::DeployRecord record, std::uint64_t revision,
-                                         const std::string& reason);
+  // `stored`: the queued deploy read whole (its header's and steps' revisions).
+  Result<v1::DeployRecord> cancel_queued(StoredRecord& stored, const std::string& reason);
 
   std::shared_ptr<OrchestratorContext> shared_;
   Scheduler& scheduler_;

@@ -16,6 +16,42 @@ namespace {
 constexpr std::chrono::seconds kOrphanLockAge{30};
 
 std::string record_key(const std::string& id) { return "deploy." + id; }
+std::string step_key(const std::string& id, int index) {
+  return "deploy." + id + ".step." + std::to_string(index);
+}
+
+// The header as stored: the record without its steps. (The record a run writes holds only the
+// steps it changed, so this copy is small where it counts.)
+std::string header_bytes(const v1::DeployRecord& record, int total_steps) {
+  v1::DeployRecord header = record;
+  header.clear_steps();
+  header.set_total_steps(total_steps);
+  header.clear_next_cursor();
+  return header.SerializeAsString();
+}
+
+// A step's index from its key ("deploy.<id>.step.<i>"); -1 when it is not one.
+int step_index(const std::string& key) {
+  const auto dot = key.rfind('.');
+  if (dot == std::string::npos || dot + 1 >= key.size()) return -1;
+  int index = 0;
+  for (std::size_t i = dot + 1; i < key.size(); ++i) {
+    if (key[i] < '0' || key[i] > '9' || index > 10'000'000) return -1;
+    index = index * 10 + (key[i] - '0');
+  }
+  return index;
+}
+// A header whose step `index` has no key. Every key of a deploy ages out of the bucket's history
+// on its own, counted from its last write, so a finished deploy's steps written before its
+// header's last write expire a little earlier: such a deploy has expired. A deploy that is not
+// finished does not lose steps that way: that is damage, and said so.
+Result<std::optional<StoredRecord>> missing_step(const StoredRecord& stored, int index) {
+  if (is_terminal(stored.record.state())) return std::optional<StoredRecord>{};
+  return internal_error(fmt::format("deploy record {}: step {} of {} is missing",
+                                    stored.record.deploy_id(), index,
+                                    stored.record.total_steps()));
+}
+
 std::string active_key(const std::string& id) { return "active." + id; }
 std::string lock_key(const std::string& repo, const std::string& env) { return repo + "." + env; }
 
@@ -79,7 +115,8 @@ Result<std::unique_ptr<DeployStore>> DeployStore::open(const BucketOpener& open,
                                        std::move(leases.value()), clock);
 }
 
-Result<std::optional<StoredRecord>> DeployStore::load(const std::string& deploy_id) {
+Result<std::optional<StoredRecord>> DeployStore::load_head(const std::string& deploy_id,
+                                                           int steps) {
   auto entry = deploys_->get(record_key(deploy_id));
   if (!entry) return entry.error();
   if (!entry.value()) return std::optional<StoredRecord>{};
@@ -88,16 +125,128 @@ Result<std::optional<StoredRecord>> DeployStore::load(const std::string& deploy_
     return internal_error("deploy record " + deploy_id + " in KV cannot be parsed");
   }
   stored.revision = entry.value()->revision;
+  v1::DeployRecord& record = stored.record;
+  if (record.total_steps() == 0) {  // stored whole, and read whole (total_steps stays 0)
+    stored.step_revisions.assign(static_cast<std::size_t>(record.steps_size()), 0);
+    return std::optional<StoredRecord>{std::move(stored)};
+  }
+  record.clear_steps();
+  const int wanted = std::min(steps, record.total_steps());
+  for (int i = 0; i < wanted; ++i) {
+    auto step = load_step(deploy_id, i);
+    if (!step) return step.error();
+    if (!step.value()) return missing_step(stored, i);
+    if (!record.add_steps()->ParseFromString(step.value()->value)) {
+      return internal_error(
+          fmt::format("deploy record {}: step {} cannot be parsed", deploy_id, i));
+    }
+    stored.step_revisions.push_back(step.value()->revision);
+  }
   return std::optional<StoredRecord>{std::move(stored)};
 }
 
+Result<std::optional<StoredRecord>> DeployStore::load(const std::string& deploy_id) {
+  auto head = load_head(deploy_id, 0);
+  if (!head || !head.value()) return head;
+  StoredRecord& stored = *head.value();
+  const int total = stored.record.total_steps();
+  if (total == 0) return head;  // stored whole
+  // One pass over the steps' keys, not a get per step: a deploy of 10,000 repos is read in one
+  // listing.
+  auto entries = deploys_->entries(record_key(deploy_id) + ".step.*");
+  if (!entries) return entries.error();
+  std::vector<const KvEntry*> by_index(static_cast<std::size_t>(total), nullptr);
+  for (const auto& entry : entries.value()) {
+    const int index = step_index(entry.key);
+    if (index >= 0 && index < total) by_index[static_cast<std::size_t>(index)] = &entry;
+  }
+  stored.record.mutable_steps()->Reserve(total);
+  stored.step_revisions.reserve(static_cast<std::size_t>(total));
+  for (int i = 0; i < total; ++i) {
+    const KvEntry* entry = by_index[static_cast<std::size_t>(i)];
+    std::optional<KvEntry> got;
+    if (entry == nullptr) {
+      // Not in the listing: a step rewritten while the listing started (its old revision
+      // removed, history 1, its new one after the listing's end) is not in it. Asked for alone.
+      auto step = load_step(deploy_id, i);
+      if (!step) return step.error();
+      if (!step.value()) return missing_step(stored, i);
+      got = std::move(step.value());
+      entry = &*got;
+    }
+    if (!stored.record.add_steps()->ParseFromString(entry->value)) {
+      return internal_error(
+          fmt::format("deploy record {}: step {} cannot be parsed", deploy_id, i));
+    }
+    stored.step_revisions.push_back(entry->revision);
+  }
+  return head;
+}
+
+Result<std::optional<KvEntry>> DeployStore::load_step(const std::string& deploy_id, int index) {
+  return deploys_->get(step_key(deploy_id, index));
+}
+
 Result<std::uint64_t> DeployStore::create(const v1::DeployRecord& record) {
-  return deploys_->create(record_key(record.deploy_id()), record.SerializeAsString());
+  // Steps first: a header is never there without its steps. Keys of a new id: nobody else
+  // writes them, so no compare-and-set is needed (the header's create refuses a taken id).
+  for (int i = 0; i < record.steps_size(); ++i) {
+    auto put = deploys_->put(step_key(record.deploy_id(), i), record.steps(i).SerializeAsString());
+    if (!put) return put.error();
+  }
+  return deploys_->create(record_key(record.deploy_id()),
+                          header_bytes(record, record.steps_size()));
 }
 
 Result<std::uint64_t> DeployStore::update(const v1::DeployRecord& record,
                                           std::uint64_t revision) {
-  return deploys_->update(record_key(record.deploy_id()), record.SerializeAsString(), revision);
+  if (record.total_steps() == 0) {  // stored whole, and written so
+    return deploys_->update(record_key(record.deploy_id()), record.SerializeAsString(), revision);
+  }
+  return update_header(record, record.total_steps(), revision);
+}
+
+Result<std::uint64_t> DeployStore::update_step(const std::string& deploy_id, int index,
+                                               const v1::DeployStep& step,
+                                               std::uint64_t revision) {
+  const std::string key = step_key(deploy_id, index);
+  if (revision == 0) return deploys_->create(key, step.SerializeAsString());
+  return deploys_->update(key, step.SerializeAsString(), revision);
+}
+
+Result<std::uint64_t> DeployStore::update_header(const v1::DeployRecord& record, int total_steps,
+                                                 std::uint64_t revision) {
+  return deploys_->update(record_key(record.deploy_id()), header_bytes(record, total_steps),
+                          revision);
+}
+
+Result<std::uint64_t> DeployStore::update(const v1::DeployRecord& record,
+                                          const std::vector<int>& changed, StoredRecord& stored) {
+  const int total = record.steps_size();
+  stored.step_revisions.resize(static_cast<std::size_t>(total), 0);
+  auto write = [&](int i) -> Result<Ok> {
+    auto& revision = stored.step_revisions[static_cast<std::size_t>(i)];
+    auto written = update_step(record.deploy_id(), i, record.steps(i), revision);
+    if (!written) return written.error();
+    revision = written.value();
+    return Ok{};
+  };
+  std::vector<bool> done(static_cast<std::size_t>(total), false);
+  for (const int i : changed) {
+    if (i < 0 || i >= total || done[static_cast<std::size_t>(i)]) continue;
+    if (auto written = write(i); !written) return written.error();
+    done[static_cast<std::size_t>(i)] = true;
+  }
+  for (int i = 0; i < total; ++i) {  // a record stored whole: its steps get their keys now
+    if (done[static_cast<std::size_t>(i)] || stored.step_revisions[static_cast<std::size_t>(i)] != 0) {
+      continue;
+    }
+    if (auto written = write(i); !written) return written.error();
+  }
+  auto header = update_header(record, total, stored.revision);
+  if (!header) return header.error();
+  stored.revision = header.value();
+  return header;
 }
 
 Result<std::optional<std::string>> DeployStore::deploy_of_request(const std::string& request_id) {

@@ -37,16 +37,28 @@ DeployBucketSpecs deploy_bucket_specs(Duration history, Duration lease_ttl, int 
 
 struct StoredRecord {
   v1::DeployRecord record;
-  std::uint64_t revision = 0;
+  std::uint64_t revision = 0;  // the header's
+  // One per step of `record`: the revision of the step's own key; 0 when it has none (a record
+  // stored whole, as orgd did before steps had keys, or a step not loaded).
+  std::vector<std::uint64_t> step_revisions;
 };
 
 // Where deploys live in JetStream KV:
-//   orgd_deploys  deploy.<id>      DeployRecord (binary protobuf), updated by compare-and-set
+//   orgd_deploys  deploy.<id>      the record's header: DeployRecord (binary protobuf) without
+//                                  its steps, total_steps saying how many there are
+//                 deploy.<id>.step.<i>  its step i (DeployStep, binary protobuf)
 //                 active.<id>      present while the deploy is not finished
 //                 request.<hash>   the deploy a request id created (idempotency)
 //   orgd_locks    <repo>.<env>     the id of the deploy holding that repo+env
 //   orgd_leases   scheduler        the replica running sweeps and resumes
 //                 deploy.<id>      the replica running that deploy
+// Every key is written compare-and-set on its own revision, so one step's change writes that step
+// and the header (a few hundred bytes), never the whole record: what a deploy writes grows with
+// its repos, and no stored value grows with them. A change writes its steps first and the header
+// last: the header's revision is what replicas race on (a cancel, a takeover), and a crash in
+// between leaves steps ahead of the header, which a resume reads as they are. A record stored
+// whole (total_steps 0, steps inline: orgd before steps had keys) is read as it is and split at
+// its next write.
 // Lease entries expire (bucket ttl) unless their holder renews them. Locks do not expire on
 // their own: a lock whose deploy has finished (or is gone) counts as free.
 class DeployStore {
@@ -61,10 +73,33 @@ class DeployStore {
                                                    const DeployBucketSpecs& specs,
                                                    const Clock& clock);
 
+  // The header and every step.
   Result<std::optional<StoredRecord>> load(const std::string& deploy_id);
+  // The header and at most `steps` of the first steps (record.total_steps says how many there
+  // are): what a list or a runner's conflict needs, without reading a deploy of thousands of
+  // repos whole. A record stored whole is read whole.
+  Result<std::optional<StoredRecord>> load_head(const std::string& deploy_id, int steps);
+  // Step `index` as stored, with its revision; nullopt when it has no key.
+  Result<std::optional<KvEntry>> load_step(const std::string& deploy_id, int index);
+  // The steps, then the header (conflict when a deploy of that id exists).
   Result<std::uint64_t> create(const v1::DeployRecord& record);
-  // conflict when someone else wrote the record since `revision`.
+  // The header alone (the record's steps are not written): what a replica that does not run the
+  // deploy changes (a cancel request, an owner). conflict when someone else wrote the header
+  // since `revision`. A record stored whole is written whole.
   Result<std::uint64_t> update(const v1::DeployRecord& record, std::uint64_t revision);
+  // One step, compare-and-set on `revision` (0: the key must not exist yet).
+  Result<std::uint64_t> update_step(const std::string& deploy_id, int index,
+                                    const v1::DeployStep& step, std::uint64_t revision);
+  // The header of a record whose steps are under their own keys: `record`'s own steps are not
+  // written (it may hold none or a few); `total_steps` is stored with it.
+  Result<std::uint64_t> update_header(const v1::DeployRecord& record, int total_steps,
+                                      std::uint64_t revision);
+  // A change of the steps at `changed` (indexes into record.steps(), which holds them all) and
+  // the header, written in that order, each compare-and-set on `stored`'s revisions, which are
+  // moved on as each write lands; a record stored whole has all its steps written. conflict
+  // when a key was written by someone else since.
+  Result<std::uint64_t> update(const v1::DeployRecord& record, const std::vector<int>& changed,
+                               StoredRecord& stored);
 
   // Idempotency: the deploy a request id created, and claiming a request id for a deploy
   // (conflict when another deploy claimed it first).

@@ -1,9 +1,11 @@
 #pragma once
 
 // A run's copy of its deploy record and the only way it is written (DESIGN.md §8): every change
-// is applied to the copy and written compare-and-set on the revision; on a conflict what
-// another replica wrote (a cancel request) is merged in and the write is tried again. The run,
-// its steps and its lease keeper read the record through here; its mutex is held while an event
+// is applied to the copy and written compare-and-set on the revisions of the keys it touches
+// (the steps it changed, then the header: deploy_store.hpp); on a conflict what another replica
+// wrote (a cancel request) is merged in and the write is tried again. A change sees the header
+// and only the steps it names, so its cost does not grow with the deploy's size. The run, its
+// steps and its lease keeper read the record through here; its mutex is held while an event
 // about the record is published.
 
 #include <atomic>
@@ -12,6 +14,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -29,11 +32,12 @@ class RecordCommitter {
   // the active list), cannot be read, or the run stops.
   bool load();
 
-  // Applies `change` to the record and writes it, compare-and-set on the revision; on a
-  // conflict, merges what another replica wrote (a cancel request) and tries again. Publishes
-  // `events` (kind, repo) once written. False when nothing changed, or the run was lost,
-  // abandoned or stopped while NATS was unreachable.
-  bool commit(const std::function<bool(Record&)>& change,
+  // Applies `change` to the record and writes it, compare-and-set on the revisions; on a
+  // conflict, merges what another replica wrote (a cancel request) and tries again. `change`
+  // is given the record's header with the steps of `repos` only (those it may change).
+  // Publishes `events` (kind, repo) once written. False when nothing changed, or the run was
+  // lost, abandoned or stopped while NATS was unreachable.
+  bool commit(const std::vector<std::string>& repos, const std::function<bool(Record&)>& change,
               const std::vector<std::pair<std::string, std::string>>& events);
 
   // A look at the record for a cancel request written by another replica.
@@ -49,6 +53,9 @@ class RecordCommitter {
   // Runs `f` with the record, under the mutex, unless the run was abandoned: what touches the
   // daemon (publishing, the health picture) runs this way. False when abandoned.
   bool while_live(const std::function<void(const Record&)>& f) const;
+  // The same with the step of `repo` (nullptr when the deploy has none).
+  bool while_live(const std::string& repo,
+                  const std::function<void(const Record&, const Step*)>& f) const;
 
   // What `f` makes of the record, read under the mutex (a look that needs no copy).
   template <class F>
@@ -71,9 +78,18 @@ class RecordCommitter {
   std::function<void()> on_written_;
   std::shared_ptr<spdlog::logger> log_;
 
-  mutable std::mutex mutex_;  // guards record_, revision_, lost_, abandoned_; held while publishing
+  // The step of `repo` in record_ (nullptr: none). Called with mutex_ held.
+  const Step* find(const std::string& repo) const;
+  // A conflict writing key `step` (-1: the header): what others wrote is read and merged into
+  // record_. False when the record is not ours any more (lost_ is set) or cannot be read.
+  bool merge_after_conflict(int step);
+
+  // guards record_, stored_, index_, lost_, abandoned_; held while publishing
+  mutable std::mutex mutex_;
   Record record_;
-  std::uint64_t revision_ = 0;
+  StoredRecord stored_;                          // the revisions of record_'s keys (no record)
+  std::unordered_map<std::string, int> index_;  // repo -> its step's index in record_
+  bool split_ = false;  // every step of record_ has its own key (none has revision 0)
   bool lost_ = false;
   std::atomic<bool> abandoned_{false};  // also read under mutex_ before publishing
   bool claimed_ = false;                // the record names us as owner

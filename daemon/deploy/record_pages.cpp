@@ -55,10 +55,14 @@ Result<v1::DeployRecord> record_page(v1::DeployRecord record, const v1::DeployGe
 }
 
 void trim_for_list(v1::DeployRecord& record) {
-  record.set_total_steps(record.steps_size());
+  // A record read for a list holds its first steps only, total_steps saying how many there are
+  // (0: one stored whole, read whole).
+  record.set_total_steps(std::max(record.total_steps(), record.steps_size()));
   if (record.steps_size() > kListedSteps) {
     record.mutable_steps()->DeleteSubrange(kListedSteps, record.steps_size() - kListedSteps);
-    record.set_next_cursor(std::to_string(kListedSteps));
+  }
+  if (record.total_steps() > record.steps_size()) {
+    record.set_next_cursor(std::to_string(record.steps_size()));
   }
 }
 

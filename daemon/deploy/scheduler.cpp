@@ -235,7 +235,7 @@ void Scheduler::run_queue() {
       continue;
     }
     const std::string& id = entry.deploy_id();
-    auto loaded = store->load(id);
+    auto loaded = store->load_head(id, 0);  // the header: what starting it changes
     if (!loaded) {
       shared_->kv_errors->inc();
       hold(entry);

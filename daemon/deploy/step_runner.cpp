@@ -47,8 +47,7 @@ LogSink StepRunner::log_sink(int attempt) {
     const std::size_t n = (*count)++;
     if (n >= kMaxLogLinesPerStep) return;
     const std::string& repo = self->repo_;
-    self->record_.while_live([&](const Record& record) {
-      const Step* step = find_step(record, repo);
+    self->record_.while_live(repo, [&](const Record& record, const Step* step) {
       std::string text{line};
       if (n + 1 == kMaxLogLinesPerStep) text = "(further output not streamed)";
       self->shared_->publish_event(
@@ -206,7 +205,7 @@ void StepRunner::on_recovered(Result<DeployProgress> recovered) {
     // Ended with orgd, not by the deploy: a new attempt, not one of the step's retries.
     const std::string why =
         recovered.value().error.empty() ? "interrupted" : recovered.value().error;
-    if (!record_.commit([&](Record& r) { return mark_interrupted(r, repo, why); },
+    if (!record_.commit({repo}, [&](Record& r) { return mark_interrupted(r, repo, why); },
                         {{"step_interrupted", repo}})) {
       return step_done();
     }
@@ -321,13 +320,13 @@ void StepRunner::record_progress(const DeployProgress& progress) {
   const std::string& repo = repo_;
   if (!progress.handle.empty() && progress.handle != committed_handle_) {
     const std::string handle = progress.handle;
-    record_.commit([&](Record& r) { return mark_handle(r, repo, handle); }, {});
+    record_.commit({repo}, [&](Record& r) { return mark_handle(r, repo, handle); }, {});
     committed_handle_ = handle;
   }
   const Step current = record_.step(repo);
   if (bounded_text(progress.url, kMaxStepUrl) != current.url() ||
       bounded_text(progress.detail, kMaxStepDetail) != current.detail()) {
-    record_.commit([&](Record& r) { return mark_progress(r, repo, progress.url, progress.detail); },
+    record_.commit({repo}, [&](Record& r) { return mark_progress(r, repo, progress.url, progress.detail); },
                    {{"step_progress", repo}});
   }
 }
@@ -374,7 +373,7 @@ void StepRunner::on_progress(DeployProgress progress) {
       }
       const int phase = std::max(progress.phase, current.phase() + 1);
       const auto now = shared_->clock.now();
-      record_.commit([&](Record& r) { return mark_phase_done(r, repo, phase, now); },
+      record_.commit({repo}, [&](Record& r) { return mark_phase_done(r, repo, phase, now); },
                      {{"phase_done", repo}});
       if (should_stop()) return step_done();
       return phase_gate_begin(phase);
@@ -385,7 +384,7 @@ void StepRunner::on_progress(DeployProgress progress) {
         return step_done();
       }
       const auto now = shared_->clock.now();
-      record_.commit([&](Record& r) { return mark_deployed(r, repo, now); }, {});
+      record_.commit({repo}, [&](Record& r) { return mark_deployed(r, repo, now); }, {});
       return gate_begin();
     }
     case DeployStatus::failed:
@@ -491,7 +490,7 @@ void StepRunner::attempt_failed() {
   const int used = retries_used(current);
   if (used < policy_.retries && !record_.cancel_requested()) {
     shared_->step_retries->inc();
-    if (!record_.commit([&](Record& r) { return mark_retrying(r, repo, error); },
+    if (!record_.commit({repo}, [&](Record& r) { return mark_retrying(r, repo, error); },
                         {{"step_retrying", repo}})) {
       return step_done();
     }
@@ -527,7 +526,7 @@ void StepRunner::phase_gate_begin(int phase) {
   gate_phase_ = phase;
   const std::string& repo = repo_;
   if (!policy_.health_gate.enabled) {
-    record_.commit([&](Record& r) { return mark_phase_passed(r, repo, phase); },
+    record_.commit({repo}, [&](Record& r) { return mark_phase_passed(r, repo, phase); },
                    {{"phase_passed", repo}});
     gate_phase_ = 0;
     return advance();
@@ -582,7 +581,7 @@ void StepRunner::gate_check() {
   if (verdict.passed && gate_phase_ > 0) {
     const int phase = gate_phase_;
     gate_phase_ = 0;
-    record_.commit([&](Record& r) { return mark_phase_passed(r, repo, phase); },
+    record_.commit({repo}, [&](Record& r) { return mark_phase_passed(r, repo, phase); },
                    {{"phase_passed", repo}});
     gate_.set_waiting_for({});
     return advance();
@@ -604,7 +603,7 @@ void StepRunner::gate_check() {
 void StepRunner::set_waiting(const std::string& what) {
   if (what == gate_.waiting_for()) return;
   const std::string& repo = repo_;
-  if (record_.commit([&](Record& r) { return mark_waiting(r, repo, what); },
+  if (record_.commit({repo}, [&](Record& r) { return mark_waiting(r, repo, what); },
                      {{"health_gate_waiting", repo}})) {
     gate_.set_waiting_for(what);
   }
@@ -614,7 +613,7 @@ void StepRunner::cancel_step(const std::string& why) {
   const auto now = shared_->clock.now();
   const std::string& repo = repo_;
   log_->info("deploy {}: {} {}", id_, repo, why);
-  record_.commit([&](Record& r) { return mark_cancelled(r, repo, why, now); },
+  record_.commit({repo}, [&](Record& r) { return mark_cancelled(r, repo, why, now); },
                  {{"step_cancelled", repo}});
   step_done();
 }
@@ -625,6 +624,7 @@ void StepRunner::succeed(const std::string& repo, bool gated) {
   if (gated) events.emplace_back("health_gate_passed", repo);
   events.emplace_back("step_succeeded", repo);
   record_.commit(
+      {repo},
       [&](Record& r) {
         mark_deployed(r, repo, now);  // no-op when the gate already recorded it
         if (gated) mark_healthy(r, repo, now);
@@ -636,13 +636,13 @@ void StepRunner::succeed(const std::string& repo, bool gated) {
 void StepRunner::fail_step(const std::string& repo, const std::string& error) {
   const auto now = shared_->clock.now();
   log_->warn("deploy {}: {} failed: {}", id_, repo, error);
-  record_.commit([&](Record& r) { return mark_failed(r, repo, error, now); },
+  record_.commit({repo}, [&](Record& r) { return mark_failed(r, repo, error, now); },
                  {{"step_failed", repo}});
 }
 
 void StepRunner::rollback_failed(const std::string& repo, const std::string& why) {
   log_->warn("deploy {}: {} is not rolled back: {}", id_, repo, why);
-  record_.commit([&](Record& r) { return mark_rollback_failed(r, repo, why); },
+  record_.commit({repo}, [&](Record& r) { return mark_rollback_failed(r, repo, why); },
                  {{"rollback_failed", repo}});
 }
 
@@ -666,7 +666,7 @@ void StepRunner::roll_back() {
         const std::string& repo = self->repo_;
         if (result && result.value().status == DeployStatus::succeeded) {
           const auto now = self->shared_->clock.now();
-          self->record_.commit([&](Record& r) { return mark_rolled_back(r, repo, now); },
+          self->record_.commit({repo}, [&](Record& r) { return mark_rolled_back(r, repo, now); },
                                {{"rolled_back", repo}});
           return self->step_done();
         }

@@ -452,6 +452,46 @@ std::string fast_encode_org_status(const v1::OrgStatus& status) {
   return out;
 }
 
+void fast_append_org_status_head(std::string& out, const std::string& org) {
+  std::string fast = "{\"org\":";
+  if (append_string(fast, org)) {
+    out += fast;
+  } else {
+    // What protobuf prints up to the repos of an OrgStatus holding only this org.
+    v1::OrgStatus only_org;
+    only_org.set_org(org);
+    const std::string generic = encode_generic_json(only_org);
+    out.append(generic, 0, generic.find(",\"repos\":["));
+  }
+  out += ",\"repos\":[";
+}
+
+void fast_append_org_status_repo(std::string& out, const v1::RepoStatus& repo, bool first) {
+  if (!first) out.push_back(',');
+  const std::size_t mark = out.size();
+  if (!append_repo(out, repo)) {
+    out.resize(mark);
+    out += encode_generic_json(repo);
+  }
+}
+
+void fast_append_org_status_tail(std::string& out, const v1::OrgStatus& fields_after_repos) {
+  v1::OrgStatus tail = fields_after_repos;
+  tail.clear_org();
+  tail.clear_repos();
+  std::string org;
+  if (!append_org(org, tail)) {
+    org = encode_generic_json(tail);
+  }
+  // `{"org":"","repos":[]` then the fields after the repos.
+  const auto after_repos = org.find("],");
+  if (after_repos == std::string::npos) {
+    out += "]}";  // protobuf refused to print it too
+    return;
+  }
+  out.append(org, after_repos);
+}
+
 std::string fast_encode_repo_status(const v1::RepoStatus& status) {
   std::string out;
   out.reserve(size_hint(status));

@@ -32,4 +32,11 @@ std::optional<v1::HealthReport> fast_decode_health_report(std::string_view json)
 std::string fast_encode_org_status(const v1::OrgStatus& status);
 std::string fast_encode_repo_status(const v1::RepoStatus& status);
 
+// The same document in pieces, for a status too large to build at once (HTTP /status streams
+// it): head + each repo (a comma before all but the first) + tail is byte for byte
+// fast_encode_org_status of an OrgStatus with those fields.
+void fast_append_org_status_head(std::string& out, const std::string& org);
+void fast_append_org_status_repo(std::string& out, const v1::RepoStatus& repo, bool first);
+void fast_append_org_status_tail(std::string& out, const v1::OrgStatus& fields_after_repos);
+
 }  // namespace orgd

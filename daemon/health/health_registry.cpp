@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include "daemon/core/timestamps.hpp"
 #include "daemon/events/codec.hpp"
 
@@ -28,6 +30,32 @@ void HealthRegistry::configure(const std::vector<RepoHealthSpec>& repos) {
     next.emplace(spec.name, std::move(repo));
   }
   repos_ = std::move(next);
+  // Repos and services may have gone: the index is rebuilt with the picture (a reload is rare).
+  deadlines_.clear();
+  for (auto& [name, repo] : repos_) {
+    for (auto& [service, s] : repo.services) {
+      s.deadline.reset();
+      rearm_locked(name, service, s);
+    }
+  }
+}
+
+void HealthRegistry::rearm_locked(const std::string& repo, const std::string& service,
+                                  Service& s) {
+  const bool fresh = s.reported && !s.stale;
+  if (!s.deadline) {
+    if (fresh) s.deadline = deadlines_.emplace(s.fresh_until, std::pair{repo, service});
+    return;
+  }
+  if (!fresh) {
+    deadlines_.erase(*s.deadline);
+    s.deadline.reset();
+    return;
+  }
+  if ((*s.deadline)->first == s.fresh_until) return;
+  auto node = deadlines_.extract(*s.deadline);
+  node.key() = s.fresh_until;
+  s.deadline = deadlines_.insert(std::move(node));
 }
 
 Health::Status HealthRegistry::derive(const Repo& repo) {
@@ -120,6 +148,7 @@ Result<HealthRegistry::Update> HealthRegistry::report(std::string_view repo_name
   s.fresh_until = now + std::chrono::seconds(ttl);
   s.stale = false;
   s.reported = true;
+  rearm_locked(repo.spec.name, sit->first, s);
 
   Update update;
   if (changed) update.service = to_state(repo.spec.name, sit->first, s);
@@ -131,28 +160,58 @@ std::vector<HealthRegistry::Update> HealthRegistry::sweep() {
   std::vector<Update> updates;
   auto now = clock_.now();
   std::lock_guard lock(mutex_);
-  for (auto& [name, repo] : repos_) {
-    for (auto& [service, s] : repo.services) {
-      if (!s.reported || s.stale || now < s.fresh_until) continue;
-      s.stale = true;
-      Update update;
-      update.service = to_state(name, service, s);
-      update.repo_change = rederive(repo, service);
-      updates.push_back(std::move(update));
-    }
+  std::vector<std::pair<std::string, std::string>> due;
+  while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+    due.push_back(std::move(deadlines_.begin()->second));
+    deadlines_.erase(deadlines_.begin());
+  }
+  services_examined_ += due.size();
+  // In name order, as a walk over every repo would find them: when two services of one repo
+  // expire together, the first by name is the cause of the repo's change.
+  std::sort(due.begin(), due.end());
+  for (const auto& [name, service] : due) {
+    auto rit = repos_.find(name);
+    if (rit == repos_.end()) continue;  // cannot happen: configure() rebuilds the index
+    Repo& repo = rit->second;
+    auto sit = repo.services.find(service);
+    if (sit == repo.services.end()) continue;
+    Service& s = sit->second;
+    s.deadline.reset();
+    s.stale = true;
+    Update update;
+    update.service = to_state(name, service, s);
+    update.repo_change = rederive(repo, service);
+    updates.push_back(std::move(update));
   }
   return updates;
 }
 
 void HealthRegistry::restore(const v1::ServiceHealth& state) {
   std::lock_guard lock(mutex_);
+  std::vector<Repo*> touched;
+  restore_locked(state, &touched);
+  for (Repo* repo : touched) repo->health = derive(*repo);
+}
+
+void HealthRegistry::restore(const std::vector<v1::ServiceHealth>& states) {
+  std::lock_guard lock(mutex_);
+  std::vector<Repo*> touched;
+  touched.reserve(states.size());
+  for (const auto& state : states) restore_locked(state, &touched);
+  std::sort(touched.begin(), touched.end());
+  touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
+  for (Repo* repo : touched) repo->health = derive(*repo);
+}
+
+void HealthRegistry::restore_locked(const v1::ServiceHealth& state, std::vector<Repo*>* touched) {
   auto it = repos_.find(state.repo());
   if (it == repos_.end() || !valid_subject_token(state.service())) return;
   Repo& repo = it->second;
   if (repo.services.size() >= kMaxServicesPerRepo && !repo.services.contains(state.service())) {
     return;
   }
-  Service& s = repo.services[state.service()];
+  auto [sit, inserted] = repo.services.try_emplace(state.service());
+  Service& s = sit->second;
   s.status = state.status();
   s.version = state.version();
   s.detail = state.detail();
@@ -162,7 +221,18 @@ void HealthRegistry::restore(const v1::ServiceHealth& state) {
   s.reported = state.has_last_report_at();
   auto grace = std::max(s.last_report_at, clock_.now());
   s.fresh_until = grace + std::chrono::seconds(s.ttl_seconds);
-  repo.health = derive(repo);
+  rearm_locked(repo.spec.name, sit->first, s);
+  touched->push_back(&repo);
+}
+
+std::uint64_t HealthRegistry::services_examined() const {
+  std::lock_guard lock(mutex_);
+  return services_examined_;
+}
+
+std::size_t HealthRegistry::pending_deadlines() const {
+  std::lock_guard lock(mutex_);
+  return deadlines_.size();
 }
 
 v1::RepoStatus HealthRegistry::to_status(const Repo& repo) const {

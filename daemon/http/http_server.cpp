@@ -147,6 +147,9 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   void stop();
   void stop_and_wait_for_handlers();
   std::optional<HttpServerResponse> invoke(const HttpServerRequest& request);
+  // The next piece of a streamed body: true when more follow, false after the last, nullopt
+  // when the server is stopping or the stream failed (the connection is then closed).
+  std::optional<bool> produce(const HttpServerResponse::BodyStream& stream, std::string& out);
   void forget(Session* session);
   void decline_eviction(Session* session);
 
@@ -156,6 +159,8 @@ class ServerCore : public std::enable_shared_from_this<ServerCore> {
   std::atomic<std::uint16_t> bound_port{0};
 
  private:
+  struct InFlight;
+  bool enter();  // false once stopped; otherwise counted in in_flight_ until ~InFlight
   void accept_locked();
   void on_accept(beast::error_code ec, tcp::socket socket);
   std::shared_ptr<Session> choose_eviction_locked();
@@ -381,6 +386,16 @@ class Session : public std::enable_shared_from_this<Session> {
       res.set(name, value);
     }
     res.keep_alive(keep_alive);
+    if (out.stream && !bodyless) {
+      if (version >= 11) return write_stream(std::move(out.stream), keep_alive, head);
+      // HTTP/1.0 has no chunks: the body is made whole.
+      out.body.clear();
+      while (true) {
+        auto more = server_->produce(out.stream, out.body);
+        if (!more) return close();
+        if (!*more) break;
+      }
+    }
     if (bodyless) {
       // No body and no Content-Length for these.
     } else if (head) {
@@ -409,6 +424,75 @@ class Session : public std::enable_shared_from_this<Session> {
         });
   }
 
+  // The head of response_ with chunked encoding, then each piece of the stream as one chunk as
+  // soon as the previous one is written: memory holds one piece. The deadline is set once, so
+  // the whole response has write_timeout, however many pieces it has.
+  void write_stream(HttpServerResponse::BodyStream stream, bool keep_alive, bool head) {
+    auto& res = *response_;
+    res.chunked(true);
+    stream_body_ = std::move(stream);
+    stream_head_.emplace(res);
+    waiting_since_ = 0;
+    stream_.expires_after(settings().write_timeout);
+    http::async_write_header(
+        stream_, *stream_head_,
+        [self = shared_from_this(), keep_alive, head](beast::error_code ec, std::size_t) {
+          if (ec) return self->stream_failed(ec);
+          if (head) return self->stream_done(keep_alive);
+          self->write_piece(keep_alive);
+        });
+  }
+
+  void write_piece(bool keep_alive) {
+    piece_.clear();
+    std::optional<bool> more;
+    // An empty piece would read as the last chunk: ask again.
+    do {
+      more = server_->produce(stream_body_, piece_);
+    } while (more && *more && piece_.empty());
+    if (!more) return stream_failed(net::error::operation_aborted);
+    if (piece_.empty()) return write_last_chunk(keep_alive);
+    net::async_write(stream_, http::make_chunk(net::buffer(piece_)),
+                     [self = shared_from_this(), keep_alive, last = !*more](beast::error_code ec,
+                                                                             std::size_t) {
+                       if (ec) return self->stream_failed(ec);
+                       if (last) return self->write_last_chunk(keep_alive);
+                       self->write_piece(keep_alive);
+                     });
+  }
+
+  void write_last_chunk(bool keep_alive) {
+    piece_.clear();
+    piece_.shrink_to_fit();
+    net::async_write(stream_, http::make_chunk_last(),
+                     [self = shared_from_this(), keep_alive](beast::error_code ec, std::size_t) {
+                       if (ec) return self->stream_failed(ec);
+                       self->stream_done(keep_alive);
+                     });
+  }
+
+  void stream_done(bool keep_alive) {
+    reset_stream();
+    if (!keep_alive) return close();
+    read_header();
+  }
+
+  void stream_failed(beast::error_code ec) {
+    reset_stream();
+    if (ec == beast::error::timeout) server_->count(CloseReason::write_timeout);
+    if (ec != net::error::operation_aborted) {
+      server_->log->debug("{}: write failed: {}", remote_, ec.message());
+    }
+    close();
+  }
+
+  void reset_stream() {
+    stream_head_.reset();
+    response_.reset();
+    stream_body_ = nullptr;
+    piece_ = std::string();
+  }
+
   // Half-close, then discard what the peer still sends until it closes or the read timeout
   // (counted once, for the whole drain) runs out.
   void linger() {
@@ -435,6 +519,10 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<http::request_parser<http::string_body>> parser_;
   std::optional<http::response<http::empty_body>> continue_;
   std::optional<http::response<http::string_body>> response_;
+  // A streamed body (write_stream): the serializer of response_'s head, the stream, its piece.
+  std::optional<http::response_serializer<http::string_body>> stream_head_;
+  HttpServerResponse::BodyStream stream_body_;
+  std::string piece_;
   std::array<char, kLingerBufferSize> drain_buffer_{};
   bool closed_ = false;
   bool reading_head_ = true;
@@ -539,22 +627,42 @@ void ServerCore::on_accept(beast::error_code ec, tcp::socket socket) {
   if (session) session->start();
 }
 
-std::optional<HttpServerResponse> ServerCore::invoke(const HttpServerRequest& request) {
-  {
-    std::lock_guard lock(mutex_);
-    if (stopped_) return std::nullopt;
-    ++in_flight_;
+// While a handler or a body stream runs: counted in in_flight_, so stop() waits for it.
+struct ServerCore::InFlight {
+  ServerCore& server;
+  const ServerCore* previous = current_server;
+  explicit InFlight(ServerCore& s) : server(s) { current_server = &s; }
+  ~InFlight() {
+    current_server = previous;
+    std::lock_guard lock(server.mutex_);
+    if (--server.in_flight_ == 0) server.handlers_idle_.notify_all();
   }
-  struct Done {
-    ServerCore& server;
-    const ServerCore* previous = current_server;
-    explicit Done(ServerCore& s) : server(s) { current_server = &s; }
-    ~Done() {
-      current_server = previous;
-      std::lock_guard lock(server.mutex_);
-      if (--server.in_flight_ == 0) server.handlers_idle_.notify_all();
-    }
-  } done(*this);
+};
+
+bool ServerCore::enter() {
+  std::lock_guard lock(mutex_);
+  if (stopped_) return false;
+  ++in_flight_;
+  return true;
+}
+
+std::optional<bool> ServerCore::produce(const HttpServerResponse::BodyStream& stream,
+                                        std::string& out) {
+  if (!enter()) return std::nullopt;
+  InFlight done(*this);
+  try {
+    return stream(out);
+  } catch (const std::exception& e) {
+    log->error("a streamed response body failed: {}", e.what());
+  } catch (...) {
+    log->error("a streamed response body failed: unknown exception");
+  }
+  return std::nullopt;
+}
+
+std::optional<HttpServerResponse> ServerCore::invoke(const HttpServerRequest& request) {
+  if (!enter()) return std::nullopt;
+  InFlight done(*this);
 
   // The path without the query: a query string may carry tokens, and logs must not.
   const std::string_view path =

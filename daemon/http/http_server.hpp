@@ -19,10 +19,20 @@ struct HttpServerRequest {
 };
 
 struct HttpServerResponse {
+  // A body made piece by piece, for one too large to build at once: called on the connection's
+  // strand for the first piece and again each time the previous piece is written, it appends the
+  // next piece to `out` and returns false with the last. Sent with chunked transfer encoding
+  // (made whole first for an HTTP/1.0 client, not called for HEAD), under the same write_timeout
+  // as any response: a client that stops reading holds its own connection only, never an io
+  // thread. Called like the handler (not after stop()); one that throws ends the connection with
+  // the body incomplete.
+  using BodyStream = std::function<bool(std::string& out)>;
+
   int status = 200;
   std::string content_type = "text/plain; charset=utf-8";
   std::string body;
   std::map<std::string, std::string> headers;
+  BodyStream stream = nullptr;  // when set, the body; `body` is then ignored
 };
 
 class MetricsRegistry;

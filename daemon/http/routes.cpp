@@ -38,7 +38,9 @@ HttpServerResponse HttpRoutes::handle(const HttpServerRequest& request) const {
     return {200, "text/plain; version=0.0.4; charset=utf-8", metrics_.render(), {}};
   }
   if (path == "/status") {
-    return {200, "application/json", sources_.status_json() + "\n", {}};
+    HttpServerResponse response{200, "application/json", {}, {}};
+    response.stream = sources_.status_stream();
+    return response;
   }
   return {404, "text/plain; charset=utf-8", "not found\n", {}};
 }

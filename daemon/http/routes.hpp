@@ -27,8 +27,9 @@ class RouteSources {
   virtual ProbeReadiness readiness() const = 0;
   // Before /metrics renders: the gauges read at scrape time.
   virtual void refresh_gauges() = 0;
-  // The org's status as JSON (/status).
-  virtual std::string status_json() const = 0;
+  // The org's status as JSON (/status), made page by page as it is sent: the same document as
+  // encoding the whole OrgStatus, followed by a newline.
+  virtual HttpServerResponse::BodyStream status_stream() const = 0;
 };
 
 // orgd's HTTP paths: /healthz, /readyz, /metrics and /status, GET or HEAD, and

@@ -179,6 +179,33 @@ TEST_P(KvBucketContract, KeysMatchSubjectFiltersAndSkipDeletedOnes) {
   EXPECT_EQ(sorted("nothing.*"), Keys{});
 }
 
+TEST_P(KvBucketContract, EntriesCarryTheCurrentValueAndRevisionOfEachMatchingKey) {
+  auto bucket = open();
+  ASSERT_TRUE(bucket->put("deploy.d.step.0", "first"));
+  auto second = bucket->put("deploy.d.step.0", "second");
+  ASSERT_TRUE(second);
+  auto other = bucket->put("deploy.d.step.1", std::string("\0bin\xff", 5));
+  ASSERT_TRUE(other);
+  ASSERT_TRUE(bucket->put("deploy.d.step.2", "gone"));
+  ASSERT_TRUE(bucket->remove("deploy.d.step.2"));
+  ASSERT_TRUE(bucket->put("deploy.d", "header"));
+  ASSERT_TRUE(bucket->put("deploy.e.step.0", "another deploy's"));
+  auto entries = bucket->entries("deploy.d.step.*");
+  ASSERT_TRUE(entries) << entries.error().message;
+  std::sort(entries.value().begin(), entries.value().end(),
+            [](const KvEntry& a, const KvEntry& b) { return a.key < b.key; });
+  ASSERT_EQ(entries.value().size(), 2u);
+  EXPECT_EQ(entries.value()[0].key, "deploy.d.step.0");
+  EXPECT_EQ(entries.value()[0].value, "second");
+  EXPECT_EQ(entries.value()[0].revision, second.value());
+  EXPECT_EQ(entries.value()[1].key, "deploy.d.step.1");
+  EXPECT_EQ(entries.value()[1].value, std::string("\0bin\xff", 5));
+  EXPECT_EQ(entries.value()[1].revision, other.value());
+  auto none = bucket->entries("nothing.*");
+  ASSERT_TRUE(none) << none.error().message;
+  EXPECT_TRUE(none.value().empty());
+}
+
 // A listing made while its keys are deleted (a deploy's active key cleared as the scheduler
 // sweeps) answers with what is there and never waits out its deadline: with a history of one,
 // a delete replaces the put the listing may have counted as pending.
@@ -235,6 +262,7 @@ TEST_P(KvBucketContract, LostStoreMakesEveryCallUnavailable) {
   expect_unavailable(bucket->put("key", "v3"), "put");
   expect_unavailable(bucket->remove("key"), "remove");
   expect_unavailable(bucket->keys(">"), "keys");
+  expect_unavailable(bucket->entries(">"), "entries");
 }
 
 INSTANTIATE_TEST_SUITE_P(

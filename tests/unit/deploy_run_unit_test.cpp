@@ -118,6 +118,64 @@ TEST(DeployRecordMerge, ARecordAnotherOrgdNowRunsStopsTheRunAtItsNextWrite) {
   EXPECT_FALSE(rig.publisher.has("step_succeeded api"));
 }
 
+TEST(DeployRecordMerge, AStepTheRunWeTookOverFromWroteLateIsAdoptedNotOverwritten) {
+  DeployRig rig(with_repos(DeployRig::repo("api")));
+  rig.target->on_start("api", {Outcome::running("h1")});
+  rig.target->on_poll("api", {Outcome::running("h2"), Outcome::succeeded("h2")});
+  const std::string id = rig.deploy({"api"});
+  rig.run_until_idle();
+  ASSERT_EQ(rig.step(id, "api").handle(), "h1");
+
+  // The step's own key written by someone else after the run read it (a last write of the
+  // runner this one took over from, landing late): the interrupted attempt it counted is news
+  // to the run.
+  auto theirs = rig.other->load(id);
+  ASSERT_TRUE(theirs && theirs.value());
+  DeployStep late = theirs.value()->record.steps(0);
+  late.set_interrupted_attempts(1);
+  ASSERT_TRUE(rig.other->update_step(id, 0, late, theirs.value()->step_revisions[0]));
+
+  // The poll's new handle conflicts on the step's key: the run takes the stored step, applies
+  // its change to it and writes again.
+  rig.advance(250ms);
+  EXPECT_EQ(rig.counter("orgd_deploy_commit_conflicts_total"), 1);
+  const DeployStep step = rig.step(id, "api");
+  EXPECT_EQ(step.handle(), "h2");
+  EXPECT_EQ(step.interrupted_attempts(), 1) << "what the other runner wrote is kept";
+  rig.advance(250ms);
+  EXPECT_EQ(rig.record(id).state(), DeployRecord::succeeded);
+}
+
+// What a deploy of `repos` instant steps writes to the deploys bucket, in bytes.
+std::uint64_t bytes_written_by_a_deploy(int repos) {
+  std::string block;
+  std::vector<std::string> names;
+  for (int i = 0; i < repos; ++i) {
+    names.push_back("repo-" + std::to_string(i));
+    block += DeployRig::repo(names.back());
+  }
+  DeployRig rig(with_repos(block, "  parallel: 64\n"));
+  const auto before = rig.kv.written(deploy::kDeploysBucket).bytes;
+  const std::string id = rig.deploy(names);
+  for (int i = 0; i < 600 && rig.record(id).state() != DeployRecord::succeeded; ++i) {
+    rig.advance(1s);
+  }
+  EXPECT_EQ(rig.record(id).state(), DeployRecord::succeeded);
+  EXPECT_EQ(rig.target->calls().size(), static_cast<std::size_t>(repos));
+  return rig.kv.written(deploy::kDeploysBucket).bytes - before;
+}
+
+TEST(DeployRecordWrites, BytesWrittenPerDeployGrowWithItsReposNotTheirSquare) {
+  const auto small = bytes_written_by_a_deploy(100);
+  const auto large = bytes_written_by_a_deploy(800);
+  // A record rewritten whole at each step's change would write 64 times as much for 8 times the
+  // repos; steps under their own keys write 8 times as much, and a little more (longer names).
+  const double per_repo_small = static_cast<double>(small) / 100;
+  const double per_repo_large = static_cast<double>(large) / 800;
+  EXPECT_LT(per_repo_large, per_repo_small * 1.5)
+      << small << " bytes for 100 repos, " << large << " for 800";
+}
+
 // ---- Lost leases --------------------------------------------------------------------------------
 
 TEST(DeployLease, ARunWhoseLeaseAnotherOrgdTookAfterItExpiredStops) {

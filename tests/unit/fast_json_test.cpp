@@ -325,5 +325,30 @@ TEST(FastJsonEncode, UnprintableMessagesGoThroughTheFullEncoder) {
   EXPECT_EQ(fast_encode_repo_status(repo), encode_generic_json(repo));
 }
 
+std::string in_pieces(const v1::OrgStatus& org) {
+  std::string out;
+  fast_append_org_status_head(out, org.org());
+  bool first = true;
+  for (const auto& repo : org.repos()) {
+    fast_append_org_status_repo(out, repo, first);
+    first = false;
+  }
+  fast_append_org_status_tail(out, org);
+  return out;
+}
+
+TEST(FastJsonEncode, InPiecesIsTheWholeDocumentByteForByte) {
+  auto org = big_org(1000);
+  EXPECT_EQ(in_pieces(org), fast_encode_org_status(org));
+  org.set_next_cursor("repo-2\"x");
+  org.set_total_repos(10000);
+  EXPECT_EQ(in_pieces(org), fast_encode_org_status(org));
+  EXPECT_EQ(in_pieces(v1::OrgStatus{}), fast_encode_org_status(v1::OrgStatus{}));
+  v1::OrgStatus one = big_org(1);
+  one.clear_generated_at();
+  one.set_org("quote\"and\\back");
+  EXPECT_EQ(in_pieces(one), fast_encode_org_status(one));
+}
+
 }  // namespace
 }  // namespace orgd

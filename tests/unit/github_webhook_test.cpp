@@ -374,7 +374,12 @@ class NoSources final : public RouteSources {
  public:
   ProbeReadiness readiness() const override { return {}; }
   void refresh_gauges() override {}
-  std::string status_json() const override { return "{}"; }
+  HttpServerResponse::BodyStream status_stream() const override {
+    return [](std::string& out) {
+      out += "{}";
+      return false;
+    };
+  }
 };
 
 TEST_F(WebhookIntakeTest, RouteIsPostOnlyAnd404WithoutAGithubProvider) {

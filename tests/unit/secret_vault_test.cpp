@@ -49,6 +49,9 @@ class FailingBucket final : public KvBucket {
   Result<std::vector<std::string>> keys(const std::string& filter) override {
     return inner_->keys(filter);
   }
+  Result<std::vector<KvEntry>> entries(const std::string& filter) override {
+    return inner_->entries(filter);
+  }
   void fail_after(int writes) { budget_ = writes; }
 
  private:
