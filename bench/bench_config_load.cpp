@@ -70,8 +70,8 @@ Figure measure(std::int64_t repos, std::int64_t runs) {
     }
   }
   if (loaded != static_cast<std::size_t>(repos) || parsed != static_cast<std::size_t>(repos)) {
-    throw std::runtime_error(
-        fmt::format("{} repos generated, orgd loaded {}, yaml-cpp parsed {}", repos, loaded, parsed));
+    throw std::runtime_error(fmt::format("{} repos generated, orgd loaded {}, yaml-cpp parsed {}",
+                                         repos, loaded, parsed));
   }
   Figure f{repos, median(orgd_s), median(base_s)};
   fmt::print(

@@ -18,7 +18,6 @@
 #include <arpa/inet.h>
 #include <fmt/format.h>
 #include <netinet/in.h>
-#include <nlohmann/json.hpp>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -26,6 +25,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "bench/bench_support.hpp"
@@ -259,7 +259,9 @@ double report_all(natsConnection* conn, std::int64_t repos) {
 std::string seconds_text(double s) {
   return s >= 1 ? fmt::format("{:.2f} s", s) : fmt::format("{:.0f} ms", s * 1000);
 }
-std::string mib(std::uint64_t b) { return fmt::format("{:.1f} MiB", static_cast<double>(b) / (1 << 20)); }
+std::string mib(std::uint64_t b) {
+  return fmt::format("{:.1f} MiB", static_cast<double>(b) / (1 << 20));
+}
 
 struct Figure {
   std::int64_t repos = 0;

@@ -90,8 +90,8 @@ double timed_request(natsConnection* client, const char* subject, const std::str
   body->assign(natsMsg_GetData(reply), static_cast<std::size_t>(natsMsg_GetDataLength(reply)));
   natsMsg_Destroy(reply);
   if (failed) {
-    throw std::runtime_error(fmt::format("{} answered with an error: {} {}", subject, error_text,
-                                         body->substr(0, 300)));
+    throw std::runtime_error(
+        fmt::format("{} answered with an error: {} {}", subject, error_text, body->substr(0, 300)));
   }
   return us;
 }
@@ -162,9 +162,9 @@ std::string micros(double us) {
 struct Figure {
   std::int64_t repos = 0;
   std::int64_t page_size = 0;
-  std::size_t pages = 0;  // a walk's
-  std::size_t bytes = 0;  // a walk's
-  double orgd_walk = 0, base_walk = 0;  // medians, µs
+  std::size_t pages = 0;                                          // a walk's
+  std::size_t bytes = 0;                                          // a walk's
+  double orgd_walk = 0, base_walk = 0;                            // medians, µs
   double orgd_p50 = 0, orgd_p99 = 0, base_p50 = 0, base_p99 = 0;  // per page, µs
 };
 
@@ -199,8 +199,8 @@ Figure measure(const Params& p, natsConnection* client, PageReplier& replier,
       o = walk_orgd(client, subject, page_size);
     }
     if (o.sizes.size() != f.pages) {
-      throw std::runtime_error(fmt::format("a walk of {} pages, then one of {}", f.pages,
-                                           o.sizes.size()));
+      throw std::runtime_error(
+          fmt::format("a walk of {} pages, then one of {}", f.pages, o.sizes.size()));
     }
     orgd_walks.push_back(o.total_us);
     base_walks.push_back(b.total_us);
@@ -218,10 +218,10 @@ Figure measure(const Params& p, natsConnection* client, PageReplier& replier,
       "    baseline  nats.c replier, same bytes : walk {:>9}  page p50 {:>9}  p99 {:>9}\n"
       "    orgd      P.api.status pages         : walk {:>9}  page p50 {:>9}  p99 {:>9}\n"
       "    ratio orgd/baseline: walk {:.2f}  page p50 {:.2f}  p99 {:.2f}\n",
-      grouped(static_cast<std::uint64_t>(repos)), page_size, f.pages, f.pages == 1 ? "" : "s", grouped(f.bytes), walks,
-      micros(f.base_walk), micros(f.base_p50), micros(f.base_p99), micros(f.orgd_walk),
-      micros(f.orgd_p50), micros(f.orgd_p99), f.orgd_walk / f.base_walk, f.orgd_p50 / f.base_p50,
-      f.orgd_p99 / f.base_p99);
+      grouped(static_cast<std::uint64_t>(repos)), page_size, f.pages, f.pages == 1 ? "" : "s",
+      grouped(f.bytes), walks, micros(f.base_walk), micros(f.base_p50), micros(f.base_p99),
+      micros(f.orgd_walk), micros(f.orgd_p50), micros(f.orgd_p99), f.orgd_walk / f.base_walk,
+      f.orgd_p50 / f.base_p50, f.orgd_p99 / f.base_p99);
   std::fflush(stdout);
   return f;
 }
@@ -229,8 +229,8 @@ Figure measure(const Params& p, natsConnection* client, PageReplier& replier,
 std::vector<Figure> measure_org(const Params& p, std::int64_t repos) {
   BenchServer server;
   const auto startup = SteadyClock::now();
-  Config config = load_config_string(daemon_config(repos, server.url()), "bench_status_rtt",
-                                     Environment());
+  Config config =
+      load_config_string(daemon_config(repos, server.url()), "bench_status_rtt", Environment());
   logging::setup(config.log);
   Daemon daemon(std::move(config), DaemonOptions{}, Environment());
   daemon.start();
@@ -308,8 +308,8 @@ int run(int argc, char** argv) {
       fmt::print(
           "  growth {} → {} repos, pages of {}: orgd walk ×{:.1f} (baseline ×{:.1f}), orgd page "
           "p50 ×{:.2f}; ratio orgd/baseline {:.2f} → {:.2f}\n",
-          grouped(static_cast<std::uint64_t>(*lo)), grouped(static_cast<std::uint64_t>(*hi)),
-          size, b->orgd_walk / a->orgd_walk, b->base_walk / a->base_walk, b->orgd_p50 / a->orgd_p50,
+          grouped(static_cast<std::uint64_t>(*lo)), grouped(static_cast<std::uint64_t>(*hi)), size,
+          b->orgd_walk / a->orgd_walk, b->base_walk / a->base_walk, b->orgd_p50 / a->orgd_p50,
           a->orgd_walk / a->base_walk, b->orgd_walk / b->base_walk);
     }
   }

@@ -9,9 +9,9 @@
 
 #include <algorithm>
 #include <cctype>
-#include <cstdio>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -93,9 +93,9 @@ class Flags {
         used = 0;
       }
       if (item.empty() || used != item.size() || v < min || v > max) {
-        throw std::invalid_argument(fmt::format(
-            "--{}: expected integers in [{}, {}], separated by commas, got '{}'", name, min, max,
-            *text));
+        throw std::invalid_argument(
+            fmt::format("--{}: expected integers in [{}, {}], separated by commas, got '{}'", name,
+                        min, max, *text));
       }
       out.push_back(v);
       if (comma == std::string::npos) break;
