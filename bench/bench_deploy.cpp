@@ -597,6 +597,13 @@ int run(int argc, char** argv) {
   p.seed = flags.integer("seed", 1, 0, std::numeric_limits<std::int64_t>::max());
   p.poll_ms = flags.integer("poll-ms", 5, 1, 10'000);
   p.timeout_s = flags.integer("timeout-s", 600, 1, 86'400);
+  if (*std::max_element(sizes.begin(), sizes.end()) >= 5000) {
+    fmt::print(
+        "note: a 10,000-repo size takes 4-5 minutes with --runs 1 on 2 cores (a census deploy, "
+        "a warm-up replay, then each run's deploy and replay); --repos 1000 runs the small size "
+        "alone\n\n");
+    std::fflush(stdout);
+  }
   std::vector<Figure> all;
   for (auto repos : sizes) {
     p.repos = repos;
