@@ -1,13 +1,16 @@
-// Deploy orchestration: a random dependency DAG of 1,000 repos deployed with `all: true` through
-// the `local` provider with `duration: 0s`, so a step takes no time of its own and what is
-// measured is orgd's (planning, locks, the record in KV, the lease, events, provider calls, the
-// poll interval). The floor is the KV writes such a deploy needs, replayed alone with bare nats.c
-// on the same private nats-server, in the same run: the same writes, in the same order, with the
-// same sizes, each revision-checked like orgd's.
+// Deploy orchestration: a random dependency DAG of R repos (1,000 and 10,000 by default)
+// deployed with `all: true` through the `local` provider with `duration: 0s`, so a step takes no
+// time of its own and what is measured is orgd's (planning, locks, the record in KV, the lease,
+// events, provider calls, the poll interval). The floor is the KV writes such a deploy needs,
+// replayed alone with bare nats.c on the same private nats-server, in the same run: the same
+// writes, in the same order, with the same sizes, each revision-checked like orgd's.
 //
-//   bench_deploy [--repos N] [--parallel P] [--runs R] [--seed S] [--poll-ms M] [--timeout-s T]
+//   bench_deploy [--repos N,...] [--parallel P] [--runs R] [--seed S] [--poll-ms M]
+//                [--timeout-s T]
 //
-// Every flag also reads ORGD_BENCH_<FLAG> (e.g. ORGD_BENCH_REPOS=200).
+// Every flag also reads ORGD_BENCH_<FLAG> (e.g. ORGD_BENCH_REPOS=200). --repos takes a list
+// (1,000 and 10,000 by default): each size runs on a server and an orgd of its own, and a last
+// line says how each figure grew from the first size to the last.
 //
 // The first deploy is the census: a plain subscriber on the buckets' subjects ($KV.orgd_deploys.>,
 // $KV.orgd_locks.>, $KV.orgd_leases.>) sees every write orgd makes (key, size, put or delete) and
@@ -52,7 +55,7 @@ struct Params {
   std::int64_t timeout_s;
 };
 
-std::string repo_name(std::int64_t i) { return fmt::format("repo-{:04}", i); }
+std::string repo_name(std::int64_t i) { return fmt::format("repo-{:05}", i); }
 
 // Each repo depends on up to kMaxDependencies distinct earlier repos (so the graph is acyclic),
 // drawn from a seeded generator: the same seed gives the same graph on every machine.
@@ -186,6 +189,7 @@ struct Census {
   std::size_t record = 0, record_bytes = 0, record_max = 0;
   std::size_t lock_create = 0, lock_renew = 0, lock_delete = 0;
   std::size_t active = 0, lease = 0;
+  std::size_t bytes = 0, largest = 0;  // every value written, the lease included
 };
 
 Census summarize(std::vector<KvWrite> all, std::uint64_t reads) {
@@ -194,6 +198,8 @@ Census summarize(std::vector<KvWrite> all, std::uint64_t reads) {
   std::set<std::string> locks_seen;
   for (auto& w : all) {
     if (w.bucket == Bucket::leases && w.key == deploy::kSchedulerLease) continue;
+    c.bytes += w.size;
+    c.largest = std::max(c.largest, w.size);
     switch (w.bucket) {
       case Bucket::deploys:
         if (w.key.rfind("active.", 0) == 0) {
@@ -426,8 +432,8 @@ class KvReplay {
       if (w.remove) {
         check(kvStore_Delete(kv, key), "baseline kvStore_Delete");
         revision = 0;
-      } else if (w.bucket == Bucket::deploys && (keys[i].rfind("active.", 0) == 0 ||
-                                                 keys[i].rfind("index.", 0) == 0)) {
+      } else if (w.bucket == Bucket::deploys &&
+                 (keys[i].rfind("active.", 0) == 0 || keys[i].rfind("index.", 0) == 0)) {
         // Keys that outlive one deploy (the active key, the recent-deploys index): a write
         // whatever the revision, as the replay does not carry revisions from run to run.
         check(kvStore_Put(&revision, kv, key, payload_.data(), len), "baseline kvStore_Put");
@@ -462,22 +468,14 @@ std::string runs_text(const std::vector<double>& v) {
   return out;
 }
 
-int run(int argc, char** argv) {
-  Flags flags(argc, argv);
-  if (flags.help()) {
-    std::puts(
-        "bench_deploy [--repos N=1000] [--parallel P=8] [--runs R=3] [--seed S=1] "
-        "[--poll-ms M=5] [--timeout-s T=300]\n(each flag also from ORGD_BENCH_<FLAG>)");
-    return 0;
-  }
-  Params p;
-  p.repos = flags.integer("repos", 1000, 1, 9999);
-  p.parallel = flags.integer("parallel", 8, 1, 1000);
-  p.runs = flags.integer("runs", 3, 1, 100);
-  p.seed = flags.integer("seed", 1, 0, std::numeric_limits<std::int64_t>::max());
-  p.poll_ms = flags.integer("poll-ms", 5, 1, 10'000);
-  p.timeout_s = flags.integer("timeout-s", 300, 1, 86'400);
+// One size's figures, for the growth line.
+struct Figure {
+  std::int64_t repos = 0;
+  double orgd_s = 0, base_s = 0;
+  std::size_t writes = 0, bytes = 0, largest = 0;
+};
 
+Figure measure(const Params& p) {
   logging::setup(LogConfig{"warn", "text"});
   BenchServer server;
   ScratchDir data_dir("orgd-bench-deploy");
@@ -530,12 +528,15 @@ int run(int argc, char** argv) {
   fmt::print(
       "  census (deploy {}, tapped, {}): {} KV writes = record {} (mean {} B, largest {} B, "
       "{} MB in all) + locks {} create, {} renew, {} delete + active key {} + lease {}; "
-      "{} KV gets; {} events\n",
+      "{} KV gets; {} events\n"
+      "  bytes written to KV by the deploy: {} ({:.0f} B a repo), largest value {} B\n",
       census_run.deploy_id, seconds_text(census_run.done_s), grouped(census_writes),
       grouped(census.record), grouped(census.record == 0 ? 0 : census.record_bytes / census.record),
       grouped(census.record_max), fmt::format("{:.1f}", census.record_bytes / 1e6),
       grouped(census.lock_create), grouped(census.lock_renew), grouped(census.lock_delete),
-      census.active, census.lease, grouped(census.reads), grouped(census_run.events));
+      census.active, census.lease, grouped(census.reads), grouped(census_run.events),
+      grouped(census.bytes), static_cast<double>(census.bytes) / static_cast<double>(p.repos),
+      grouped(census.largest));
   std::fflush(stdout);
 
   KvReplay replay(server.url());
@@ -577,6 +578,55 @@ int run(int argc, char** argv) {
       orgd * 1e6 / n, base * 1e6 / n, n / orgd, static_cast<double>(census_writes) / n, writes_text,
       conflicts);
   fmt::print("  ratio orgd/baseline: {:.2f}  (medians)\n", base > 0 ? orgd / base : 0);
+  std::fflush(stdout);
+  return Figure{p.repos, orgd, base, census_writes, census.bytes, census.largest};
+}
+
+int run(int argc, char** argv) {
+  Flags flags(argc, argv);
+  if (flags.help()) {
+    std::puts(
+        "bench_deploy [--repos N,...=1000,10000] [--parallel P=8] [--runs R=3] [--seed S=1] "
+        "[--poll-ms M=5] [--timeout-s T=600]\n(each flag also from ORGD_BENCH_<FLAG>)");
+    return 0;
+  }
+  Params p;
+  const auto sizes = flags.integers("repos", {1000, 10000}, 1, 99'999);
+  p.parallel = flags.integer("parallel", 8, 1, 1000);
+  p.runs = flags.integer("runs", 3, 1, 100);
+  p.seed = flags.integer("seed", 1, 0, std::numeric_limits<std::int64_t>::max());
+  p.poll_ms = flags.integer("poll-ms", 5, 1, 10'000);
+  p.timeout_s = flags.integer("timeout-s", 600, 1, 86'400);
+  if (*std::max_element(sizes.begin(), sizes.end()) >= 5000) {
+    fmt::print(
+        "note: a 10,000-repo size takes 4-5 minutes with --runs 1 on 2 cores (a census deploy, "
+        "a warm-up replay, then each run's deploy and replay); --repos 1000 runs the small size "
+        "alone\n\n");
+    std::fflush(stdout);
+  }
+  std::vector<Figure> all;
+  for (auto repos : sizes) {
+    p.repos = repos;
+    all.push_back(measure(p));
+    fmt::print("\n");
+  }
+  if (all.size() > 1) {
+    const Figure& a = all.front();
+    const Figure& b = all.back();
+    const auto per_repo = [](const Figure& f) {
+      return static_cast<double>(f.bytes) / static_cast<double>(f.repos);
+    };
+    fmt::print(
+        "bench_deploy growth {} → {} repos (×{:.0f}): orgd deploy ×{:.1f}, baseline ×{:.1f}; "
+        "ratio orgd/baseline {:.2f} → {:.2f}; KV writes ×{:.1f}; bytes written ×{:.1f} ({:.0f} → "
+        "{:.0f} B a repo); largest value {} B → {} B\n",
+        grouped(static_cast<std::uint64_t>(a.repos)), grouped(static_cast<std::uint64_t>(b.repos)),
+        static_cast<double>(b.repos) / static_cast<double>(a.repos), b.orgd_s / a.orgd_s,
+        b.base_s / a.base_s, a.orgd_s / a.base_s, b.orgd_s / b.base_s,
+        static_cast<double>(b.writes) / static_cast<double>(a.writes),
+        static_cast<double>(b.bytes) / static_cast<double>(a.bytes), per_repo(a), per_repo(b),
+        grouped(a.largest), grouped(b.largest));
+  }
   return 0;
 }
 

@@ -11,6 +11,7 @@
 #include <cctype>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -71,6 +72,40 @@ class Flags {
     }
     return v;
   }
+
+  // A comma-separated list of integers ("1000,10000"), each in [min, max]; `fallback` when the
+  // flag is absent.
+  std::vector<std::int64_t> integers(const std::string& name, std::vector<std::int64_t> fallback,
+                                     std::int64_t min, std::int64_t max) const {
+    const auto text = raw(name);
+    if (!text) return fallback;
+    std::vector<std::int64_t> out;
+    std::size_t from = 0;
+    for (;;) {
+      const std::size_t comma = text->find(',', from);
+      const std::string item =
+          text->substr(from, comma == std::string::npos ? std::string::npos : comma - from);
+      std::size_t used = 0;
+      std::int64_t v = 0;
+      try {
+        v = std::stoll(item, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (item.empty() || used != item.size() || v < min || v > max) {
+        throw std::invalid_argument(
+            fmt::format("--{}: expected integers in [{}, {}], separated by commas, got '{}'", name,
+                        min, max, *text));
+      }
+      out.push_back(v);
+      if (comma == std::string::npos) break;
+      from = comma + 1;
+    }
+    return out;
+  }
+
+  // A flag's text as given, if it was.
+  std::optional<std::string> text(const std::string& name) const { return raw(name); }
 
  private:
   std::optional<std::string> raw(const std::string& name) const {
@@ -214,6 +249,19 @@ inline std::string grouped(std::uint64_t n) {
     out.push_back(digits[i]);
   }
   return out;
+}
+
+// VmRSS of a process (kB in /proc/<pid>/status), in bytes; 0 if it cannot be read.
+inline std::uint64_t rss_bytes(pid_t pid) {
+  FILE* f = std::fopen(fmt::format("/proc/{}/status", pid).c_str(), "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  std::uint64_t kb = 0;
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    if (std::sscanf(line, "VmRSS: %lu kB", &kb) == 1) break;
+  }
+  std::fclose(f);
+  return kb * 1024;
 }
 
 inline std::string machine_summary() {

@@ -15,7 +15,7 @@ if [[ $# -ne 1 ]]; then
 fi
 build_dir=$1
 bench_dir=$build_dir/bench
-benches=(bench_health_ingest bench_status_rtt bench_deploy bench_https_put bench_secret_sync)
+benches=(bench_health_ingest bench_status_rtt bench_config_load bench_startup bench_deploy bench_https_put bench_secret_sync)
 
 for b in "${benches[@]}"; do
   if [[ ! -x $bench_dir/$b ]]; then
